@@ -1,0 +1,21 @@
+"""gpt2np: GPT-2 from scratch in NumPy.
+
+    from gpt2np import GPT2, Tokenizer
+    tok = Tokenizer.from_pretrained("gpt2")
+    tok.padding_side = "left"; tok.pad_token = tok.eos_token
+    batch = tok(["It will rain in the", "My dog is"], padding=True)
+    model = GPT2.from_pretrained("gpt2")
+    ids = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=5)
+    print(tok.batch_decode(ids, skip_special_tokens=True))
+"""
+
+from .config import GPT2Config
+from .errors import CheckpointError, ConfigError, GPT2npError, InputError, ModelNotFoundError
+from .model import GPT2, GPT2Output
+from .tokenizer import BatchEncoding, Tokenizer
+
+__all__ = [
+    "GPT2", "GPT2Config", "GPT2Output", "Tokenizer", "BatchEncoding",
+    "GPT2npError", "InputError", "ConfigError", "CheckpointError", "ModelNotFoundError",
+]  # fmt: skip
+__version__ = "0.1.0"

@@ -1,0 +1,122 @@
+"""The safetensors file: its tensors mapped into memory, not copied.
+
+A safetensors file is simple enough to read by hand, and reading it by hand is what lets us
+avoid copying 500 MB of weights:
+
+    [8 bytes: header length N, little-endian u64][N bytes: JSON header][raw tensor bytes]
+
+The JSON header maps each tensor name to {"dtype", "shape", "data_offsets": [begin, end]},
+offsets counted from the first byte after the header. We `mmap` the file and hand out NumPy
+views of it: the operating system pages the weights in on first use, shares them between
+processes, and keeps them in its file cache (the `safetensors` package's NumPy loader copies
+every tensor into fresh memory instead). We use `safetensors` itself to *write* files.
+
+Pickle files (`pytorch_model.bin`) are never read: unpickling runs arbitrary code.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CheckpointError
+
+# safetensors dtype code -> NumPy dtype (little-endian, as the format requires).
+# BF16 has no NumPy dtype: we read it as uint16 and widen it to float32 ourselves.
+DTYPES = {
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+    "I16": np.dtype("<i2"),
+    "I8": np.dtype("i1"),
+    "U8": np.dtype("u1"),
+    "BOOL": np.dtype("?"),
+}
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # the format's own limit
+
+
+def read_header(path: Path) -> tuple[dict, int, int]:
+    """Return (tensor entries, where the data starts, the file's size), checking every entry."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        first = f.read(8)
+        if len(first) < 8:
+            raise CheckpointError(f"{path} is {size} bytes, too short to be a safetensors file; download it again")
+        (n,) = struct.unpack("<Q", first)
+        if n > MAX_HEADER_BYTES or 8 + n > size:
+            raise CheckpointError(
+                f"{path} has a corrupted safetensors header (it claims {n} header bytes in a {size}-byte file); "
+                "download the file again"
+            )
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CheckpointError(f"{path} has a corrupted safetensors header (not valid JSON); download the file again") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} has a corrupted safetensors header (not a JSON object); download the file again")
+    header.pop("__metadata__", None)
+    data_start = 8 + n
+    data_end = 0
+    for name, entry in header.items():
+        try:
+            dtype = DTYPES[entry["dtype"]]
+            shape = [int(d) for d in entry["shape"]]
+            begin, end = (int(o) for o in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{path}: the header entry of tensor {name!r} is malformed ({entry!r}); download the file again") from None
+        if any(d < 0 for d in shape) or end - begin != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize or begin < 0:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} claims shape {shape} of {entry['dtype']} in bytes [{begin}, {end}), "
+                "which do not agree; the file is corrupted, download it again"
+            )
+        data_end = max(data_end, end)
+    if data_start + data_end > size:
+        raise CheckpointError(
+            f"{path} is truncated: its header describes {data_start + data_end} bytes but the file has {size}; "
+            "the download was probably interrupted, download it again"
+        )
+    return header, data_start, size
+
+
+def map_tensors(path: str | Path) -> dict[str, np.ndarray]:
+    """All tensors of a safetensors file as read-only NumPy views of one memory map."""
+    path = Path(path)
+    header, data_start, size = read_header(path)
+    with open(path, "rb") as f:
+        # The map stays alive as long as any array refers to it; closing the file is fine.
+        buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    tensors = {}
+    for name, entry in header.items():
+        dtype, shape = DTYPES[entry["dtype"]], tuple(entry["shape"])
+        begin, end = entry["data_offsets"]
+        offset = data_start + begin
+        array = np.frombuffer(buffer, dtype=dtype, count=(end - begin) // dtype.itemsize, offset=offset)
+        if offset % dtype.itemsize:
+            # A misaligned start makes NumPy skip BLAS (and slows every matmul); files written
+            # by safetensors >= 0.3 pad the header so this never happens. Copy it once instead.
+            array = array.copy()
+        tensors[name] = array.reshape(shape)
+        if entry["dtype"] == "BF16":
+            # bfloat16 is the top half of a float32: shift it back into place (this copies).
+            tensors[name] = (tensors[name].astype(np.uint32) << 16).view(np.float32)
+    return tensors
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+    """Write tensors as safetensors with the `safetensors` package (the reference writer).
+
+    The metadata says format "pt" because transformers refuses safetensors files without it,
+    and the files we write are meant to be loaded by transformers too (the cross-checks)."""
+    from safetensors.numpy import save_file
+
+    metadata = {"format": "pt", **(metadata or {})}
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=metadata)

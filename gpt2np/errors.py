@@ -1,0 +1,27 @@
+"""The exceptions gpt2np raises.
+
+Every message says what was wrong and how to fix it. Callers can catch `GPT2npError` for all of
+them; the ones about bad arguments are also `ValueError`s, as Python programmers expect.
+"""
+
+
+class GPT2npError(Exception):
+    """Base class of every error gpt2np raises on purpose."""
+
+
+class InputError(GPT2npError, ValueError):
+    """A bad argument: token ids, masks, lengths, generation or tokenizer settings."""
+
+
+class ConfigError(GPT2npError, ValueError):
+    """config.json is missing, not valid JSON, lacks a field or holds an impossible value."""
+
+
+class CheckpointError(GPT2npError):
+    """The weights file is unusable: truncated, corrupted, a missing or misshapen tensor,
+    a checksum mismatch, or a pickle file (which we refuse to load)."""
+
+
+class ModelNotFoundError(GPT2npError):
+    """The model name matches no local folder, no file in weights/, nothing in the Hugging Face
+    cache, and could not be downloaded."""

@@ -1,0 +1,155 @@
+"""Generation: the prompt in one forward pass, then one token per step through the KV cache.
+
+The batch is left-padded, so every row's last column is a real token and each step appends a
+column on the right: the new token, a 1 in the attention mask, and position = last + 1. A row
+that produces eos is finished: it gets pad_token_id from then on, and generation stops when
+every row is finished or the length is reached. This is transformers' `generate`, step for
+step, so the tokens are the same, and a sequence gives the same tokens alone or in a batch.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .errors import InputError
+from .inputs import check_attention_mask, check_input_ids, check_length
+from .kv_cache import KVCache
+from .masks import position_ids_from_mask
+from .sampling import filter_logits, greedy, sample
+
+DEFAULT_MAX_LENGTH = 20  # transformers' default when neither max_length nor max_new_tokens is given
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def check_generation_args(prompt_len, max_length, max_new_tokens, do_sample, temperature, top_k, top_p, seed) -> int:
+    """Validate the settings; return how many new tokens to generate."""
+    if max_new_tokens is not None:
+        if not _is_int(max_new_tokens) or max_new_tokens < 1:
+            raise InputError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+        n_new = int(max_new_tokens)
+    else:
+        explicit = max_length is not None
+        max_length = DEFAULT_MAX_LENGTH if max_length is None else max_length
+        if not _is_int(max_length) or max_length < 1:
+            raise InputError(f"max_length must be a positive integer, got {max_length!r}")
+        if max_length <= prompt_len:
+            raise InputError(
+                f"max_length={max_length}{'' if explicit else ' (the default)'} counts the prompt too, and the "
+                f"prompt is already {prompt_len} tokens (pads included): nothing is left to generate; pass a larger "
+                "max_length or use max_new_tokens"
+            )
+        n_new = int(max_length) - prompt_len
+    if not _is_int(top_k) or top_k < 0:
+        raise InputError(f"top_k must be an integer >= 0 (0 keeps every token), got {top_k!r}")
+    if not isinstance(top_p, numbers.Real) or not (0 < top_p <= 1):
+        raise InputError(f"top_p must be in (0, 1] (1 keeps every token), got {top_p!r}")
+    if do_sample and (not isinstance(temperature, numbers.Real) or not (0 < temperature < float("inf"))):
+        raise InputError(
+            f"temperature must be a positive number when sampling, got {temperature!r} "
+            "(for the single most likely token, use greedy decoding: do_sample=False)"
+        )
+    if seed is not None and not (_is_int(seed) or isinstance(seed, np.random.Generator)):
+        raise InputError(f"seed must be an integer or a numpy.random.Generator, got {seed!r}")
+    return n_new
+
+
+def generate(
+    model,
+    input_ids,
+    attention_mask=None,
+    max_length: int | None = None,
+    max_new_tokens: int | None = None,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 50,
+    top_p: float = 1.0,
+    eos_token_id: int | None = -1,
+    pad_token_id: int | None = None,
+    use_cache: bool = True,
+    seed=None,
+    streamer=None,
+) -> np.ndarray:
+    """Continue each row of a left-padded batch; returns [B, T + n_new] ids, prompt included
+    (fewer columns if every row finished early). A 1-D prompt gives a 1-D result.
+
+    max_length counts the prompt, pads included (default 20, as transformers); max_new_tokens
+    counts only new tokens and wins when both are given. With do_sample=True the logits go
+    through temperature, top_k (default 50, as transformers) and top_p before the draw; `seed`
+    (an int or a numpy Generator) makes the draw reproducible. eos_token_id defaults to the
+    model's (50256; None disables stopping), pad_token_id to eos. `streamer` is called with
+    each step's [B] new tokens (or, if it has .put/.end like transformers' streamers, those).
+    """
+    cfg = model.config
+    ids, one_sequence = check_input_ids(input_ids, cfg.vocab_size)
+    mask = check_attention_mask(attention_mask, ids.shape)
+    right_padded = np.flatnonzero(mask[:, -1] == 0)
+    if right_padded.size:
+        raise InputError(
+            f"row {int(right_padded[0])} of attention_mask ends with padding (0): generation appends after the last "
+            "column, so the batch must be padded on the left (tokenizer.padding_side = 'left')"
+        )
+    B, T = ids.shape
+    n_new = check_generation_args(T, max_length, max_new_tokens, do_sample, temperature, top_k, top_p, seed)
+    check_length(T + n_new, cfg.n_positions, f"the prompt ({T}) plus {n_new} new tokens")
+    eos = cfg.eos_token_id if eos_token_id == -1 else eos_token_id
+    pad = eos if pad_token_id is None else pad_token_id
+    for name, value in (("eos_token_id", eos), ("pad_token_id", pad)):
+        if value is not None and (not _is_int(value) or not 0 <= value < cfg.vocab_size):
+            raise InputError(f"{name} must be a token id in 0 .. {cfg.vocab_size - 1} or None, got {value!r}")
+    if eos is not None and pad is None:
+        raise InputError("pad_token_id is needed to fill rows that finished (set it, or set eos_token_id=None)")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+    tokens = np.empty((B, T + n_new), dtype=np.int64)  # the result, filled column by column
+    tokens[:, :T] = ids
+    full_mask = np.ones((B, T + n_new), dtype=np.int64)  # generated tokens are all real: 1
+    full_mask[:, :T] = mask
+    positions = position_ids_from_mask(mask)  # [B, T] pads don't count
+    cache = KVCache(cfg.n_layer, B, cfg.n_head, T + n_new, cfg.head_dim, model.dtype) if use_cache else None
+    finished = np.zeros(B, dtype=bool)
+
+    logits = model.forward(ids, mask, positions, cache, last_logits_only=True).logits[:, -1]  # [B, vocab]
+    n_done = 0
+    for step in range(n_new):
+        if do_sample:
+            next_tokens = sample(filter_logits(logits, temperature, top_k, top_p), rng)  # [B]
+        else:
+            next_tokens = greedy(logits)  # [B]
+        if eos is not None:
+            next_tokens = np.where(finished, pad, next_tokens)  # finished rows only get padding
+            finished |= next_tokens == eos
+        tokens[:, T + step] = next_tokens
+        n_done = step + 1
+        _stream(streamer, next_tokens)
+        if finished.all() or n_done == n_new:
+            break
+        length = T + n_done  # tokens so far; the new one sits at index length - 1
+        if cache is not None:  # feed only the new token; its keys/values join the cache
+            step_positions = positions[:, -1:] + n_done  # [B, 1] last prompt position + steps taken
+            out = model.forward(next_tokens[:, None], full_mask[:, :length], step_positions, cache, last_logits_only=True)
+        else:  # recompute everything: slower, same tokens (a check of the cache)
+            out = model.forward(tokens[:, :length], full_mask[:, :length], position_ids_from_mask(full_mask[:, :length]),
+                                last_logits_only=True)  # fmt: skip
+        logits = out.logits[:, -1]  # [B, vocab]
+    _stream_end(streamer)
+    result = tokens[:, : T + n_done]
+    return result[0] if one_sequence else result
+
+
+def _stream(streamer, next_tokens):
+    if streamer is None:
+        return
+    if hasattr(streamer, "put"):
+        streamer.put(next_tokens)
+    else:
+        streamer(next_tokens)
+
+
+def _stream_end(streamer):
+    if streamer is not None and hasattr(streamer, "end"):
+        streamer.end()

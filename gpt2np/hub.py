@@ -1,0 +1,277 @@
+"""Where a model's files come from, and proof that they are the right ones.
+
+`resolve_model_files("gpt2")` looks, in this order:
+1. a local folder, if the name is one (`./my-gpt2`, `/data/gpt2`);
+2. the project's `weights/<name>/` (filled by `gpt2np download <name>`);
+3. the Hugging Face cache (HF_HOME / HF_HUB_CACHE): a gpt2 that transformers already
+   downloaded is used as it is, with no network access;
+4. a download from the hub with `huggingface_hub`, of the needed files only, unless
+   HF_HUB_OFFLINE is set.
+
+Known files (GPT-2's weights and tokenizer) are checked against their published size and
+sha256 the first time we see them; so is any file in the hub cache, whose blob is named by
+its sha256. A successful check is remembered (by path, size and mtime) so it costs once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from .errors import CheckpointError, ModelNotFoundError
+
+# The short names people use, and the hub repositories that hold them.
+HUB_REPOS = {
+    "gpt2": "openai-community/gpt2",
+    "gpt2-medium": "openai-community/gpt2-medium",
+    "gpt2-large": "openai-community/gpt2-large",
+    "gpt2-xl": "openai-community/gpt2-xl",
+    "distilgpt2": "distilbert/distilgpt2",
+}
+
+# Published (size in bytes, sha256) of files we know. All five models share one tokenizer.
+GPT2_TOKENIZER_FILES = {
+    "vocab.json": (1042301, "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"),
+    "merges.txt": (456318, "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"),
+}
+KNOWN_FILES = {
+    ("openai-community/gpt2", "model.safetensors"): (548105171, "248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707"),
+    **{(repo, f): v for repo in HUB_REPOS.values() for f, v in GPT2_TOKENIZER_FILES.items()},
+}
+
+MODEL_FILES = [("config.json", "model.safetensors")]
+TOKENIZER_FILES = [("vocab.json", "merges.txt"), ("tokenizer.json",)]  # either set will do
+DOWNLOAD_FILES = ["config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer.json", "generation_config.json"]
+
+
+def weights_dir() -> Path:
+    """The project's weights/ folder (or $GPT2NP_WEIGHTS)."""
+    if os.environ.get("GPT2NP_WEIGHTS"):
+        return Path(os.environ["GPT2NP_WEIGHTS"])
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file():  # running from a checkout (editable install)
+        return checkout / "weights"
+    return Path.cwd() / "weights"
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment at call time (huggingface_hub
+    reads it once at import, which would ignore a later HF_HOME)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
+    return Path(home) / "hub"
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def canonical_repo(name: str) -> str:
+    return HUB_REPOS.get(name, name)
+
+
+def _pick(folder: Path, groups) -> dict[str, Path] | None:
+    for group in groups:
+        if all((folder / f).is_file() for f in group):
+            return {f: folder / f for f in group}
+    return None
+
+
+def _describe(groups) -> str:
+    return " or ".join(" + ".join(g) for g in groups)
+
+
+def _refuse_pickle(where: str) -> CheckpointError:
+    return CheckpointError(
+        f"{where} has only pytorch_model.bin, a pickle file. gpt2np never unpickles: loading a pickle can run "
+        "arbitrary code. Convert it once to model.safetensors (e.g. with transformers: "
+        "GPT2LMHeadModel.from_pretrained(path).save_pretrained(path, safe_serialization=True)) and try again."
+    )
+
+
+def resolve_files(name: str | Path, groups, verify: bool = True, local_files_only: bool = False) -> dict[str, Path]:
+    """Find one of the file `groups` (tuples of names) for model `name`, as described above."""
+    text = str(name)
+    folder = Path(name).expanduser()
+    looks_like_path = isinstance(name, Path) or text.startswith((".", "/", "~")) or os.sep in text and folder.exists()
+    if folder.is_dir():
+        return _from_folder(folder, groups, verify, text)
+    if looks_like_path:
+        raise ModelNotFoundError(f"{text} is not a folder; give an existing model folder or a model name such as 'gpt2'")
+    local = weights_dir() / text
+    if local.is_dir() and _pick(local, groups):
+        return _from_folder(local, groups, verify, text)
+    return _from_hub(text, groups, verify, local_files_only or hub_offline())
+
+
+def _from_folder(folder: Path, groups, verify: bool, name: str) -> dict[str, Path]:
+    found = _pick(folder, groups)
+    if found is None:
+        if "model.safetensors" in _describe(groups) and (folder / "pytorch_model.bin").is_file():
+            raise _refuse_pickle(str(folder))
+        missing = [f for f in groups[0] if not (folder / f).is_file()]
+        raise ModelNotFoundError(f"{folder} lacks {', '.join(missing)} (a model folder needs {_describe(groups)})")
+    if verify:
+        for filename, path in found.items():
+            verify_file(path, canonical_repo(name), filename)
+    return found
+
+
+def _from_hub(name: str, groups, verify: bool, offline: bool) -> dict[str, Path]:
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    cache = hub_cache_dir()
+    repo = canonical_repo(name)
+    candidates = [name] + [r for r in (repo,) if r != name] + [k for k, v in HUB_REPOS.items() if v == name]
+    try:
+        for candidate in candidates:  # 1. already cached (by us, or by transformers under either name)?
+            for group in groups:
+                paths = [try_to_load_from_cache(candidate, f, cache_dir=cache) for f in group]
+                if all(isinstance(p, str) for p in paths):
+                    found = {f: Path(p) for f, p in zip(group, paths)}
+                    if verify:
+                        for f, p in found.items():
+                            verify_file(p, repo, f)
+                    return found
+    except HFValidationError:
+        raise ModelNotFoundError(
+            f"{name!r} is not a model folder, not in {weights_dir()}, and not a valid hub repo id; "
+            f"known names: {', '.join(HUB_REPOS)}"
+        ) from None
+    cached_pickle = any(isinstance(try_to_load_from_cache(c, "pytorch_model.bin", cache_dir=cache), str) for c in candidates)
+    if "model.safetensors" in _describe(groups) and cached_pickle:
+        raise _refuse_pickle(f"the cached hub repo {repo}")
+    if offline:
+        raise ModelNotFoundError(
+            f"{name!r} is not downloaded and HF_HUB_OFFLINE is set: it is not in {weights_dir() / name} nor in "
+            f"the Hugging Face cache {cache}. Run `gpt2np download {name}` on a machine with network (then copy "
+            f"weights/{name}/ here), or unset HF_HUB_OFFLINE."
+        )
+    for group in groups:  # 2. download what is missing
+        try:
+            found = {f: Path(hf_hub_download(repo, f, cache_dir=cache)) for f in group}
+        except EntryNotFoundError:
+            continue  # this repo lacks this group; try the next one
+        except RepositoryNotFoundError:
+            raise ModelNotFoundError(
+                f"{name!r} is neither a local folder nor a model on the Hugging Face hub; known names: {', '.join(HUB_REPOS)}"
+            ) from None
+        except LocalEntryNotFoundError:  # huggingface_hub's word for "no network and not cached"
+            raise ModelNotFoundError(
+                f"cannot download {name!r}: the Hugging Face hub is unreachable and the files are not cached in {cache}. "
+                f"Run `gpt2np download {name}` on a machine with network and copy weights/{name}/ here."
+            ) from None
+        if verify:
+            for f, p in found.items():
+                verify_file(p, repo, f)
+        return found
+    if "model.safetensors" in _describe(groups) and _hub_has_file(repo, "pytorch_model.bin"):
+        raise _refuse_pickle(f"the hub repo {repo}")
+    raise ModelNotFoundError(f"the hub repo {repo} has none of {_describe(groups)}")
+
+
+def _hub_has_file(repo: str, filename: str) -> bool:
+    from huggingface_hub import file_exists
+
+    try:
+        return file_exists(repo, filename)
+    except Exception:  # noqa: BLE001  (only used to choose the better error message)
+        return False
+
+
+def resolve_model_files(name, verify=True, local_files_only=False) -> dict[str, Path]:
+    return resolve_files(name, MODEL_FILES, verify=verify, local_files_only=local_files_only)
+
+
+def resolve_tokenizer_files(name, verify=True, local_files_only=False) -> dict[str, Path]:
+    return resolve_files(name, TOKENIZER_FILES, verify=verify, local_files_only=local_files_only)
+
+
+# --- integrity -----------------------------------------------------------------------------
+
+
+def sha256_of(path: Path, chunk: int = 1 << 24) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _stamp_path(path: Path) -> Path:
+    base = Path(os.environ.get("GPT2NP_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpt2np")
+    return base / "verified" / hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
+
+
+def expected_digest(path: Path, repo: str, filename: str) -> tuple[int | None, str] | None:
+    """(size, sha256) the file must have, if we know it: from our table, or from the hub
+    cache, where a large file's blob is named by its sha256."""
+    if (repo, filename) in KNOWN_FILES:
+        return KNOWN_FILES[(repo, filename)]
+    blob = path.resolve().name
+    if path.is_symlink() and re.fullmatch(r"[0-9a-f]{64}", blob):
+        return None, blob
+    return None
+
+
+def verify_file(path: Path, repo: str, filename: str) -> None:
+    """Refuse a known file whose size or sha256 is not the published one. Hashing happens once
+    per file version: the result is remembered by (path, size, mtime)."""
+    expected = expected_digest(Path(path), repo, filename)
+    if expected is None:
+        return
+    size, digest = expected
+    path = Path(path)
+    stat = path.stat()
+    how_to_fix = "delete it and download it again (gpt2np download), or pass verify=False / --no-verify to use it anyway"
+    if size is not None and stat.st_size != size:
+        raise CheckpointError(
+            f"{path} is {stat.st_size} bytes but {repo}'s {filename} is {size} bytes: it is truncated or not the "
+            f"official file; {how_to_fix}"
+        )
+    stamp = _stamp_path(path)
+    key = f"{stat.st_size} {stat.st_mtime_ns} {digest}"
+    if stamp.is_file() and stamp.read_text() == key:
+        return
+    actual = sha256_of(path)
+    if actual != digest:
+        raise CheckpointError(f"{path} has sha256 {actual} but {repo}'s {filename} has {digest}: the file is corrupted; {how_to_fix}")
+    try:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(key)
+    except OSError:
+        pass  # cannot remember it: we will just hash again next time
+
+
+def download(name: str, dest: Path | None = None, verify: bool = True) -> Path:
+    """Put a model's files in weights/<name>/ (with huggingface_hub's progress bars), so the
+    checkout works offline afterwards. Only the files gpt2np uses are fetched."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    repo = canonical_repo(name)
+    dest = Path(dest) if dest is not None else weights_dir() / name
+    if hub_offline():
+        raise ModelNotFoundError(f"cannot download {name!r}: HF_HUB_OFFLINE is set; unset it on a machine with network")
+    fetched = {}
+    for filename in DOWNLOAD_FILES:
+        try:
+            fetched[filename] = Path(hf_hub_download(repo, filename, local_dir=dest))
+        except EntryNotFoundError:
+            continue
+        except RepositoryNotFoundError:
+            raise ModelNotFoundError(f"{name!r} is not a model on the Hugging Face hub; known names: {', '.join(HUB_REPOS)}") from None
+        except LocalEntryNotFoundError:
+            raise ModelNotFoundError(f"cannot download {name!r}: the Hugging Face hub is unreachable from this machine") from None
+    if "model.safetensors" not in fetched:
+        if _hub_has_file(repo, "pytorch_model.bin"):
+            raise _refuse_pickle(f"the hub repo {repo}")
+        raise ModelNotFoundError(f"the hub repo {repo} has no model.safetensors")
+    if verify:
+        for filename, path in fetched.items():
+            verify_file(path, repo, filename)
+    return dest

@@ -1,0 +1,118 @@
+"""The position-wise layers: each acts on every token separately.
+
+LayerNorm, GELU and the MLP never look at other tokens; only attention (attention.py) mixes
+information across time. Every function keeps the dtype it is given: float32 stays float32
+(Python float constants do not promote NumPy arrays), float64 stays float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .weights import MLP, LayerNorm, Linear
+
+
+def linear(x: np.ndarray, layer: Linear) -> np.ndarray:
+    """GPT-2's "Conv1D": weight stored [n_in, n_out], so no transpose."""
+    out = x @ layer.weight  # [..., n_in] -> [..., n_out]
+    out += layer.bias  # in place: saves allocating a second [..., n_out] array
+    return out
+
+
+def layer_norm(x: np.ndarray, norm: LayerNorm, eps: float) -> np.ndarray:
+    """Normalise each token's vector to mean 0, variance 1, then scale and shift.
+
+    Computed in float64 and rounded once to x's dtype. LayerNorm is cheap (O(C) per token,
+    against O(C^2) for the matmuls around it) and it is where GPT-2's outlier dimensions
+    (residual values in the hundreds) meet float32's 7 digits: done in float32, each of its
+    steps rounds, and the result drifts measurably further from the float64 truth than
+    torch's. Two passes (subtract the mean, then average the squares), never the
+    cancellation-prone E[x^2] - E[x]^2.
+    """
+    x64 = x.astype(np.float64)  # [..., C] a fresh copy we may overwrite
+    x64 -= x64.mean(axis=-1, keepdims=True)  # centred
+    var = np.mean(x64 * x64, axis=-1, keepdims=True)  # [..., 1] biased variance, as torch
+    x64 /= np.sqrt(var + eps)  # normalised
+    x64 *= norm.weight  # gamma
+    x64 += norm.bias  # beta
+    return x64.astype(x.dtype)
+
+
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    """GPT-2's GELU, the tanh approximation ("gelu_new"), computed in place on x:
+
+        0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))
+
+    written as x * sigmoid(2u) with u = sqrt(2/pi) * (x + 0.044715 x^3), because
+    0.5 * (1 + tanh(u)) == 1 / (1 + exp(-2u)), and NumPy's exp is vectorised where its
+    tanh is not (this is the MLP's costliest elementwise step). For very negative x,
+    exp(-2u) overflows to inf and the result is x / inf = -0.0: the right limit, and NumPy's
+    overflow warning for it is silenced.
+    """
+    u = x * x  # [..., F] x^2
+    u *= 0.044715
+    u += 1.0
+    u *= x  # x + 0.044715 x^3
+    u *= -2.0 * SQRT_2_OVER_PI  # -2u
+    with np.errstate(over="ignore"):
+        np.exp(u, out=u)  # exp(-2u)
+    u += 1.0
+    x /= u  # x * sigmoid(2u)
+    return x
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """exp(x) / sum(exp(x)), shifted by the row's max so exp never overflows. In place on x.
+
+    A row that is all -inf has max -inf, and -inf - (-inf) is NaN: the whole row comes out
+    NaN. That is mathematically honest (0/0) and is exactly what happens to a left-pad
+    token's query under a -inf mask; attention.py decides what such a row should mean.
+    """
+    with np.errstate(invalid="ignore"):  # -inf - -inf; the NaN is the point, see above
+        x -= x.max(axis=axis, keepdims=True)
+    np.exp(x, out=x)
+    x /= x.sum(axis=axis, keepdims=True)
+    return x
+
+
+SUM_CHUNK = 128  # longest float32 running sum in the output layer (see lm_head)
+VOCAB_BLOCK = 4096  # vocabulary columns per block: a [rows, 4096] partial result stays in cache
+
+
+def lm_head(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """A score for every token of the vocabulary: x @ weight.T, [..., C] -> [..., vocab].
+
+    With the tied embedding (weight = wte [vocab, C]), a token's score is the dot product
+    of the final hidden state with that token's own embedding.
+
+    This is the model's largest matmul and the largest source of float32 rounding in the
+    logits. A GEMM accumulates each output as one running float32 sum over C = 768 terms, and
+    the rounding error grows with the length of that sum. For several rows we split C into
+    chunks of 128 and add the partial products: measured with scripts/fidelity.py, this takes
+    the logits' error below transformers' (whose BLAS sums more accurately than OpenBLAS),
+    for ~8% of this matmul's time. For one row (batch-1 decoding) BLAS's matrix-vector
+    product is already more accurate than torch's, and splitting it would cost ~45%, so we
+    don't.
+    """
+    rows = x.reshape(-1, x.shape[-1])  # [N, C]
+    W = weight.T  # [C, vocab] a view: wte is stored [vocab, C]
+    if rows.shape[0] == 1:
+        return (rows @ W).reshape(*x.shape[:-1], W.shape[1])
+    C, vocab = W.shape
+    out = np.empty((rows.shape[0], vocab), dtype=x.dtype)  # [N, vocab]
+    for v in range(0, vocab, VOCAB_BLOCK):
+        block = out[:, v : v + VOCAB_BLOCK]  # [N, 4096] a view we fill in place
+        np.matmul(rows[:, :SUM_CHUNK], W[:SUM_CHUNK, v : v + VOCAB_BLOCK], out=block)
+        for k in range(SUM_CHUNK, C, SUM_CHUNK):
+            block += rows[:, k : k + SUM_CHUNK] @ W[k : k + SUM_CHUNK, v : v + VOCAB_BLOCK]
+    return out.reshape(*x.shape[:-1], vocab)
+
+
+def mlp(x: np.ndarray, mlp_weights: MLP) -> np.ndarray:
+    """Expand, GELU, project back: [..., C] -> [..., F] -> [..., C]."""
+    return linear(gelu(linear(x, mlp_weights.c_fc)), mlp_weights.c_proj)

@@ -1,0 +1,117 @@
+"""Random GPT-2 checkpoints, for tests and benchmarks on machines without the real weights.
+
+A checkpoint written here is an ordinary model folder (config.json + model.safetensors) that
+gpt2np and transformers both load. The same (config, seed) always gives the same bytes, and
+the scales are chosen so the model behaves like a trained one where it matters for testing:
+
+- logits spread by a few units, so greedy decoding is never decided by a near tie;
+- attention scores of order 1, so the softmax weights are neither one-hot nor uniform;
+- optionally a few residual dimensions around +-hundreds (`outlier_dims`), as real GPT-2 has:
+  that is where a careless LayerNorm loses float32 precision.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import save_checkpoint
+from .config import GPT2Config
+from .weights import expected_shapes
+
+
+def random_tensors(config: GPT2Config, seed: int = 0, outlier_dims: int = 0, outlier_scale: float = 300.0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    C = config.n_embd
+
+    def normal(shape, std):
+        return (rng.standard_normal(shape, dtype=np.float32) * np.float32(std)).astype(np.float32)
+
+    tensors = {}
+    for name, shape in expected_shapes(config).items():
+        if name in ("wte.weight", "lm_head.weight"):
+            t = normal(shape, 2.5 / np.sqrt(C))  # logits = ln_f(x) @ wte.T have std ~2.5
+        elif name == "wpe.weight":
+            t = normal(shape, 1.5)  # large enough that position matters: random models then loop less
+        elif name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+            t = 1.0 + normal(shape, 0.1)  # gamma near 1
+        elif name.endswith("c_attn.weight"):
+            t = normal(shape, 1.2 / np.sqrt(C))  # q.k / sqrt(D) of order 1
+        elif name.endswith(".weight"):
+            t = normal(shape, 1.0 / np.sqrt(shape[0] * 2 * config.n_layer))  # residual growth stays tame
+        else:
+            t = normal(shape, 0.02)  # biases
+        tensors[name] = t
+    if outlier_dims:
+        # Real GPT-2 keeps a few residual dimensions at large values (hundreds) and has learned
+        # LayerNorm gains that mute them and amplify the other dimensions, which the outliers
+        # squash. Put the outliers in the position embedding (every token then carries them
+        # into every block), then set the gains the same way, block by block.
+        dims = rng.choice(C, size=outlier_dims, replace=False)
+        tensors["wpe.weight"][:, dims] += np.float32(outlier_scale)
+        _calibrate_layer_norms(tensors, config, dims, rng)
+    return tensors
+
+
+def _calibrate_layer_norms(tensors: dict[str, np.ndarray], config: GPT2Config, dims: np.ndarray, rng) -> None:
+    """Give outlier dimensions gain 0.05 and scale the other gains so that each LayerNorm's
+    output has the spread it would have without the outliers (std / std of the others)."""
+    from .model import GPT2
+    from .weights import weights_from_tensors
+
+    regular = np.setdiff1d(np.arange(config.n_embd), dims)
+    ids = rng.integers(0, config.vocab_size, size=(2, min(16, config.n_positions)))
+    lns = [(f"h.{i}.ln_1", f"h.{i}.ln_2") for i in range(config.n_layer)] + [("ln_f",)]
+    for i, names in enumerate(lns):
+        model = GPT2(config, weights_from_tensors(tensors, config))
+        x = model(ids, output_hidden_states=True).hidden_states[i]  # [2, T, C] what enters block i (or ln_f)
+        if i == config.n_layer:  # the last hidden state is after ln_f; rebuild what entered it
+            x = model(ids, output_hidden_states=True).hidden_states[i - 1]
+        xc = x - x.mean(axis=-1, keepdims=True)
+        squash = float(xc.std(axis=-1).mean() / xc[..., regular].std(axis=-1).mean())
+        squash = float(f"{squash:.3g}")  # rounded: the bytes must not depend on the BLAS's last bit
+        for name in names:
+            gain = tensors[name + ".weight"]
+            gain[regular] *= np.float32(squash)
+            gain[dims] = 0.05
+    return tensors
+
+
+def make_random_checkpoint(folder: str | Path, config: GPT2Config, seed: int = 0, outlier_dims: int = 0, outlier_scale: float = 300.0) -> Path:
+    """Write config.json + model.safetensors for a random GPT-2 into `folder` (created)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = random_tensors(config, seed=seed, outlier_dims=outlier_dims, outlier_scale=outlier_scale)
+    # Stored as transformers' GPT2LMHeadModel saves them (with the "transformer." prefix), so
+    # the loader's prefix handling is exercised; the hub's gpt2 file has no prefix.
+    save_checkpoint(folder / "model.safetensors", {("" if k == "lm_head.weight" else "transformer.") + k: v for k, v in tensors.items()},
+                    metadata={"gpt2np_seed": str(seed), "gpt2np_outlier_dims": str(outlier_dims), "gpt2np_outlier_scale": str(outlier_scale)})  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    return folder
+
+
+# The random models the tests and references use: different depths, widths, head counts and
+# context lengths, the real vocabulary (so the real tokenizer's ids fit) and one 124M-shaped.
+TEST_MODELS = {
+    "tiny": dict(config=GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64), seed=1),
+    "small-outliers": dict(config=GPT2Config(n_layer=4, n_head=4, n_embd=64, n_positions=128), seed=2, outlier_dims=3),
+    "odd": dict(
+        config=GPT2Config(vocab_size=1000, n_layer=3, n_head=3, n_embd=48, n_inner=100, n_positions=40,
+                          scale_attn_by_inverse_layer_idx=True, tie_word_embeddings=False, bos_token_id=999, eos_token_id=999),
+        seed=3,
+    ),  # fmt: skip
+    "gpt2-shaped": dict(config=GPT2Config(), seed=4, outlier_dims=3),  # 124M parameters, ~500 MB
+}
+
+
+def build_test_model(name: str, root: str | Path) -> Path:
+    """Build TEST_MODELS[name] under root/<name>/ unless it is already there; return the folder."""
+    folder = Path(root) / name
+    if not (folder / "model.safetensors").is_file():
+        tmp = Path(root) / f".{name}.{os.getpid()}.partial"
+        make_random_checkpoint(tmp, **TEST_MODELS[name])
+        tmp.rename(folder)  # atomic: a half-written model is never mistaken for a whole one
+    return folder
