@@ -1,0 +1,120 @@
+"""Shared fixtures: the random test models, the genuine GPT-2 tokenizer files, transformers.
+
+- Random models (gpt2np.random_model.TEST_MODELS) are built on first use under
+  weights/test-models/ (or $GPT2NP_TEST_MODELS) and reused; the same seed gives the same bytes.
+- The genuine tokenizer files live outside the repository, in ../shared/gpt2-tokenizer/.
+- Tests that compare live against transformers use the `transformers` fixture. Without torch
+  and transformers they skip, except when GPT2NP_REQUIRE_TRANSFORMERS=1 (set by .ci/run):
+  then a missing transformers is a failure, never a silent skip.
+- Tests that need the real GPT-2 weights use `real_gpt2`; they skip with the reason when the
+  weights are not on this machine.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_TOKENIZER = Path(os.environ.get("GPT2NP_TOKENIZER_DIR", ROOT.parent / "shared" / "gpt2-tokenizer"))
+TEST_MODELS_DIR = Path(os.environ.get("GPT2NP_TEST_MODELS", ROOT / "weights" / "test-models"))
+DATA = Path(__file__).resolve().parent / "data"
+IN_CI = os.environ.get("GPT2NP_REQUIRE_TRANSFORMERS") == "1"
+
+# The seed's batch (README of ../shared/gpt2-tokenizer and the developers' guide).
+SEED_SENTENCES = ["It will rain in the", "I want to eat a big bowl of", "My dog is"]
+SEED_INPUT_IDS = np.array(
+    [[50256, 50256, 50256, 1026, 481, 6290, 287, 262],
+     [40, 765, 284, 4483, 257, 1263, 9396, 286],
+     [50256, 50256, 50256, 50256, 50256, 3666, 3290, 318]]
+)  # fmt: skip
+SEED_ATTENTION_MASK = (SEED_INPUT_IDS != 50256).astype(np.int64)  # no real token of the seed is 50256
+
+
+def build_model(name: str) -> Path:
+    from gpt2np.random_model import build_test_model
+
+    return build_test_model(name, TEST_MODELS_DIR)
+
+
+@pytest.fixture(scope="session")
+def model_dir():
+    """model_dir("tiny") -> folder of that random test model (built once)."""
+    return build_model
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir() -> Path:
+    if not (SHARED_TOKENIZER / "vocab.json").is_file():
+        message = f"the genuine GPT-2 tokenizer files are not at {SHARED_TOKENIZER} (set GPT2NP_TOKENIZER_DIR)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return SHARED_TOKENIZER
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tokenizer_dir):
+    from gpt2np import Tokenizer
+
+    return Tokenizer.from_pretrained(tokenizer_dir)
+
+
+def _import_transformers():
+    try:
+        import torch
+        import transformers
+    except ImportError as e:
+        message = f"torch/transformers not installed ({e}); pip install -e '.[test]' (pins torch==2.13.0)"
+        if IN_CI:
+            pytest.fail("GPT2NP_REQUIRE_TRANSFORMERS=1 but " + message)
+        pytest.skip(message)
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    return transformers
+
+
+@pytest.fixture(scope="session")
+def transformers():
+    return _import_transformers()
+
+
+@pytest.fixture(scope="session")
+def hf_model(transformers):
+    """hf_model(path, attn="eager", dtype="float32") -> a cached transformers GPT2LMHeadModel."""
+    import torch
+
+    cache = {}
+
+    def load(path, attn="eager", dtype="float32"):
+        key = (str(path), attn, dtype)
+        if key not in cache:
+            m = transformers.GPT2LMHeadModel.from_pretrained(str(path), attn_implementation=attn, dtype=getattr(torch, dtype))
+            cache[key] = m.eval()
+        return cache[key]
+
+    return load
+
+
+def find_real_gpt2() -> Path | None:
+    """The real GPT-2 124M folder, if this machine has it (weights/gpt2 or the HF cache)."""
+    from gpt2np.errors import GPT2npError
+    from gpt2np.hub import resolve_model_files
+
+    try:
+        return resolve_model_files("gpt2", local_files_only=True)["model.safetensors"].parent
+    except GPT2npError:
+        return None
+
+
+@pytest.fixture(scope="session")
+def real_gpt2() -> Path:
+    folder = find_real_gpt2()
+    if folder is None:
+        pytest.skip(
+            "the real GPT-2 weights are not on this machine (not in weights/gpt2/ nor in the Hugging Face cache); "
+            "run `gpt2np download gpt2` where the hub is reachable to run this test"
+        )
+    return folder

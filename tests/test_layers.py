@@ -1,0 +1,137 @@
+"""The position-wise layers against float64 formulas, and their dtype discipline."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from gpt2np.layers import gelu, layer_norm, linear, lm_head, mlp, softmax
+from gpt2np.weights import MLP, LayerNorm, Linear
+
+rng = np.random.default_rng(0)
+
+
+def residual_stream(n=64, C=768):
+    """Like GPT-2's: mostly small values, plus a few dimensions in the hundreds."""
+    x = rng.standard_normal((n, C)) * 2
+    x[:, [7, 138, 447]] += [310.0, -450.0, 220.0]
+    return x.astype(np.float32)
+
+
+def norm_params(C):
+    return LayerNorm((1 + 0.1 * rng.standard_normal(C)).astype(np.float32), (0.1 * rng.standard_normal(C)).astype(np.float32))
+
+
+def layer_norm_float64(x, norm, eps):
+    x = x.astype(np.float64)
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * norm.weight.astype(np.float64) + norm.bias.astype(np.float64)
+
+
+def test_layer_norm_is_float32_rounding_of_the_exact_value():
+    x, norm = residual_stream(), norm_params(768)
+    out = layer_norm(x, norm, 1e-5)
+    assert out.dtype == np.float32
+    exact = layer_norm_float64(x, norm, 1e-5)
+    # rounded once: within half an ulp-ish of the exact value
+    assert np.abs(out - exact).max() <= 2 * np.abs(exact).max() * np.finfo(np.float32).eps
+
+
+def test_one_pass_variance_would_lose_precision_on_outlier_dimensions():
+    """Why layer_norm does not use E[x^2] - E[x]^2 in float32 (a sloppy LayerNorm)."""
+    x, norm = residual_stream(), norm_params(768)
+    x = x + np.float32(1000.0)  # a common offset makes the cancellation visible
+    exact = layer_norm_float64(x, norm, 1e-5)
+    mean = x.mean(-1, keepdims=True)
+    var = (x * x).mean(-1, keepdims=True) - mean * mean  # all float32
+    sloppy = (x - mean) / np.sqrt(var + np.float32(1e-5)) * norm.weight + norm.bias
+    assert np.abs(sloppy - exact).max() > 100 * np.abs(layer_norm(x, norm, 1e-5) - exact).max()
+
+
+def test_layer_norm_keeps_float64():
+    x = residual_stream().astype(np.float64)
+    norm = norm_params(768)
+    assert layer_norm(x, norm, 1e-5).dtype == np.float64
+
+
+def gelu_reference(x):
+    x = x.astype(np.float64)
+    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def test_gelu_matches_gpt2_tanh_formula():
+    x = np.concatenate([np.linspace(-12, 12, 20001), rng.standard_normal(10000) * 4]).astype(np.float32)
+    ref = gelu_reference(x)
+    out = gelu(x.copy())
+    assert out.dtype == np.float32
+    assert np.abs(out - ref).max() <= 1e-6 * max(1.0, np.abs(ref).max())
+
+
+def test_gelu_extremes_are_clean():
+    x = np.array([-1e4, -100.0, -20.0, 0.0, 20.0, 100.0, 1e4], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning escapes
+        out = gelu(x.copy())
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, gelu_reference(x), atol=1e-6)
+
+
+def test_softmax_rows_sum_to_one_and_are_stable():
+    x = (rng.standard_normal((5, 7)) * 50 + 1000).astype(np.float32)  # exp(1000) would overflow unshifted
+    p = softmax(x.copy())
+    assert p.dtype == np.float32
+    np.testing.assert_allclose(p.sum(-1), 1, atol=1e-6)
+    ref = np.exp(x.astype(np.float64) - x.max(-1, keepdims=True))
+    np.testing.assert_allclose(p, ref / ref.sum(-1, keepdims=True), atol=1e-6)
+
+
+def test_softmax_of_an_all_minus_inf_row_is_nan():
+    """The raw fact attention.py has to deal with: 0 / 0."""
+    p = softmax(np.array([[0.0, -np.inf], [-np.inf, -np.inf]], dtype=np.float32))
+    np.testing.assert_array_equal(p[0], [1, 0])
+    assert np.isnan(p[1]).all()
+
+
+def test_softmax_of_an_all_minus_1e9_row_is_uniform():
+    p = softmax(np.array([[-1e9 + 0.5, -1e9, -1e9 - 1.0]], dtype=np.float32))
+    np.testing.assert_allclose(p, [[1 / 3, 1 / 3, 1 / 3]])  # the scores drown in the fill
+
+
+@pytest.mark.parametrize("rows", [1, 7, 128])
+def test_lm_head_equals_the_matmul(rows):
+    wte = (rng.standard_normal((5000, 768)) * 0.1).astype(np.float32)
+    x = rng.standard_normal((rows, 768)).astype(np.float32)
+    out = lm_head(x[None], wte)
+    assert out.shape == (1, rows, 5000) and out.dtype == np.float32
+    exact = x.astype(np.float64) @ wte.T.astype(np.float64)
+    assert np.abs(out[0] - exact).max() <= 1e-4
+
+
+def test_lm_head_chunked_sums_are_more_accurate_than_one_matmul():
+    """The claim in lm_head's docstring, measured: shorter float32 running sums."""
+    wte = (rng.standard_normal((8192, 768)) * 0.1).astype(np.float32)
+    x = rng.standard_normal((64, 768)).astype(np.float32)
+    exact = x.astype(np.float64) @ wte.T.astype(np.float64)
+
+    def rms(d):
+        return float(np.sqrt(np.mean(d**2)))
+
+    assert rms(lm_head(x, wte) - exact) < rms(x @ wte.T - exact)
+
+
+def test_linear_and_mlp_shapes_and_values():
+    C, F = 16, 40
+    fc = Linear(rng.standard_normal((C, F)).astype(np.float32), rng.standard_normal(F).astype(np.float32))
+    proj = Linear(rng.standard_normal((F, C)).astype(np.float32), rng.standard_normal(C).astype(np.float32))
+    x = rng.standard_normal((2, 3, C)).astype(np.float32)
+    h = linear(x, fc)
+    assert h.shape == (2, 3, F) and h.dtype == np.float32
+    np.testing.assert_allclose(h, x @ fc.weight + fc.bias, rtol=1e-6)
+    y = mlp(x, MLP(fc, proj))
+    expected = gelu_reference(x.astype(np.float64) @ fc.weight + fc.bias) @ proj.weight + proj.bias
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+    assert y.dtype == np.float32

@@ -1,0 +1,149 @@
+"""The model's own promises: padding changes nothing for real tokens, every fill agrees, no
+NaN ever, dtypes are kept, weights are mapped not copied, torch is never needed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, SEED_ATTENTION_MASK, SEED_INPUT_IDS
+from gpt2np import GPT2
+
+FILLS = ["-inf", "-1e9", "min"]
+
+
+@pytest.fixture(scope="module")
+def tiny(model_dir):
+    return model_dir("tiny")
+
+
+@pytest.mark.parametrize("name", ["tiny", "small-outliers", "gpt2-shaped"])
+@pytest.mark.parametrize("fill", FILLS)
+def test_padded_real_tokens_equal_the_sequence_alone(model_dir, name, fill):
+    model = GPT2.from_pretrained(model_dir(name), mask_fill=fill)
+    batch = model(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK).logits
+    for row, mask in zip(range(3), SEED_ATTENTION_MASK.astype(bool)):
+        alone = model(SEED_INPUT_IDS[row][mask][None]).logits[0]
+        # not bit for bit: BLAS blocks a [3, 8] batch differently from a [1, 5] one; 1e-5
+        # relative to the logits' size (the outlier model's logits reach tens)
+        assert np.abs(batch[row][mask] - alone).max() <= 1e-5 * max(1.0, np.abs(alone).max())
+
+
+def test_real_token_outputs_are_identical_for_every_fill(tiny):
+    outs = [GPT2.from_pretrained(tiny, mask_fill=f)(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, output_hidden_states=True)
+            for f in FILLS + [-5e4]]  # fmt: skip
+    real = SEED_ATTENTION_MASK.astype(bool)
+    for out in outs:
+        assert np.isfinite(out.logits).all()
+        np.testing.assert_array_equal(out.logits[real], outs[0].logits[real])
+        for h, h0 in zip(out.hidden_states, outs[0].hidden_states):
+            assert np.isfinite(h).all()
+            np.testing.assert_array_equal(h[real], h0[real])
+
+
+def test_outputs_shapes_and_attention_rows(tiny):
+    model = GPT2.from_pretrained(tiny)
+    cfg = model.config
+    out = model(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, output_hidden_states=True, output_attentions=True)
+    assert out.logits.shape == (3, 8, cfg.vocab_size)
+    assert len(out.hidden_states) == cfg.n_layer + 1 and all(h.shape == (3, 8, cfg.n_embd) for h in out.hidden_states)
+    assert len(out.attentions) == cfg.n_layer and all(a.shape == (3, cfg.n_head, 8, 8) for a in out.attentions)
+    for a in out.attentions:
+        sums = a.sum(-1)  # [B, H, T]
+        real = np.broadcast_to(SEED_ATTENTION_MASK[:, None, :] == 1, sums.shape)
+        np.testing.assert_allclose(sums[real], 1, atol=1e-5)  # real queries: a distribution
+        assert (sums[~real] == 0).all()  # pad queries attend to nothing
+        assert (np.triu(a, k=1) == 0).all()  # nobody sees the future
+    assert out["logits"] is out.logits
+
+
+def test_one_dimensional_input_is_one_sequence(tiny):
+    model = GPT2.from_pretrained(tiny)
+    ids = SEED_INPUT_IDS[1]
+    out = model(ids, output_hidden_states=True)
+    assert out.logits.shape == (8, model.config.vocab_size)
+    np.testing.assert_array_equal(out.logits, model(ids[None]).logits[0])
+    assert out.hidden_states[0].shape == (8, model.config.n_embd)
+
+
+def test_default_positions_come_from_the_mask(tiny):
+    model = GPT2.from_pretrained(tiny)
+    positions = np.cumsum(SEED_ATTENTION_MASK, axis=1) - 1
+    positions[SEED_ATTENTION_MASK == 0] = 0
+    a = model(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK).logits
+    b = model(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, position_ids=positions).logits
+    np.testing.assert_array_equal(a, b)
+    c = model(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, position_ids=np.arange(8)).logits
+    assert not np.allclose(a[0, 3:], c[0, 3:])  # arange shifts "It will rain in the" by its 3 pads
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dtype_is_kept_everywhere(tiny, dtype):
+    model = GPT2.from_pretrained(tiny, dtype=dtype)
+    out = model(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, output_hidden_states=True, output_attentions=True)
+    assert out.logits.dtype == dtype
+    assert all(h.dtype == dtype for h in out.hidden_states)
+    assert all(a.dtype == dtype for a in out.attentions)
+    assert all(a.dtype == dtype for a in model.weights.arrays())
+
+
+def test_weights_are_memory_mapped_not_copied(tiny):
+    import mmap
+
+    model = GPT2.from_pretrained(tiny)
+    for array in model.weights.arrays():
+        assert not array.flags.writeable and not array.flags.owndata
+        base = array
+        while isinstance(base, np.ndarray):
+            base = base.base
+        assert isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)  # a view of the mapped file
+    assert model.weights.lm_head is model.weights.wte  # tied, one array
+    assert model.num_parameters == sum(a.size for a in model.weights.arrays())
+
+
+def test_cached_steps_equal_the_full_forward(tiny):
+    """Prompt in one pass, then token by token through the KV cache: same logits."""
+    from gpt2np.kv_cache import KVCache
+    from gpt2np.masks import position_ids_from_mask
+
+    model = GPT2.from_pretrained(tiny)
+    cfg = model.config
+    ids, mask = SEED_INPUT_IDS, SEED_ATTENTION_MASK
+    full = model.forward(ids, mask, position_ids_from_mask(mask)).logits
+    cache = KVCache(cfg.n_layer, 3, cfg.n_head, 8, cfg.head_dim, np.float32)
+    positions = position_ids_from_mask(mask)
+    first = model.forward(ids[:, :5], mask[:, :5], positions[:, :5], cache).logits
+    steps = [model.forward(ids[:, t : t + 1], mask[:, : t + 1], positions[:, t : t + 1], cache).logits for t in range(5, 8)]
+    stepped = np.concatenate([first] + steps, axis=1)
+    real = mask.astype(bool)
+    assert np.abs(stepped - full)[real].max() <= 1e-5
+    assert cache.length == 8
+
+
+def test_library_runs_without_torch_or_transformers(tiny, tokenizer_dir):
+    """Block the imports in a fresh interpreter: load, tokenize, run, generate."""
+    code = textwrap.dedent(f"""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("torch", "transformers"):
+                    raise ImportError("blocked: " + name)
+        sys.meta_path.insert(0, Block())
+        from gpt2np import GPT2, Tokenizer
+        tok = Tokenizer.from_pretrained({str(tokenizer_dir)!r})
+        tok.padding_side = "left"; tok.pad_token = tok.eos_token
+        batch = tok(["It will rain in the", "My dog is"], padding=True)
+        model = GPT2.from_pretrained({str(tiny)!r})
+        model(batch["input_ids"], attention_mask=batch["attention_mask"])
+        out = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=3)
+        import gpt2np.cli, gpt2np.hub, gpt2np.sampling
+        assert "torch" not in sys.modules and "transformers" not in sys.modules
+        print("ok", out.shape)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok (2, 8)")
