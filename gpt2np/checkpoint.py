@@ -53,8 +53,8 @@ def read_header(path: Path) -> tuple[dict, int, int]:
         (n,) = struct.unpack("<Q", first)
         if n > MAX_HEADER_BYTES or 8 + n > size:
             raise CheckpointError(
-                f"{path} has a corrupted safetensors header (it claims {n} header bytes in a {size}-byte file); "
-                "download the file again"
+                f"{path} is truncated or has a corrupted safetensors header (it claims {n} header bytes in a "
+                f"{size}-byte file); download the file again"
             )
         raw = f.read(n)
     try:
@@ -67,10 +67,16 @@ def read_header(path: Path) -> tuple[dict, int, int]:
     data_start = 8 + n
     data_end = 0
     for name, entry in header.items():
+        if isinstance(entry, dict) and isinstance(entry.get("dtype"), str) and entry["dtype"] not in DTYPES:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} has dtype {entry['dtype']!r}, which gpt2np cannot read (it reads "
+                f"{', '.join(DTYPES)}); convert the checkpoint to float32 or float16"
+            )
         try:
             dtype = DTYPES[entry["dtype"]]
-            shape = [int(d) for d in entry["shape"]]
-            begin, end = (int(o) for o in entry["data_offsets"])
+            shape, (begin, end) = list(entry["shape"]), entry["data_offsets"]
+            if not all(type(v) is int for v in [*shape, begin, end]):  # JSON integers only: no 8.5, "8" or true
+                raise TypeError
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(f"{path}: the header entry of tensor {name!r} is malformed ({entry!r}); download the file again") from None
         if any(d < 0 for d in shape) or end - begin != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize or begin < 0:
@@ -79,6 +85,7 @@ def read_header(path: Path) -> tuple[dict, int, int]:
                 "which do not agree; the file is corrupted, download it again"
             )
         data_end = max(data_end, end)
+        header[name] = {"dtype": entry["dtype"], "shape": shape, "data_offsets": [begin, end]}  # checked values only
     if data_start + data_end > size:
         raise CheckpointError(
             f"{path} is truncated: its header describes {data_start + data_end} bytes but the file has {size}; "
@@ -119,4 +126,5 @@ def save_checkpoint(path: str | Path, tensors: dict[str, np.ndarray], metadata: 
     from safetensors.numpy import save_file
 
     metadata = {"format": "pt", **(metadata or {})}
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=metadata)
+    # np.asarray(order="C"), not np.ascontiguousarray: that one turns a 0-d scalar into shape [1].
+    save_file({k: np.asarray(v, order="C") for k, v in tensors.items()}, str(path), metadata=metadata)

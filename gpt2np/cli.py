@@ -187,9 +187,22 @@ def _print_error(message: str) -> None:
     print("gpt2np: error: " + " ".join(message.split()), file=sys.stderr)
 
 
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """`--mask-fill -inf` -> `--mask-fill=-inf`. argparse takes "-inf" and "-1e9" for flags
+    (only plain negative numbers like -5 or -0.5 look like values to it) and would reject the
+    very values --help lists."""
+    out = []
+    for arg in argv:
+        if out and out[-1] == "--mask-fill" and arg.startswith("-"):
+            out[-1] = f"--mask-fill={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
     try:
         return args.run(args)
     except GPT2npError as e:

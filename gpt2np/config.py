@@ -58,6 +58,14 @@ class GPT2Config:
         eps = self.layer_norm_epsilon
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps > 0):
             raise ConfigError(f"config field 'layer_norm_epsilon' must be a positive number, got {eps!r}")
+        for name in ("scale_attn_weights", "scale_attn_by_inverse_layer_idx", "tie_word_embeddings"):
+            # A string such as "false" is truthy: taken as it is, it would silently mean true.
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"config field {name!r} must be true or false, got {getattr(self, name)!r}")
+        for name in ("bos_token_id", "eos_token_id"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ConfigError(f"config field {name!r} must be null or a token id (an integer >= 0), got {value!r}")
         if self.activation_function not in TANH_GELU_NAMES:
             raise ConfigError(
                 f"activation_function {self.activation_function!r} is not supported: gpt2np implements "

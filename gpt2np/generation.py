@@ -28,6 +28,8 @@ def _is_int(x) -> bool:
 
 def check_generation_args(prompt_len, max_length, max_new_tokens, do_sample, temperature, top_k, top_p, seed) -> int:
     """Validate the settings; return how many new tokens to generate."""
+    if not isinstance(do_sample, (bool, np.bool_)):  # "no" would be truthy and quietly sample
+        raise InputError(f"do_sample must be True or False, got {do_sample!r}")
     if max_new_tokens is not None:
         if not _is_int(max_new_tokens) or max_new_tokens < 1:
             raise InputError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
@@ -96,11 +98,18 @@ def generate(
     B, T = ids.shape
     n_new = check_generation_args(T, max_length, max_new_tokens, do_sample, temperature, top_k, top_p, seed)
     check_length(T + n_new, cfg.n_positions, f"the prompt ({T}) plus {n_new} new tokens")
-    eos = cfg.eos_token_id if eos_token_id == -1 else eos_token_id
+    if not isinstance(use_cache, (bool, np.bool_)):
+        raise InputError(f"use_cache must be True or False, got {use_cache!r}")
+    eos_from_config = _is_int(eos_token_id) and eos_token_id == -1
+    eos = cfg.eos_token_id if eos_from_config else eos_token_id
     pad = eos if pad_token_id is None else pad_token_id
     for name, value in (("eos_token_id", eos), ("pad_token_id", pad)):
         if value is not None and (not _is_int(value) or not 0 <= value < cfg.vocab_size):
-            raise InputError(f"{name} must be a token id in 0 .. {cfg.vocab_size - 1} or None, got {value!r}")
+            # Say where a bad eos came from: the caller may never have passed one.
+            origin = ""
+            if name == "eos_token_id" and eos_from_config:
+                origin = " (the model's config.eos_token_id; pass eos_token_id=None never to stop early, or a valid id)"
+            raise InputError(f"{name} must be a token id in 0 .. {cfg.vocab_size - 1} or None, got {value!r}{origin}")
     if eos is not None and pad is None:
         raise InputError("pad_token_id is needed to fill rows that finished (set it, or set eos_token_id=None)")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)

@@ -151,19 +151,18 @@ def _from_hub(name: str, groups, verify: bool, offline: bool) -> dict[str, Path]
             f"the Hugging Face cache {cache}. Run `gpt2np download {name}` on a machine with network (then copy "
             f"weights/{name}/ here), or unset HF_HUB_OFFLINE."
         )
+    if not hub_reachable():
+        raise _unreachable(name, cache)
     for group in groups:  # 2. download what is missing
         try:
             found = {f: Path(hf_hub_download(repo, f, cache_dir=cache)) for f in group}
+        except LocalEntryNotFoundError:  # huggingface_hub's word for "no network and not cached"
+            raise _unreachable(name, cache) from None
         except EntryNotFoundError:
             continue  # this repo lacks this group; try the next one
         except RepositoryNotFoundError:
             raise ModelNotFoundError(
                 f"{name!r} is neither a local folder nor a model on the Hugging Face hub; known names: {', '.join(HUB_REPOS)}"
-            ) from None
-        except LocalEntryNotFoundError:  # huggingface_hub's word for "no network and not cached"
-            raise ModelNotFoundError(
-                f"cannot download {name!r}: the Hugging Face hub is unreachable and the files are not cached in {cache}. "
-                f"Run `gpt2np download {name}` on a machine with network and copy weights/{name}/ here."
             ) from None
         if verify:
             for f, p in found.items():
@@ -172,6 +171,39 @@ def _from_hub(name: str, groups, verify: bool, offline: bool) -> dict[str, Path]
     if "model.safetensors" in _describe(groups) and _hub_has_file(repo, "pytorch_model.bin"):
         raise _refuse_pickle(f"the hub repo {repo}")
     raise ModelNotFoundError(f"the hub repo {repo} has none of {_describe(groups)}")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Can we open a connection to the hub at all? huggingface_hub retries a failed request
+    five times with back-off (about 25 s per file); without network we say so at once."""
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # behind a proxy a direct connection proves nothing: let huggingface_hub try
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _unreachable(name: str, cache: Path) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"cannot get {name!r}: the Hugging Face hub is unreachable from this machine and the files are neither in "
+        f"{weights_dir() / name} nor in the Hugging Face cache {cache}. Run `gpt2np download {name}` on a machine "
+        f"with network and copy weights/{name}/ here."
+    )
+
+
+def _download_unreachable(name: str) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"cannot download {name!r}: the Hugging Face hub ({os.environ.get('HF_ENDPOINT') or 'https://huggingface.co'}) "
+        f"is unreachable from this machine; run `gpt2np download {name}` where it is reachable and copy "
+        f"weights/{name}/ here"
+    )
 
 
 def _hub_has_file(repo: str, filename: str) -> bool:
@@ -207,21 +239,24 @@ def _stamp_path(path: Path) -> Path:
     return base / "verified" / hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
 
 
-def expected_digest(path: Path, repo: str, filename: str) -> tuple[int | None, str] | None:
-    """(size, sha256) the file must have, if we know it: from our table, or from the hub
-    cache, where a large file's blob is named by its sha256."""
+def expected_digest(path: Path, repo: str, filename: str, sha256: str | None = None) -> tuple[int | None, str] | None:
+    """(size, sha256) the file must have, if we know it: from our table, from the hub's word
+    for it (`sha256`, a large file's ETag), or from the hub cache, where a large file's blob
+    is named by its sha256."""
     if (repo, filename) in KNOWN_FILES:
         return KNOWN_FILES[(repo, filename)]
+    if sha256 is not None:
+        return None, sha256
     blob = path.resolve().name
     if path.is_symlink() and re.fullmatch(r"[0-9a-f]{64}", blob):
         return None, blob
     return None
 
 
-def verify_file(path: Path, repo: str, filename: str) -> None:
+def verify_file(path: Path, repo: str, filename: str, sha256: str | None = None) -> None:
     """Refuse a known file whose size or sha256 is not the published one. Hashing happens once
     per file version: the result is remembered by (path, size, mtime)."""
-    expected = expected_digest(Path(path), repo, filename)
+    expected = expected_digest(Path(path), repo, filename, sha256)
     if expected is None:
         return
     size, digest = expected
@@ -257,21 +292,40 @@ def download(name: str, dest: Path | None = None, verify: bool = True) -> Path:
     dest = Path(dest) if dest is not None else weights_dir() / name
     if hub_offline():
         raise ModelNotFoundError(f"cannot download {name!r}: HF_HUB_OFFLINE is set; unset it on a machine with network")
+    if not hub_reachable():
+        raise _download_unreachable(name)
     fetched = {}
     for filename in DOWNLOAD_FILES:
         try:
-            fetched[filename] = Path(hf_hub_download(repo, filename, local_dir=dest))
+            # cache_dir: huggingface_hub copies a file it already has in its cache instead of
+            # downloading it; name the cache the environment names now, as _from_hub does.
+            fetched[filename] = Path(hf_hub_download(repo, filename, local_dir=dest, cache_dir=hub_cache_dir()))
+        except LocalEntryNotFoundError:
+            raise _download_unreachable(name) from None
         except EntryNotFoundError:
-            continue
+            continue  # an optional file this repo does not have
         except RepositoryNotFoundError:
             raise ModelNotFoundError(f"{name!r} is not a model on the Hugging Face hub; known names: {', '.join(HUB_REPOS)}") from None
-        except LocalEntryNotFoundError:
-            raise ModelNotFoundError(f"cannot download {name!r}: the Hugging Face hub is unreachable from this machine") from None
     if "model.safetensors" not in fetched:
         if _hub_has_file(repo, "pytorch_model.bin"):
             raise _refuse_pickle(f"the hub repo {repo}")
         raise ModelNotFoundError(f"the hub repo {repo} has no model.safetensors")
     if verify:
         for filename, path in fetched.items():
-            verify_file(path, repo, filename)
+            verify_file(path, repo, filename, sha256=_downloaded_sha256(dest, filename))
     return dest
+
+
+def _downloaded_sha256(dest: Path, filename: str) -> str | None:
+    """The sha256 the hub announced for a large (LFS) file downloaded into `dest`.
+
+    In the hub cache a blob is named by it; in a plain folder huggingface_hub keeps it (the
+    file's ETag) in dest/.cache/huggingface/. It does not check the bytes against it, so we do."""
+    try:
+        from huggingface_hub._local_folder import read_download_metadata
+
+        metadata = read_download_metadata(Path(dest), filename)
+    except Exception:  # noqa: BLE001  a private helper: if it moves, we fall back to the known-files table
+        return None
+    etag = getattr(metadata, "etag", None)
+    return etag if isinstance(etag, str) and re.fullmatch(r"[0-9a-f]{64}", etag) else None

@@ -12,6 +12,8 @@ from .errors import InputError
 
 
 def _as_int_array(values, name: str) -> np.ndarray:
+    if values is None:
+        raise InputError(f"{name} is None; pass token ids, e.g. tokenizer(text)['input_ids']")
     try:
         array = np.asarray(values)
     except ValueError:  # NumPy refuses ragged nested lists
@@ -19,6 +21,10 @@ def _as_int_array(values, name: str) -> np.ndarray:
             f"{name} is ragged (rows of different lengths) and cannot be one array; pad the batch, e.g. "
             "tokenizer(texts, padding=True) with tokenizer.padding_side = 'left'"
         ) from None
+    if array.size == 0 and array.dtype.kind == "f":
+        # np.asarray([]) is float64: an empty list holds no wrong values, only none at all, and
+        # "must hold integers" would hide the real problem (the caller's check says "empty").
+        return array.astype(np.int64)
     if array.dtype == object:
         raise InputError(f"{name} is ragged or holds non-numbers; pass a rectangular array of integers")
     if array.dtype.kind == "b" or array.dtype.kind not in "iu":

@@ -54,12 +54,19 @@ def resolve_fill(mask_fill, dtype) -> float:
         fill = float(mask_fill)
     else:
         raise InputError(f"mask_fill must be one of {', '.join(repr(f) for f in MASK_FILLS)} or a negative number, got {mask_fill!r}")
-    if math.isnan(fill) or fill >= 0:
+    if math.isnan(fill):
+        raise InputError(
+            f"mask_fill={mask_fill!r} is NaN: every masked score would become NaN, and with it every output; "
+            "use a negative number such as '-inf', '-1e9' or 'min'"
+        )
+    if fill >= 0:
         raise InputError(
             f"mask_fill={mask_fill!r} would not mask anything: it must be negative (e.g. '-inf', '-1e9' or 'min') "
             "so that exp(score + fill) is 0"
         )
-    if math.isfinite(fill) and not math.isfinite(float(dtype.type(fill))):
+    with np.errstate(over="ignore"):  # the overflow to -inf is what we are testing for: no warning
+        fits = math.isfinite(float(dtype.type(fill)))
+    if math.isfinite(fill) and not fits:
         raise InputError(f"mask_fill={mask_fill!r} does not fit in {dtype} (it would silently become -inf); use '-inf' or 'min'")
     return fill
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from .attention import self_attention
 from .config import GPT2Config
+from .errors import InputError
 from .inputs import check_attention_mask, check_input_ids, check_length, check_position_ids
 from .kv_cache import KVCache
 from .layers import layer_norm, lm_head, mlp
@@ -19,6 +20,15 @@ from .masks import build_attention_mask, position_ids_from_mask, resolve_fill
 from .weights import Weights, load_weights
 
 DTYPES = ("float32", "float64")
+
+
+def _check_dtype(dtype) -> None:
+    try:
+        ok = str(np.dtype(dtype)) in DTYPES
+    except TypeError:
+        ok = False
+    if not ok:
+        raise InputError(f"dtype must be 'float32' or 'float64', got {dtype!r} (float16 would lose too much precision)")
 
 
 @dataclass
@@ -36,8 +46,7 @@ class GPT2:
     so one model can serve several threads at once (each call gets its own cache)."""
 
     def __init__(self, config: GPT2Config, weights: Weights, dtype="float32", mask_fill="min"):
-        if str(np.dtype(dtype)) not in DTYPES:
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        _check_dtype(dtype)
         self.config = config
         self.weights = weights
         self.dtype = np.dtype(dtype)
@@ -50,10 +59,7 @@ class GPT2:
         local folder with config.json + model.safetensors (see hub.py for where we look)."""
         from .hub import resolve_model_files
 
-        if str(dtype) not in DTYPES:
-            from .errors import InputError
-
-            raise InputError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        _check_dtype(dtype)
         resolve_fill(mask_fill, dtype)  # a bad fill fails before any file work
         files = resolve_model_files(name_or_path, verify=verify, local_files_only=local_files_only)
         config = GPT2Config.from_json_file(files["config.json"])
@@ -125,3 +131,9 @@ class GPT2:
     @property
     def num_parameters(self) -> int:
         return sum(a.size for a in self.weights.arrays())
+
+    def score(self, inputs, attention_mask=None, tokenizer=None):
+        """Per-token log-probs, log-likelihood and perplexity of ids (or texts, with tokenizer=); see scoring.score."""
+        from .scoring import score
+
+        return score(self, inputs, attention_mask=attention_mask, tokenizer=tokenizer)

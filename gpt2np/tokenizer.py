@@ -195,4 +195,9 @@ class Tokenizer:
 
     def convert_ids_to_tokens(self, ids) -> list[str]:
         """The BPE pieces themselves; "Ġ" is the byte-level stand-in for a space."""
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
+            raise InputError(f"convert_ids_to_tokens takes a 1-D sequence of token ids, got shape {list(ids.shape)} of {ids.dtype}")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):  # id_to_token would quietly give None
+            raise InputError(f"convert_ids_to_tokens got ids outside 0 .. {self.vocab_size - 1}")
         return [self.backend.id_to_token(int(i)) for i in ids]

@@ -1,0 +1,411 @@
+"""`gpt2np explain`: batched GPT-2 inference, step by step, with the numbers the code produces.
+
+Each step calls the library (the tokenizer, masks.py, layers.softmax, attention.attention,
+the model) and prints what came back; nothing shown is typed in by hand. The steps follow
+the way a batch really goes through gpt2np:
+
+    tokens -> padding -> left-padding -> positions -> mask -> softmax -> empty-rows -> generate
+
+Only the last two need the model's weights; without them the others still run, and the
+command says how to get the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+import numpy as np
+
+from .attention import attention
+from .errors import InputError, ModelNotFoundError
+from .inputs import check_input_ids
+from .layers import softmax
+from .masks import MASK_FILLS, build_attention_mask, position_ids_from_mask, resolve_fill
+
+SEED_SENTENCES = ("It will rain in the", "I want to eat a big bowl of", "My dog is")
+PAD_LABEL = "[pad]"
+
+
+# --- small formatting helpers --------------------------------------------------------------
+
+
+def fmt_number(x: float) -> str:
+    """0.125 -> '0.125', -inf -> '-inf', nan -> 'nan', -1e9 -> '-1e+09', finfo.min -> '-3.4e+38'."""
+    if not np.isfinite(x):
+        return str(float(x))  # 'nan', '-inf'
+    if x == 0:
+        return "0"
+    if abs(x) >= 1e5:
+        return f"{x:.2g}"
+    return f"{x:.3f}"
+
+
+def fmt_row(values, width: int = 8) -> str:
+    return "".join(f"{fmt_number(v):>{width}}" for v in values)
+
+
+def fmt_array(a: np.ndarray) -> str:
+    """An integer array as NumPy prints it, indented under its name."""
+    return "    " + np.array2string(np.asarray(a), max_line_width=110).replace("\n", "\n    ")
+
+
+def token_labels(tok, ids, mask) -> list[str]:
+    """The BPE piece of each token ("Ġ" is a space), PAD_LABEL where the mask is 0."""
+    pieces = tok.convert_ids_to_tokens(ids)
+    return [piece if m else PAD_LABEL for piece, m in zip(pieces, mask)]
+
+
+def fmt_matrix(matrix: np.ndarray, labels: list[str], width: int = 7) -> str:
+    """A [T, T] query x key matrix, rows labelled 'i token', columns by key index."""
+    label_width = max(len(f"{i} {s}") for i, s in enumerate(labels))
+    corner = "  query \\ key"
+    lines = [f"{corner:<{label_width + 8}}" + "".join(f"{j:>{width}}" for j in range(len(labels)))]
+    for i, label in enumerate(labels):
+        lines.append(f"  query {f'{i} {label}':<{label_width}}" + fmt_row(matrix[i], width))
+    return "\n".join(lines)
+
+
+def left_padded(tok, sentences) -> tuple[np.ndarray, np.ndarray]:
+    """The batch as generation needs it: padded on the left, with eos as the pad."""
+    tok = copy.copy(tok)  # leave the caller's tokenizer settings alone
+    tok.padding_side, tok.pad_token = "left", tok.eos_token
+    batch = tok(list(sentences), padding=True)
+    return batch["input_ids"], batch["attention_mask"]
+
+
+def demo_row(attention_mask: np.ndarray) -> int:
+    """The sequence the mask steps show: the first one with padding (else the first)."""
+    padded = np.flatnonzero(attention_mask[:, 0] == 0)
+    return int(padded[0]) if padded.size else 0
+
+
+# --- the steps -----------------------------------------------------------------------------
+
+
+def show_tokens(tok, sentences) -> str:
+    lines = ['GPT-2 reads token ids, not characters. Its byte-level BPE cuts each sentence into pieces',
+             '("Ġ" is how the vocabulary writes a space: it belongs to the word after it):']  # fmt: skip
+    for s in sentences:
+        ids = tok.encode(s)
+        pieces = tok.convert_ids_to_tokens(ids)
+        width = max(len(p) for p in pieces + [str(i) for i in ids]) + 2
+        lines.append(f"  {s!r}: {len(ids)} tokens")
+        lines.append("    " + "".join(f"{p:>{width}}" for p in pieces))
+        lines.append("    " + "".join(f"{i:>{width}}" for i in ids))
+    return "\n".join(lines)
+
+
+def show_padding(tok, sentences) -> str:
+    rows = [tok.encode(s) for s in sentences]
+    lines = [f"The rows have {', '.join(str(len(r)) for r in rows)} tokens. The model works on one [batch, sequence] array,"]
+    try:
+        array = np.asarray(rows)
+    except ValueError as e:  # NumPy refuses a ragged list of lists
+        lines += ["and a ragged list is not a rectangle. NumPy refuses it (np.asarray(rows) raises",
+                  f"ValueError: {str(e).split('.')[0]}), and so does the model, which checks its input first:"]  # fmt: skip
+    else:
+        lines += [f"and these happen to be equal, so np.asarray(rows) already has shape {list(array.shape)}:",
+                  "no padding is needed. Give sentences of different lengths to see why it usually is."]  # fmt: skip
+        return "\n".join(lines)
+    try:
+        check_input_ids(rows, tok.vocab_size)
+    except InputError as e:
+        lines.append(f"    InputError: {e}")
+    try:
+        tok(list(sentences))  # padding=False
+    except InputError as e:
+        lines += ["The tokenizer, asked for a batch without padding, says the same:", f"    InputError: {e}"]
+    return "\n".join(lines)
+
+
+def show_left_padding(tok, sentences) -> str:
+    ids, mask = left_padded(tok, sentences)
+    B, T = ids.shape
+    right = copy.copy(tok)
+    right.padding_side, right.pad_token = "right", right.eos_token
+    right_batch = right(list(sentences), padding=True)  # the same batch padded on the other side
+    right_last, right_pads = right_batch["input_ids"][:, -1], np.flatnonzero(right_batch["attention_mask"][:, -1] == 0)  # [B], rows
+    last_left = ids[:, -1]  # [B] the column generation continues from
+    return "\n".join([
+        f"GPT-2 has no pad token, so the end-of-text token {tok.eos_token!r} (id {tok.eos_token_id}) is reused as the pad.",
+        f"Each row is filled up to the longest ({T} tokens); the attention mask says which cells are real (1) or pads (0).",
+        "tok.padding_side = 'left'; tok.pad_token = tok.eos_token; batch = tok(sentences, padding=True):",
+        f"  input_ids  [{B}, {T}]", fmt_array(ids),
+        f"  attention_mask  [{B}, {T}]", fmt_array(mask),
+        "Why on the left: the next token is predicted from the last column, and generation appends",
+        "a new column on the right. Padded on the right, the last column would hold",
+        f"    {right_last.tolist()}  " + (f"(pads in rows {right_pads.tolist()}: those rows would continue from a pad)"
+                                         if right_pads.size else "(no row is padded here, so both sides agree)"),
+        "Padded on the left it holds every row's own last token:",
+        f"    {last_left.tolist()} = {[tok.decode([i]) for i in last_left]}",
+    ])  # fmt: skip
+
+
+def show_positions(tok, sentences) -> str:
+    ids, mask = left_padded(tok, sentences)
+    positions = position_ids_from_mask(mask)  # [B, T]
+    naive = np.broadcast_to(np.arange(ids.shape[1]), ids.shape)  # [B, T] what arange would give
+    row = int(np.argmin(mask.sum(axis=1)))  # the most padded row
+    real = mask[row] == 1
+    lines = [
+        "GPT-2 adds a learned vector per position (wpe) to each token's embedding. A real token's",
+        "position must not count the pads in front of it, so positions come from the mask,",
+        "cumsum(attention_mask) - 1, with pads set to 0 (no real token ever reads them):",
+        f"  position_ids  [{ids.shape[0]}, {ids.shape[1]}]", fmt_array(positions),
+    ]
+    if real.all():
+        return "\n".join(lines + [f"No row is padded, so these are just arange({ids.shape[1]})."])
+    return "\n".join(lines + [
+        f"With plain arange({ids.shape[1]}), {sentences[row]!r} would sit at positions {naive[row][real].tolist()}",
+        f"instead of {positions[row][real].tolist()}: the model would read it as if other words came before it.",
+    ])  # fmt: skip
+
+
+def show_mask(tok, sentences, row: int) -> str:
+    ids, mask = left_padded(tok, sentences)
+    T = ids.shape[1]
+    additive = build_attention_mask(mask, T, resolve_fill("-inf", np.float32), np.float32)  # [B, 1, T, T]
+    labels = token_labels(tok, ids[row], mask[row])
+    empty = np.flatnonzero(np.isinf(additive.additive[row, 0]).all(axis=-1))  # [n] queries that may see nothing
+    return "\n".join([
+        "Attention scores every (query, key) pair of tokens. Two kinds of pair are forbidden: a key in",
+        "the future (causal) and a key that is a pad. build_attention_mask turns both into ONE additive",
+        "mask, 0 where allowed and the fill (here -inf) where forbidden, added to the scores before",
+        f"softmax. Row {row} of the batch ({sentences[row]!r}), mask [{T}, {T}]:",
+        fmt_matrix(additive.additive[row, 0], labels, width=6),
+        f"Queries {empty.tolist()} are pads: their own key is a pad, and so is every key before them,"
+        if empty.size else "No query of this row is a pad: only the causal part of the mask forbids anything.",
+        "so their whole row is forbidden. The next two steps show why that matters." if empty.size else "",
+    ]).rstrip()  # fmt: skip
+
+
+def demo_scores(T: int) -> np.ndarray:
+    """Made-up attention scores for one query (any numbers would do): [T] float32."""
+    return np.random.default_rng(0).standard_normal(T).astype(np.float32).round(2)
+
+
+def describe_difference(diff: float) -> str:
+    """Say 'rounding' rather than print a last-digit number that varies from CPU to CPU."""
+    if diff == 0:
+        return "0"
+    return "float32 rounding only (below 1e-6; that sum also adds the zeros)" if diff < 1e-6 else f"{diff:.1e}"
+
+
+def show_softmax(tok, sentences, row: int) -> str:
+    ids, mask = left_padded(tok, sentences)
+    T = ids.shape[1]
+    additive = build_attention_mask(mask, T, resolve_fill("-inf", np.float32), np.float32).additive[row, 0]  # [T, T]
+    query = T - 1  # the last token: it may see every real token
+    scores = demo_scores(T)  # [T]
+    masked = scores + additive[query]  # [T] forbidden keys -> -inf
+    probs = softmax(masked.copy())  # [T] (softmax works in place)
+    real = mask[row] == 1
+    alone = softmax(scores[real].copy())  # [n_real] the same row with the pad keys simply deleted
+    diff = float(np.abs(probs[real] - alone).max())
+    return "\n".join([
+        f"Query {query} (the last token of row {row}) with made-up scores, one per key:",
+        f"  scores            {fmt_row(scores)}",
+        f"  + mask row {query}      {fmt_row(additive[query])}",
+        f"  = masked scores   {fmt_row(masked)}",
+        f"  softmax           {fmt_row(probs)}   (sum {probs.sum():.6f})",
+        "exp(-inf) = 0, so the pads get weight exactly 0 and the real keys share all of it. Softmax of",
+        f"the real keys' scores alone, with the pad keys deleted:  {fmt_row(alone).strip()}",
+        f"Largest difference: {describe_difference(diff)}. Masking a key is the same as deleting it.",
+    ])  # fmt: skip
+
+
+def fill_rows(mask_row: np.ndarray, query: int, scores: np.ndarray) -> list[str]:
+    """softmax(scores + mask row `query`) for each fill: what a forbidden row turns into."""
+    T = mask_row.shape[0]
+    lines = []
+    for name in MASK_FILLS:
+        fill = resolve_fill(name, np.float32)
+        additive = build_attention_mask(mask_row[None, :], T, fill, np.float32).additive[0, 0, query]  # [T]
+        probs = softmax(scores + additive)  # [T]
+        lines.append(f"  fill {name + ' = ' + fmt_number(fill):<16} softmax = {fmt_row(probs, 7)}")
+    return lines
+
+
+def attention_demo(mask_row: np.ndarray) -> tuple[dict, np.ndarray]:
+    """gpt2np's own attention on small random q, k, v for one masked sequence, with each fill.
+    Returns {fill: (output [T, D], weights [T, T])} and the rows that may see nothing."""
+    T, D = mask_row.shape[0], 4
+    q, k, v = np.random.default_rng(0).standard_normal((3, 1, 1, T, D)).astype(np.float32)  # 3 x [1, 1, T, D]
+    results = {}
+    for name in MASK_FILLS:
+        m = build_attention_mask(mask_row[None, :], T, resolve_fill(name, np.float32), np.float32)
+        out, probs = attention(q, k, v, m, scale=1 / np.sqrt(D))  # [1, 1, T, D], [1, 1, T, T]
+        results[name] = (out[0, 0], probs[0, 0])
+    empty = build_attention_mask(mask_row[None, :], T, -np.inf, np.float32).empty_rows[0, 0, :, 0]  # [T] bool
+    return results, empty
+
+
+def logits_across_fills(model, ids, mask) -> dict[str, float]:
+    """max |logits(fill) - logits(min)| over real tokens, for each fill, from the real model."""
+    from .model import GPT2
+
+    real = mask == 1  # [B, T]
+    logits = {f: GPT2(model.config, model.weights, dtype=model.dtype, mask_fill=f)(ids, attention_mask=mask).logits[real]
+              for f in MASK_FILLS}  # fmt: skip
+    return {f: float(np.abs(logits[f] - logits["min"]).max()) for f in MASK_FILLS}
+
+
+def show_empty_rows(tok, sentences, row: int, model, model_problem: str | None) -> str:
+    ids, mask = left_padded(tok, sentences)
+    T = ids.shape[1]
+    if mask[row].all():
+        return (f"Row {row} has no padding, so none of its queries is left with nothing to see; choose a padded row "
+                "with --row, or give sentences of different lengths.")  # fmt: skip
+    query = 0  # a left pad: it may see no key at all
+    scores = demo_scores(T)
+    results, empty = attention_demo(mask[row])
+    out, probs = results["-inf"]
+    diffs = {f: float(np.abs(results[f][1] - probs).max()) for f in MASK_FILLS}
+    lines = [
+        f"Query {query} of row {row} is a pad; every key it could see is forbidden. The same made-up scores,",
+        "masked with each fill, through gpt2np's softmax (layers.softmax):",
+        *fill_rows(mask[row], query, scores),
+        "With -inf, every score is -inf, max - max = -inf - (-inf) = NaN, and the whole row is NaN (0/0).",
+        "With a finite fill, the scores all become the same huge negative number and the row is uniform:",
+        "an average over keys this token must not see, including future ones. Neither means anything,",
+        "and a NaN spreads: next layer, every real token multiplies this pad's value by its weight 0,",
+        "and 0 * NaN = NaN.",
+        "",
+        "gpt2np's attention (attention.attention) defines the row instead: a query with nothing to see",
+        f"attends to nothing (weights 0, output 0). On random q, k, v [1, 1, {T}, 4] with fill -inf:",
+        fmt_matrix(probs, token_labels(tok, ids[row], mask[row]), width=6),
+        f"  empty rows (mask.empty_rows): {np.flatnonzero(empty).tolist()}; largest |output| of those rows: {np.abs(out[empty]).max()}",
+        f"  NaN anywhere in the output: {bool(np.isnan(out).any())}",
+        f"  max |weights(fill) - weights(-inf)|: {', '.join(f'{f} {d}' for f, d in diffs.items())}",
+    ]
+    if model is not None:
+        lines += ["The model, on this batch: max |logits(fill) - logits(min)| over the real tokens:",
+                  "  " + ", ".join(f"{f} {d}" for f, d in logits_across_fills(model, ids, mask).items()),
+                  "Real tokens never look at pads, so every fill gives the same numbers."]  # fmt: skip
+    else:
+        lines += [f"(That the model's real-token logits are identical for every fill needs the model: {model_problem})"]
+    return "\n".join(lines)
+
+
+def until_eos(tokens: np.ndarray, eos: int) -> list[int]:
+    """New tokens up to and including the first eos (a finished row is then padded)."""
+    tokens = tokens.tolist()
+    return tokens[: tokens.index(eos) + 1] if eos in tokens else tokens
+
+
+def show_generation(tok, sentences, model, max_new_tokens: int) -> str:
+    ids, mask = left_padded(tok, sentences)
+    T = ids.shape[1]
+    out = model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id)  # [B, T + n]
+    lines = [
+        f"model.generate(input_ids, attention_mask, max_new_tokens={max_new_tokens}): one forward pass over the prompt,",
+        "then one token per step through the KV cache, the most likely token each time (greedy):",
+        f"  new tokens  [{out.shape[0]}, {out.shape[1] - T}]", fmt_array(out[:, T:]),
+    ]
+    same = []
+    for i, s in enumerate(sentences):
+        lines.append(f"  {s!r} -> {tok.decode(out[i, T:], skip_special_tokens=True)!r}")
+        alone_ids, alone_mask = left_padded(tok, [s])
+        alone = model.generate(alone_ids, attention_mask=alone_mask, max_new_tokens=max_new_tokens)[0, alone_ids.shape[1]:]  # [n]
+        same.append(until_eos(alone, tok.eos_token_id) == until_eos(out[i, T:], tok.eos_token_id))
+    lines.append(f"Each sentence generated alone (no padding) gives the same tokens as in the batch: {same}")
+    return "\n".join(lines)
+
+
+# --- the command ---------------------------------------------------------------------------
+
+STEPS = {  # name: (title, where the code is)
+    "tokens": ("Tokens and ids", "gpt2np/tokenizer.py: Tokenizer.encode"),
+    "padding": ("Why padding is needed", "gpt2np/tokenizer.py: Tokenizer.__call__, gpt2np/inputs.py: check_input_ids"),
+    "left-padding": ("Left padding, pad = eos", "gpt2np/tokenizer.py: Tokenizer.__call__"),
+    "positions": ("Position ids from the mask", "gpt2np/masks.py: position_ids_from_mask"),
+    "mask": ("The additive attention mask", "gpt2np/masks.py: build_attention_mask"),
+    "softmax": ("Softmax of a masked row", "gpt2np/layers.py: softmax"),
+    "empty-rows": ("A row with nothing to see: -inf, -1e9, min", "gpt2np/attention.py: attention, gpt2np/masks.py: resolve_fill"),
+    "generate": ("Greedy generation of the batch", "gpt2np/generation.py: generate"),
+}
+NEEDS_MODEL = ("empty-rows", "generate")  # empty-rows uses it only for its last check
+
+
+def add_parser(sub, add_model_args) -> None:
+    p = sub.add_parser(
+        "explain", help="walk through batched inference step by step, with the real numbers",
+        description="Batched GPT-2 inference step by step: tokens, padding, masks, positions, softmax, the -inf/NaN "
+        "question, generation. Every number shown is computed by gpt2np.",
+    )  # fmt: skip
+    p.add_argument("sentences", nargs="*", help=f"sentences to batch (default: {', '.join(repr(s) for s in SEED_SENTENCES)})")
+    add_model_args(p)
+    p.add_argument("--max-new-tokens", type=int, default=10, help="tokens to generate per sentence (default 10)")
+    p.add_argument("--step", action="append", choices=list(STEPS), help="show only this step (repeatable; default: all)")
+    p.add_argument("--row", type=int, default=None, help="sequence shown by the mask steps (default: the first padded one)")
+    p.set_defaults(run=cmd_explain)
+
+
+def load_tokenizer(args):
+    from .tokenizer import Tokenizer
+
+    try:
+        return Tokenizer.from_pretrained(args.tokenizer or args.model, verify=not args.no_verify)
+    except ModelNotFoundError as e:
+        raise ModelNotFoundError(
+            f"explain needs the GPT-2 tokenizer even without a model: {e} (pass --tokenizer FOLDER, a folder with "
+            "vocab.json + merges.txt or tokenizer.json)"
+        ) from None
+
+
+def load_model_or_reason(args):
+    """(model, None), or (None, what to do) when the weights are not on this machine."""
+    from .cli import load_model_and_tokenizer
+
+    try:
+        model, _ = load_model_and_tokenizer(args)
+    except ModelNotFoundError as e:
+        problem = str(e)
+        looks_like_path = args.model.startswith((".", "/", "~")) or "/" in args.model and Path(args.model).exists()
+        if "gpt2np download" not in problem and not looks_like_path:  # a name: download can fetch it
+            problem += f" Get the weights with `gpt2np download {args.model}` and run explain again."
+        return None, problem
+    return model, None
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    sentences = args.sentences or list(SEED_SENTENCES)
+    if any(not s for s in sentences):
+        raise InputError("a sentence is empty; every sentence needs at least one token")
+    if args.max_new_tokens < 1:
+        raise InputError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    tok = load_tokenizer(args)
+    _, mask = left_padded(tok, sentences)
+    row = demo_row(mask) if args.row is None else args.row
+    if not 0 <= row < len(sentences):
+        raise InputError(f"--row {row} is not a sequence of the batch; give 0 .. {len(sentences) - 1}")
+    steps = args.step or list(STEPS)
+    model, problem = load_model_or_reason(args) if any(s in NEEDS_MODEL for s in steps) else (None, None)
+    for number, name in enumerate(STEPS, start=1):
+        if name not in steps:
+            continue
+        title, code = STEPS[name]
+        print(f"== {number}. {title} ==  [{code}]")
+        if name == "tokens":
+            print(show_tokens(tok, sentences))
+        elif name == "padding":
+            print(show_padding(tok, sentences))
+        elif name == "left-padding":
+            print(show_left_padding(tok, sentences))
+        elif name == "positions":
+            print(show_positions(tok, sentences))
+        elif name == "mask":
+            print(show_mask(tok, sentences, row))
+        elif name == "softmax":
+            print(show_softmax(tok, sentences, row))
+        elif name == "empty-rows":
+            print(show_empty_rows(tok, sentences, row, model, problem))
+        elif model is not None:
+            print(show_generation(tok, sentences, model, args.max_new_tokens))
+        else:
+            print("Generation needs the model's weights, and they are not on this machine (the steps above needed")
+            print(f"only the tokenizer):\n  {problem}")
+        print()
+    return 0

@@ -1,0 +1,177 @@
+"""Scoring text: how likely the model finds each token, given the tokens before it.
+
+A language model's logits at position t are its guess for the token at t + 1, so
+
+    log p(token t | tokens before it) = log_softmax(logits[t - 1])[token t]
+
+Summed over a sequence this is its log-likelihood; the mean negative log-likelihood per token
+is the loss GPT-2 was trained on, and exp(that) is the perplexity ("as unsure as a uniform
+choice between this many tokens").
+
+Two kinds of token get no score, and we write NaN there (not 0, which is a real log-prob:
+certainty), so that a careless sum shows up as NaN instead of a quietly wrong number:
+- pads: they are not part of any text;
+- the first real token of each row: nothing comes before it, so nothing predicted it
+  (GPT-2 was trained without a BOS token; we do not invent one).
+A token t is scored when it is real and the token at t - 1 is real too: then the logits at
+t - 1 are a real token's. With left padding that is every real token but the first.
+
+transformers' loss (labels=input_ids, -100 on pads) on a left-padded batch would also score
+each row's first real token, from the logits of the pad before it, which mean nothing. Put
+-100 on each row's first real token too and its loss equals our `loss` (tests/test_scoring.py
+checks it); on an unpadded batch that is exactly its plain loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+from .inputs import check_attention_mask, check_input_ids
+
+POSITIONS_PER_CHUNK = 64  # log-softmax is done in float64 on this many positions at a time
+
+
+@dataclass
+class Scores:
+    input_ids: np.ndarray  # [B, T] what was scored (the tokenizer's output when texts were given)
+    attention_mask: np.ndarray  # [B, T] 1 real token, 0 pad
+    token_logprobs: np.ndarray  # [B, T] float64 log p(token t | tokens before it); NaN where undefined
+    scored: np.ndarray  # [B, T] bool, True where token_logprobs is defined
+    total_logprob: np.ndarray  # [B] log-likelihood of each row: the sum of its scored log-probs
+    n_scored: np.ndarray  # [B] how many tokens of each row were scored (real tokens - 1)
+    perplexity: np.ndarray  # [B] exp(-total / n_scored); NaN for a row with nothing scored
+    loss: float  # mean negative log-likelihood over every scored token of the batch (transformers' loss)
+
+
+def scored_positions(attention_mask: np.ndarray) -> np.ndarray:
+    """[B, T] mask -> [B, T] bool: a token is scored when it and the token before it are real.
+
+    [[0, 0, 1, 1, 1]] -> [[False, False, False, True, True]]
+    """
+    previous_real = np.zeros_like(attention_mask, dtype=bool)  # [B, T]
+    previous_real[:, 1:] = attention_mask[:, :-1] == 1  # column 0 has no previous token
+    return (attention_mask == 1) & previous_real
+
+
+def target_logprobs(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """[N, V] logits, [N] token ids -> [N] float64 log softmax(logits)[target].
+
+    log_softmax(x)[i] = x[i] - logsumexp(x), with logsumexp(x) = m + log(sum(exp(x - m))) and
+    m = max(x), so exp never overflows. In float64: the sum runs over 50257 terms, and a
+    float32 sum would round at every one of them. Done on a few positions at a time, so the
+    float64 copy stays small even for a long text (1024 x 50257 float64 would be 400 MB).
+    """
+    out = np.empty(len(targets), dtype=np.float64)  # [N]
+    for start in range(0, len(targets), POSITIONS_PER_CHUNK):
+        rows = slice(start, start + POSITIONS_PER_CHUNK)
+        x = logits[rows].astype(np.float64)  # [n, V]
+        m = x.max(axis=-1)  # [n]
+        logsumexp = m + np.log(np.exp(x - m[:, None]).sum(axis=-1))  # [n]
+        out[rows] = x[np.arange(len(x)), targets[rows]] - logsumexp  # [n]
+    return out
+
+
+def logprobs_from_logits(logits: np.ndarray, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[B, T, V] logits of [B, T] ids -> ([B, T] log-probs with NaN where undefined, [B, T] scored)."""
+    scored = scored_positions(attention_mask)  # [B, T]
+    rows, cols = np.nonzero(scored)  # the (row, t) pairs to score
+    logprobs = np.full(input_ids.shape, np.nan)  # [B, T] float64
+    # The logits at t - 1 predict the token at t.
+    logprobs[rows, cols] = target_logprobs(logits[rows, cols - 1], input_ids[rows, cols])  # [N, V] -> [N]
+    return logprobs, scored
+
+
+def summarize(input_ids, attention_mask, logprobs: np.ndarray, scored: np.ndarray) -> Scores:
+    """Per-token log-probs -> per-row totals and perplexities, and the batch's mean loss."""
+    total = np.where(scored, logprobs, 0.0).sum(axis=1)  # [B]
+    n_scored = scored.sum(axis=1)  # [B]
+    with np.errstate(invalid="ignore", divide="ignore"):  # a row of one token: 0 / 0 = NaN, on purpose
+        perplexity = np.exp(-total / n_scored)  # [B]
+        loss = float(-total.sum() / n_scored.sum())  # NaN if nothing at all was scored
+    return Scores(input_ids, attention_mask, logprobs, scored, total, n_scored, perplexity, loss)
+
+
+def encode_texts(tokenizer, texts) -> tuple[np.ndarray, np.ndarray]:
+    """A string or list of strings -> left-padded [B, T] ids and mask (pad = eos)."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    empty = [i for i, t in enumerate(texts) if isinstance(t, str) and not t]
+    if empty:
+        raise InputError(f"text {empty[0]} is empty: there is nothing to score; give some text")
+    tok = copy.copy(tokenizer)  # a shallow copy, so the caller's padding settings stay untouched
+    tok.padding_side, tok.pad_token = "left", tok.eos_token
+    batch = tok(texts, padding=True)
+    return batch["input_ids"], batch["attention_mask"]
+
+
+def score(model, inputs, attention_mask=None, tokenizer=None) -> Scores:
+    """Per-token log-probabilities, log-likelihood and perplexity of each row, and the batch loss.
+
+    inputs: [B, T] or [T] token ids with an optional [B, T] attention_mask (any padding side:
+    positions come from the mask), or a string / list of strings together with `tokenizer`.
+    The result is always batched: one sequence gives B = 1.
+    """
+    if isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs)):
+        if tokenizer is None:
+            raise InputError("score got text; pass tokenizer= (e.g. Tokenizer.from_pretrained('gpt2')) or give token ids")
+        if attention_mask is not None:
+            raise InputError("attention_mask goes with token ids; for text the tokenizer makes it, so leave it out")
+        ids, mask = encode_texts(tokenizer, inputs)
+    else:
+        ids, _ = check_input_ids(inputs, model.config.vocab_size)  # [B, T]
+        mask = check_attention_mask(attention_mask, ids.shape)  # [B, T]
+    logits = model(ids, attention_mask=mask).logits  # [B, T, V]; positions = cumsum(mask) - 1
+    logprobs, scored = logprobs_from_logits(logits, ids, mask)
+    return summarize(ids, mask, logprobs, scored)
+
+
+# --- the `gpt2np score` command ------------------------------------------------------------
+
+
+def add_parser(sub, add_model_args) -> None:
+    p = sub.add_parser(
+        "score", help="log-probability of every token, log-likelihood and perplexity of texts",
+        description="Score texts (one left-padded batch): log p(token | tokens before it) for every token, "
+        "each text's log-likelihood and perplexity, and the batch's mean loss.",
+    )  # fmt: skip
+    p.add_argument("texts", nargs="*", help="texts to score (default: one per line from stdin)")
+    add_model_args(p)
+    p.set_defaults(run=cmd_score)
+
+
+def format_scores(scores: Scores, tokenizer) -> str:
+    """One table per text: position, token, id, log-prob; then its totals."""
+    lines = []
+    for b in range(scores.input_ids.shape[0]):
+        real = np.flatnonzero(scores.attention_mask[b])  # this row's real columns
+        text = tokenizer.decode(scores.input_ids[b, real])
+        lines.append(f"text {b}: {text!r}")
+        lines.append(f"  {'pos':>4}  {'token':<16} {'id':>6}  {'log p':>9}")
+        pieces = tokenizer.convert_ids_to_tokens(scores.input_ids[b, real])
+        for pos, (col, piece) in enumerate(zip(real, pieces)):
+            lp = scores.token_logprobs[b, col]
+            shown = "(first token: no context)" if np.isnan(lp) else f"{lp:9.4f}"
+            lines.append(f"  {pos:>4}  {piece!r:<16} {int(scores.input_ids[b, col]):>6}  {shown}")
+        lines.append(
+            f"  log-likelihood {scores.total_logprob[b]:.4f} over {int(scores.n_scored[b])} scored tokens, "
+            f"perplexity {scores.perplexity[b]:.2f}"
+        )
+    lines.append(f"batch: mean loss {scores.loss:.6f} over {int(scores.n_scored.sum())} scored tokens "
+                 f"(perplexity {np.exp(scores.loss):.2f})")  # fmt: skip
+    return "\n".join(lines)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from .cli import load_model_and_tokenizer, read_prompts
+
+    args.prompts = args.texts  # read_prompts reads args.prompts (or stdin)
+    texts = read_prompts(args)
+    model, tok = load_model_and_tokenizer(args)
+    scores = score(model, texts, tokenizer=tok)
+    sys.stdout.write(format_scores(scores, tok) + "\n")
+    return 0

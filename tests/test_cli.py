@@ -1,0 +1,413 @@
+"""The `gpt2np` command: generate and download, and errors as one line on stderr.
+
+Happy paths run the random "tiny" test model with the genuine GPT-2 tokenizer and compare the
+printed text with what the library's generate gives for the same batch. Error paths check the
+exit code, that stderr is exactly one line naming the problem, and that there is no traceback
+(unless --debug). Most tests call cli.main in-process; a few run `python -m gpt2np` and the
+installed `gpt2np` script for real.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpt2np import GPT2, Tokenizer
+from gpt2np import cli as cli_module
+from gpt2np.cli import main
+
+PROMPTS = ["It will rain in the", "I want to eat a big bowl of", "My dog is"]
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Empty caches and weights folder, offline: nothing here may reach the network."""
+    for key, value in {"HF_HOME": "hf", "GPT2NP_WEIGHTS": "weights", "GPT2NP_CACHE": "gpt2np-cache"}.items():
+        monkeypatch.setenv(key, str(tmp_path / value))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def tiny(model_dir) -> Path:
+    return model_dir("tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny):
+    return GPT2.from_pretrained(tiny)
+
+
+@pytest.fixture
+def gen_tok(tokenizer_dir):
+    tok = Tokenizer.from_pretrained(tokenizer_dir)
+    tok.padding_side, tok.pad_token = "left", tok.eos_token
+    return tok
+
+
+def run(capsys, *argv, stdin: str | None = None, monkeypatch=None) -> tuple[int, str, str]:
+    """cli.main in-process -> (exit code, stdout, stderr). argparse's own errors exit via SystemExit."""
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    try:
+        code = main(list(argv))
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_process(*args, stdin: str | None = None, env: dict | None = None, script: str | None = None) -> subprocess.CompletedProcess:
+    command = [script] if script else [sys.executable, "-m", "gpt2np"]
+    return subprocess.run(command + list(args), input=stdin if stdin is not None else "", capture_output=True, text=True,
+                          env=env, timeout=300)  # fmt: skip  (env None: this process's)
+
+
+def expected_batch_output(model, tok, prompts, **settings) -> str:
+    batch = tok(prompts, padding=True)
+    out = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], pad_token_id=tok.pad_token_id, **settings)
+    return "---\n".join(tok.decode(row, skip_special_tokens=True) + "\n" for row in out)
+
+
+def assert_one_line_error(err: str, *phrases: str) -> None:
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert lines[0].startswith(("gpt2np: error: ", "gpt2np generate: error: ", "gpt2np download: error: ")), lines[0]
+    for phrase in phrases:
+        assert phrase in lines[0], (phrase, lines[0])
+
+
+# --- generate: happy paths ---------------------------------------------------------------
+
+
+def test_one_prompt_streams_its_continuation(capsys, tiny, tokenizer_dir, tiny_model, gen_tok, monkeypatch):
+    writes = []
+
+    class Recorder(io.StringIO):
+        def write(self, text):
+            writes.append(text)
+            return super().write(text)
+
+    monkeypatch.setattr(sys, "stdout", Recorder())
+    code = main(["generate", PROMPTS[0], "--model", str(tiny), "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "8"])
+    out = sys.stdout.getvalue()
+    assert code == 0
+    ids = np.array([gen_tok.encode(PROMPTS[0])])
+    new = tiny_model.generate(ids, max_new_tokens=8)[0, ids.shape[1] :]
+    assert out == PROMPTS[0] + gen_tok.decode(new, skip_special_tokens=True) + "\n"
+    assert out.startswith(PROMPTS[0])
+    assert len([w for w in writes if w]) >= 3  # the prompt, then pieces as tokens arrive: streamed
+
+
+def test_several_prompts_are_one_batch_printed_in_order(capsys, tiny, tokenizer_dir, tiny_model, gen_tok):
+    code, out, err = run(capsys, "generate", *PROMPTS, "--model", str(tiny), "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "6")
+    assert (code, err) == (0, "")
+    assert out == expected_batch_output(tiny_model, gen_tok, PROMPTS, max_new_tokens=6)
+    blocks = out.split("---\n")
+    assert len(blocks) == 3 and all(b.startswith(p) for b, p in zip(blocks, PROMPTS))
+
+
+def test_prompts_from_stdin(capsys, tiny, tokenizer_dir, tiny_model, gen_tok, monkeypatch):
+    code, out, err = run(capsys, "generate", "--model", str(tiny), "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "4",
+                         stdin="It will rain in the\n\nMy dog is\r\n", monkeypatch=monkeypatch)  # fmt: skip
+    assert (code, err) == (0, "")
+    assert out == expected_batch_output(tiny_model, gen_tok, ["It will rain in the", "My dog is"], max_new_tokens=4)
+
+
+def test_max_length_counts_the_padded_prompt(capsys, tiny, tokenizer_dir, tiny_model, gen_tok):
+    code, out, _ = run(capsys, "generate", *PROMPTS, "--model", str(tiny), "--tokenizer", str(tokenizer_dir), "--max-length", "11")
+    assert code == 0
+    assert out == expected_batch_output(tiny_model, gen_tok, PROMPTS, max_length=11)  # 8 prompt columns + 3
+
+
+def test_default_length_is_20_as_transformers(capsys, tiny, tokenizer_dir, tiny_model, gen_tok):
+    code, out, _ = run(capsys, "generate", *PROMPTS[1:], "--model", str(tiny), "--tokenizer", str(tokenizer_dir))
+    assert code == 0
+    assert out == expected_batch_output(tiny_model, gen_tok, PROMPTS[1:], max_length=20)
+
+
+def test_sampling_is_reproducible_with_a_seed(capsys, tiny, tokenizer_dir, tiny_model, gen_tok):
+    args = ["generate", *PROMPTS, "--model", str(tiny), "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "5",
+            "--do-sample", "--seed", "7", "--top-k", "20", "--top-p", "0.9", "--temperature", "0.8"]  # fmt: skip
+    first, second = run(capsys, *args), run(capsys, *args)
+    assert first == second and first[0] == 0
+    assert first[1] == expected_batch_output(tiny_model, gen_tok, PROMPTS, max_new_tokens=5, do_sample=True, seed=7, top_k=20, top_p=0.9, temperature=0.8)
+
+
+def test_no_cache_and_mask_fill_give_the_same_greedy_text(capsys, tiny, tokenizer_dir):
+    base = ["generate", *PROMPTS, "--model", str(tiny), "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "5"]
+    reference = run(capsys, *base)
+    assert reference[0] == 0
+    for extra in (["--no-cache"], ["--mask-fill", "-inf"], ["--mask-fill", "-1e9"], ["--mask-fill", "-1e30"], ["--dtype", "float64"]):
+        assert run(capsys, *base, *extra) == reference, extra
+
+
+def test_python_dash_m_and_the_installed_script(tiny, tokenizer_dir, tiny_model, gen_tok):
+    args = ["generate", *PROMPTS, "--model", str(tiny), "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "3"]
+    expected = expected_batch_output(tiny_model, gen_tok, PROMPTS, max_new_tokens=3)
+    result = run_process(*args)
+    assert (result.returncode, result.stdout, result.stderr) == (0, expected, "")
+    script = Path(sys.executable).with_name("gpt2np")
+    assert script.is_file(), "the package's console script is not installed next to this Python (pip install -e .)"
+    result = run_process(*args, script=str(script))
+    assert (result.returncode, result.stdout) == (0, expected)
+
+
+def test_stdin_through_a_real_pipe(tiny, tokenizer_dir, tiny_model, gen_tok):
+    result = run_process("generate", "--model", str(tiny), "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "3", stdin="My dog is\n")
+    ids = np.array([gen_tok.encode("My dog is")])
+    new = tiny_model.generate(ids, max_new_tokens=3)[0, 3:]
+    assert (result.returncode, result.stdout) == (0, "My dog is" + gen_tok.decode(new, skip_special_tokens=True) + "\n")
+
+
+# --- generate: errors --------------------------------------------------------------------
+
+
+def test_an_unknown_model_offline(capsys):
+    code, out, err = run(capsys, "generate", "hello", "--model", "no-such-model")
+    assert code == 1 and out == ""
+    assert_one_line_error(err, "'no-such-model' is not downloaded and HF_HUB_OFFLINE is set", "gpt2np download no-such-model")
+
+
+def test_gpt2_offline_and_not_cached_names_the_download_command(capsys):
+    code, out, err = run(capsys, "generate", "hello")  # --model gpt2 is the default
+    assert code == 1 and out == ""
+    assert_one_line_error(err, "'gpt2' is not downloaded", "`gpt2np download gpt2`")
+
+
+def test_an_unknown_model_without_network(capsys, monkeypatch):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")  # nothing listens there
+    code, _, err = run(capsys, "generate", "hello", "--model", "acme/nothing")
+    assert code == 1
+    assert_one_line_error(err, "the Hugging Face hub is unreachable", "gpt2np download acme/nothing")
+
+
+def test_a_model_path_that_does_not_exist(capsys, tmp_path):
+    code, _, err = run(capsys, "generate", "hello", "--model", str(tmp_path / "nowhere"))
+    assert code == 1
+    assert_one_line_error(err, "nowhere is not a folder")
+
+
+def test_a_broken_checkpoint(capsys, tmp_path, tiny, tokenizer_dir):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "config.json").write_text((tiny / "config.json").read_text())
+    (folder / "model.safetensors").write_bytes((tiny / "model.safetensors").read_bytes()[:-100])
+    code, out, err = run(capsys, "generate", "hello", "--model", str(folder), "--tokenizer", str(tokenizer_dir))
+    assert code == 1 and out == ""
+    assert_one_line_error(err, "model.safetensors is truncated")
+
+
+def test_a_gpt2_that_is_not_the_official_file_needs_no_verify(capsys, tmp_path, tiny, tokenizer_dir):
+    """weights/gpt2/ holding something else than GPT-2's published file is refused; --no-verify
+    is the explicit way to use it anyway."""
+    import shutil
+
+    shutil.copytree(tiny, tmp_path / "weights" / "gpt2")  # $GPT2NP_WEIGHTS/gpt2
+    args = ["generate", "My dog is", "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "2"]  # --model gpt2: the default
+    code, out, err = run(capsys, *args)
+    assert code == 1 and out == ""
+    assert_one_line_error(err, "but openai-community/gpt2's model.safetensors is 548105171 bytes", "--no-verify")
+    code, out, err = run(capsys, *args, "--no-verify")
+    assert (code, err) == (0, "") and out.startswith("My dog is")
+
+
+def test_a_tokenizer_larger_than_the_model(capsys, model_dir, tokenizer_dir):
+    code, _, err = run(capsys, "generate", "hello", "--model", str(model_dir("odd")), "--tokenizer", str(tokenizer_dir))
+    assert code == 1
+    assert_one_line_error(err, "the tokenizer has 50257 tokens but the model only 1000", "--tokenizer")
+
+
+@pytest.mark.parametrize(
+    "flags, phrase",
+    [
+        (["--max-new-tokens", "0"], "max_new_tokens must be an integer >= 1, got 0"),
+        (["--max-new-tokens", "-3"], "max_new_tokens must be an integer >= 1"),
+        (["--max-length", "3"], "max_length=3 counts the prompt too"),
+        (["--max-new-tokens", "100"], "more than this model's n_positions = 64"),
+        (["--top-p", "2"], "top_p must be in (0, 1]"),
+        (["--top-p", "0"], "top_p must be in (0, 1]"),
+        (["--top-p", "nan"], "top_p must be in (0, 1]"),
+        (["--top-k", "-1"], "top_k must be an integer >= 0"),
+        (["--do-sample", "--temperature", "0"], "temperature must be a positive number when sampling"),
+        (["--do-sample", "--temperature", "-1"], "temperature must be a positive number when sampling"),
+        (["--mask-fill", "5"], "would not mask anything"),
+        (["--mask-fill", "0"], "would not mask anything"),
+        (["--mask-fill", "nan"], "is NaN"),
+    ],
+)
+def test_bad_values(capsys, tiny, tokenizer_dir, flags, phrase):
+    code, out, err = run(capsys, "generate", "It will rain in the", "--model", str(tiny), "--tokenizer", str(tokenizer_dir), *flags)
+    assert code == 1
+    assert out == ""  # a refused call prints nothing, not even the prompt
+    assert_one_line_error(err, phrase)
+
+
+@pytest.mark.parametrize("prompts", [[""], ["It will rain", ""]])
+def test_an_empty_prompt(capsys, tiny, tokenizer_dir, prompts):
+    code, out, err = run(capsys, "generate", *prompts, "--model", str(tiny), "--tokenizer", str(tokenizer_dir))
+    assert code == 1 and out == ""
+    assert_one_line_error(err, "a prompt is empty (it has no tokens)")
+
+
+def test_no_prompt_at_all(capsys, tiny, monkeypatch):
+    code, _, err = run(capsys, "generate", "--model", str(tiny), stdin="\n  \n", monkeypatch=monkeypatch)
+    assert code == 1
+    assert_one_line_error(err, "no prompt: give one or more as arguments, or one per line on stdin")
+
+
+@pytest.mark.parametrize(
+    "argv, phrase",
+    [
+        (["generate", "x", "--bogus"], "unrecognized arguments: --bogus"),
+        (["generate", "x", "--max-new-tokens", "abc"], "argument --max-new-tokens: invalid int value: 'abc'"),
+        (["generate", "x", "--top-p", "high"], "argument --top-p: invalid float value"),
+        (["generate", "x", "--mask-fill", "bogus"], "'bogus' is not -inf, -1e9, min or a number"),
+        (["generate", "x", "--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
+        (["generate", "x", "--max-length", "30", "--max-new-tokens", "5"], "not allowed with argument"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        ([], "the following arguments are required"),
+        (["download"], "the following arguments are required: name"),
+    ],
+)
+def test_bad_flags_are_one_line_and_exit_2(capsys, argv, phrase):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert_one_line_error(err, phrase, "--help")
+
+
+def test_debug_shows_the_traceback(tiny, tokenizer_dir):
+    base = ["generate", "x", "--model", str(tiny), "--tokenizer", str(tokenizer_dir), "--top-p", "2"]
+    plain = run_process(*base)
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr and len(plain.stderr.splitlines()) == 1
+    for argv in (["--debug", *base], [*base, "--debug"]):  # before or after the subcommand
+        result = run_process(*argv)
+        assert result.returncode != 0
+        assert "Traceback (most recent call last)" in result.stderr
+        assert "gpt2np.errors.InputError: top_p must be in (0, 1]" in result.stderr
+
+
+def test_an_unexpected_exception_is_still_one_line(capsys, monkeypatch, tiny):
+    def boom(args):
+        raise RuntimeError("something nobody planned for\nwith a second line")
+
+    monkeypatch.setattr(cli_module, "load_model_and_tokenizer", boom)
+    code, _, err = run(capsys, "generate", "x", "--model", str(tiny))
+    assert code == 1
+    assert_one_line_error(err, "unexpected RuntimeError: something nobody planned for with a second line", "--debug")
+    with pytest.raises(RuntimeError, match="nobody planned"):
+        main(["--debug", "generate", "x", "--model", str(tiny)])
+
+
+def test_an_os_error_is_one_line(capsys, monkeypatch, tiny):
+    def unreadable(args):
+        raise PermissionError(13, "Permission denied", str(tiny / "model.safetensors"))
+
+    monkeypatch.setattr(cli_module, "load_model_and_tokenizer", unreadable)
+    code, _, err = run(capsys, "generate", "x", "--model", str(tiny))
+    assert code == 1
+    assert_one_line_error(err, "Permission denied", "model.safetensors")
+
+
+# --- download ----------------------------------------------------------------------------
+
+
+def test_download_offline_is_one_line(capsys, tmp_path):
+    code, out, err = run(capsys, "download", "gpt2", "--dest", str(tmp_path / "dest"))
+    assert code == 1 and out == ""
+    assert_one_line_error(err, "cannot download 'gpt2': HF_HUB_OFFLINE is set")
+    assert not (tmp_path / "dest").exists()
+
+
+def test_download_without_network_is_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env["HF_ENDPOINT"] = f"http://127.0.0.1:{port}"
+    result = subprocess.run([sys.executable, "-m", "gpt2np", "download", "gpt2", "--dest", str(tmp_path / "d")],
+                            capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert result.returncode == 1
+    assert_one_line_error(result.stderr, "cannot download 'gpt2'", "is unreachable from this machine")
+
+
+@pytest.fixture
+def start_hub(tmp_path):
+    """start_hub(repos, corrupt=...) -> (FakeHub (see test_hub.py), environment pointing a
+    subprocess at it). The model has GPT-2's vocabulary, so the real tokenizer goes with it."""
+    from test_hub import FakeHub
+
+    hubs = []
+
+    def start(repos, **kwargs):
+        fake = FakeHub(repos, **kwargs)
+        hubs.append(fake)
+        env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+        env["HF_ENDPOINT"] = fake.url
+        return fake, env
+
+    yield start
+    for fake in hubs:
+        fake.close()
+
+
+@pytest.fixture(scope="module")
+def small_vocab_files(tmp_path_factory) -> dict[str, bytes]:
+    from test_hub import model_files
+
+    from gpt2np import GPT2Config
+
+    config = GPT2Config(n_positions=16, n_embd=8, n_layer=1, n_head=2)  # GPT-2's vocabulary, tiny otherwise
+    return model_files(tmp_path_factory.mktemp("hub-model"), config=config)
+
+
+def test_download_from_a_hub_into_dest_then_generate(tmp_path, start_hub, small_vocab_files, tokenizer_dir, gen_tok):
+    fake, env = start_hub({"acme/tiny": small_vocab_files})
+    dest = tmp_path / "dest"
+    result = run_process("download", "acme/tiny", "--dest", str(dest), env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"acme/tiny is in {dest}\n"
+    assert {f: (dest / f).read_bytes() for f in small_vocab_files} == small_vocab_files
+    assert ("GET", "/acme/tiny/resolve/main/model.safetensors") in fake.requests
+    generated = run_process("generate", *PROMPTS, "--model", str(dest), "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "3")
+    assert generated.returncode == 0, generated.stderr
+    assert generated.stdout == expected_batch_output(GPT2.from_pretrained(dest), gen_tok, PROMPTS, max_new_tokens=3)
+
+
+def test_download_damaged_on_the_way_is_refused_unless_no_verify(tmp_path, start_hub, small_vocab_files):
+    _, env = start_hub({"acme/tiny": small_vocab_files}, corrupt={"model.safetensors"})
+    result = run_process("download", "acme/tiny", "--dest", str(tmp_path / "dest"), env=env)
+    assert result.returncode == 1
+    assert_one_line_error(result.stderr, "model.safetensors has sha256", "the file is corrupted", "--no-verify")
+    result = run_process("download", "acme/tiny", "--dest", str(tmp_path / "dest2"), "--no-verify", env=env)
+    assert result.returncode == 0, result.stderr
+
+
+def test_download_of_a_pickle_only_repo_from_the_cli(tmp_path, start_hub):
+    _, env = start_hub({"acme/old": {"config.json": b"{}", "pytorch_model.bin": b"\x80\x04pickle"}})
+    result = run_process("download", "acme/old", "--dest", str(tmp_path / "dest"), env=env)
+    assert result.returncode == 1
+    assert_one_line_error(result.stderr, "the hub repo acme/old has only pytorch_model.bin", "never unpickles")
+
+
+def test_download_of_an_unknown_repo_from_the_cli(tmp_path, start_hub):
+    _, env = start_hub({})
+    result = run_process("download", "acme/nothing", "--dest", str(tmp_path / "dest"), env=env)
+    assert result.returncode == 1
+    assert_one_line_error(result.stderr, "'acme/nothing' is not a model on the Hugging Face hub")

@@ -1,0 +1,159 @@
+"""`gpt2np explain`: it runs with and without a model, and what it prints comes from the library."""
+
+from __future__ import annotations
+
+import copy
+import re
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, SEED_ATTENTION_MASK, SEED_INPUT_IDS, SEED_SENTENCES
+from gpt2np import GPT2
+from gpt2np.cli import main
+from gpt2np.explain import STEPS, show_padding
+
+DOC = ROOT / "docs" / "how-it-works.md"
+
+
+def explain(capsys, *args):
+    code = main(["explain", *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def tiny_run(model_dir, tokenizer_dir):
+    """One full run on the tiny random model (captured without capsys: module-scoped)."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["explain", "--model", str(model_dir("tiny")), "--tokenizer", str(tokenizer_dir)])
+    return code, out.getvalue()
+
+
+def test_every_step_runs_with_a_model(tiny_run):
+    code, out = tiny_run
+    assert code == 0
+    for number, (title, _) in enumerate(STEPS.values(), start=1):
+        assert f"== {number}. {title} ==" in out
+    assert "needs the model" not in out and "not on this machine" not in out
+
+
+def test_batch_arrays_are_the_tokenizers(tiny_run, tokenizer):
+    _, out = tiny_run
+    tok = copy.copy(tokenizer)  # the session's tokenizer keeps its settings
+    tok.padding_side, tok.pad_token = "left", tok.eos_token
+    batch = tok(SEED_SENTENCES, padding=True)
+    assert np.array_equal(batch["input_ids"], SEED_INPUT_IDS)  # the known seed ids
+    assert np.array2string(SEED_INPUT_IDS, max_line_width=110).replace("\n", "\n    ") in out
+    assert np.array2string(SEED_ATTENTION_MASK, max_line_width=110).replace("\n", "\n    ") in out
+    positions = np.where(SEED_ATTENTION_MASK == 1, np.cumsum(SEED_ATTENTION_MASK, axis=1) - 1, 0)
+    assert np.array2string(positions).replace("\n", "\n    ") in out
+    assert "'My dog is' would sit at positions [5, 6, 7]\ninstead of [0, 1, 2]" in out
+
+
+def test_nan_and_uniform_rows_and_what_attention_does(tiny_run):
+    _, out = tiny_run
+    T = SEED_INPUT_IDS.shape[1]
+    assert re.search(r"fill -inf = -inf +softmax = +(nan +){%d}" % (T - 1) + "nan\n", out)
+    uniform = f"{1 / T:.3f}"  # a finite fill spreads the row evenly over all T keys
+    assert re.search(r"fill -1e9 = -1e\+09 +softmax = +(%s +){%d}%s\n" % (uniform, T - 1, uniform), out)
+    assert "NaN anywhere in the output: False" in out
+    assert "empty rows (mask.empty_rows): [0, 1, 2]; largest |output| of those rows: 0.0" in out
+    assert "max |logits(fill) - logits(min)| over the real tokens:\n  -inf 0.0, -1e9 0.0, min 0.0" in out
+
+
+def test_generation_is_the_models(tiny_run, model_dir, tokenizer):
+    _, out = tiny_run
+    model = GPT2.from_pretrained(model_dir("tiny"))
+    tokens = model.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=10)
+    T = SEED_INPUT_IDS.shape[1]
+    assert np.array2string(tokens[:, T:], max_line_width=110).replace("\n", "\n    ") in out
+    for i, sentence in enumerate(SEED_SENTENCES):
+        assert f"{sentence!r} -> {tokenizer.decode(tokens[i, T:], skip_special_tokens=True)!r}" in out
+    assert "gives the same tokens as in the batch: [True, True, True]" in out
+
+
+def test_numbers_come_from_the_library(monkeypatch, tokenizer_dir, capsys):
+    """Replace the library function, and the printed numbers change with it."""
+    import gpt2np.explain
+
+    monkeypatch.setattr(gpt2np.explain, "position_ids_from_mask", lambda mask: np.full(mask.shape, 7))
+    code, out, _ = explain(capsys, "--tokenizer", tokenizer_dir, "--step", "positions")
+    assert code == 0 and "[[7 7 7 7 7 7 7 7]" in out
+    monkeypatch.setattr(gpt2np.explain, "softmax", lambda x: np.full_like(x, 0.5))
+    code, out, _ = explain(capsys, "--tokenizer", tokenizer_dir, "--step", "softmax")
+    assert "   0.500   0.500   0.500" in out
+
+
+def test_without_a_model_the_tokenizer_steps_still_run(tmp_path, tokenizer_dir, capsys):
+    code, out, err = explain(capsys, "--model", tmp_path / "missing", "--tokenizer", tokenizer_dir)
+    assert code == 0 and err == ""
+    assert "== 6. Softmax of a masked row ==" in out
+    assert "Generation needs the model's weights" in out and "is not a folder" in out
+
+
+def test_without_a_model_it_says_which_command_gets_one(tmp_path, monkeypatch, tokenizer_dir, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # never try the network from a test
+    monkeypatch.setenv("GPT2NP_WEIGHTS", str(tmp_path / "weights"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    code, out, _ = explain(capsys, "--tokenizer", tokenizer_dir, "--step", "generate")
+    assert code == 0 and "`gpt2np download gpt2`" in out
+
+
+def test_a_missing_tokenizer_is_an_error(tmp_path, capsys):
+    code, out, err = explain(capsys, "--model", tmp_path / "missing")
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and "--tokenizer" in err
+
+
+def test_steps_can_be_chosen(tokenizer_dir, capsys):
+    code, out, _ = explain(capsys, "--tokenizer", tokenizer_dir, "--step", "mask", "--step", "tokens")
+    assert code == 0
+    assert re.findall(r"^== (\d+)\.", out, flags=re.M) == ["1", "5"]  # in the walkthrough's order
+
+
+def test_user_sentences_and_row(tokenizer_dir, capsys):
+    code, out, _ = explain(capsys, "--tokenizer", tokenizer_dir, "--step", "mask", "--row", "1", "Hello", "Hello there world")
+    assert code == 0 and "Row 1 of the batch ('Hello there world')" in out
+    assert "No query of this row is a pad" in out
+    code, _, err = explain(capsys, "--tokenizer", tokenizer_dir, "--row", "5", "Hello")
+    assert code == 1 and "--row 5" in err
+
+
+def test_equal_lengths_need_no_padding(tokenizer):
+    text = show_padding(tokenizer, ["My dog is", "My cat is"])
+    assert "shape [2, 3]" in text and "no padding is needed" in text
+
+
+# --- the docs show real output ------------------------------------------------------------
+
+
+def doc_blocks(text: str):
+    """(command, output) of every ```console block that runs `gpt2np explain`."""
+    for block in re.findall(r"```console\n(.*?)```", text, flags=re.S):
+        command, _, output = block.partition("\n")
+        if command.startswith("$ gpt2np explain"):
+            yield command[2:], output
+
+
+def test_docs_show_what_explain_prints(model_dir, tokenizer_dir, capsys):
+    blocks = list(doc_blocks(DOC.read_text(encoding="utf-8")))
+    assert len(blocks) >= 6
+    for command, shown in blocks:
+        args = shlex.split(command)[1:]  # without "gpt2np"
+        args = [str(tokenizer_dir) if a == "../shared/gpt2-tokenizer" else a for a in args]
+        args = [str(model_dir("tiny")) if a == "weights/test-models/tiny" else a for a in args]
+        code, out, _ = explain(capsys, *args[1:])
+        assert code == 0
+        assert out == shown, f"docs/how-it-works.md shows stale output for `{command}`; paste the command's output again"
+
+
+def test_docs_link_to_files_that_exist():
+    for target in re.findall(r"\]\((\.\./[^)#]+)", DOC.read_text(encoding="utf-8")):
+        assert (DOC.parent / target).exists(), target

@@ -1,0 +1,107 @@
+"""`gpt2np plot`: the PNGs exist, have the right size, and show the pads where the pads are."""
+
+from __future__ import annotations
+
+import struct
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import SEED_ATTENTION_MASK
+from gpt2np import GPT2npError
+from gpt2np.cli import main
+from gpt2np.plot import ALLOWED, CATEGORY_COLORS, FUTURE, PAD, mask_categories, require_matplotlib
+
+pytest.importorskip("matplotlib")
+
+
+def png_size(path) -> tuple[int, int]:
+    """(width, height) from the PNG's IHDR chunk, which always comes first."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def pixels_of(path, hex_color: str) -> int:
+    """How many pixels have exactly this colour."""
+    import matplotlib.image
+
+    image = matplotlib.image.imread(path)[..., :3]  # [H, W, 3] floats in 0..1
+    rgb = np.array([int(hex_color[i : i + 2], 16) for i in (1, 3, 5)]) / 255
+    return int(np.all(np.abs(image - rgb) < 1 / 512, axis=-1).sum())
+
+
+def plot(capsys, *args):
+    code = main(["plot", *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_mask_categories_follow_the_rules():
+    categories = mask_categories(SEED_ATTENTION_MASK)  # [3, 8, 8]
+    B, T = SEED_ATTENTION_MASK.shape
+    for b in range(B):
+        for q in range(T):
+            for k in range(T):
+                real_q, real_k = SEED_ATTENTION_MASK[b, q] == 1, SEED_ATTENTION_MASK[b, k] == 1
+                if k <= q and real_q and real_k:
+                    expected = ALLOWED
+                elif not (real_q and real_k):
+                    expected = PAD
+                else:
+                    expected = FUTURE
+                assert categories[b, q, k] == expected, (b, q, k)
+
+
+def test_cli_writes_the_pngs(model_dir, tokenizer_dir, tmp_path, capsys):
+    out = tmp_path / "pictures"
+    code, printed, _ = plot(capsys, "--model", model_dir("tiny"), "--tokenizer", tokenizer_dir, "--out", out, "--layers", 0, 1, "--heads", 0, 1)
+    assert code == 0
+    names = ["mask.png"] + [f"attention_L{l}_H{h}.png" for l in (0, 1) for h in (0, 1)]
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
+    for name in names:
+        assert f"wrote {out / name}" in printed
+        assert (out / name).stat().st_size > 10_000  # a real picture, not an empty canvas
+    width, height = png_size(out / "mask.png")
+    assert width > 2 * height  # three square-ish panels side by side
+    for name in names[1:]:
+        w, h = png_size(out / name)
+        assert 300 <= h <= w <= 1.5 * h  # one square-ish matrix and its colour bar
+
+
+def test_dpi_sets_the_pixel_size(tokenizer_dir, tmp_path, capsys):
+    sizes = {}
+    for dpi in (50, 100):
+        assert plot(capsys, "--mask-only", "--tokenizer", tokenizer_dir, "--out", tmp_path / str(dpi), "--dpi", dpi)[0] == 0
+        sizes[dpi] = png_size(tmp_path / str(dpi) / "mask.png")
+    assert abs(sizes[100][0] - 2 * sizes[50][0]) <= 2 and abs(sizes[100][1] - 2 * sizes[50][1]) <= 2
+
+
+def test_pads_are_highlighted_only_when_there_are_pads(tokenizer_dir, tmp_path, capsys):
+    pad_color, allowed_color = CATEGORY_COLORS[PAD], CATEGORY_COLORS[ALLOWED]
+    assert plot(capsys, "--mask-only", "--tokenizer", tokenizer_dir, "--out", tmp_path / "padded")[0] == 0
+    assert plot(capsys, "--mask-only", "--tokenizer", tokenizer_dir, "--out", tmp_path / "plain", "My dog is", "My cat is")[0] == 0
+    padded, plain = tmp_path / "padded" / "mask.png", tmp_path / "plain" / "mask.png"
+    assert pixels_of(padded, pad_color) > 1000
+    assert pixels_of(plain, pad_color) == 0  # no pads, no orange (not even in the legend)
+    assert pixels_of(plain, allowed_color) > 1000
+
+
+def test_a_layer_that_does_not_exist(model_dir, tokenizer_dir, tmp_path, capsys):
+    code, _, err = plot(capsys, "--model", model_dir("tiny"), "--tokenizer", tokenizer_dir, "--out", tmp_path / "x", "--layers", 2)
+    assert code == 1 and "layer 2 does not exist: the model has 2 layers, numbered 0 .. 1" in err
+    assert not (tmp_path / "x").exists()  # checked before anything was written
+
+
+def test_without_a_model_it_points_to_mask_only(tokenizer_dir, tmp_path, capsys):
+    code, _, err = plot(capsys, "--model", tmp_path / "missing", "--tokenizer", tokenizer_dir, "--out", tmp_path / "x")
+    assert code == 1 and "--mask-only" in err and err.count("\n") == 1
+
+
+def test_without_matplotlib_it_says_how_to_install(monkeypatch, tokenizer_dir, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # `import matplotlib.figure` now fails
+    with pytest.raises(GPT2npError, match=r"pip install -e '\.\[plot\]'"):
+        require_matplotlib()
+    code, _, err = plot(capsys, "--mask-only", "--tokenizer", tokenizer_dir, "--out", tmp_path / "x")
+    assert code == 1 and "pip install -e '.[plot]'" in err

@@ -1,0 +1,180 @@
+"""Scoring: per-token log-probs, log-likelihood, perplexity, and transformers' loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import SEED_ATTENTION_MASK, SEED_INPUT_IDS, SEED_SENTENCES
+from gpt2np import GPT2, InputError
+from gpt2np.cli import main
+from gpt2np.scoring import scored_positions, target_logprobs
+
+TOL = 1e-4  # the issue's bound against transformers' loss (float32)
+
+
+@pytest.fixture(scope="module")
+def tiny(model_dir):
+    return GPT2.from_pretrained(model_dir("tiny"))
+
+
+def hf_loss(hf, ids, mask, labels):
+    """transformers' loss with the given labels (-100 = ignored), positions from the mask."""
+    import torch
+
+    positions = np.where(mask == 1, np.cumsum(mask, axis=1) - 1, 0)
+    with torch.no_grad():
+        out = hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), position_ids=torch.tensor(positions),
+                 labels=torch.tensor(labels))  # fmt: skip
+    return float(out.loss), out.logits.double()
+
+
+# --- against transformers -------------------------------------------------------------------
+
+
+@pytest.mark.transformers
+@pytest.mark.parametrize("name", ["tiny", "small-outliers", "odd"])
+def test_unpadded_batch_matches_transformers_plain_loss(name, model_dir, hf_model):
+    folder = model_dir(name)
+    model = GPT2.from_pretrained(folder)
+    ids = np.random.default_rng(0).integers(0, model.config.vocab_size, size=(3, 11))  # [3, 11], no padding
+    scores = model.score(ids)
+    loss, _ = hf_loss(hf_model(folder), ids, np.ones_like(ids), labels=ids)
+    assert abs(scores.loss - loss) < TOL
+    assert scores.n_scored.tolist() == [10, 10, 10]  # every token but the first
+
+
+@pytest.mark.transformers
+@pytest.mark.parametrize("name", ["tiny", "small-outliers"])
+def test_padded_batch_matches_transformers_with_first_tokens_ignored(name, model_dir, hf_model):
+    import torch
+
+    folder = model_dir(name)
+    model = GPT2.from_pretrained(folder)
+    ids, mask = SEED_INPUT_IDS, SEED_ATTENTION_MASK
+    scores = model.score(ids, attention_mask=mask)
+    first_real = np.argmax(mask == 1, axis=1)  # [B] column of each row's first real token
+    labels = np.where(mask == 1, ids, -100)
+    labels[np.arange(len(ids)), first_real] = -100  # nothing real predicts it
+    loss, logits = hf_loss(hf_model(folder), ids, mask, labels)
+    assert abs(scores.loss - loss) < TOL
+    # token by token, too: transformers' log_softmax at t - 1, read at token t
+    logprobs = torch.log_softmax(logits, dim=-1).numpy()  # [B, T, V]
+    rows, cols = np.nonzero(scores.scored)
+    theirs = logprobs[rows, cols - 1, ids[rows, cols]]
+    assert np.abs(scores.token_logprobs[rows, cols] - theirs).max() < TOL
+    # The naive labels (-100 on pads only) also score each first token from a pad's logits:
+    naive, _ = hf_loss(hf_model(folder), ids, mask, np.where(mask == 1, ids, -100))
+    assert abs(naive - scores.loss) > 10 * TOL  # a different (meaningless) number
+
+
+@pytest.mark.transformers
+def test_float64_matches_transformers_float64(model_dir, hf_model):
+    import torch
+
+    folder = model_dir("small-outliers")
+    model = GPT2.from_pretrained(folder, dtype="float64")
+    ids, mask = SEED_INPUT_IDS, SEED_ATTENTION_MASK
+    scores = model.score(ids, attention_mask=mask)
+    _, logits = hf_loss(hf_model(folder, dtype="float64"), ids, mask, np.where(mask == 1, ids, -100))
+    logprobs = torch.log_softmax(logits, dim=-1).numpy()  # [B, T, V] float64
+    rows, cols = np.nonzero(scores.scored)
+    assert np.abs(scores.token_logprobs[rows, cols] - logprobs[rows, cols - 1, ids[rows, cols]]).max() < 1e-9
+
+
+# --- on its own -----------------------------------------------------------------------------
+
+
+def test_scored_positions():
+    left = np.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    right = np.array([[1, 1, 1, 0, 0]])
+    assert scored_positions(left).tolist() == [[False, False, False, True, True], [False, True, True, True, True]]
+    assert scored_positions(right).tolist() == [[False, True, True, False, False]]
+
+
+def test_target_logprobs_is_log_softmax_and_stable():
+    rng = np.random.default_rng(1)
+    logits = rng.standard_normal((130, 50)).astype(np.float32) * 3  # more rows than one chunk
+    targets = rng.integers(0, 50, size=130)
+    x = logits.astype(np.float64)
+    reference = np.log(np.exp(x) / np.exp(x).sum(axis=-1, keepdims=True))[np.arange(130), targets]  # naive, fine at this scale
+    assert np.abs(target_logprobs(logits, targets) - reference).max() < 1e-12
+    huge = logits + np.float32(1e4)  # exp would overflow without the max shift
+    assert np.abs(target_logprobs(huge, targets) - reference).max() < 1e-3  # float32 lost digits at 1e4, not infinity
+
+
+def test_undefined_positions_are_nan_and_totals_add_up(tiny):
+    scores = tiny.score(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK)
+    assert np.array_equal(np.isnan(scores.token_logprobs), ~scores.scored)
+    assert scores.n_scored.tolist() == (SEED_ATTENTION_MASK.sum(axis=1) - 1).tolist()
+    defined = scores.token_logprobs[scores.scored]
+    assert (defined < 0).all()  # log of a probability below 1
+    assert np.allclose(scores.total_logprob, np.nansum(scores.token_logprobs, axis=1))
+    assert np.allclose(scores.perplexity, np.exp(-scores.total_logprob / scores.n_scored))
+    assert np.isclose(scores.loss, -defined.mean())
+
+
+def test_a_sentence_scores_the_same_alone_and_in_a_padded_batch(tiny):
+    batch = tiny.score(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK)
+    for b in range(len(SEED_INPUT_IDS)):
+        real = SEED_ATTENTION_MASK[b] == 1
+        alone = tiny.score(SEED_INPUT_IDS[b][real])
+        assert alone.token_logprobs.shape == (1, real.sum())  # one sequence is still a batch of 1
+        assert np.allclose(alone.token_logprobs[0], batch.token_logprobs[b][real], atol=1e-5, equal_nan=True)
+        assert abs(alone.total_logprob[0] - batch.total_logprob[b]) < 1e-4
+
+
+def test_right_padding_scores_the_same_as_left(tiny):
+    left = tiny.score(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK)
+    right_ids, right_mask = np.full_like(SEED_INPUT_IDS, 50256), np.zeros_like(SEED_ATTENTION_MASK)
+    for b in range(len(SEED_INPUT_IDS)):
+        n = SEED_ATTENTION_MASK[b].sum()
+        right_ids[b, :n], right_mask[b, :n] = SEED_INPUT_IDS[b][SEED_ATTENTION_MASK[b] == 1], 1
+    right = tiny.score(right_ids, attention_mask=right_mask)
+    assert np.allclose(right.total_logprob, left.total_logprob, atol=1e-4)
+    assert abs(right.loss - left.loss) < 1e-5
+
+
+def test_texts_with_a_tokenizer(tiny, tokenizer):
+    from_text = tiny.score(SEED_SENTENCES, tokenizer=tokenizer)
+    from_ids = tiny.score(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK)
+    assert np.array_equal(from_text.input_ids, SEED_INPUT_IDS)  # left-padded with eos
+    assert np.array_equal(from_text.token_logprobs, from_ids.token_logprobs, equal_nan=True)
+    assert tokenizer.padding_side == "right" and tokenizer.pad_token is None  # the caller's tokenizer is untouched
+    one = tiny.score("My dog is", tokenizer=tokenizer)
+    assert one.n_scored.tolist() == [2]
+
+
+def test_a_one_token_text_has_nothing_to_score(tiny):
+    scores = tiny.score([[3666]])
+    assert scores.n_scored.tolist() == [0] and scores.total_logprob.tolist() == [0.0]
+    assert np.isnan(scores.perplexity[0]) and np.isnan(scores.loss)
+
+
+def test_bad_inputs(tiny, tokenizer):
+    with pytest.raises(InputError, match="tokenizer="):
+        tiny.score("My dog is")
+    with pytest.raises(InputError, match="empty"):
+        tiny.score(["My dog is", ""], tokenizer=tokenizer)
+    with pytest.raises(InputError, match="attention_mask"):
+        tiny.score("My dog is", attention_mask=[[1, 1, 1]], tokenizer=tokenizer)
+    with pytest.raises(InputError, match="not a token id"):
+        tiny.score([[1, 2, 60000]])
+
+
+def test_cli_prints_the_library_numbers(tiny, model_dir, tokenizer_dir, capsys):
+    code = main(["score", "--model", str(model_dir("tiny")), "--tokenizer", str(tokenizer_dir), *SEED_SENTENCES])
+    out = capsys.readouterr().out
+    assert code == 0
+    scores = tiny.score(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK)
+    for b in range(3):
+        assert f"log-likelihood {scores.total_logprob[b]:.4f} over {scores.n_scored[b]} scored tokens" in out
+    assert f"mean loss {scores.loss:.6f}" in out
+    assert f"{scores.token_logprobs[2, -1]:9.4f}" in out  # 'Ġis' after 'My dog'
+    assert out.count("(first token: no context)") == 3
+
+
+def test_cli_error_is_one_line(model_dir, tokenizer_dir, capsys):
+    code = main(["score", "--model", str(model_dir("tiny")), "--tokenizer", str(tokenizer_dir), "ok", ""])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "empty" in err
