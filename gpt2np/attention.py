@@ -62,7 +62,8 @@ def self_attention(
 ):
     """One attention sub-layer: project to q, k, v; attend; project back. x: [B, T, C]."""
     qkv = linear(x, attn.c_attn)  # [B, T, C] -> [B, T, 3C]
-    q, k, v = np.split(qkv, 3, axis=-1)  # 3 x [B, T, C]
+    C = x.shape[-1]
+    q, k, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]  # 3 x [B, T, C] views
     q, k, v = split_heads(q, n_head), split_heads(k, n_head), split_heads(v, n_head)  # [B, H, T, D]
     if cache is not None:
         k, v = cache.update(layer, k, v)  # [B, H, past + T, D]: this step's keys after the cached ones

@@ -130,7 +130,7 @@ def test_linear_and_mlp_shapes_and_values():
     x = rng.standard_normal((2, 3, C)).astype(np.float32)
     h = linear(x, fc)
     assert h.shape == (2, 3, F) and h.dtype == np.float32
-    np.testing.assert_allclose(h, x @ fc.weight + fc.bias, rtol=1e-6)
+    np.testing.assert_allclose(h, x.astype(np.float64) @ fc.weight + fc.bias, rtol=1e-5, atol=1e-5)
     y = mlp(x, MLP(fc, proj))
     expected = gelu_reference(x.astype(np.float64) @ fc.weight + fc.bias) @ proj.weight + proj.bias
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
