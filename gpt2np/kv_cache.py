@@ -18,10 +18,6 @@ class KVCache:
         self.values = np.empty(shape, dtype)  # [L, B, H, max_len, D]
         self.length = 0  # positions filled so far (the same for every layer)
 
-    @property
-    def max_len(self) -> int:
-        return self.keys.shape[3]
-
     def update(self, layer: int, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Store the new keys/values [B, H, T, D] after the cached ones; return all of them as
         views [B, H, length + T, D]. `advance` moves `length` on once every layer is done."""

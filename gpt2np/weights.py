@@ -175,14 +175,3 @@ def load_weights(path: str | Path, config: GPT2Config, dtype="float32") -> Weigh
     path = Path(path)
     return weights_from_tensors(map_tensors(path), config, dtype=dtype, source=str(path))
 
-
-def weights_to_tensors(weights: Weights) -> dict[str, np.ndarray]:
-    """The inverse of `weights_from_tensors`: the flat, checkpoint-named dict (without prefix)."""
-    out = {"wte.weight": weights.wte, "wpe.weight": weights.wpe, "ln_f.weight": weights.ln_f.weight, "ln_f.bias": weights.ln_f.bias}
-    for i, b in enumerate(weights.h):
-        for name, layer in (("ln_1", b.ln_1), ("attn.c_attn", b.attn.c_attn), ("attn.c_proj", b.attn.c_proj),
-                            ("ln_2", b.ln_2), ("mlp.c_fc", b.mlp.c_fc), ("mlp.c_proj", b.mlp.c_proj)):  # fmt: skip
-            out[f"h.{i}.{name}.weight"], out[f"h.{i}.{name}.bias"] = layer.weight, layer.bias
-    if weights.lm_head is not weights.wte:
-        out["lm_head.weight"] = weights.lm_head
-    return out

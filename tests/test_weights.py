@@ -7,7 +7,7 @@ import pytest
 
 from gpt2np import GPT2, CheckpointError, GPT2Config
 from gpt2np.random_model import random_tensors
-from gpt2np.weights import IGNORED, expected_shapes, weights_from_tensors, weights_to_tensors
+from gpt2np.weights import IGNORED, expected_shapes, weights_from_tensors
 
 CONFIG = GPT2Config(vocab_size=50, n_positions=10, n_embd=12, n_layer=3, n_head=3, n_inner=20, eos_token_id=49)
 
@@ -43,12 +43,6 @@ def test_the_tree_holds_the_very_arrays_of_the_checkpoint(tensors):
     assert weights.h[1].mlp.c_proj.bias is tensors["h.1.mlp.c_proj.bias"]
     assert weights.ln_f.weight is tensors["ln_f.weight"]
     assert len(weights.h) == CONFIG.n_layer
-
-
-def test_weights_to_tensors_inverts_weights_from_tensors(tensors):
-    back = weights_to_tensors(weights_from_tensors(tensors, CONFIG))
-    assert set(back) == set(tensors)
-    assert all(back[k] is tensors[k] for k in tensors)
 
 
 def test_arrays_counts_each_parameter_once(tensors):
