@@ -169,7 +169,7 @@ MUTANTS = [
       "tests/test_sampling.py::test_top_p_boundary_is_kept"),
     m("top-p-may-drop-everything", "gpt2np/sampling.py",
       "    drop_sorted[:, -1] = False  # min_tokens_to_keep = 1\n", "",
-      "tests/test_sampling.py::test_top_p_keeps_the_smallest_set_reaching_p"),
+      "tests/test_sampling.py::test_top_p_never_empties_a_row"),
     m("top-k-drops-the-kth", "gpt2np/sampling.py",
       "np.where(logits < kth, -np.inf, logits)", "np.where(logits <= kth, -np.inf, logits)",
       "tests/test_sampling.py::test_top_k_keeps_k_and_ties"),
@@ -209,6 +209,14 @@ def check_texts(mutants) -> list[str]:
 
 
 def copy_repo(into: Path) -> Path:
+    """The repository's code and tests in `into`, and beside them (in into/_no_torch) stand-ins
+    that make `import torch` / `import transformers` fail: the gallery proves what the suite
+    catches *without* torch (a test that needs it skips, and the baseline refuses skips)."""
+    for blocked in ("torch", "transformers"):
+        (into / "_no_torch" / blocked).mkdir(parents=True)
+        (into / "_no_torch" / blocked / "__init__.py").write_text(
+            f"raise ImportError('{blocked} is blocked by scripts/mutants.py: the gallery runs torch-free')\n"
+        )
     for name in COPIED:
         src = ROOT / name
         if src.is_dir():
@@ -220,7 +228,7 @@ def copy_repo(into: Path) -> Path:
 
 def test_env(copy: Path, models_dir: Path) -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(copy)  # the copy's gpt2np and conftest, never the working tree's
+    env["PYTHONPATH"] = os.pathsep.join([str(copy), str(copy / "_no_torch")])  # the copy's gpt2np, never the working tree's
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # no stale .pyc between a file and its mutated twin
     env["GPT2NP_TEST_MODELS"] = str(models_dir)
     env.setdefault("GPT2NP_TOKENIZER_DIR", str(ROOT.parent / "shared" / "gpt2-tokenizer"))  # conftest's default, seen from ROOT
@@ -230,7 +238,9 @@ def test_env(copy: Path, models_dir: Path) -> dict:
 
 def run_pytest(copy: Path, tests, models_dir: Path) -> tuple[int | None, str, float]:
     """(exit code or None on timeout, output tail, seconds)."""
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header", "-rN", *tests]
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header", "-rf", *tests]
+    if not any("test_properties" in t for t in tests):
+        cmd[5:5] = ["-p", "no:hypothesispytest"]  # its import alone takes ~2 s per run
     start = time.perf_counter()
     try:
         r = subprocess.run(cmd, cwd=copy, env=test_env(copy, models_dir), capture_output=True, text=True, timeout=TIMEOUT)
@@ -264,10 +274,13 @@ def baseline(mutants, models_dir: Path) -> None:
     tests = sorted({t for mu in mutants for t in mu.tests})
     with tempfile.TemporaryDirectory(prefix="gpt2np-mutant-baseline-") as tmp:
         copy = copy_repo(Path(tmp))
-        where = subprocess.run([sys.executable, "-c", "import gpt2np; print(gpt2np.__file__)"], cwd=copy,
-                               env=test_env(copy, models_dir), capture_output=True, text=True)  # fmt: skip
-        if not where.stdout.strip().startswith(str(copy)):
+        probe = "import gpt2np\nprint(gpt2np.__file__)\ntry:\n    import torch\nexcept ImportError:\n    print('no torch')"
+        where = subprocess.run([sys.executable, "-c", probe], cwd=copy, env=test_env(copy, models_dir), capture_output=True, text=True)
+        lines = where.stdout.split()
+        if not lines or not lines[0].startswith(str(copy)):
             sys.exit(f"the tests would not import the copied gpt2np but {where.stdout.strip() or where.stderr}")
+        if lines[-1:] != ["torch"] or lines[-2:-1] != ["no"]:
+            sys.exit("torch is still importable in the gallery's runs; they must be torch-free")
         code, output, seconds = run_pytest(copy, tests, models_dir)
     last = output.splitlines()[-1] if output else ""
     if code != 0 or "skipped" in last or "deselected" in last:

@@ -110,3 +110,12 @@ def test_top_p_boundary_is_kept():
     logits = np.log(np.array([[0.5, 0.25, 0.25]]))  # float64: the sums are exact
     np.testing.assert_array_equal(np.isfinite(top_p_filter(logits, 0.5)), [[True, False, False]])
     np.testing.assert_array_equal(np.isfinite(top_p_filter(logits, 0.8)), [[True, True, True]])
+
+
+def test_top_p_never_empties_a_row():
+    """With a tiny top_p, 1 - top_p rounds to 1.0 in float32 and every cumulative probability
+    is <= it: only min_tokens_to_keep = 1 saves the most likely token."""
+    logits = random_logits()
+    kept = np.isfinite(top_p_filter(logits, 1e-12))
+    assert (kept.sum(-1) == 1).all()
+    assert (kept.argmax(-1) == logits.argmax(-1)).all()
