@@ -167,7 +167,7 @@ def format_scores(scores: Scores, tokenizer) -> str:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from .cli import load_model_and_tokenizer, read_prompts
+    from .tools.cli import load_model_and_tokenizer, read_prompts
 
     args.prompts = args.texts  # read_prompts reads args.prompts (or stdin)
     texts = read_prompts(args)

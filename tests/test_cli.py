@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from gpt2np import GPT2, Tokenizer
-from gpt2np import cli as cli_module
-from gpt2np.cli import main
+from gpt2np.tools import cli as cli_module
+from gpt2np.tools.cli import main
 
 PROMPTS = ["It will rain in the", "I want to eat a big bowl of", "My dog is"]
 

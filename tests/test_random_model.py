@@ -6,7 +6,7 @@ import numpy as np
 
 from gpt2np import GPT2
 from gpt2np.hub import sha256_of
-from gpt2np.random_model import TEST_MODELS, build_test_model, random_tensors
+from gpt2np.tools.random_model import TEST_MODELS, build_test_model, random_tensors
 
 
 def test_same_seed_same_bytes(tmp_path):

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import save_checkpoint
-from .config import GPT2Config
-from .weights import expected_shapes
+from ..checkpoint import save_checkpoint
+from ..config import GPT2Config
+from ..weights import expected_shapes
 
 
 def random_tensors(config: GPT2Config, seed: int = 0, outlier_dims: int = 0, outlier_scale: float = 300.0) -> dict[str, np.ndarray]:
@@ -59,8 +59,8 @@ def random_tensors(config: GPT2Config, seed: int = 0, outlier_dims: int = 0, out
 def _calibrate_layer_norms(tensors: dict[str, np.ndarray], config: GPT2Config, dims: np.ndarray, rng) -> None:
     """Give outlier dimensions gain 0.05 and scale the other gains so that each LayerNorm's
     output has the spread it would have without the outliers (std / std of the others)."""
-    from .model import GPT2
-    from .weights import weights_from_tensors
+    from ..model import GPT2
+    from ..weights import weights_from_tensors
 
     regular = np.setdiff1d(np.arange(config.n_embd), dims)
     ids = rng.integers(0, config.vocab_size, size=(2, min(16, config.n_positions)))

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import GPT2npError, InputError, ModelNotFoundError
+from ..errors import GPT2npError, InputError, ModelNotFoundError
 from .explain import PAD_LABEL, SEED_SENTENCES, left_padded, token_labels
-from .masks import build_attention_mask
+from ..masks import build_attention_mask
 
 ALLOWED, FUTURE, PAD = 0, 1, 2  # what each mask cell is
 CATEGORY_COLORS = ("#3b7dd8", "#e4e4e4", "#f39c12")  # blue, light grey, orange (pads stand out)
@@ -153,7 +153,7 @@ def add_parser(sub, add_model_args) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .tokenizer import Tokenizer
+    from ..tokenizer import Tokenizer
 
     require_matplotlib()  # fail before any work
     sentences = args.sentences or list(SEED_SENTENCES)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import GPT2npError, InputError
+from ..errors import GPT2npError, InputError
 
 EXIT_ERROR = 1
 
@@ -87,7 +87,7 @@ def _add_teaching_commands(sub) -> None:
 
     for module in ("explain", "crosscheck", "plot", "scoring"):
         try:
-            mod = import_module(f"gpt2np.{module}")
+            mod = import_module(f"gpt2np.{module}" if module == "scoring" else f"gpt2np.tools.{module}")
         except ModuleNotFoundError as e:
             if e.name != f"gpt2np.{module}":
                 raise
@@ -96,8 +96,8 @@ def _add_teaching_commands(sub) -> None:
 
 
 def load_model_and_tokenizer(args):
-    from .model import GPT2
-    from .tokenizer import Tokenizer
+    from ..model import GPT2
+    from ..tokenizer import Tokenizer
 
     tok = Tokenizer.from_pretrained(args.tokenizer or args.model, verify=not args.no_verify)
     model = GPT2.from_pretrained(args.model, dtype=args.dtype, mask_fill=args.mask_fill, verify=not args.no_verify)
@@ -175,7 +175,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from .hub import download
+    from ..hub import download
 
     dest = download(args.name, dest=args.dest, verify=not args.no_verify)
     print(f"{args.name} is in {dest}")
