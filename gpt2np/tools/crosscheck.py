@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import GPT2npError, InputError
-from .explain import SEED_SENTENCES, left_padded
 from ..masks import MASK_FILLS, position_ids_from_mask
+from .explain import SEED_SENTENCES, left_padded
 
 DTYPES = ("float32", "float64")
 
@@ -230,7 +230,7 @@ def format_report(results: list[Comparison], tolerances=TOLERANCES) -> str:
 
 # --- the command ---------------------------------------------------------------------------
 
-def add_parser(sub, add_model_args) -> None:
+def add_parser(sub) -> None:
     # Not add_model_args: crosscheck runs every fill and both dtypes, so a single --mask-fill
     # and --dtype would mislead; repeatable --fill and --dtype choose among them instead.
     p = sub.add_parser(
