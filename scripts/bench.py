@@ -456,7 +456,7 @@ def machine_worker(args) -> dict:
 def resolve_model(arg: str | None) -> tuple[Path, str]:
     from gpt2np.errors import GPT2npError
     from gpt2np.hub import resolve_model_files
-    from gpt2np.random_model import build_test_model
+    from gpt2np.tools.random_model import build_test_model
 
     if arg:
         files = resolve_model_files(arg, local_files_only=True)

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gpt2np.hub import sha256_of  # noqa: E402
-from gpt2np.random_model import TEST_MODELS, build_test_model  # noqa: E402
+from gpt2np.tools.random_model import TEST_MODELS, build_test_model  # noqa: E402
 
 OUT = ROOT / "tests" / "data"
 MODELS_DIR = ROOT / "weights" / "test-models"

@@ -313,7 +313,7 @@ def main(argv=None) -> int:
         return 1
 
     sys.path.insert(0, str(ROOT))
-    from gpt2np.random_model import TEST_MODELS, build_test_model
+    from gpt2np.tools.random_model import TEST_MODELS, build_test_model
 
     models_dir = Path(os.environ.get("GPT2NP_TEST_MODELS", ROOT / "weights" / "test-models")).resolve()
     for name in TEST_MODELS:  # once, before any copy runs: the runs only read them

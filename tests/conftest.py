@@ -1,6 +1,6 @@
 """Shared fixtures: the random test models, the genuine GPT-2 tokenizer files, transformers.
 
-- Random models (gpt2np.random_model.TEST_MODELS) are built on first use under
+- Random models (gpt2np.tools.random_model.TEST_MODELS) are built on first use under
   weights/test-models/ (or $GPT2NP_TEST_MODELS) and reused; the same seed gives the same bytes.
 - The genuine tokenizer files live outside the repository, in ../shared/gpt2-tokenizer/.
 - Tests that compare live against transformers use the `transformers` fixture. Without torch
@@ -37,7 +37,7 @@ SEED_ATTENTION_MASK = (SEED_INPUT_IDS != 50256).astype(np.int64)  # no real toke
 
 
 def build_model(name: str) -> Path:
-    from gpt2np.random_model import build_test_model
+    from gpt2np.tools.random_model import build_test_model
 
     return build_test_model(name, TEST_MODELS_DIR)
 

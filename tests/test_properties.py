@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 import gpt2np.generation
 import gpt2np.sampling
 from gpt2np import GPT2, GPT2Config
-from gpt2np.random_model import random_tensors
+from gpt2np.tools.random_model import random_tensors
 from gpt2np.weights import weights_from_tensors
 
 FILLS = ("-inf", "-1e9", "min", float("-inf"), -1e30)

@@ -9,7 +9,7 @@ from gpt2np.hub import sha256_of
 import gpt2np.attention
 import gpt2np.layers
 import gpt2np.model
-from gpt2np.random_model import TEST_MODELS, build_test_model, random_tensors
+from gpt2np.tools.random_model import TEST_MODELS, build_test_model, random_tensors
 
 
 def test_same_seed_same_bytes(tmp_path):

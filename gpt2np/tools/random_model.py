@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import save_checkpoint
-from .config import GPT2Config
-from .weights import expected_shapes
+from ..checkpoint import save_checkpoint
+from ..config import GPT2Config
+from ..weights import expected_shapes
 
 
 def random_tensors(config: GPT2Config, seed: int = 0, outlier_dims: int = 0, outlier_scale: float = 300.0) -> dict[str, np.ndarray]:
