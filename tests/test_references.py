@@ -182,3 +182,20 @@ def test_sampling_filters_match_stored_transformers_warpers(i):
     np.testing.assert_array_equal(np.isneginf(got), np.isneginf(expected))  # the same tokens survive
     kept = np.isfinite(expected)
     np.testing.assert_allclose(got[kept], expected[kept], rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_float32_is_as_close_to_the_float64_truth_as_transformers(models, case):
+    """The fidelity standard, without torch: our float32 logits are no further from
+    transformers-in-float64 than transformers' own float32 logits (eager) are, as an RMS over
+    the stored logits of every real position."""
+    name = case.split("/")[0]
+    ids, mask = inputs(case)
+    ours = models(name)(ids, attention_mask=mask).logits[mask.astype(bool)][:, REF[f"{name}/columns"]]
+    truth = REF[f"{case}/float64/logits_columns"]
+
+    def rms(d):
+        return float(np.sqrt(np.mean(d**2)))
+
+    theirs = REF[f"{case}/eager/logits_columns"].astype(np.float64)
+    assert rms(ours.astype(np.float64) - truth) <= rms(theirs - truth)
