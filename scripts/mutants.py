@@ -232,7 +232,6 @@ def test_env(copy: Path, models_dir: Path) -> dict:
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # no stale .pyc between a file and its mutated twin
     env["GPT2NP_TEST_MODELS"] = str(models_dir)
     env.setdefault("GPT2NP_TOKENIZER_DIR", str(ROOT.parent / "shared" / "gpt2-tokenizer"))  # conftest's default, seen from ROOT
-    env.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(copy / ".hypothesis"))
     return env
 
 
@@ -240,7 +239,7 @@ def run_pytest(copy: Path, tests, models_dir: Path) -> tuple[int | None, str, fl
     """(exit code or None on timeout, output tail, seconds)."""
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header", "-rf", *tests]
     if not any("test_properties" in t for t in tests):
-        cmd[5:5] = ["-p", "no:hypothesispytest"]  # its import alone takes ~2 s per run
+        cmd[5:5] = ["-p", "no:hypothesispytest"]  # its import alone costs ~2 s of CPU per run
     start = time.perf_counter()
     try:
         r = subprocess.run(cmd, cwd=copy, env=test_env(copy, models_dir), capture_output=True, text=True, timeout=TIMEOUT)

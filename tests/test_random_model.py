@@ -22,7 +22,7 @@ def test_same_seed_same_bytes(tmp_path):
 def test_outlier_dimensions_are_in_the_hundreds(model_dir):
     model = GPT2.from_pretrained(model_dir("small-outliers"))
     wpe = model.weights.wpe
-    assert (np.abs(wpe).max(axis=0) > 200).sum() == TEST_MODELS["small-outliers"]["outlier_dims"]
+    assert (np.abs(wpe).max(axis=0) > 100).sum() == TEST_MODELS["small-outliers"]["outlier_dims"]  # +300, -150, -150
 
 
 def test_other_seed_other_weights():
