@@ -148,4 +148,4 @@ def pytest_terminal_summary(terminalreporter):
         reasons = sorted({str(r.longrepr[2]).removeprefix("Skipped: ") for r in real})
         terminalreporter.write_line(f"{len(real)} tests need the real GPT-2 weights and did not run: {'; '.join(reasons)}")
     if other:
-        terminalreporter.write_line(f"{len(other)} other tests skipped (reasons in the summary above)")
+        terminalreporter.write_line(f"{len(other)} other tests skipped (reasons in the short test summary below)")
