@@ -67,7 +67,7 @@ def future_weights_are_zero(mask: AttentionMask) -> bool:
     return Tq < 2 or mask.additive[0, 0, 0, -1] <= ZERO_WEIGHT_FILL
 
 
-def attention_in_blocks(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: AttentionMask, scale: float, budget: int = SCORES_BUDGET):
+def attention_in_blocks(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: AttentionMask, scale: float, budget: int | None = None):
     """attention()'s output without its weights, holding at most `budget` scores at a time.
 
     The full [B, H, Tq, Tk] scores of a long batch are large (8 x 1024 tokens: 400 MB per
@@ -77,8 +77,10 @@ def attention_in_blocks(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: Atten
     of a long prefill, and the scores of a block ([1, H, rows, keys]) stay in the CPU's cache.
     Each block is ordinary attention() on slices (views), so the arithmetic is the same.
 
-    The bound: max(budget, H * Tk) scores (a block has at least one query row).
+    The bound: max(budget, H * Tk) scores (a block has at least one query row); budget
+    defaults to SCORES_BUDGET.
     """
+    budget = SCORES_BUDGET if budget is None else budget
     B, H, Tq, D = q.shape
     Tk = k.shape[2]
     if B * H * Tq * Tk <= budget:  # a decode step, a short prompt: one block, nothing to save
