@@ -178,7 +178,7 @@ def main(argv=None) -> int:
     if args.pictures:
         from .pictures import draw
 
-        note = f"{args.threads} threads, median of {args.repeats}" + (", machine shared with other jobs" if shared else "")
+        note = f"{args.threads} thread{'s' if args.threads > 1 else ''}, median of {args.repeats}" + (", machine shared with other jobs" if shared else "")
         for path in draw(report, args.pictures, note):
             print(f"wrote {path}")
 

@@ -124,11 +124,11 @@ def generate(impl, batch, it):
 
 
 def left_padded_batch(batch: int, length: int, vocab: int):
-    """[batch, length] ids with row b left-padded by 37 * b pads (pad id 50256 or vocab - 1)."""
+    """[batch, length] ids with row b left-padded by b * length / 28 pads (1024: 0, 36, ..., 252)."""
     ids = prompt_ids(batch, length, vocab)
     mask = np.ones_like(ids)
     for b in range(batch):
-        mask[b, : 37 * b] = 0
+        mask[b, : b * (length // 28)] = 0
     ids[mask == 0] = min(50256, vocab - 1)
     return ids, mask
 
