@@ -24,9 +24,7 @@ checks it); on an unpadded batch that is exactly its plain loss.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,50 +139,3 @@ def score(model, inputs, attention_mask=None, tokenizer=None) -> Scores:
     hidden, _, _ = model.transformer(ids, mask, position_ids_from_mask(mask))  # [B, T, C], after ln_f
     logprobs, scored = logprobs_from_hidden(hidden, model.weights.lm_head, ids, mask)
     return summarize(ids, mask, logprobs, scored)
-
-
-# --- the `gpt2np score` command ------------------------------------------------------------
-
-
-def add_parser(sub, add_model_args) -> None:
-    p = sub.add_parser(
-        "score", help="log-probability of every token, log-likelihood and perplexity of texts",
-        description="Score texts (one left-padded batch): log p(token | tokens before it) for every token, "
-        "each text's log-likelihood and perplexity, and the batch's mean loss.",
-    )  # fmt: skip
-    p.add_argument("texts", nargs="*", help="texts to score (default: one per line from stdin)")
-    add_model_args(p)
-    p.set_defaults(run=cmd_score)
-
-
-def format_scores(scores: Scores, tokenizer) -> str:
-    """One table per text: position, token, id, log-prob; then its totals."""
-    lines = []
-    for b in range(scores.input_ids.shape[0]):
-        real = np.flatnonzero(scores.attention_mask[b])  # this row's real columns
-        text = tokenizer.decode(scores.input_ids[b, real])
-        lines.append(f"text {b}: {text!r}")
-        lines.append(f"  {'pos':>4}  {'token':<16} {'id':>6}  {'log p':>9}")
-        pieces = tokenizer.convert_ids_to_tokens(scores.input_ids[b, real])
-        for pos, (col, piece) in enumerate(zip(real, pieces)):
-            lp = scores.token_logprobs[b, col]
-            shown = "(first token: no context)" if np.isnan(lp) else f"{lp:9.4f}"
-            lines.append(f"  {pos:>4}  {piece!r:<16} {int(scores.input_ids[b, col]):>6}  {shown}")
-        lines.append(
-            f"  log-likelihood {scores.total_logprob[b]:.4f} over {int(scores.n_scored[b])} scored tokens, "
-            f"perplexity {scores.perplexity[b]:.2f}"
-        )
-    lines.append(f"batch: mean loss {scores.loss:.6f} over {int(scores.n_scored.sum())} scored tokens "
-                 f"(perplexity {np.exp(scores.loss):.2f})")  # fmt: skip
-    return "\n".join(lines)
-
-
-def cmd_score(args: argparse.Namespace) -> int:
-    from .cli import load_model_and_tokenizer, read_prompts
-
-    args.prompts = args.texts  # read_prompts reads args.prompts (or stdin)
-    texts = read_prompts(args)
-    model, tok = load_model_and_tokenizer(args)
-    scores = score(model, texts, tokenizer=tok)
-    sys.stdout.write(format_scores(scores, tok) + "\n")
-    return 0

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gpt2np import GPT2  # noqa: E402
-from gpt2np.random_model import TEST_MODELS, build_test_model  # noqa: E402
+from gpt2np.tools.random_model import TEST_MODELS, build_test_model  # noqa: E402
 
 
 def rms(d):

@@ -1,4 +1,4 @@
-"""Build the random GPT-2 test models (gpt2np.random_model.TEST_MODELS) and print their sha256.
+"""Build the random GPT-2 test models (gpt2np.tools.random_model.TEST_MODELS) and print their sha256.
 
     python scripts/make_test_models.py [--out weights/test-models] [names...]
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gpt2np.hub import sha256_of  # noqa: E402
-from gpt2np.random_model import TEST_MODELS, build_test_model  # noqa: E402
+from gpt2np.tools.random_model import TEST_MODELS, build_test_model  # noqa: E402
 
 
 def main(argv=None) -> None:

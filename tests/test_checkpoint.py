@@ -20,7 +20,7 @@ import pytest
 
 from gpt2np import GPT2, CheckpointError, GPT2Config, ModelNotFoundError
 from gpt2np.checkpoint import map_tensors, read_header, save_checkpoint
-from gpt2np.random_model import random_tensors
+from gpt2np.tools.random_model import random_tensors
 from gpt2np.weights import load_weights
 
 CONFIG = GPT2Config(vocab_size=60, n_positions=12, n_embd=8, n_layer=2, n_head=2, eos_token_id=59, bos_token_id=59)

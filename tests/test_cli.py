@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from gpt2np import GPT2, Tokenizer
-from gpt2np import cli as cli_module
-from gpt2np.cli import main
+from gpt2np.tools import generate as generate_module
+from gpt2np.tools.cli import main
 
 PROMPTS = ["It will rain in the", "I want to eat a big bowl of", "My dog is"]
 
@@ -305,7 +305,7 @@ def test_an_unexpected_exception_is_still_one_line(capsys, monkeypatch, tiny):
     def boom(args):
         raise RuntimeError("something nobody planned for\nwith a second line")
 
-    monkeypatch.setattr(cli_module, "load_model_and_tokenizer", boom)
+    monkeypatch.setattr(generate_module, "load_model_and_tokenizer", boom)
     code, _, err = run(capsys, "generate", "x", "--model", str(tiny))
     assert code == 1
     assert_one_line_error(err, "unexpected RuntimeError: something nobody planned for with a second line", "--debug")
@@ -317,7 +317,7 @@ def test_an_os_error_is_one_line(capsys, monkeypatch, tiny):
     def unreadable(args):
         raise PermissionError(13, "Permission denied", str(tiny / "model.safetensors"))
 
-    monkeypatch.setattr(cli_module, "load_model_and_tokenizer", unreadable)
+    monkeypatch.setattr(generate_module, "load_model_and_tokenizer", unreadable)
     code, _, err = run(capsys, "generate", "x", "--model", str(tiny))
     assert code == 1
     assert_one_line_error(err, "Permission denied", "model.safetensors")

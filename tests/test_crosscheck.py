@@ -10,8 +10,8 @@ import pytest
 
 from conftest import SEED_ATTENTION_MASK, SEED_INPUT_IDS
 from gpt2np import GPT2, GPT2npError
-from gpt2np.cli import main
-from gpt2np.crosscheck import TOLERANCES, Tolerance, compare, compare_greedy, crosscheck, format_report
+from gpt2np.tools.cli import main
+from gpt2np.tools.crosscheck import TOLERANCES, Tolerance, compare, compare_greedy, crosscheck, format_report
 from gpt2np.weights import LayerNorm
 
 
@@ -123,7 +123,7 @@ def test_cli_refuses_a_tokenizer_too_big_for_the_model(transformers, model_dir, 
 
 
 def test_without_transformers_it_says_how_to_install(monkeypatch, model_dir, capsys):
-    from gpt2np.crosscheck import import_torch_transformers
+    from gpt2np.tools.crosscheck import import_torch_transformers
 
     monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` now raises ImportError
     with pytest.raises(GPT2npError, match=r"pip install -e '\.\[test\]'.*torch==2\.13\.0"):

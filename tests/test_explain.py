@@ -12,8 +12,8 @@ import pytest
 
 from conftest import ROOT, SEED_ATTENTION_MASK, SEED_INPUT_IDS, SEED_SENTENCES
 from gpt2np import GPT2
-from gpt2np.cli import main
-from gpt2np.explain import STEPS, show_padding
+from gpt2np.tools.cli import main
+from gpt2np.tools.explain import STEPS, show_padding
 
 DOC = ROOT / "docs" / "how-it-works.md"
 
@@ -81,12 +81,12 @@ def test_generation_is_the_models(tiny_run, model_dir, tokenizer):
 
 def test_numbers_come_from_the_library(monkeypatch, tokenizer_dir, capsys):
     """Replace the library function, and the printed numbers change with it."""
-    import gpt2np.explain
+    import gpt2np.tools.explain
 
-    monkeypatch.setattr(gpt2np.explain, "position_ids_from_mask", lambda mask: np.full(mask.shape, 7))
+    monkeypatch.setattr(gpt2np.tools.explain, "position_ids_from_mask", lambda mask: np.full(mask.shape, 7))
     code, out, _ = explain(capsys, "--tokenizer", tokenizer_dir, "--step", "positions")
     assert code == 0 and "[[7 7 7 7 7 7 7 7]" in out
-    monkeypatch.setattr(gpt2np.explain, "softmax", lambda x: np.full_like(x, 0.5))
+    monkeypatch.setattr(gpt2np.tools.explain, "softmax", lambda x: np.full_like(x, 0.5))
     code, out, _ = explain(capsys, "--tokenizer", tokenizer_dir, "--step", "softmax")
     assert "   0.500   0.500   0.500" in out
 

@@ -25,7 +25,7 @@ import pytest
 import gpt2np.hub as hub
 from gpt2np import GPT2, CheckpointError, GPT2Config, ModelNotFoundError, Tokenizer
 from gpt2np.hub import GPT2_TOKENIZER_FILES, HUB_REPOS, KNOWN_FILES, resolve_model_files, resolve_tokenizer_files, verify_file
-from gpt2np.random_model import make_random_checkpoint
+from gpt2np.tools.random_model import make_random_checkpoint
 
 CONFIG = GPT2Config(vocab_size=60, n_positions=12, n_embd=8, n_layer=1, n_head=2, eos_token_id=59)
 IDS = np.array([[1, 2, 3]])

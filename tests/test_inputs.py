@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from gpt2np import GPT2, GPT2Config, GPT2npError, InputError
-from gpt2np.random_model import random_tensors
+from gpt2np.tools.random_model import random_tensors
 from gpt2np.weights import weights_from_tensors
 
 VOCAB, N_POS, EOS = 100, 16, 99

@@ -140,7 +140,7 @@ def test_library_runs_without_torch_or_transformers(tiny, tokenizer_dir):
         model = GPT2.from_pretrained({str(tiny)!r})
         model(batch["input_ids"], attention_mask=batch["attention_mask"])
         out = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=3)
-        import gpt2np.cli, gpt2np.hub, gpt2np.sampling
+        import gpt2np.hub, gpt2np.sampling, gpt2np.tools.cli
         assert "torch" not in sys.modules and "transformers" not in sys.modules
         print("ok", out.shape)
     """)

@@ -7,9 +7,9 @@ import pytest
 
 from conftest import SEED_ATTENTION_MASK, SEED_INPUT_IDS, SEED_SENTENCES
 from gpt2np import GPT2, InputError
-from gpt2np.cli import main
 import gpt2np.model
 import gpt2np.scoring
+from gpt2np.tools.cli import main
 from gpt2np.scoring import scored_positions, target_logprobs
 
 TOL = 1e-4  # the issue's bound against transformers' loss (float32)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gpt2np import GPT2, CheckpointError, GPT2Config
-from gpt2np.random_model import random_tensors
+from gpt2np.tools.random_model import random_tensors
 from gpt2np.weights import IGNORED, expected_shapes, weights_from_tensors
 
 CONFIG = GPT2Config(vocab_size=50, n_positions=10, n_embd=12, n_layer=3, n_head=3, n_inner=20, eos_token_id=49)

@@ -61,7 +61,7 @@ def parse_args(argv=None):
 def resolve_model(arg: str | None) -> tuple[Path, str]:
     from gpt2np.errors import GPT2npError
     from gpt2np.hub import resolve_model_files
-    from gpt2np.random_model import build_test_model
+    from gpt2np.tools.random_model import build_test_model
 
     if arg:
         return resolve_model_files(arg, local_files_only=True)["model.safetensors"].parent, arg

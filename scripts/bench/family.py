@@ -2,7 +2,7 @@
 
 The speed of a forward pass depends on the shapes only, so a random model with gpt2-xl's
 shapes runs exactly as fast as gpt2-xl. They are built once from fixed seeds with
-gpt2np.random_model.random_tensors into a folder outside git (weights/ is ignored;
+gpt2np.tools.random_model.random_tensors into a folder outside git (weights/ is ignored;
 $GPT2NP_BENCH_MODELS to put them elsewhere) and reused.
 
 Writing: safetensors' own save_file serializes the whole file in memory before writing it,
@@ -48,7 +48,7 @@ def write_safetensors(path: Path, tensors: dict) -> None:
 def build_family_model(name: str, root: Path | None = None) -> Path:
     """Build FAMILY[name] under root/<name>/ unless it is there; return the folder."""
     from gpt2np.config import GPT2Config
-    from gpt2np.random_model import random_tensors
+    from gpt2np.tools.random_model import random_tensors
 
     root = root or family_root()
     folder = root / name

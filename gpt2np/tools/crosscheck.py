@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import GPT2npError, InputError
+from ..errors import GPT2npError, InputError
+from ..masks import MASK_FILLS, position_ids_from_mask
 from .explain import SEED_SENTENCES, left_padded
-from .masks import MASK_FILLS, position_ids_from_mask
 
 DTYPES = ("float32", "float64")
 
@@ -176,7 +176,7 @@ def compare(model, hf, input_ids, attention_mask, max_new_tokens: int, tol: Tole
 def crosscheck(folder, input_ids, attention_mask, dtypes=DTYPES, fills=MASK_FILLS, max_new_tokens: int = 10,
                tolerances=TOLERANCES, pad_token_id: int | None = None) -> list[Comparison]:  # fmt: skip
     """Every (dtype, fill) of gpt2np against transformers in that dtype, on one batch."""
-    from .model import GPT2
+    from ..model import GPT2
 
     input_ids, attention_mask = np.asarray(input_ids, dtype=np.int64), np.asarray(attention_mask, dtype=np.int64)
     positions = position_ids_from_mask(attention_mask)  # [B, T]
@@ -230,7 +230,7 @@ def format_report(results: list[Comparison], tolerances=TOLERANCES) -> str:
 
 # --- the command ---------------------------------------------------------------------------
 
-def add_parser(sub, add_model_args) -> None:
+def add_parser(sub) -> None:
     # Not add_model_args: crosscheck runs every fill and both dtypes, so a single --mask-fill
     # and --dtype would mislead; repeatable --fill and --dtype choose among them instead.
     p = sub.add_parser(
@@ -253,9 +253,9 @@ def add_parser(sub, add_model_args) -> None:
 
 
 def cmd_crosscheck(args: argparse.Namespace) -> int:
-    from .config import GPT2Config
-    from .hub import resolve_model_files
-    from .tokenizer import Tokenizer
+    from ..config import GPT2Config
+    from ..hub import resolve_model_files
+    from ..tokenizer import Tokenizer
 
     if args.max_new_tokens < 1:
         raise InputError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")

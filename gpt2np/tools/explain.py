@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .attention import attention
-from .errors import InputError, ModelNotFoundError
-from .inputs import check_input_ids
-from .layers import softmax
-from .masks import MASK_FILLS, build_attention_mask, position_ids_from_mask, resolve_fill
+from ..attention import attention
+from ..errors import InputError, ModelNotFoundError
+from ..inputs import check_input_ids
+from ..layers import softmax
+from ..masks import MASK_FILLS, build_attention_mask, position_ids_from_mask, resolve_fill
+from .common import add_model_args, load_model_and_tokenizer
 
 SEED_SENTENCES = ("It will rain in the", "I want to eat a big bowl of", "My dog is")
 PAD_LABEL = "[pad]"
@@ -244,7 +245,7 @@ def attention_demo(mask_row: np.ndarray) -> tuple[dict, np.ndarray]:
 
 def logits_across_fills(model, ids, mask) -> dict[str, float]:
     """max |logits(fill) - logits(min)| over real tokens, for each fill, from the real model."""
-    from .model import GPT2
+    from ..model import GPT2
 
     real = mask == 1  # [B, T]
     logits = {f: GPT2(model.config, model.weights, dtype=model.dtype, mask_fill=f)(ids, attention_mask=mask).logits[real]
@@ -329,7 +330,7 @@ STEPS = {  # name: (title, where the code is)
 NEEDS_MODEL = ("empty-rows", "generate")  # empty-rows uses it only for its last check
 
 
-def add_parser(sub, add_model_args) -> None:
+def add_parser(sub) -> None:
     p = sub.add_parser(
         "explain", help="walk through batched inference step by step, with the real numbers",
         description="Batched GPT-2 inference step by step: tokens, padding, masks, positions, softmax, the -inf/NaN "
@@ -344,7 +345,7 @@ def add_parser(sub, add_model_args) -> None:
 
 
 def load_tokenizer(args):
-    from .tokenizer import Tokenizer
+    from ..tokenizer import Tokenizer
 
     try:
         return Tokenizer.from_pretrained(args.tokenizer or args.model, verify=not args.no_verify)
@@ -357,8 +358,6 @@ def load_tokenizer(args):
 
 def load_model_or_reason(args):
     """(model, None), or (None, what to do) when the weights are not on this machine."""
-    from .cli import load_model_and_tokenizer
-
     try:
         model, _ = load_model_and_tokenizer(args)
     except ModelNotFoundError as e:

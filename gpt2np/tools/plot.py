@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import GPT2npError, InputError, ModelNotFoundError
+from ..errors import GPT2npError, InputError, ModelNotFoundError
+from ..masks import build_attention_mask
+from .common import add_model_args, load_model_and_tokenizer
 from .explain import PAD_LABEL, SEED_SENTENCES, left_padded, token_labels
-from .masks import build_attention_mask
 
 ALLOWED, FUTURE, PAD = 0, 1, 2  # what each mask cell is
 CATEGORY_COLORS = ("#3b7dd8", "#e4e4e4", "#f39c12")  # blue, light grey, orange (pads stand out)
@@ -134,7 +135,7 @@ def plot_attentions(model, tok, input_ids, attention_mask, sequence: int, layers
 
 # --- the command ---------------------------------------------------------------------------
 
-def add_parser(sub, add_model_args) -> None:
+def add_parser(sub) -> None:
     p = sub.add_parser(
         "plot", help="PNG pictures of the batch's attention mask and of attention weights",
         description="Write DIR/mask.png (the padded batch's masks: padding + causal, pads highlighted) and "
@@ -153,7 +154,7 @@ def add_parser(sub, add_model_args) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .tokenizer import Tokenizer
+    from ..tokenizer import Tokenizer
 
     require_matplotlib()  # fail before any work
     sentences = args.sentences or list(SEED_SENTENCES)
@@ -166,8 +167,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if args.mask_only:
         model, tok = None, Tokenizer.from_pretrained(args.tokenizer or args.model, verify=not args.no_verify)
     else:
-        from .cli import load_model_and_tokenizer
-
         try:
             model, tok = load_model_and_tokenizer(args)
         except ModelNotFoundError as e:

@@ -1,0 +1,58 @@
+"""What the commands share: the model options every command takes, loading a model with its
+tokenizer, and reading texts from the arguments or stdin."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import InputError
+from ..model import GPT2
+from ..tokenizer import Tokenizer
+
+
+def mask_fill(value: str):
+    """--mask-fill: one of the names, or a number."""
+    if value in ("-inf", "-1e9", "min"):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not -inf, -1e9, min or a number") from None
+
+
+def add_debug(p: argparse.ArgumentParser) -> None:
+    """--debug after the subcommand too. SUPPRESS: an absent flag here must not overwrite a
+    `gpt2np --debug generate ...` given before it (argparse lets subparser defaults win)."""
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """--model, --tokenizer, --mask-fill, --dtype, --no-verify (and --debug)."""
+    add_debug(p)
+    p.add_argument("--model", default="gpt2", help="gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2, a hub repo id or a folder (default: gpt2)")
+    p.add_argument("--tokenizer", default=None, help="where the tokenizer files are (default: the model's)")
+    p.add_argument("--mask-fill", type=mask_fill, default="min", help="-inf, -1e9, min (transformers' choice, the default) or a negative number")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--no-verify", action="store_true", help="skip the size/sha256 check of known checkpoint files")
+
+
+def load_model_and_tokenizer(args: argparse.Namespace) -> tuple[GPT2, Tokenizer]:
+    tok = Tokenizer.from_pretrained(args.tokenizer or args.model, verify=not args.no_verify)
+    model = GPT2.from_pretrained(args.model, dtype=args.dtype, mask_fill=args.mask_fill, verify=not args.no_verify)
+    if model.config.vocab_size < tok.vocab_size:
+        raise InputError(
+            f"the tokenizer has {tok.vocab_size} tokens but the model only {model.config.vocab_size}; "
+            "pass the model's own tokenizer with --tokenizer"
+        )
+    return model, tok
+
+
+def read_prompts(args: argparse.Namespace) -> list[str]:
+    """The texts given as arguments (args.prompts), or else one per non-empty line of stdin."""
+    prompts = list(args.prompts)
+    if not prompts and not sys.stdin.isatty():
+        prompts = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+    if not prompts:
+        raise InputError("no prompt: give one or more as arguments, or one per line on stdin")
+    return prompts

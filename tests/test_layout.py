@@ -1,0 +1,61 @@
+"""The package's architecture (pyproject.toml, [tool.importlinter]): the core never imports
+the tools, and the modules form layers, so there is no import cycle. Checked with
+import-linter, which reads every import statement, those inside functions included."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10: pytest brings tomli there
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "gpt2np"
+
+
+def contracts() -> list[dict]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+
+
+def lint_imports(cwd: Path) -> subprocess.CompletedProcess:
+    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.fail("lint-imports is not installed: pip install -e '.[test]' (it brings import-linter)")
+    return subprocess.run([exe, "--no-cache"], cwd=cwd, capture_output=True, text=True)
+
+
+def test_the_import_contracts_are_kept():
+    result = lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+def test_every_core_module_is_under_contract():
+    """A new module of the core must be placed in a layer and kept from importing the tools;
+    one that is in neither contract would escape both checks."""
+    core = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__"}
+    forbidden, layered = contracts()
+    in_forbidden = {m.removeprefix("gpt2np.") for m in forbidden["source_modules"]}
+    in_layers = {name.strip() for layer in layered["layers"] for name in layer.split("|")}
+    assert core == in_forbidden, f"core modules vs the forbidden contract's list: {sorted(core ^ in_forbidden)}"
+    assert core <= in_layers, f"not in any layer: {sorted(core - in_layers)}"
+    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()} == {"tools"}
+
+
+def test_a_cycle_through_the_tools_is_caught(tmp_path):
+    """The cycle this layout removed (scoring -> cli -> model -> scoring) is reported again if
+    it comes back: planted in a copy of the package."""
+    shutil.copytree(PACKAGE, tmp_path / "gpt2np", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    scoring = tmp_path / "gpt2np" / "scoring.py"
+    scoring.write_text(scoring.read_text() + "\nfrom .tools.common import read_prompts  # planted\n")
+    result = lint_imports(tmp_path)
+    assert result.returncode != 0
+    assert "BROKEN" in result.stdout and "gpt2np.scoring -> gpt2np.tools.common" in result.stdout
