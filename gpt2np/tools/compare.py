@@ -286,7 +286,9 @@ def format_report(report: Report, reference, candidate) -> str:
     return "\n".join(lines)
 
 
-def add_parser(sub, add_model_args=None) -> None:
+def add_parser(sub) -> None:
+    from .common import add_debug
+
     p = sub.add_parser(
         "compare", help="compare two traces point by point; name the first point that diverges",
         description="Compare a candidate trace with a reference trace (both safetensors, see `gpt2np trace`) in "
@@ -295,14 +297,8 @@ def add_parser(sub, add_model_args=None) -> None:
     p.add_argument("reference", help="the reference trace (ideally `gpt2np trace --dtype float64`)")
     p.add_argument("candidate", help="the trace to check (any subset of the reference's names)")
     p.add_argument("--rtol", type=float, default=None, help="one tolerance for every point, relative to its scale")
-    p.add_argument("--debug", action="store_true", default=argparse_suppress(), help="show tracebacks")
+    add_debug(p)
     p.set_defaults(run=cmd_compare)
-
-
-def argparse_suppress():
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 def cmd_compare(args) -> int:

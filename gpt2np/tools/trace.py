@@ -110,7 +110,9 @@ def write_trace(path, model, input_ids, attention_mask, model_name="", checkpoin
 # --- the command ---------------------------------------------------------------------------
 
 
-def add_parser(sub, add_model_args) -> None:
+def add_parser(sub) -> None:
+    from .common import add_model_args
+
     p = sub.add_parser(
         "trace", help="save every intermediate of a forward pass to a safetensors file",
         description="Run the prompts as one left-padded batch and save every activation point (hook_embed, "
@@ -134,8 +136,8 @@ def checkpoint_sha256(model_name: str, verify: bool) -> str | None:
 
 
 def cmd_trace(args) -> int:
-    from ..cli import load_model_and_tokenizer, read_prompts
     from ..model import GPT2
+    from .common import load_model_and_tokenizer, read_prompts
 
     if args.generate < 0:
         raise InputError(f"--generate must be 0 or more tokens, got {args.generate}")
