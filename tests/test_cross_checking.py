@@ -4,12 +4,19 @@ compare at the exact point where it goes wrong; the correct float32 one passes e
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from conftest import ROOT, SEED_ATTENTION_MASK, SEED_INPUT_IDS
 from gpt2np import GPT2
-from gpt2np.tools.compare import compare_traces, format_report
+from gpt2np.tools.compare import compare_traces, format_report, load_trace
 from gpt2np.tools.trace import write_trace
 
 
@@ -69,3 +76,51 @@ def test_each_wrong_variant_is_caught_at_its_point(traces, variant):
     assert f"first divergence: {expected}" in text
     names = [r.name for r in report.rows]
     assert all(r.verdict == "ok" for r in report.rows[: names.index(expected)]), text  # nothing before it
+
+
+# --- docs/cross-checking.md shows real output ------------------------------------------------
+
+DOC = ROOT / "docs" / "cross-checking.md"
+ROW = re.compile(r"^(\S+)\s+\[[\d, ]+\]\s.*?\s(ok|DIVERGES|SHAPE)(  \(.*\))?$")
+
+
+def doc_commands(text: str):
+    """(command, shown output) of every ```console block, in order."""
+    for block in re.findall(r"```console\n(.*?)```", text, flags=re.S):
+        command, _, output = block.partition("\n")
+        yield command.removeprefix("$ "), output
+
+
+def run_doc_command(command: str, cwd: Path, tokenizer_dir: Path, tiny: Path) -> subprocess.CompletedProcess:
+    """Run a command of the page from `cwd`, with this machine's tokenizer and tiny model."""
+    command = command.replace("../shared/gpt2-tokenizer", shlex.quote(str(tokenizer_dir)))
+    command = command.replace("weights/test-models/tiny ", f"{shlex.quote(str(tiny))} ")
+    command = command.replace("python scripts/", f"{shlex.quote(sys.executable)} {shlex.quote(str(ROOT / 'scripts'))}/")
+    command = re.sub(r"^gpt2np ", f"{shlex.quote(sys.executable)} -m gpt2np ", command)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(command, shell=True, cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def comparable(output: str) -> list:
+    """compare's table rows by (point, verdict, note): float32's last digits vary by CPU."""
+    return [m.group(1, 2, 3) if (m := ROW.match(line)) else line for line in output.splitlines()]
+
+
+def test_the_page_shows_what_the_commands_print(model_dir, tokenizer_dir, tmp_path):
+    commands = list(doc_commands(DOC.read_text(encoding="utf-8")))
+    assert len(commands) >= 9
+    for command, shown in commands:
+        result = run_doc_command(command, tmp_path, tokenizer_dir, model_dir("tiny"))
+        assert result.stderr == "", f"{command}: {result.stderr}"
+        assert comparable(result.stdout) == comparable(shown), f"docs/cross-checking.md shows stale output for `{command}`"
+
+
+def test_the_pages_python_writer_writes_a_trace_compare_reads(traces, tmp_path):
+    """Section 3's hand-written safetensors writer: its file passes compare."""
+    fill, ref, paths = traces
+    code = re.search(r"```python\n(import json, struct.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S).group(1)
+    namespace = {}
+    exec(code, namespace)
+    tensors, _ = load_trace(paths["correct"])
+    namespace["write_safetensors"](tmp_path / "mine.safetensors", {k: np.array(v) for k, v in tensors.items()})
+    assert compare_traces(ref, tmp_path / "mine.safetensors").first is None

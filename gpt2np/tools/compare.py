@@ -126,7 +126,7 @@ def check_fill(scores: np.ndarray, forbidden: np.ndarray, fill: float) -> str | 
         return None
     bad = values[~ok]
     doubled = np.isfinite(fill) and bool((np.isclose(bad, 2 * fill, rtol=1e-6) | (bad == -np.inf)).all())  # min + min = -inf
-    hint = " (the fill added twice, padding mask + causal mask, where a key is both a pad and in the future?)" if doubled else ""
+    hint = "; the fill added twice (padding mask + causal mask) where a key is both a pad and in the future?" if doubled else ""
     return f"{bad.size} forbidden cells hold e.g. {bad[0]:.4g}, not the fill {fill:.4g}{hint}"
 
 

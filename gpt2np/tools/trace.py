@@ -89,6 +89,7 @@ def trace_metadata(model, model_name: str, checkpoint_sha256: str | None, texts:
 def save_trace(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
     from safetensors.numpy import save_file
 
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=metadata)
 
 
