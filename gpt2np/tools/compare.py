@@ -40,6 +40,7 @@ import numpy as np
 from ..errors import GPT2npError, InputError
 from ..hooks import axes
 from ..masks import build_attention_mask
+from .common import add_debug
 from .trace import FORMAT, INPUTS, activation_names_in
 
 FACTOR = 10  # how much further than gpt2np's float32 a correct float32 candidate may lie
@@ -287,8 +288,6 @@ def format_report(report: Report, reference, candidate) -> str:
 
 
 def add_parser(sub) -> None:
-    from .common import add_debug
-
     p = sub.add_parser(
         "compare", help="compare two traces point by point; name the first point that diverges",
         description="Compare a candidate trace with a reference trace (both safetensors, see `gpt2np trace`) in "

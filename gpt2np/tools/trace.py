@@ -26,6 +26,8 @@ import numpy as np
 from ..errors import InputError
 from ..hooks import activation_names
 from ..masks import position_ids_from_mask
+from ..model import GPT2
+from .common import add_model_args, load_model_and_tokenizer, read_prompts
 
 FORMAT = "gpt2np-trace/1"
 INPUTS = ("input_ids", "attention_mask", "position_ids")
@@ -112,8 +114,6 @@ def write_trace(path, model, input_ids, attention_mask, model_name="", checkpoin
 
 
 def add_parser(sub) -> None:
-    from .common import add_model_args
-
     p = sub.add_parser(
         "trace", help="save every intermediate of a forward pass to a safetensors file",
         description="Run the prompts as one left-padded batch and save every activation point (hook_embed, "
@@ -137,9 +137,6 @@ def checkpoint_sha256(model_name: str, verify: bool) -> str | None:
 
 
 def cmd_trace(args) -> int:
-    from ..model import GPT2
-    from .common import load_model_and_tokenizer, read_prompts
-
     if args.generate < 0:
         raise InputError(f"--generate must be 0 or more tokens, got {args.generate}")
     if not str(args.out).endswith(".safetensors"):
