@@ -106,7 +106,7 @@ MUTANTS = [
       "for k in range(SUM_CHUNK, C, SUM_CHUNK):", "for k in range(2 * SUM_CHUNK, C, SUM_CHUNK):",
       "tests/test_layers.py::test_lm_head_equals_the_matmul"),
     m("lm-head-always-tied", "gpt2np/model.py",
-      "logits = lm_head(x, self.weights.lm_head)", "logits = lm_head(x, self.weights.wte)",
+      "lm_head(x, self.weights.lm_head)", "lm_head(x, self.weights.wte)",
       f"{REF64}[odd/single-min]"),
     # --- attention -------------------------------------------------------------------------
     m("attention-scale-1-over-D", "gpt2np/model.py",
@@ -126,7 +126,7 @@ MUTANTS = [
       "k, q, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]",
       f"{REF64}[tiny/seed-min]"),
     m("mlp-reads-ln_1", "gpt2np/model.py",
-      "x += mlp(layer_norm(x, block.ln_2, eps), block.mlp)", "x += mlp(layer_norm(x, block.ln_1, eps), block.mlp)",
+      "layer_norm(x, block.ln_2, eps))  # [B, T, C]", "layer_norm(x, block.ln_1, eps))  # [B, T, C]",
       f"{REF64}[tiny/seed-min]"),
     # --- KV cache and generation -----------------------------------------------------------
     m("kv-cache-never-advances", "gpt2np/kv_cache.py",

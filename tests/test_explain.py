@@ -157,3 +157,28 @@ def test_docs_show_what_explain_prints(model_dir, tokenizer_dir, capsys):
 def test_docs_link_to_files_that_exist():
     for target in re.findall(r"\]\((\.\./[^)#]+)", DOC.read_text(encoding="utf-8")):
         assert (DOC.parent / target).exists(), target
+
+
+# --- the block step: one token through block 0, read from run_with_cache -------------------
+
+
+def test_block_step_prints_the_cached_activations(model_dir, tokenizer_dir, capsys):
+    folder = model_dir("tiny")
+    code, out, _ = explain(capsys, "--model", folder, "--tokenizer", tokenizer_dir, "--step", "block")
+    assert code == 0 and "== 9. Inside block 0" in out
+    model = GPT2.from_pretrained(folder)
+    logits, cache = model.run_with_cache(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK)
+    row, t = 0, 7  # the first padded row's last token
+    for name in ("hook_embed", "blocks.0.ln1.hook_normalized", "blocks.0.hook_attn_out", "blocks.0.mlp.hook_post", "blocks.0.hook_resid_post"):
+        shown = " ".join(f"{x:.3f}" for x in cache[name][row, t][:6])
+        assert re.search(rf"\[{re.escape(shown)} \.\.\.\] \(\d+\) +{re.escape(name)}", out), name
+    pattern = cache["blocks.0.attn.hook_pattern"][row, 0, t]
+    assert "".join(f"{x:>9}" for x in ["0", "0", "0"] + [f"{p:.3f}" for p in pattern[3:]]) in out
+    best = int(logits[row, t].argmax())
+    assert f"id {best:>5}" in out.split("most likely next tokens")[1].splitlines()[1]
+    assert "model.generate picks" in out
+
+
+def test_block_step_without_a_model_says_so(tmp_path, tokenizer_dir, capsys):
+    code, out, _ = explain(capsys, "--model", tmp_path / "missing", "--tokenizer", tokenizer_dir, "--step", "block")
+    assert code == 0 and "Looking inside a block needs the model's weights" in out

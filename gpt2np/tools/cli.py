@@ -16,9 +16,9 @@ import argparse
 import sys
 
 from ..errors import GPT2npError
-from . import crosscheck, download, explain, generate, plot, score
+from . import compare, crosscheck, download, explain, generate, plot, score, trace
 
-SUBCOMMANDS = (generate, download, explain, crosscheck, plot, score)  # in the order --help lists them
+SUBCOMMANDS = (generate, download, explain, crosscheck, plot, score, trace, compare)  # in the order --help lists them
 EXIT_ERROR = 1
 
 
