@@ -1,7 +1,8 @@
 """`gpt2np crosscheck`: gpt2np against transformers, number by number, on the same weights.
 
-Both libraries load the same checkpoint folder and run the same left-padded batch, with the
-same position ids (cumsum(mask) - 1, as gpt2np derives them) and attention mask. We compare
+Both libraries load the same checkpoint folder and run the same left-padded batch and attention
+mask. Each derives the position ids itself: gpt2np from the mask (its default), transformers
+with the function its own `generate` uses, so positions are checked too, not shared. We compare
 
 - every hidden state (embeddings, after each block, after ln_f), as max |difference|;
 - the logits;
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import GPT2npError, InputError
-from ..masks import MASK_FILLS, position_ids_from_mask
+from ..masks import MASK_FILLS
 from .explain import SEED_SENTENCES, left_padded
 
 DTYPES = ("float32", "float64")
@@ -86,13 +87,16 @@ def load_hf_model(folder, dtype: str):
     return model.eval()
 
 
-def hf_forward(hf, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray):
-    """transformers' hidden states (n_layer + 1 of [B, T, C]) and logits [B, T, V] as NumPy."""
+def hf_forward(hf, input_ids: np.ndarray, attention_mask: np.ndarray):
+    """transformers' hidden states (n_layer + 1 of [B, T, C]) and logits [B, T, V] as NumPy, with
+    the position ids transformers' `generate` gives a left-padded batch (its plain forward would
+    use arange, which is wrong for the padded rows)."""
     import torch
 
+    ids, mask = torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
     with torch.no_grad():
-        out = hf(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask),
-                 position_ids=torch.from_numpy(position_ids), output_hidden_states=True)  # fmt: skip
+        positions = hf._prepare_position_ids_for_generation(ids, {"attention_mask": mask})  # [B, T]
+        out = hf(input_ids=ids, attention_mask=mask, position_ids=positions, output_hidden_states=True)
     return [h.numpy() for h in out.hidden_states], out.logits.numpy()
 
 
@@ -146,9 +150,8 @@ def compare(model, hf, input_ids, attention_mask, max_new_tokens: int, tol: Tole
     hf_outputs / hf_generation: transformers' results if already computed (they do not depend
     on gpt2np's fill, so crosscheck runs them once per dtype)."""
     real = attention_mask == 1  # [B, T] the positions that mean something
-    positions = position_ids_from_mask(attention_mask)  # [B, T] pads 0, as gpt2np derives them
-    their_hidden, their_logits = hf_outputs or hf_forward(hf, input_ids, attention_mask, positions)
-    out = model(input_ids, attention_mask=attention_mask, position_ids=positions, output_hidden_states=True)
+    their_hidden, their_logits = hf_outputs or hf_forward(hf, input_ids, attention_mask)
+    out = model(input_ids, attention_mask=attention_mask, output_hidden_states=True)  # positions from the mask
     hidden = [float(np.abs(a[real] - b[real]).max()) for a, b in zip(out.hidden_states, their_hidden)]  # [N, C] each
     scale = [float(np.abs(b[real]).max()) for b in their_hidden]
     logits = float(np.abs(out.logits[real] - their_logits[real]).max())  # [N, V]
@@ -179,13 +182,12 @@ def crosscheck(folder, input_ids, attention_mask, dtypes=DTYPES, fills=MASK_FILL
     from ..model import GPT2
 
     input_ids, attention_mask = np.asarray(input_ids, dtype=np.int64), np.asarray(attention_mask, dtype=np.int64)
-    positions = position_ids_from_mask(attention_mask)  # [B, T]
     results = []
     for dtype in dtypes:
         loaded = GPT2.from_pretrained(folder, dtype=dtype, verify=False)  # the weights, once per dtype
         pad = loaded.config.eos_token_id if pad_token_id is None else pad_token_id
         hf = load_hf_model(folder, dtype)
-        hf_outputs = hf_forward(hf, input_ids, attention_mask, positions)
+        hf_outputs = hf_forward(hf, input_ids, attention_mask)
         hf_generation = hf_generate(hf, input_ids, attention_mask, max_new_tokens, pad)
         for fill in fills:
             model = GPT2(loaded.config, loaded.weights, dtype=dtype, mask_fill=fill)  # same weights, another fill
@@ -276,7 +278,7 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
                   "float64": Tolerance(args.tol_float64, TOLERANCES["float64"].hidden)}  # fmt: skip
     print(f"gpt2np vs transformers {transformers.__version__} on {folder}")
     print(f"batch: {len(prompts)} prompts left-padded to {input_ids.shape[1]} tokens ({int(attention_mask.sum())} real), "
-          f"position ids cumsum(mask) - 1, {args.max_new_tokens} greedy tokens\n")  # fmt: skip
+          f"position ids from the mask (each library its own), {args.max_new_tokens} greedy tokens\n")  # fmt: skip
     sys.stdout.flush()
     dtypes, fills = args.dtype or DTYPES, args.fill or MASK_FILLS
     results = crosscheck(folder, input_ids, attention_mask, dtypes, fills, args.max_new_tokens, tolerances, tok.eos_token_id)
