@@ -7,7 +7,7 @@ Each row is a real run: the bad input is tried here (offline, in a temporary fol
 download cases run against the local fake hub of tests/test_hub.py), and the message in the
 table is the one that came out, with temporary paths shortened to "…/". A case that does not
 raise the error class it is listed with stops the script: the table cannot drift silently.
-Needs the GPT-2 tokenizer files (../shared/gpt2-tokenizer or $GPT2NP_TOKENIZER_DIR).
+Uses the GPT-2 tokenizer files that ship inside the package.
 """
 
 from __future__ import annotations

@@ -199,7 +199,7 @@ def test_an_unknown_model_without_network(capsys, monkeypatch):
 def test_a_model_path_that_does_not_exist(capsys, tmp_path):
     code, _, err = run(capsys, "generate", "hello", "--model", str(tmp_path / "nowhere"))
     assert code == 1
-    assert_one_line_error(err, "nowhere is not a folder")
+    assert_one_line_error(err, "no folder /", "nowhere")
 
 
 def test_a_broken_checkpoint(capsys, tmp_path, tiny, tokenizer_dir):

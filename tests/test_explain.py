@@ -95,7 +95,7 @@ def test_without_a_model_the_tokenizer_steps_still_run(tmp_path, tokenizer_dir, 
     code, out, err = explain(capsys, "--model", tmp_path / "missing", "--tokenizer", tokenizer_dir)
     assert code == 0 and err == ""
     assert "== 6. Softmax of a masked row ==" in out
-    assert "Generation needs the model's weights" in out and "is not a folder" in out
+    assert "Generation needs the model's weights" in out and "no folder" in out
 
 
 def test_without_a_model_it_says_which_command_gets_one(tmp_path, monkeypatch, tokenizer_dir, capsys):
