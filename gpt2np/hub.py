@@ -26,6 +26,7 @@ import os
 import re
 from pathlib import Path
 
+from .checkpoint import is_remembered, remember
 from .errors import CheckpointError, ModelNotFoundError
 
 # The short names people use, and the hub repositories that hold them.
@@ -310,11 +311,6 @@ def sha256_of(path: Path, chunk: int = 1 << 24) -> str:
     return h.hexdigest()
 
 
-def _stamp_path(path: Path) -> Path:
-    base = Path(os.environ.get("GPT2NP_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpt2np")
-    return base / "verified" / hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
-
-
 def expected_digest(path: Path, repo: str, filename: str, sha256: str | None = None) -> tuple[int | None, str] | None:
     """(size, sha256) the file must have, if we know it: from our table, from the hub's word
     for it (`sha256`, a large file's ETag), or from the hub cache, where a large file's blob
@@ -344,18 +340,12 @@ def verify_file(path: Path, repo: str, filename: str, sha256: str | None = None)
             f"{path} is {stat.st_size} bytes but {repo}'s {filename} is {size} bytes: it is truncated or not the "
             f"official file; {how_to_fix}"
         )
-    stamp = _stamp_path(path)
-    key = f"{stat.st_size} {stat.st_mtime_ns} {digest}"
-    if stamp.is_file() and stamp.read_text() == key:
+    if is_remembered(path, "verified", digest):
         return
     actual = sha256_of(path)
     if actual != digest:
         raise CheckpointError(f"{path} has sha256 {actual} but {repo}'s {filename} has {digest}: the file is corrupted; {how_to_fix}")
-    try:
-        stamp.parent.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(key)
-    except OSError:
-        pass  # cannot remember it: we will just hash again next time
+    remember(path, "verified", digest)
 
 
 def download(name: str, dest: Path | None = None, verify: bool = True) -> Path:

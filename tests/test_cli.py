@@ -212,6 +212,24 @@ def test_a_broken_checkpoint(capsys, tmp_path, tiny, tokenizer_dir):
     assert_one_line_error(err, "model.safetensors is truncated")
 
 
+@pytest.mark.parametrize("command", [["generate", "hello"], ["score", "hello there"], ["explain", "--step", "generate"],
+                                     ["explain", "--step", "empty-rows"]])  # fmt: skip
+def test_weights_with_a_nan_are_refused_by_every_command(capsys, tmp_path, tiny, command):
+    """A corrupted checkpoint once printed 'Hello whose!!' (exit 0) and 'perplexity nan'."""
+    from gpt2np.checkpoint import map_tensors, save_checkpoint
+
+    tensors = {k: np.array(v) for k, v in map_tensors(tiny / "model.safetensors").items()}
+    name = next(k for k in tensors if k.endswith("h.1.attn.c_attn.weight"))
+    tensors[name][0, 0] = np.nan
+    folder = tmp_path / "nan"
+    folder.mkdir()
+    save_checkpoint(folder / "model.safetensors", tensors)
+    (folder / "config.json").write_text((tiny / "config.json").read_text())
+    code, out, err = run(capsys, *command, "--model", str(folder))
+    assert code == 1 and out == ""
+    assert_one_line_error(err, f"tensor '{name.removeprefix('transformer.')}' holds 1 non-finite value", "download it again")
+
+
 def test_a_gpt2_that_is_not_the_official_file_needs_no_verify(capsys, tmp_path, tiny, tokenizer_dir):
     """weights/gpt2/ holding something else than GPT-2's published file is refused; --no-verify
     is the explicit way to use it anyway."""
