@@ -5,7 +5,18 @@ The helpers and fixtures (folder, with_header, cli_error, TINY, ...) are in erro
 
 from __future__ import annotations
 
-from error_fixtures import *  # noqa: F403  the vocabulary the cases are written in
+import pickle
+import struct
+
+from error_fixtures import (  # sets up an offline temporary home first; the vocabulary the cases are written in
+    checkpoint_bytes, cli_error, cli_unexpected, closed_port_endpoint, CONFIG, damaged_blob,
+    entry, env, fake_hub, folder, GOOD, GOOD_BYTES, hub_cache, IDS, known_file_wrong_sha, MODEL,
+    MODEL_FILES, N_HEADER, Pickle, T_CKPT, T_CLI, T_CONFIG, T_HUB, T_INPUTS, T_TOK, T_W,
+    TENSORS, TINY, TMP, TOK, tokenizer, with_header, within, without,
+)
+from gpt2np import GPT2, CheckpointError, ConfigError, InputError, ModelNotFoundError, hub
+import numpy as np
+
 
 CASES = [
     ("Model", [
