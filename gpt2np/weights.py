@@ -169,6 +169,12 @@ def weights_from_tensors(tensors: dict[str, np.ndarray], config: GPT2Config, dty
     _check_against_config(tensors, config, source)
     params = {}
     for name, shape in expected_shapes(config).items():
+        if name == "lm_head.weight" and name not in tensors:
+            raise CheckpointError(
+                f"{source} has no tensor 'lm_head.weight', which config.json asks for with \"tie_word_embeddings\": false "
+                "(a separate output layer). This checkpoint ties it to wte, as GPT-2 does: set \"tie_word_embeddings\" to "
+                "true in config.json (or remove the line: true is the default)"
+            )
         if name not in tensors:
             raise CheckpointError(
                 f"{source} has no tensor {name!r} (expected shape {list(shape)}); the file is incomplete or is not "

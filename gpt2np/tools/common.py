@@ -4,11 +4,27 @@ tokenizer, and reading texts from the arguments or stdin."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from ..errors import InputError
 from ..model import GPT2
 from ..tokenizer import Tokenizer
+
+
+# The Python keywords in gpt2np's messages, and the flags a command-line user knows them by.
+FLAG_NAMES = {
+    r"\bmax_new_tokens\b": "--max-new-tokens", r"\bmax_length\b": "--max-length", r"\btop_k\b": "--top-k",
+    r"\btop_p\b": "--top-p", r"\bmask_fill\b": "--mask-fill", r"do_sample=False": "no --do-sample",
+    r"\bdo_sample\b": "--do-sample", r"^temperature\b": "--temperature", r"^seed\b": "--seed",
+}  # fmt: skip
+
+
+def in_flag_names(message: str) -> str:
+    """A library message about a bad argument, with its Python keywords replaced by flags."""
+    for keyword, flag in FLAG_NAMES.items():
+        message = re.sub(keyword, flag, message)
+    return message
 
 
 def mask_fill(value: str):
