@@ -43,12 +43,14 @@ def add_debug(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser, default_fill: str = "min") -> None:
     """--model, --tokenizer, --mask-fill, --dtype, --no-verify (and --debug)."""
     add_debug(p)
     p.add_argument("--model", default="gpt2", help="gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2, a hub repo id or a folder (default: gpt2)")
-    p.add_argument("--tokenizer", default=None, help="where the tokenizer files are (default: the model's)")
-    p.add_argument("--mask-fill", type=mask_fill, default="min", help="-inf, -1e9, min (transformers' choice, the default) or a negative number")
+    p.add_argument("--tokenizer", default=None, help="where the tokenizer files are (default: the model's; GPT-2's own, which "
+                   "ships with gpt2np, for gpt2 .. distilgpt2 and for a model folder with GPT-2's vocabulary and no tokenizer files)")
+    p.add_argument("--mask-fill", type=mask_fill, default=default_fill,
+                   help=f"-inf, -1e9, min (transformers' choice) or a negative number (default: {default_fill})")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--no-verify", action="store_true", help="skip the size/sha256 check of known checkpoint files")
 
