@@ -106,6 +106,20 @@ def test_without_a_model_it_says_which_command_gets_one(tmp_path, monkeypatch, t
     assert code == 0 and "`gpt2np download gpt2`" in out
 
 
+def test_without_weights_every_step_but_the_models_runs_on_the_shipped_tokenizer(tmp_path, monkeypatch, capsys):
+    """No --tokenizer, no --model, no weights, offline: steps 1 to 7 all print (7 without its
+    model check), step 8 says how to get the weights."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("GPT2NP_WEIGHTS", str(tmp_path / "weights"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    code, out, err = explain(capsys)
+    assert code == 0 and err == ""
+    for number, (title, _) in enumerate(STEPS.values(), start=1):
+        assert f"== {number}. {title} ==" in out
+    assert "Generation needs the model's weights" in out and "`gpt2np download gpt2`" in out
+    assert "[[50256 50256 50256  1026   481  6290   287   262]" in out
+
+
 def test_a_missing_tokenizer_is_an_error(tmp_path, capsys):
     code, out, err = explain(capsys, "--model", tmp_path / "missing")
     assert code == 1 and out == ""
@@ -142,12 +156,11 @@ def doc_blocks(text: str):
             yield command[2:], output
 
 
-def test_docs_show_what_explain_prints(model_dir, tokenizer_dir, capsys):
+def test_docs_show_what_explain_prints(model_dir, capsys):
     blocks = list(doc_blocks(DOC.read_text(encoding="utf-8")))
     assert len(blocks) >= 6
     for command, shown in blocks:
         args = shlex.split(command)[1:]  # without "gpt2np"
-        args = [str(tokenizer_dir) if a == "../shared/gpt2-tokenizer" else a for a in args]
         args = [str(model_dir("tiny")) if a == "weights/test-models/tiny" else a for a in args]
         code, out, _ = explain(capsys, *args[1:])
         assert code == 0
