@@ -120,9 +120,9 @@ def _no_such_folder(text: str) -> ModelNotFoundError:
     shown = text if text.startswith((".", "/", "~")) or os.path.isabs(text) else f"./{text}"
     if folder.exists():
         return ModelNotFoundError(f"{shown} is a file, not a folder; give the model's folder (config.json + model.safetensors)")
-    where = next((p for p in folder.parents if p.is_dir()), None)  # the deepest parent that exists
+    where = folder.parent  # a typo is usually in the last part: show what its folder holds
     hint = ""
-    if where is not None and where != Path(".") and where != Path(folder.anchor or "."):
+    if where.is_dir() and where != Path(".") and where != Path(folder.anchor or "."):
         here = sorted(p.name for p in where.iterdir() if p.is_dir() and not p.name.startswith("."))[:8]
         hint = f" ({where} exists and holds {', '.join(here) if here else 'no folders'})"
     return ModelNotFoundError(

@@ -389,10 +389,8 @@ def load_tokenizer(args):
     try:
         return Tokenizer.from_pretrained(args.tokenizer or args.model, verify=not args.no_verify)
     except ModelNotFoundError as e:
-        raise ModelNotFoundError(
-            f"explain needs the GPT-2 tokenizer even without a model: {e} (pass --tokenizer FOLDER, a folder with "
-            "vocab.json + merges.txt or tokenizer.json)"
-        ) from None
+        how = "" if "--tokenizer" in str(e) else " (pass --tokenizer FOLDER, a folder with vocab.json + merges.txt or tokenizer.json)"
+        raise ModelNotFoundError(f"explain needs a tokenizer even without a model: {e}{how}") from None
 
 
 def load_model_or_reason(args):
