@@ -7,14 +7,26 @@ which versions, and the sha256 of each test model's weights). tests/test_referen
 checks gpt2np against these numbers on machines without torch; tests/test_against_transformers.py
 does the same comparisons live when transformers is installed.
 
+Nothing here is computed by gpt2np: the models are built from seeds by plain NumPy
+(random_model.py, which never runs gpt2np's forward pass), the position ids of a padded batch
+are transformers' own (the function its `generate` calls), and every stored number comes out of
+transformers or torch.
+
 What is stored, for each test model, input batch and attention implementation (eager, sdpa):
-- the logits at every real (non-pad) position, restricted to a fixed set of 512 vocabulary
-  columns plus each position's 5 best tokens (the full [B, T, 50257] arrays would be megabytes);
-- the last hidden state (after ln_f) at every real position, in full;
+- float32: the logits at every real (non-pad) position, restricted to a fixed set of 512
+  vocabulary columns plus each position's 5 best tokens (the full [B, T, 50257] arrays would be
+  megabytes), and the last hidden state (after ln_f) at every real position;
 - the logits of transformers' plain forward, which uses position_ids = arange(T) even for a
   left-padded batch (gpt2np reproduces it when given position_ids=arange);
 - greedy `generate` outputs: max_new_tokens, max_length, and with an eos token that makes
   rows stop at different steps.
+And once per model and batch, transformers run in float64 (eager): the same logit columns, the
+top logits and the last hidden state, and the log-probability of every scored token (real, with
+a real token before it) from log_softmax of the float64 logits. gpt2np's float64 mode must
+match these to ~1e-9, which catches bugs far below float32's noise (a GELU constant off in its
+fourth digit, eps outside the square root).
+Finally transformers' sampling warpers (temperature, top-k, top-p, in its order) on fixed random
+logits, so the sampling filters are checked without torch too.
 """
 
 from __future__ import annotations
@@ -30,7 +42,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gpt2np.hub import sha256_of  # noqa: E402
-from gpt2np.masks import position_ids_from_mask  # noqa: E402
 from gpt2np.tools.random_model import TEST_MODELS, build_test_model  # noqa: E402
 
 OUT = ROOT / "tests" / "data"
@@ -38,6 +49,10 @@ MODELS_DIR = ROOT / "weights" / "test-models"
 N_COLUMNS = 512
 N_TOP = 5
 NEW_TOKENS = 12
+# (temperature, top_k, top_p) for the stored warper outputs: each filter alone, and chained
+# settings where the order (temperature, then top-k, then top-p) changes which tokens survive.
+WARPER_SETTINGS = [(1.0, 50, 1.0), (0.7, 0, 0.9), (1.3, 10, 0.5), (1.0, 0, 0.95), (0.5, 200, 0.8), (2.0, 1, 1.0),
+                   (1.0, 5000, 0.3), (1.0, 0, 1e-6), (0.4, 0, 0.9), (3.0, 0, 0.6), (1.0, 20, 0.4), (2.5, 30, 0.7)]  # fmt: skip
 
 # The seed's left-padded batch ("It will rain in the", "I want to eat a big bowl of", "My dog is").
 SEED_IDS = [[50256, 50256, 50256, 1026, 481, 6290, 287, 262],
@@ -60,6 +75,39 @@ def batches(vocab_size: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarra
     return out
 
 
+def transformers_positions(model, t_ids, t_mask):
+    """The position ids transformers' `generate` gives a padded batch: its own function."""
+    return model._prepare_position_ids_for_generation(t_ids, {"attention_mask": t_mask})
+
+
+def scored_logprobs(logits64: np.ndarray, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """log p(token t | before) from float64 logits, at tokens that are real with a real token
+    before them (the logits at t - 1 predict token t). [N] in row-major (b, t) order."""
+    import torch
+
+    logprobs = torch.log_softmax(torch.tensor(logits64), dim=-1).numpy()  # [B, T, V] float64
+    b, t = np.nonzero((mask[:, 1:] == 1) & (mask[:, :-1] == 1))  # t indexes columns 1..T-1
+    return logprobs[b, t, ids[b, t + 1]]
+
+
+def warpers(arrays: dict) -> None:
+    import torch
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    logits = (np.random.default_rng(11).standard_normal((6, 400)) * 3).astype(np.float32)  # [6, 400]
+    arrays["warpers/logits"] = logits
+    arrays["warpers/settings"] = np.array(WARPER_SETTINGS, dtype=np.float64)
+    for i, (temperature, top_k, top_p) in enumerate(WARPER_SETTINGS):
+        scores = torch.tensor(logits)
+        if temperature != 1.0:
+            scores = TemperatureLogitsWarper(temperature)(None, scores)
+        if top_k:
+            scores = TopKLogitsWarper(top_k=int(top_k))(None, scores)
+        if top_p < 1.0:
+            scores = TopPLogitsWarper(top_p=top_p)(None, scores)
+        arrays[f"warpers/{i}"] = scores.numpy()
+
+
 def main() -> None:
     import torch
     import transformers
@@ -70,7 +118,7 @@ def main() -> None:
         "generated_by": "python scripts/make_references.py",
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},  # fmt: skip
-        "n_columns": N_COLUMNS, "n_top": N_TOP, "new_tokens": NEW_TOKENS, "models": {},
+        "n_columns": N_COLUMNS, "n_top": N_TOP, "new_tokens": NEW_TOKENS, "models": {}, "cases": [],
     }  # fmt: skip
     for m_index, name in enumerate(TEST_MODELS):
         folder = build_test_model(name, MODELS_DIR)
@@ -79,14 +127,17 @@ def main() -> None:
         columns = np.sort(np.random.default_rng(100 + m_index).choice(V, size=min(N_COLUMNS, V), replace=False))
         arrays[f"{name}/columns"] = columns
         meta["models"][name] = {"sha256": sha256_of(folder / "model.safetensors"), "eos_token_id": config["eos_token_id"]}
+        models = {attn: GPT2LMHeadModel.from_pretrained(str(folder), attn_implementation=attn).eval() for attn in ("eager", "sdpa")}
+        model64 = GPT2LMHeadModel.from_pretrained(str(folder), attn_implementation="eager", dtype=torch.float64).eval()
         for b_name, (ids, mask) in batches(V, 7 + m_index).items():
             key = f"{name}/{b_name}"
+            meta["cases"].append(key)
             arrays[f"{key}/input_ids"], arrays[f"{key}/attention_mask"] = ids, mask
             real = mask.astype(bool)
-            positions = position_ids_from_mask(mask)
-            t_ids, t_mask, t_pos = (torch.tensor(a) for a in (ids, mask, positions))
-            for attn in ("eager", "sdpa"):
-                model = GPT2LMHeadModel.from_pretrained(str(folder), attn_implementation=attn).eval()
+            t_ids, t_mask = torch.tensor(ids), torch.tensor(mask)
+            t_pos = transformers_positions(models["eager"], t_ids, t_mask)
+            arrays[f"{key}/position_ids"] = t_pos.numpy()  # transformers' own, stored so the test can show them
+            for attn, model in models.items():
                 k = f"{key}/{attn}"
                 with torch.no_grad():
                     out = model(t_ids, attention_mask=t_mask, position_ids=t_pos, output_hidden_states=True)
@@ -109,7 +160,17 @@ def main() -> None:
                     arrays[f"{k}/generate_eos"] = model.generate(
                         t_ids, attention_mask=t_mask, do_sample=False, max_new_tokens=NEW_TOKENS, eos_token_id=eos, pad_token_id=0
                     ).numpy()
+            with torch.no_grad():  # the float64 truth
+                out = model64(t_ids, attention_mask=t_mask, position_ids=t_pos, output_hidden_states=True)
+            logits64 = out.logits.numpy()  # [B, T, V] float64
+            k = f"{key}/float64"
+            arrays[f"{k}/logits_columns"] = logits64[real][:, columns]
+            top = arrays[f"{key}/eager/top_ids"]
+            arrays[f"{k}/top_logits"] = np.take_along_axis(logits64[real], top, axis=-1)
+            arrays[f"{k}/last_hidden"] = out.hidden_states[-1].numpy()[real]
+            arrays[f"{k}/scored_logprobs"] = scored_logprobs(logits64, ids, mask)
             print(f"{key}: done")
+    warpers(arrays)
     OUT.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(OUT / "references.npz", **arrays)
     (OUT / "references.json").write_text(json.dumps(meta, indent=2) + "\n")

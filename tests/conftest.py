@@ -8,7 +8,9 @@
   and transformers they skip, except when GPT2NP_REQUIRE_TRANSFORMERS=1 (set by .ci/run):
   then a missing transformers is a failure, never a silent skip.
 - Tests that need the real GPT-2 weights use `real_gpt2`; they skip with the reason when the
-  weights are not on this machine.
+  weights are not on this machine. The end of the run says how many skipped, and why.
+- An optional package a test needs (matplotlib) is imported with `require_module`: a skip
+  locally, a failure in CI.
 """
 
 from __future__ import annotations
@@ -59,6 +61,19 @@ def tokenizer(tokenizer_dir):
     from gpt2np import Tokenizer
 
     return Tokenizer.from_pretrained(tokenizer_dir)
+
+
+def require_module(name: str, install: str = "pip install -e '.[test]'"):
+    """Import an optional package, or skip the calling module (a failure under CI)."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        message = f"{name} is not installed ({e}); {install}"
+        if IN_CI:
+            pytest.fail("GPT2NP_REQUIRE_TRANSFORMERS=1 (CI) but " + message, pytrace=False)
+        pytest.skip(message, allow_module_level=True)
 
 
 def _import_transformers():
@@ -116,3 +131,19 @@ def real_gpt2() -> Path:
             "run `gpt2np download gpt2` where the hub is reachable to run this test"
         )
     return folder
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say how many tests did not run for want of the real GPT-2 weights, and why; and any
+    other skip, so that a skip is never read as a pass."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    real = [r for r in skipped if "real_weights" in r.keywords]
+    other = [r for r in skipped if "real_weights" not in r.keywords]
+    if not skipped:
+        return
+    terminalreporter.section("skips")
+    if real:
+        reasons = sorted({str(r.longrepr[2]).removeprefix("Skipped: ") for r in real})
+        terminalreporter.write_line(f"{len(real)} tests need the real GPT-2 weights and did not run: {'; '.join(reasons)}")
+    if other:
+        terminalreporter.write_line(f"{len(other)} other tests skipped (reasons in the summary above)")

@@ -11,7 +11,6 @@ import pytest
 
 from conftest import SEED_ATTENTION_MASK, SEED_INPUT_IDS
 from gpt2np import GPT2
-from gpt2np.masks import position_ids_from_mask
 
 TOLERANCE = 1e-4  # max |logits - transformers| (issue 2)
 FILLS = ["-inf", "-1e9", "min"]
@@ -28,14 +27,33 @@ def batch_for(model_name):
     return ids, mask
 
 
-def run_hf(hf, ids, mask, position_ids="from_mask", **kwargs):
+def transformers_generate_positions(hf, ids, mask):
+    """The position ids transformers' `generate` gives a padded batch, from transformers itself
+    (never from gpt2np: a reference must not be computed by the code it checks)."""
+    import torch
+
+    return hf._prepare_position_ids_for_generation(torch.tensor(ids), {"attention_mask": torch.tensor(mask)}).numpy()
+
+
+def run_hf(hf, ids, mask, position_ids="generate", **kwargs):
+    """transformers' forward with the positions its `generate` would use ("generate"), or
+    given ones, or None (its plain forward: arange even with pads)."""
     import torch
 
     if isinstance(position_ids, str):
-        position_ids = position_ids_from_mask(mask)
+        position_ids = transformers_generate_positions(hf, ids, mask)
     with torch.no_grad():
         return hf(torch.tensor(ids), attention_mask=torch.tensor(mask),
                   position_ids=None if position_ids is None else torch.tensor(position_ids), **kwargs)  # fmt: skip
+
+
+def test_transformers_positions_skip_the_pads(model_dir, hf_model):
+    """What the comparisons rely on, said with a formula written here: pads are not counted."""
+    hf = hf_model(model_dir("tiny"))
+    for name in MODELS:
+        ids, mask = batch_for(name)
+        expected = np.where(mask == 1, np.cumsum(mask, axis=1) - 1, 0)
+        np.testing.assert_array_equal(transformers_generate_positions(hf, ids, mask), expected)
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])

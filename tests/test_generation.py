@@ -63,6 +63,8 @@ def test_eos_finishes_rows_and_pads_them(tiny):
             assert (new[hits[0] + 1 :] == 7).all()
             np.testing.assert_array_equal(new[: hits[0] + 1], free[row, 8 : 8 + hits[0] + 1])
     assert (out[0, 8:11] == free[0, 8:11]).all() and (out[0, 11:] == 7).all()
+    if not all((out[row, 8:] == eos).any() for row in range(3)):  # some row goes on: so does generation
+        assert out.shape == (3, 18)
     # when every row has finished, generation stops early
     lone = tiny.generate(SEED_INPUT_IDS[:1], attention_mask=SEED_ATTENTION_MASK[:1], max_new_tokens=10, eos_token_id=eos)
     assert lone.shape == (1, 8 + 3)

@@ -8,12 +8,12 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import SEED_ATTENTION_MASK
+from conftest import SEED_ATTENTION_MASK, require_module
 from gpt2np import GPT2npError
 from gpt2np.tools.cli import main
 from gpt2np.tools.plot import ALLOWED, CATEGORY_COLORS, FUTURE, PAD, mask_categories, require_matplotlib
 
-pytest.importorskip("matplotlib")
+require_module("matplotlib", "pip install -e '.[plot]'")  # skip locally without it, fail in CI
 
 
 def png_size(path) -> tuple[int, int]:

@@ -14,12 +14,15 @@ Models are built in memory (random_tensors + weights_from_tensors), never writte
 from __future__ import annotations
 
 import functools
+from unittest import mock
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import gpt2np.generation
+import gpt2np.sampling
 from gpt2np import GPT2, GPT2Config
 from gpt2np.tools.random_model import random_tensors
 from gpt2np.weights import weights_from_tensors
@@ -134,6 +137,24 @@ def test_no_nan_with_a_one_token_row_next_to_a_long_one(fill, dtype):
     assert generated.shape == (2, T) and ((generated >= 0) & (generated < 50)).all()
 
 
+def checked_sample(logits, rng):
+    """gpt2np.sampling.sample, after checking what it is handed. The draw alone proves nothing:
+    from all-NaN logits, sample() returns token 0, which is a valid id."""
+    assert not np.isnan(logits).any(), "sampling was handed NaN logits"
+    assert np.isfinite(logits).any(axis=-1).all(), "a row with no finite logit: nothing to draw from"
+    tokens = gpt2np.sampling.sample(logits, rng)
+    assert np.isfinite(logits[np.arange(len(tokens)), tokens]).all(), "drew a token the filters removed"
+    return tokens
+
+
+def test_the_sampling_check_can_fail():
+    """The property below is only as good as this check: NaN logits must trip it."""
+    rng = np.random.default_rng(0)
+    assert gpt2np.sampling.sample(np.full((1, 5), np.nan), rng).tolist() == [0]  # a valid id, from garbage
+    with pytest.raises(AssertionError, match="NaN"):
+        checked_sample(np.full((1, 5), np.nan), rng)
+
+
 @SETTINGS
 @given(padded_batches(max_len=10), st.sampled_from(FILLS), st.integers(0, 2**32 - 1))
 def test_sampling_never_draws_from_nan(batch, fill, seed):
@@ -141,7 +162,9 @@ def test_sampling_never_draws_from_nan(batch, fill, seed):
     n_new = min(5, model.config.n_positions - ids.shape[1])
     if n_new < 1:
         return
-    out = with_fill(model, fill).generate(ids, attention_mask=mask, max_new_tokens=n_new, do_sample=True, seed=seed, top_k=5, top_p=0.9)
+    with mock.patch.object(gpt2np.generation, "sample", checked_sample):
+        out = with_fill(model, fill).generate(ids, attention_mask=mask, max_new_tokens=n_new, do_sample=True, seed=seed,
+                                              top_k=5, top_p=0.9)  # fmt: skip
     assert ((out >= 0) & (out < model.config.vocab_size)).all()
 
 

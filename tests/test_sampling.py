@@ -1,4 +1,9 @@
-"""Temperature, top-k, top-p: the same filtered distributions as transformers' warpers."""
+"""Temperature, top-k, top-p: the same filtered distributions as transformers' warpers.
+
+Live against transformers where it is installed; the rest needs no torch: hand-worked
+distributions where the order of the filters (temperature, then top-k, then top-p) changes
+which tokens survive, and tests/test_references.py holds transformers' stored outputs.
+"""
 
 from __future__ import annotations
 
@@ -72,3 +77,45 @@ def test_softmax_of_filtered_logits_is_zero_where_filtered():
     logits = random_logits(rows=3, vocab=50)
     p = softmax(filter_logits(logits, 1.0, 5, 1.0))
     assert ((p > 0).sum(-1) == 5).all()
+
+
+def test_temperature_divides_the_logits():
+    logits = random_logits(rows=2, vocab=30)
+    for t in (0.5, 2.0):
+        np.testing.assert_array_equal(filter_logits(logits, t, 0, 1.0), logits / np.float32(t))
+    cold = softmax(filter_logits(logits, 0.5, 0, 1.0))  # T < 1 sharpens: the best token gains
+    assert (cold.max(-1) > softmax(logits.copy()).max(-1)).all()
+
+
+def test_temperature_comes_before_top_p():
+    """p = [0.5, 0.3, 0.15, 0.05]. top_p=0.6 alone keeps 2 tokens. T=0.5 squares and
+    renormalises first, p ~ [0.685, 0.247, 0.062, 0.007]: then the best alone passes 0.6."""
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]])).astype(np.float32)
+    np.testing.assert_array_equal(np.isfinite(filter_logits(logits, 1.0, 0, 0.6)), [[True, True, False, False]])
+    np.testing.assert_array_equal(np.isfinite(filter_logits(logits, 0.5, 0, 0.6)), [[True, False, False, False]])
+
+
+def test_top_k_comes_before_top_p():
+    """p = [0.4, 0.3, 0.2, 0.1], top_k=2, top_p=0.5. top-k first leaves [0.4, 0.3], which
+    top-p renormalises to [0.57, 0.43]: the best alone passes 0.5, one token survives. The
+    other order would keep two."""
+    logits = np.log(np.array([[0.4, 0.3, 0.2, 0.1]])).astype(np.float32)
+    np.testing.assert_array_equal(np.isfinite(filter_logits(logits, 1.0, 2, 0.5)), [[True, False, False, False]])
+    np.testing.assert_array_equal(np.isfinite(top_k_filter(top_p_filter(logits, 0.5), 2)), [[True, True, False, False]])
+
+
+def test_top_p_boundary_is_kept():
+    """transformers drops a token when the mass below it is <= 1 - top_p: with p = [0.5, 0.25,
+    0.25] and top_p = 0.5, the two 0.25s (mass 0.5 <= 0.5) go, the 0.5 stays."""
+    logits = np.log(np.array([[0.5, 0.25, 0.25]]))  # float64: the sums are exact
+    np.testing.assert_array_equal(np.isfinite(top_p_filter(logits, 0.5)), [[True, False, False]])
+    np.testing.assert_array_equal(np.isfinite(top_p_filter(logits, 0.8)), [[True, True, True]])
+
+
+def test_top_p_never_empties_a_row():
+    """With a tiny top_p, 1 - top_p rounds to 1.0 in float32 and every cumulative probability
+    is <= it: only min_tokens_to_keep = 1 saves the most likely token."""
+    logits = random_logits()
+    kept = np.isfinite(top_p_filter(logits, 1e-12))
+    assert (kept.sum(-1) == 1).all()
+    assert (kept.argmax(-1) == logits.argmax(-1)).all()

@@ -49,35 +49,40 @@ def random_tensors(config: GPT2Config, seed: int = 0, outlier_dims: int = 0, out
         # Real GPT-2 keeps a few residual dimensions at large values (hundreds) and has learned
         # LayerNorm gains that mute them and amplify the other dimensions, which the outliers
         # squash. Put the outliers in the position embedding (every token then carries them
-        # into every block), then set the gains the same way, block by block.
+        # into every block), then set the gains the same way. Their signs make them sum to 0
+        # (+300, -150, -150): LayerNorm's mean then stays the regular dimensions' own, instead
+        # of shifting them all by sum / C, which the blocks would amplify layer after layer.
         dims = rng.choice(C, size=outlier_dims, replace=False)
-        tensors["wpe.weight"][:, dims] += np.float32(outlier_scale)
+        signs = np.full(outlier_dims, -1.0 / max(1, outlier_dims - 1))  # [k] (1 dim: +1 alone)
+        signs[0] = 1.0
+        tensors["wpe.weight"][:, dims] += (outlier_scale * signs).astype(np.float32)
         _calibrate_layer_norms(tensors, config, dims, rng)
     return tensors
 
 
 def _calibrate_layer_norms(tensors: dict[str, np.ndarray], config: GPT2Config, dims: np.ndarray, rng) -> None:
     """Give outlier dimensions gain 0.05 and scale the other gains so that each LayerNorm's
-    output has the spread it would have without the outliers (std / std of the others)."""
-    from ..model import GPT2
-    from ..weights import weights_from_tensors
+    output has the spread it would have without the outliers (std / std of the others).
 
+    The squash is measured on the embeddings (wte[token] + wpe[position], what enters block 0)
+    with plain NumPy statistics, never with gpt2np's forward pass: the test models must not
+    depend on the code they test (a forward-pass bug would otherwise change the models' bytes,
+    and the references' failure would read "stale data"). The outliers come from wpe, they sum
+    to 0, and the blocks add little to the residual stream (its regular part grows by ~8% over
+    small-outliers' 4 blocks), so the embedding's squash holds for every LayerNorm.
+    """
     regular = np.setdiff1d(np.arange(config.n_embd), dims)
-    ids = rng.integers(0, config.vocab_size, size=(2, min(16, config.n_positions)))
-    lns = [(f"h.{i}.ln_1", f"h.{i}.ln_2") for i in range(config.n_layer)] + [("ln_f",)]
-    for i, names in enumerate(lns):
-        model = GPT2(config, weights_from_tensors(tensors, config))
-        x = model(ids, output_hidden_states=True).hidden_states[i]  # [2, T, C] what enters block i (or ln_f)
-        if i == config.n_layer:  # the last hidden state is after ln_f; rebuild what entered it
-            x = model(ids, output_hidden_states=True).hidden_states[i - 1]
-        xc = x - x.mean(axis=-1, keepdims=True)
-        squash = float(xc.std(axis=-1).mean() / xc[..., regular].std(axis=-1).mean())
-        squash = float(f"{squash:.3g}")  # rounded: the bytes must not depend on the BLAS's last bit
-        for name in names:
-            gain = tensors[name + ".weight"]
-            gain[regular] *= np.float32(squash)
-            gain[dims] = 0.05
-    return tensors
+    T = min(16, config.n_positions)
+    ids = rng.integers(0, config.vocab_size, size=(2, T))
+    x = tensors["wte.weight"][ids].astype(np.float64) + tensors["wpe.weight"][:T].astype(np.float64)  # [2, T, C]
+    xc = x - x.mean(axis=-1, keepdims=True)  # [2, T, C] centred, as LayerNorm centres
+    squash = float(xc.std(axis=-1).mean() / xc[..., regular].std(axis=-1).mean())
+    squash = float(f"{squash:.3g}")  # rounded: the bytes must not depend on a last bit
+    names = [f"h.{i}.{ln}" for i in range(config.n_layer) for ln in ("ln_1", "ln_2")] + ["ln_f"]
+    for name in names:
+        gain = tensors[name + ".weight"]
+        gain[regular] *= np.float32(squash)
+        gain[dims] = 0.05
 
 
 def make_random_checkpoint(folder: str | Path, config: GPT2Config, seed: int = 0, outlier_dims: int = 0, outlier_scale: float = 300.0) -> Path:

@@ -1,0 +1,342 @@
+"""A gallery of planted bugs: each must make the test suite fail.
+
+    python scripts/mutants.py              # every mutant; exit 1 if one survives
+    python scripts/mutants.py -k gelu      # the mutants whose name contains "gelu"
+    python scripts/mutants.py --list       # names, files and the tests meant to catch them
+
+A test that passes on wrong code proves nothing. Each mutant below is one small, realistic
+mistake in the core (a forgotten `- 1`, eps outside the square root, top-k after top-p, ...),
+written as (name, file, exact old text, new text, the tests that must catch it). For each one
+this script copies the repository to a temporary folder (the working tree is never touched),
+replaces the old text by the new one there, and runs only the listed tests (cheap ones, and
+torch-free where a torch-free test can catch it) with `pytest -x`. The mutant is caught when
+those tests fail; if they pass it *survived*, and the run fails with its name.
+
+Before any mutant, the listed tests run once on an unmodified copy and must pass: a test that
+fails anyway would "catch" everything. And every old text must occur exactly once in its file:
+a refactoring that changes the code fails this script loudly instead of silently disabling the
+mutant (then update the mutant's text, keeping its meaning).
+
+The test models are built once into $GPT2NP_TEST_MODELS (default weights/test-models) and shared
+by every run: the models come from seeds by plain NumPy, so no mutant changes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COPIED = ["gpt2np", "tests", "pyproject.toml"]  # what a test run needs from the repository
+TIMEOUT = 300  # seconds for one mutant's tests; a hang counts as caught, and is reported
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    file: str  # path in the repository
+    old: str  # exact text, found exactly once in the file
+    new: str
+    tests: tuple[str, ...]  # pytest node ids; the mutant is caught when one of them fails
+
+
+def m(name, file, old, new, *tests) -> Mutant:
+    return Mutant(name, file, old, new, tuple(tests))
+
+
+REF = "tests/test_references.py"
+REF64 = REF + "::test_float64_matches_transformers_float64"
+
+MUTANTS = [
+    # --- masks and positions ---------------------------------------------------------------
+    m("positions-forget-minus-1", "gpt2np/masks.py",
+      "np.cumsum(attention_mask, axis=-1, dtype=np.int64) - 1", "np.cumsum(attention_mask, axis=-1, dtype=np.int64)",
+      "tests/test_masks.py::test_position_ids_count_only_real_tokens", f"{REF64}[tiny/seed-min]"),
+    m("positions-arange-by-default", "gpt2np/model.py",
+      "            positions = position_ids_from_mask(mask)\n",
+      "            positions = np.broadcast_to(np.arange(ids.shape[1]), ids.shape)\n",
+      "tests/test_model.py::test_default_positions_come_from_the_mask"),
+    m("causal-mask-excludes-the-diagonal", "gpt2np/masks.py",
+      "causal = np.arange(Tk)[None, :] <= query_index[:, None]", "causal = np.arange(Tk)[None, :] < query_index[:, None]",
+      "tests/test_masks.py::test_mask_is_padding_and_causal"),
+    m("causal-mask-ignores-the-cache-offset", "gpt2np/masks.py",
+      "offset = Tk - n_queries  # how many", "offset = 0  # how many",
+      "tests/test_masks.py::test_mask_is_padding_and_causal"),
+    m("padding-mask-forgotten", "gpt2np/masks.py",
+      "allowed = causal[None, None, :, :] & not_pad", "allowed = causal[None, None, :, :] & (not_pad | True)",
+      "tests/test_masks.py::test_mask_is_padding_and_causal"),
+    m("nan-guard-removed", "gpt2np/attention.py",
+      "np.copyto(probs, 0, where=mask.empty_rows)", "pass",
+      "tests/test_attention.py::test_attention_matches_a_loop_over_heads"),
+    # --- LayerNorm, GELU, softmax, lm_head ---------------------------------------------------
+    m("layernorm-eps-outside-sqrt", "gpt2np/layers.py",
+      "x64 /= np.sqrt(var + eps)", "x64 /= np.sqrt(var) + eps",
+      "tests/test_layers.py::test_layer_norm_float64_is_the_formula"),
+    m("layernorm-unbiased-variance", "gpt2np/layers.py",
+      "var = np.mean(x64 * x64, axis=-1, keepdims=True)", "var = np.sum(x64 * x64, axis=-1, keepdims=True) / (x64.shape[-1] - 1)",
+      "tests/test_layers.py::test_layer_norm_float64_is_the_formula"),
+    m("layernorm-in-float32", "gpt2np/layers.py",
+      "x64 = x.astype(np.float64)", "x64 = x.astype(x.dtype)",
+      "tests/test_layers.py::test_layer_norm_is_float32_rounding_of_the_exact_value"),
+    m("layernorm-beta-before-gamma", "gpt2np/layers.py",
+      "    x64 *= norm.weight  # gamma\n    x64 += norm.bias  # beta\n",
+      "    x64 += norm.bias  # beta\n    x64 *= norm.weight  # gamma\n",
+      "tests/test_layers.py::test_layer_norm_float64_is_the_formula"),
+    m("gelu-constant-0.0447", "gpt2np/layers.py",
+      "u *= 0.044715", "u *= 0.0447",
+      "tests/test_layers.py::test_gelu_float64_is_the_formula"),
+    m("gelu-sigmoid-without-the-2", "gpt2np/layers.py",
+      "u *= -2.0 * SQRT_2_OVER_PI", "u *= -SQRT_2_OVER_PI",
+      "tests/test_layers.py::test_gelu_matches_gpt2_tanh_formula"),
+    m("softmax-without-max-subtraction", "gpt2np/layers.py",
+      "x -= x.max(axis=axis, keepdims=True)", "x -= 0",
+      "tests/test_layers.py::test_softmax_rows_sum_to_one_and_are_stable"),
+    m("softmax-normalised-over-axis-0", "gpt2np/layers.py",
+      "x /= x.sum(axis=axis, keepdims=True)", "x /= x.sum(axis=0, keepdims=True)",
+      "tests/test_layers.py::test_softmax_along_the_given_axis"),
+    m("lm-head-skips-a-chunk", "gpt2np/layers.py",
+      "for k in range(SUM_CHUNK, C, SUM_CHUNK):", "for k in range(2 * SUM_CHUNK, C, SUM_CHUNK):",
+      "tests/test_layers.py::test_lm_head_equals_the_matmul"),
+    m("lm-head-always-tied", "gpt2np/model.py",
+      "logits = lm_head(x, w.lm_head)", "logits = lm_head(x, w.wte)",
+      f"{REF64}[odd/single-min]"),
+    # --- attention -------------------------------------------------------------------------
+    m("attention-scale-1-over-D", "gpt2np/model.py",
+      "scale = 1.0 / math.sqrt(self.config.head_dim)", "scale = 1.0 / self.config.head_dim",
+      f"{REF64}[tiny/seed-min]"),
+    m("attention-inverse-layer-idx-zero-based", "gpt2np/model.py",
+      "scale /= layer + 1", "scale /= max(layer, 1)",
+      f"{REF64}[odd/single-min]"),
+    m("heads-split-without-transpose", "gpt2np/attention.py",
+      "return x.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3)", "return x.reshape(B, n_head, T, C // n_head)",
+      "tests/test_attention.py::test_split_and_merge_heads_are_inverse_views"),
+    m("heads-merged-without-transpose", "gpt2np/attention.py",
+      "return x.transpose(0, 2, 1, 3).reshape(B, T, H * D)", "return x.reshape(B, T, H * D)",
+      "tests/test_attention.py::test_split_and_merge_heads_are_inverse_views"),
+    m("q-and-k-swapped", "gpt2np/attention.py",
+      "q, k, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]",
+      "k, q, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]",
+      f"{REF64}[tiny/seed-min]"),
+    m("mlp-reads-ln_1", "gpt2np/model.py",
+      "x += mlp(layer_norm(x, block.ln_2, eps), block.mlp)", "x += mlp(layer_norm(x, block.ln_1, eps), block.mlp)",
+      f"{REF64}[tiny/seed-min]"),
+    # --- KV cache and generation -----------------------------------------------------------
+    m("kv-cache-never-advances", "gpt2np/kv_cache.py",
+      "self.length += n_tokens", "self.length = n_tokens",
+      "tests/test_model.py::test_cached_steps_equal_the_full_forward"),
+    m("kv-cache-stores-keys-as-values", "gpt2np/kv_cache.py",
+      "self.values[layer, :, :, start:end] = v", "self.values[layer, :, :, start:end] = k",
+      "tests/test_model.py::test_cached_steps_equal_the_full_forward"),
+    m("decode-position-counts-the-pads", "gpt2np/generation.py",
+      "step_positions = positions[:, -1:] + n_done", "step_positions = np.full((B, 1), length - 1)",
+      "tests/test_generation.py::test_each_row_alone_equals_the_batch"),
+    m("no-cache-path-arange-positions", "gpt2np/generation.py",
+      "position_ids_from_mask(full_mask[:, :length]),", "np.broadcast_to(np.arange(length), (B, length)),",
+      "tests/test_generation.py::test_cache_on_and_off_give_the_same_tokens"),
+    m("finished-rows-not-padded", "gpt2np/generation.py",
+      "next_tokens = np.where(finished, pad, next_tokens)", "next_tokens = next_tokens",
+      "tests/test_generation.py::test_eos_finishes_rows_and_pads_them"),
+    m("stops-when-any-row-finishes", "gpt2np/generation.py",
+      "if finished.all() or n_done == n_new:", "if finished.any() or n_done == n_new:",
+      "tests/test_generation.py::test_eos_finishes_rows_and_pads_them"),
+    m("max-length-ignores-the-prompt", "gpt2np/generation.py",
+      "n_new = int(max_length) - prompt_len", "n_new = int(max_length)",
+      "tests/test_generation.py::test_lengths_prompt_included"),
+    # --- sampling --------------------------------------------------------------------------
+    m("temperature-multiplies", "gpt2np/sampling.py",
+      "return logits / np.asarray(temperature, dtype=logits.dtype)", "return logits * np.asarray(temperature, dtype=logits.dtype)",
+      "tests/test_sampling.py::test_temperature_divides_the_logits"),
+    m("top-p-before-top-k", "gpt2np/sampling.py",
+      "    logits = top_k_filter(logits, top_k)\n    return top_p_filter(logits, top_p)",
+      "    logits = top_p_filter(logits, top_p)\n    return top_k_filter(logits, top_k)",
+      "tests/test_sampling.py::test_top_k_comes_before_top_p"),
+    m("temperature-after-the-filters", "gpt2np/sampling.py",
+      "    if temperature != 1.0:\n        logits = apply_temperature(logits, temperature)\n"
+      "    logits = top_k_filter(logits, top_k)\n    return top_p_filter(logits, top_p)",
+      "    logits = top_p_filter(top_k_filter(logits, top_k), top_p)\n"
+      "    return apply_temperature(logits, temperature) if temperature != 1.0 else logits",
+      "tests/test_sampling.py::test_temperature_comes_before_top_p"),
+    m("top-p-strict-inequality", "gpt2np/sampling.py",
+      "drop_sorted = cumulative <= (1 - top_p)", "drop_sorted = cumulative < (1 - top_p)",
+      "tests/test_sampling.py::test_top_p_boundary_is_kept"),
+    m("top-p-may-drop-everything", "gpt2np/sampling.py",
+      "    drop_sorted[:, -1] = False  # min_tokens_to_keep = 1\n", "",
+      "tests/test_sampling.py::test_top_p_never_empties_a_row"),
+    m("top-k-drops-the-kth", "gpt2np/sampling.py",
+      "np.where(logits < kth, -np.inf, logits)", "np.where(logits <= kth, -np.inf, logits)",
+      "tests/test_sampling.py::test_top_k_keeps_k_and_ties"),
+    m("greedy-takes-the-last-tie", "gpt2np/sampling.py",
+      "return logits.argmax(axis=-1)", "return logits.shape[-1] - 1 - logits[:, ::-1].argmax(axis=-1)",
+      "tests/test_sampling.py::test_greedy_takes_the_first_of_equal_maxima"),
+    # --- scoring ---------------------------------------------------------------------------
+    m("scoring-without-the-label-shift", "gpt2np/scoring.py",
+      "target_logprobs(logits[rows, cols - 1], input_ids[rows, cols])", "target_logprobs(logits[rows, cols], input_ids[rows, cols])",
+      f"{REF}::test_scores_match_transformers_log_softmax_float64[tiny/seed]"),
+    m("scoring-the-first-token-after-a-pad", "gpt2np/scoring.py",
+      "previous_real[:, 1:] = attention_mask[:, :-1] == 1", "previous_real[:, 1:] = True",
+      "tests/test_scoring.py::test_scored_positions"),
+    m("loss-is-a-mean-of-row-means", "gpt2np/scoring.py",
+      "loss = float(-total.sum() / n_scored.sum())", "loss = float(-np.mean(total / n_scored))",
+      "tests/test_scoring.py::test_undefined_positions_are_nan_and_totals_add_up"),
+    # --- tokenizer -------------------------------------------------------------------------
+    m("padding-side-ignored", "gpt2np/tokenizer.py",
+      'cols = slice(width - len(r), width) if self._padding_side == "left" else slice(0, len(r))', "cols = slice(0, len(r))",
+      "tests/test_tokenizer.py::test_the_seed_batch_left_padded"),
+]  # fmt: skip
+
+
+# --- the runner ---------------------------------------------------------------------------
+
+
+def check_texts(mutants) -> list[str]:
+    """Every old text must occur exactly once in its file (in this working tree)."""
+    problems = []
+    for mu in mutants:
+        path = ROOT / mu.file
+        count = path.read_text().count(mu.old) if path.is_file() else -1
+        if count != 1:
+            where = "file not found" if count < 0 else f"found {count} times, expected exactly once"
+            problems.append(f"{mu.name}: old text in {mu.file}: {where}:\n    {mu.old!r}")
+    return problems
+
+
+def copy_repo(into: Path) -> Path:
+    """The repository's code and tests in `into`, and beside them (in into/_no_torch) stand-ins
+    that make `import torch` / `import transformers` fail: the gallery proves what the suite
+    catches *without* torch (a test that needs it skips, and the baseline refuses skips)."""
+    for blocked in ("torch", "transformers"):
+        (into / "_no_torch" / blocked).mkdir(parents=True)
+        (into / "_no_torch" / blocked / "__init__.py").write_text(
+            f"raise ImportError('{blocked} is blocked by scripts/mutants.py: the gallery runs torch-free')\n"
+        )
+    for name in COPIED:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, into / name, ignore=shutil.ignore_patterns("__pycache__", ".hypothesis", ".pytest_cache"))
+        else:
+            shutil.copy2(src, into / name)
+    return into
+
+
+def test_env(copy: Path, models_dir: Path) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(copy), str(copy / "_no_torch")])  # the copy's gpt2np, never the working tree's
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # no stale .pyc between a file and its mutated twin
+    env["GPT2NP_TEST_MODELS"] = str(models_dir)
+    env.setdefault("GPT2NP_TOKENIZER_DIR", str(ROOT.parent / "shared" / "gpt2-tokenizer"))  # conftest's default, seen from ROOT
+    return env
+
+
+def run_pytest(copy: Path, tests, models_dir: Path) -> tuple[int | None, str, float]:
+    """(exit code or None on timeout, output tail, seconds)."""
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header", "-rf", *tests]
+    if not any("test_properties" in t for t in tests):
+        cmd[5:5] = ["-p", "no:hypothesispytest"]  # its import alone costs ~2 s of CPU per run
+    start = time.perf_counter()
+    try:
+        r = subprocess.run(cmd, cwd=copy, env=test_env(copy, models_dir), capture_output=True, text=True, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {TIMEOUT} s", time.perf_counter() - start
+    return r.returncode, (r.stdout + r.stderr).strip(), time.perf_counter() - start
+
+
+def run_mutant(mu: Mutant, models_dir: Path) -> tuple[str, float, str]:
+    """("caught" | "SURVIVED" | "ERROR", seconds, detail)."""
+    with tempfile.TemporaryDirectory(prefix=f"gpt2np-mutant-{mu.name}-") as tmp:
+        copy = copy_repo(Path(tmp))
+        path = copy / mu.file
+        source = path.read_text()
+        assert source.count(mu.old) == 1, mu.name  # checked on the working tree already
+        path.write_text(source.replace(mu.old, mu.new))
+        code, output, seconds = run_pytest(copy, mu.tests, models_dir)
+    last = output.splitlines()[-1] if output else ""
+    if code is None:
+        return "caught", seconds, "the tests hung (timeout)"
+    if code == 1:
+        failed = next((line for line in output.splitlines() if line.startswith("FAILED")), last)
+        return "caught", seconds, failed
+    if code == 0:
+        return "SURVIVED", seconds, last
+    return "ERROR", seconds, f"pytest exit code {code}: {output[-2000:]}"
+
+
+def baseline(mutants, models_dir: Path) -> None:
+    """On an unmodified copy: gpt2np comes from the copy, and every listed test passes (none skips)."""
+    tests = sorted({t for mu in mutants for t in mu.tests})
+    with tempfile.TemporaryDirectory(prefix="gpt2np-mutant-baseline-") as tmp:
+        copy = copy_repo(Path(tmp))
+        probe = "import gpt2np\nprint(gpt2np.__file__)\ntry:\n    import torch\nexcept ImportError:\n    print('no torch')"
+        where = subprocess.run([sys.executable, "-c", probe], cwd=copy, env=test_env(copy, models_dir), capture_output=True, text=True)
+        lines = where.stdout.split()
+        if not lines or not lines[0].startswith(str(copy)):
+            sys.exit(f"the tests would not import the copied gpt2np but {where.stdout.strip() or where.stderr}")
+        if lines[-1:] != ["torch"] or lines[-2:-1] != ["no"]:
+            sys.exit("torch is still importable in the gallery's runs; they must be torch-free")
+        code, output, seconds = run_pytest(copy, tests, models_dir)
+    last = output.splitlines()[-1] if output else ""
+    if code != 0 or "skipped" in last or "deselected" in last:
+        sys.exit(f"the gallery's tests do not all pass on the unmodified code (exit {code}), so they cannot judge mutants:\n{output[-3000:]}")
+    print(f"baseline: the {len(tests)} selected tests pass on the unmodified code ({last}; {seconds:.0f} s)")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-k", dest="keyword", default="", help="only the mutants whose name contains this")
+    parser.add_argument("-j", "--jobs", type=int, default=1, help="mutants run at once (default 1)")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the run on unmodified code")
+    args = parser.parse_args(argv)
+
+    mutants = [mu for mu in MUTANTS if args.keyword in mu.name]
+    names = [mu.name for mu in MUTANTS]
+    assert len(set(names)) == len(names), "mutant names must be unique"
+    if args.list:
+        for mu in mutants:
+            print(f"{mu.name:40s} {mu.file:22s} {' '.join(mu.tests)}")
+        return 0
+    problems = check_texts(mutants)
+    if problems:
+        print("the gallery no longer matches the code (a refactoring changed these lines; update the mutants):")
+        print("\n".join(problems))
+        return 1
+    if not mutants:
+        print(f"no mutant matches -k {args.keyword!r}")
+        return 1
+
+    sys.path.insert(0, str(ROOT))
+    from gpt2np.tools.random_model import TEST_MODELS, build_test_model
+
+    models_dir = Path(os.environ.get("GPT2NP_TEST_MODELS", ROOT / "weights" / "test-models")).resolve()
+    for name in TEST_MODELS:  # once, before any copy runs: the runs only read them
+        build_test_model(name, models_dir)
+
+    start = time.perf_counter()
+    if not args.no_baseline:
+        baseline(mutants, models_dir)
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        results = pool.map(lambda mu: (mu, *run_mutant(mu, models_dir)), mutants)
+        outcome = {}
+        for mu, status, seconds, detail in results:
+            outcome[mu.name] = status
+            print(f"{status:8s} {mu.name:40s} {seconds:5.1f} s  {detail}", flush=True)
+    survived = [n for n, s in outcome.items() if s == "SURVIVED"]
+    errors = [n for n, s in outcome.items() if s == "ERROR"]
+    caught = len(outcome) - len(survived) - len(errors)
+    print(f"{caught} of {len(outcome)} mutants caught in {time.perf_counter() - start:.0f} s")
+    if survived:
+        print("SURVIVED (the tests pass on this wrong code): " + ", ".join(survived))
+    if errors:
+        print("ERROR (the tests could not run; fix the mutant or its tests): " + ", ".join(errors))
+    return 1 if survived or errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
