@@ -15,6 +15,9 @@ from .layers import linear, softmax
 from .masks import AttentionMask
 from .weights import Attention
 
+SCORES_BUDGET = 1 << 20  # scores attention_in_blocks holds at once: 4 MB of float32, about a cache's size
+ZERO_WEIGHT_FILL = -1e4  # a mask fill at or below this gives masked keys a weight of exactly 0 (see below)
+
 
 def split_heads(x: np.ndarray, n_head: int) -> np.ndarray:
     """[B, T, C] -> [B, H, T, D] with D = C // H (a view, no copy)."""
@@ -51,6 +54,54 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: AttentionMask, 
     return probs @ v, probs  # [B, H, Tq, D]
 
 
+def future_weights_are_zero(mask: AttentionMask) -> bool:
+    """Do the keys in a query's future get weight exactly 0, so that leaving them out changes nothing?
+
+    A masked key's weight is exp(score + fill - row max). With fill = -inf, min or -1e9 that is
+    exp of a huge negative number: 0.0 exactly, in float32 and float64 alike. A mild custom fill
+    such as -1 leaks a little weight to the future; then we must not skip it, or the result
+    would change. The fill is read from a cell that is always in the future: query 0 never sees
+    the last key when there are at least 2 queries (with 1 query there is no future to skip).
+    """
+    Tq = mask.additive.shape[2]
+    return Tq < 2 or mask.additive[0, 0, 0, -1] <= ZERO_WEIGHT_FILL
+
+
+def attention_in_blocks(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: AttentionMask, scale: float, budget: int | None = None):
+    """attention()'s output without its weights, holding at most `budget` scores at a time.
+
+    The full [B, H, Tq, Tk] scores of a long batch are large (8 x 1024 tokens: 400 MB per
+    layer) and mostly wasted: in causal attention the upper triangle is masked away. So we take
+    one sequence and a block of queries at a time, and give each block only the keys up to its
+    last query: the keys after that are every query's future, weight 0. This halves the work
+    of a long prefill, and the scores of a block ([1, H, rows, keys]) stay in the CPU's cache.
+    Each block is ordinary attention() on slices (views), so the arithmetic is the same.
+
+    The bound: max(budget, H * Tk) scores (a block has at least one query row); budget
+    defaults to SCORES_BUDGET.
+    """
+    budget = SCORES_BUDGET if budget is None else budget
+    B, H, Tq, D = q.shape
+    Tk = k.shape[2]
+    if B * H * Tq * Tk <= budget:  # a decode step, a short prompt: one block, nothing to save
+        return attention(q, k, v, mask, scale)[0]
+    past = Tk - Tq  # keys from the cache: query i sits at absolute position past + i
+    rows = max(1, budget // (H * Tk))  # queries per block
+    skip_future = future_weights_are_zero(mask)
+    out = np.empty_like(q)  # [B, H, Tq, D]
+    for b in range(B):
+        one = slice(b, b + 1)  # one sequence, kept as a batch of 1
+        for start in range(0, Tq, rows):
+            stop = min(start + rows, Tq)
+            keys = past + stop if skip_future else Tk  # the block's last query sees keys [0, past + stop)
+            block_mask = AttentionMask(
+                additive=mask.additive[one, :, start:stop, :keys],  # [1, 1, rows, keys] a view
+                empty_rows=None if mask.empty_rows is None else mask.empty_rows[one, :, start:stop],  # [1, 1, rows, 1]
+            )
+            out[one, :, start:stop], _ = attention(q[one, :, start:stop], k[one, :, :keys], v[one, :, :keys], block_mask, scale)
+    return out
+
+
 def self_attention(
     x: np.ndarray,
     attn: Attention,
@@ -59,13 +110,20 @@ def self_attention(
     scale: float,
     cache: KVCache | None = None,
     layer: int = 0,
+    need_weights: bool = False,
 ):
-    """One attention sub-layer: project to q, k, v; attend; project back. x: [B, T, C]."""
+    """One attention sub-layer: project to q, k, v; attend; project back. x: [B, T, C].
+
+    Returns the output [B, T, C] and, when need_weights (output_attentions), the full attention
+    weights [B, H, T, past + T]; otherwise None, and the scores are made a block at a time."""
     qkv = linear(x, attn.c_attn)  # [B, T, C] -> [B, T, 3C]
     C = x.shape[-1]
     q, k, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]  # 3 x [B, T, C] views
     q, k, v = split_heads(q, n_head), split_heads(k, n_head), split_heads(v, n_head)  # [B, H, T, D]
     if cache is not None:
         k, v = cache.update(layer, k, v)  # [B, H, past + T, D]: this step's keys after the cached ones
-    out, probs = attention(q, k, v, mask, scale)  # [B, H, T, D], [B, H, T, past + T]
+    if need_weights:
+        out, probs = attention(q, k, v, mask, scale)  # [B, H, T, D], [B, H, T, past + T]
+    else:
+        out, probs = attention_in_blocks(q, k, v, mask, scale), None  # [B, H, T, D], bounded memory
     return linear(merge_heads(out), attn.c_proj), probs  # [B, T, C]

@@ -123,7 +123,7 @@ def generate(
     cache = KVCache(cfg.n_layer, B, cfg.n_head, T + n_new, cfg.head_dim, model.dtype) if use_cache else None
     finished = np.zeros(B, dtype=bool)
 
-    logits = model.forward(ids, mask, positions, cache, last_logits_only=True).logits[:, -1]  # [B, vocab]
+    logits = model.forward(ids, mask, positions, cache, logits_to_keep=1).logits[:, -1]  # [B, vocab]
     n_done = 0
     for step in range(n_new):
         if do_sample:
@@ -141,10 +141,10 @@ def generate(
         length = T + n_done  # tokens so far; the new one sits at index length - 1
         if cache is not None:  # feed only the new token; its keys/values join the cache
             step_positions = positions[:, -1:] + n_done  # [B, 1] last prompt position + steps taken
-            out = model.forward(next_tokens[:, None], full_mask[:, :length], step_positions, cache, last_logits_only=True)
+            out = model.forward(next_tokens[:, None], full_mask[:, :length], step_positions, cache, logits_to_keep=1)
         else:  # recompute everything: slower, same tokens (a check of the cache)
             out = model.forward(tokens[:, :length], full_mask[:, :length], position_ids_from_mask(full_mask[:, :length]),
-                                last_logits_only=True)  # fmt: skip
+                                logits_to_keep=1)  # fmt: skip
         logits = out.logits[:, -1]  # [B, vocab]
     _stream_end(streamer)
     result = tokens[:, : T + n_done]

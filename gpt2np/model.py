@@ -31,9 +31,14 @@ def _check_dtype(dtype) -> None:
         raise InputError(f"dtype must be 'float32' or 'float64', got {dtype!r} (float16 would lose too much precision)")
 
 
+def _check_logits_to_keep(logits_to_keep) -> None:
+    if not isinstance(logits_to_keep, (int, np.integer)) or isinstance(logits_to_keep, bool) or logits_to_keep < 0:
+        raise InputError(f"logits_to_keep must be an integer >= 0 (0 keeps every position, N the last N), got {logits_to_keep!r}")
+
+
 @dataclass
 class GPT2Output:
-    logits: np.ndarray  # [B, T, vocab]
+    logits: np.ndarray  # [B, T, vocab] ([B, N, vocab] with logits_to_keep=N)
     hidden_states: tuple[np.ndarray, ...] | None = None  # n_layer + 1 of [B, T, C], as transformers orders them
     attentions: tuple[np.ndarray, ...] | None = None  # n_layer of [B, H, T, T], the softmax weights
 
@@ -65,15 +70,21 @@ class GPT2:
         config = GPT2Config.from_json_file(files["config.json"])
         return cls(config, load_weights(files["model.safetensors"], config, dtype=dtype), dtype=dtype, mask_fill=mask_fill)
 
-    def __call__(self, input_ids, attention_mask=None, position_ids=None, output_hidden_states=False, output_attentions=False) -> GPT2Output:
-        """Logits for every position of a batch.
+    def __call__(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep=0, output_hidden_states=False,
+                 output_attentions=False) -> GPT2Output:  # fmt: skip
+        """Logits for every position of a batch (or, with logits_to_keep=N, its last N positions).
 
         input_ids [B, T] (or [T]: one sequence, and then the outputs drop the batch axis, as
         transformers does). position_ids default to `cumsum(attention_mask) - 1`, which is
         `arange(T)` when nothing is padded. NB: transformers' plain forward uses arange even
         for a left-padded batch (only its `generate` derives them from the mask); pass
         position_ids=np.arange(T) to reproduce it exactly.
+
+        logits_to_keep, as in transformers: 0 (the default) keeps every position, N > 0 the last
+        N (1 is all that generation needs: the output layer is then 1/T of the work and memory).
+        Hidden states and attentions always cover every position.
         """
+        _check_logits_to_keep(logits_to_keep)
         ids, one_sequence = check_input_ids(input_ids, self.config.vocab_size)
         check_length(ids.shape[1], self.config.n_positions, "the input")
         mask = check_attention_mask(attention_mask, ids.shape)
@@ -81,24 +92,35 @@ class GPT2:
             positions = position_ids_from_mask(mask)
         else:
             positions = check_position_ids(position_ids, ids.shape, self.config.n_positions)
-        out = self.forward(ids, mask, positions, output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+        out = self.forward(ids, mask, positions, logits_to_keep=logits_to_keep, output_hidden_states=output_hidden_states,
+                           output_attentions=output_attentions)  # fmt: skip
         if one_sequence:
             out.logits = out.logits[0]
             out.hidden_states = out.hidden_states and tuple(h[0] for h in out.hidden_states)
             out.attentions = out.attentions and tuple(a[0] for a in out.attentions)
         return out
 
-    def forward(self, input_ids, attention_mask, position_ids, cache: KVCache | None = None, last_logits_only=False,
+    def forward(self, input_ids, attention_mask, position_ids, cache: KVCache | None = None, logits_to_keep=0,
                 output_hidden_states=False, output_attentions=False) -> GPT2Output:  # fmt: skip
         """The forward pass on checked inputs. input_ids, position_ids: [B, T] new tokens;
         attention_mask: [B, past + T] covering the cached tokens too."""
+        x, hidden, attentions = self.transformer(input_ids, attention_mask, position_ids, cache, output_hidden_states, output_attentions)
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:, :]  # [B, N, C]: only the last N positions' scores are wanted
+        logits = lm_head(x, self.weights.lm_head)  # [B, T, C] -> [B, T, vocab]: a score for every token of the vocabulary
+        return GPT2Output(logits, hidden, attentions)
+
+    def transformer(self, input_ids, attention_mask, position_ids, cache: KVCache | None = None, output_hidden_states=False,
+                    output_attentions=False) -> tuple[np.ndarray, tuple | None, tuple | None]:  # fmt: skip
+        """Everything before the output layer (transformers' GPT2Model): the final hidden states
+        [B, T, C] after ln_f, and the hidden states and attention weights when asked for."""
         w, cfg = self.weights, self.config
         eps, n_head = cfg.layer_norm_epsilon, cfg.n_head
         mask = build_attention_mask(attention_mask, input_ids.shape[1], self.fill, self.dtype)  # [B, 1, T, past + T]
         x = w.wte[input_ids] + w.wpe[position_ids]  # [B, T, C]: what each token is + where it stands
         hidden, attentions = [x.copy()] if output_hidden_states else None, [] if output_attentions else None
         for i, block in enumerate(w.h):
-            a, probs = self_attention(layer_norm(x, block.ln_1, eps), block.attn, mask, n_head, self.scale(i), cache, i)
+            a, probs = self_attention(layer_norm(x, block.ln_1, eps), block.attn, mask, n_head, self.scale(i), cache, i, output_attentions)
             x += a  # [B, T, C] residual: attention adds what it gathered from other tokens
             x += mlp(layer_norm(x, block.ln_2, eps), block.mlp)  # [B, T, C] then each token thinks alone
             if output_hidden_states and i < cfg.n_layer - 1:
@@ -108,12 +130,9 @@ class GPT2:
         x = layer_norm(x, w.ln_f, eps)  # [B, T, C]
         if output_hidden_states:
             hidden.append(x)  # transformers' last hidden state is after ln_f
-        if last_logits_only:
-            x = x[:, -1:, :]  # [B, 1, C]: generation only needs the next token's scores
-        logits = lm_head(x, w.lm_head)  # [B, T, C] -> [B, T, vocab]: a score for every token of the vocabulary
         if cache is not None:
             cache.advance(input_ids.shape[1])
-        return GPT2Output(logits, hidden and tuple(hidden), attentions and tuple(attentions))
+        return x, hidden and tuple(hidden), attentions and tuple(attentions)
 
     def scale(self, layer: int) -> float:
         """What attention scores are multiplied by in block `layer`."""

@@ -30,9 +30,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError
-from .inputs import check_attention_mask, check_input_ids
+from .inputs import check_attention_mask, check_input_ids, check_length
+from .layers import lm_head
+from .masks import position_ids_from_mask
 
 POSITIONS_PER_CHUNK = 64  # log-softmax is done in float64 on this many positions at a time
+POSITIONS_PER_BLOCK = 128  # logits exist for this many positions at a time: [128, vocab] float32 = 26 MB
 
 
 @dataclass
@@ -70,18 +73,27 @@ def target_logprobs(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
         rows = slice(start, start + POSITIONS_PER_CHUNK)
         x = logits[rows].astype(np.float64)  # [n, V]
         m = x.max(axis=-1)  # [n]
-        logsumexp = m + np.log(np.exp(x - m[:, None]).sum(axis=-1))  # [n]
-        out[rows] = x[np.arange(len(x)), targets[rows]] - logsumexp  # [n]
+        target = x[np.arange(len(x)), targets[rows]]  # [n] read before x is overwritten below
+        x -= m[:, None]  # in place, and exp too: one [n, V] float64 array instead of three
+        logsumexp = m + np.log(np.exp(x, out=x).sum(axis=-1))  # [n]
+        out[rows] = target - logsumexp  # [n]
     return out
 
 
-def logprobs_from_logits(logits: np.ndarray, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """[B, T, V] logits of [B, T] ids -> ([B, T] log-probs with NaN where undefined, [B, T] scored)."""
+def logprobs_from_hidden(hidden: np.ndarray, lm_head_weight: np.ndarray, input_ids: np.ndarray, attention_mask: np.ndarray):
+    """[B, T, C] final hidden states of [B, T] ids -> ([B, T] log-probs with NaN where undefined, [B, T] scored).
+
+    The logits are made POSITIONS_PER_BLOCK positions at a time and dropped once turned into
+    log-probs: the whole [B, T, vocab] array would be 1.6 GB for 8 x 1024 tokens.
+    """
     scored = scored_positions(attention_mask)  # [B, T]
     rows, cols = np.nonzero(scored)  # the (row, t) pairs to score
     logprobs = np.full(input_ids.shape, np.nan)  # [B, T] float64
-    # The logits at t - 1 predict the token at t.
-    logprobs[rows, cols] = target_logprobs(logits[rows, cols - 1], input_ids[rows, cols])  # [N, V] -> [N]
+    predictors = hidden[rows, cols - 1]  # [N, C]: the logits at t - 1 predict the token at t
+    for start in range(0, len(rows), POSITIONS_PER_BLOCK):
+        block = slice(start, start + POSITIONS_PER_BLOCK)
+        logits = lm_head(predictors[block], lm_head_weight)  # [n, C] -> [n, V]
+        logprobs[rows[block], cols[block]] = target_logprobs(logits, input_ids[rows[block], cols[block]])  # [n]
     return logprobs, scored
 
 
@@ -123,6 +135,7 @@ def score(model, inputs, attention_mask=None, tokenizer=None) -> Scores:
     else:
         ids, _ = check_input_ids(inputs, model.config.vocab_size)  # [B, T]
         mask = check_attention_mask(attention_mask, ids.shape)  # [B, T]
-    logits = model(ids, attention_mask=mask).logits  # [B, T, V]; positions = cumsum(mask) - 1
-    logprobs, scored = logprobs_from_logits(logits, ids, mask)
+    check_length(ids.shape[1], model.config.n_positions, "the input")
+    hidden, _, _ = model.transformer(ids, mask, position_ids_from_mask(mask))  # [B, T, C], after ln_f
+    logprobs, scored = logprobs_from_hidden(hidden, model.weights.lm_head, ids, mask)
     return summarize(ids, mask, logprobs, scored)

@@ -8,7 +8,7 @@ import pytest
 import gpt2np.model
 from conftest import SEED_ATTENTION_MASK, SEED_INPUT_IDS
 from gpt2np import GPT2
-from gpt2np.attention import attention, merge_heads, split_heads
+from gpt2np.attention import attention, attention_in_blocks, merge_heads, split_heads
 from gpt2np.masks import AttentionMask, build_attention_mask
 
 rng = np.random.default_rng(0)
@@ -90,3 +90,72 @@ def test_the_models_raw_nan_and_its_handling(model_dir, monkeypatch):
     for fill in ("-1e9", "min"):  # finite fills never make NaN: pad rows are just uniform
         logits = GPT2.from_pretrained(folder, mask_fill=fill)(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK).logits
         np.testing.assert_array_equal(logits[real], guarded["min"][real])
+
+
+# --- attention in blocks: the default path, with bounded memory --------------------------------
+
+
+def block_inputs(B=3, H=2, Tq=8, Tk=8, D=4, fill=float("-inf"), seed=1):
+    """q [B, H, Tq, D], k and v [B, H, Tk, D] (Tk > Tq: Tk - Tq cached keys) and the seed's
+    padding mask stretched to Tk keys."""
+    r = np.random.default_rng(seed)
+    q = r.standard_normal((B, H, Tq, D)).astype(np.float32)
+    k, v = (r.standard_normal((B, H, Tk, D)).astype(np.float32) for _ in range(2))
+    pads = (np.arange(Tk)[None, :] >= np.array([3, 0, 5])[:B, None]).astype(np.int64)  # [B, Tk] left pads
+    return q, k, v, build_attention_mask(pads, Tq, fill, np.float32)
+
+
+@pytest.mark.parametrize("fill", [float("-inf"), -1e9, float(np.finfo(np.float32).min), -1.0])
+@pytest.mark.parametrize("Tq,Tk", [(8, 8), (5, 12), (1, 9)])
+@pytest.mark.parametrize("budget", [1, 7, 20, 50, 10_000])
+def test_attention_in_blocks_equals_attention(fill, Tq, Tk, budget):
+    """Every budget (1 = one query row per block), with pads, with cached keys, for every
+    fill, including a leaky -1 (whose future weights are not 0, so nothing may be skipped)."""
+    q, k, v, mask = block_inputs(Tq=Tq, Tk=Tk, fill=fill)
+    full, _ = attention(q, k, v, mask, 0.5)
+    blocks = attention_in_blocks(q, k, v, mask, 0.5, budget=budget)
+    np.testing.assert_allclose(blocks, full, rtol=1e-5, atol=1e-6)
+    assert np.isfinite(blocks).all()
+
+
+def record_blocks(monkeypatch) -> list[tuple[int, int]]:
+    """Wrap attention() to record the scores each call makes: (number of scores, keys)."""
+    calls, real = [], gpt2np.attention.attention
+
+    def spy(q, k, v, mask, scale):
+        calls.append((q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2], k.shape[2]))
+        return real(q, k, v, mask, scale)
+
+    monkeypatch.setattr(gpt2np.attention, "attention", spy)
+    return calls
+
+
+@pytest.mark.parametrize("budget", [1, 16, 40, 100])
+def test_blocks_hold_at_most_the_budget_and_skip_the_future(monkeypatch, budget):
+    B, H, T = 3, 2, 8
+    q, k, v, mask = block_inputs(B, H, T, T, fill=float("-inf"))
+    calls = record_blocks(monkeypatch)
+    attention_in_blocks(q, k, v, mask, 0.5, budget=budget)
+    assert calls and max(n for n, _ in calls) <= max(budget, H * T)  # the promised bound
+    assert sum(n for n, _ in calls) < B * H * T * T  # the masked upper triangle was skipped
+    # a leaky fill: every block sees every key (nothing skipped), still within the bound
+    q, k, v, leaky = block_inputs(B, H, T, T, fill=-1.0)
+    calls.clear()
+    attention_in_blocks(q, k, v, leaky, 0.5, budget=budget)
+    assert all(keys == T for _, keys in calls) and max(n for n, _ in calls) <= max(budget, H * T)
+
+
+def test_the_model_holds_a_bounded_block_of_scores_unless_weights_are_asked_for(model_dir, monkeypatch):
+    """By inspection, through the whole model: with a small budget every layer's scores come in
+    blocks within it, the logits equal the full-matrix path's, and output_attentions still
+    returns the full [B, H, T, T] weights."""
+    model = GPT2.from_pretrained(model_dir("tiny"))  # 2 heads, 2 layers
+    full = model(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, output_attentions=True)
+    assert all(a.shape == (3, 2, 8, 8) for a in full.attentions)
+    monkeypatch.setattr(gpt2np.attention, "SCORES_BUDGET", 20)
+    calls = record_blocks(monkeypatch)
+    blocked = model(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK)
+    assert blocked.attentions is None
+    assert len(calls) > 2 * 3 and max(n for n, _ in calls) <= max(20, 2 * 8)  # many blocks, each small
+    real = SEED_ATTENTION_MASK.astype(bool)
+    np.testing.assert_allclose(blocked.logits[real], full.logits[real], rtol=1e-5, atol=1e-5)

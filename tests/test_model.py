@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, SEED_ATTENTION_MASK, SEED_INPUT_IDS
-from gpt2np import GPT2
+from gpt2np import GPT2, InputError
 
 FILLS = ["-inf", "-1e9", "min"]
 
@@ -147,3 +147,24 @@ def test_library_runs_without_torch_or_transformers(tiny, tokenizer_dir):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok (2, 8)")
+
+
+def test_logits_to_keep_gives_the_last_positions(tiny):
+    """transformers' semantics: 0 keeps every position, N the last N (all of them when N >= T);
+    hidden states and attentions still cover every position."""
+    model = GPT2.from_pretrained(tiny)
+    full = model(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, output_hidden_states=True).logits  # [3, 8, V]
+    for n in (1, 3, 8, 20):
+        out = model(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, logits_to_keep=n, output_hidden_states=True)
+        assert out.logits.shape == (3, min(n, 8), full.shape[-1])
+        np.testing.assert_allclose(out.logits, full[:, -n:], rtol=1e-5, atol=1e-5)
+        assert all(h.shape[1] == 8 for h in out.hidden_states)
+    np.testing.assert_array_equal(model(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, logits_to_keep=0).logits, full)
+    one = model(SEED_INPUT_IDS[1], logits_to_keep=np.int64(2)).logits  # one sequence: the batch axis dropped
+    np.testing.assert_allclose(one, full[1, -2:], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "2", None])
+def test_a_bad_logits_to_keep_is_refused(tiny, bad):
+    with pytest.raises(InputError, match="logits_to_keep must be an integer >= 0"):
+        GPT2.from_pretrained(tiny)(SEED_INPUT_IDS, logits_to_keep=bad)

@@ -184,18 +184,21 @@ def test_sampling_filters_match_stored_transformers_warpers(i):
     np.testing.assert_allclose(got[kept], expected[kept], rtol=1e-6)
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_float32_is_as_close_to_the_float64_truth_as_transformers(models, case):
+@pytest.mark.parametrize("name", ["tiny", "small-outliers", "odd", "gpt2-shaped"])
+def test_float32_is_as_close_to_the_float64_truth_as_transformers(models, name):
     """The fidelity standard, without torch: our float32 logits are no further from
     transformers-in-float64 than transformers' own float32 logits (eager) are, as an RMS over
-    the stored logits of every real position."""
-    name = case.split("/")[0]
-    ids, mask = inputs(case)
-    ours = models(name)(ids, attention_mask=mask).logits[mask.astype(bool)][:, REF[f"{name}/columns"]]
-    truth = REF[f"{case}/float64/logits_columns"]
+    the stored logits of every real position of the model's batches (one batch alone is too
+    few numbers to rank two float32 codes)."""
+    ours, theirs = [], []
+    for case in [c for c in CASES if c.startswith(name + "/")]:
+        ids, mask = inputs(case)
+        logits = models(name)(ids, attention_mask=mask).logits[mask.astype(bool)][:, REF[f"{name}/columns"]]
+        truth = REF[f"{case}/float64/logits_columns"]
+        ours.append((logits.astype(np.float64) - truth).ravel())
+        theirs.append((REF[f"{case}/eager/logits_columns"].astype(np.float64) - truth).ravel())
 
     def rms(d):
-        return float(np.sqrt(np.mean(d**2)))
+        return float(np.sqrt(np.mean(np.concatenate(d) ** 2)))
 
-    theirs = REF[f"{case}/eager/logits_columns"].astype(np.float64)
-    assert rms(ours.astype(np.float64) - truth) <= rms(theirs - truth)
+    assert rms(ours) <= rms(theirs)

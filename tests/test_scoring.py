@@ -7,6 +7,8 @@ import pytest
 
 from conftest import SEED_ATTENTION_MASK, SEED_INPUT_IDS, SEED_SENTENCES
 from gpt2np import GPT2, InputError
+import gpt2np.model
+import gpt2np.scoring
 from gpt2np.tools.cli import main
 from gpt2np.scoring import scored_positions, target_logprobs
 
@@ -178,3 +180,43 @@ def test_cli_error_is_one_line(model_dir, tokenizer_dir, capsys):
     code = main(["score", "--model", str(model_dir("tiny")), "--tokenizer", str(tokenizer_dir), "ok", ""])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "empty" in err
+
+
+# --- a block of positions at a time ---------------------------------------------------------
+
+
+def full_logits_reference(model, ids, mask):
+    """The straightforward way, for comparison: the whole [B, T, V] logits, then a float64
+    log-softmax at each scored position (positions from the mask, as score uses)."""
+    logits = model(ids, attention_mask=mask).logits.astype(np.float64)  # [B, T, V]
+    logp = logits - logits.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    ref = np.full(ids.shape, np.nan)
+    scored = scored_positions(mask)
+    rows, cols = np.nonzero(scored)
+    ref[rows, cols] = logp[rows, cols - 1, ids[rows, cols]]
+    return ref
+
+
+@pytest.mark.parametrize("block", [1, 2, 5, 128])
+def test_blockwise_scoring_equals_full_logits_scoring(tiny, monkeypatch, block):
+    """Logits made `block` positions at a time, never as [B, T, V]: the same log-probs as the
+    full logits give. The model's own output layer is never asked for the whole batch."""
+    ref = full_logits_reference(tiny, SEED_INPUT_IDS, SEED_ATTENTION_MASK)
+    shapes, real_lm_head = [], gpt2np.scoring.lm_head
+
+    def spy(x, weight):
+        shapes.append(x.shape)
+        return real_lm_head(x, weight)
+
+    def forbidden(*args):
+        raise AssertionError("score computed the full logits")
+
+    monkeypatch.setattr(gpt2np.scoring, "POSITIONS_PER_BLOCK", block)
+    monkeypatch.setattr(gpt2np.scoring, "lm_head", spy)
+    monkeypatch.setattr(gpt2np.model, "lm_head", forbidden)
+    scores = tiny.score(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK)
+    assert max(s[0] for s in shapes) <= block and all(len(s) == 2 for s in shapes)  # [n <= block, C] rows each time
+    assert sum(s[0] for s in shapes) == scores.scored.sum()  # every scored position once, nothing else
+    np.testing.assert_array_equal(np.isnan(scores.token_logprobs), np.isnan(ref))
+    np.testing.assert_allclose(scores.token_logprobs, ref, rtol=0, atol=2e-5, equal_nan=True)

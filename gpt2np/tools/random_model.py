@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,10 @@ def make_random_checkpoint(folder: str | Path, config: GPT2Config, seed: int = 0
 
 # The random models the tests and references use: different depths, widths, head counts and
 # context lengths, the real vocabulary (so the real tokenizer's ids fit) and one 124M-shaped.
+# Bump when random_tensors/make_random_checkpoint change what a seed gives: test models built
+# by an older recipe are then rebuilt instead of silently reused.
+RECIPE_VERSION = 2
+
 TEST_MODELS = {
     "tiny": dict(config=GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64), seed=1),
     "small-outliers": dict(config=GPT2Config(n_layer=4, n_head=4, n_embd=64, n_positions=128), seed=2, outlier_dims=3),
@@ -116,8 +121,16 @@ TEST_MODELS = {
 def build_test_model(name: str, root: str | Path) -> Path:
     """Build TEST_MODELS[name] under root/<name>/ unless it is already there; return the folder."""
     folder = Path(root) / name
+    stamp = f"{RECIPE_VERSION} {TEST_MODELS[name]}"  # what the bytes were made from
+    if (folder / "model.safetensors").is_file() and _read(folder / "recipe.txt") != stamp:
+        shutil.rmtree(folder)  # built by an older recipe (an older checkout): stale
     if not (folder / "model.safetensors").is_file():
         tmp = Path(root) / f".{name}.{os.getpid()}.partial"
         make_random_checkpoint(tmp, **TEST_MODELS[name])
+        (tmp / "recipe.txt").write_text(stamp)
         tmp.rename(folder)  # atomic: a half-written model is never mistaken for a whole one
     return folder
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text() if path.is_file() else None

@@ -1,0 +1,101 @@
+"""This machine's limits, measured with NumPy (the same OpenBLAS gpt2np uses), and the floors
+they put under each figure.
+
+  bandwidth  GB/s of a float32 matrix-vector product over a matrix as large as the model's
+             weights (far larger than the caches), in both layouts, and of a raw read (sdot,
+             np.sum). The best is "the" bandwidth. A decode step must read every weight, and
+             the KV cache, once: its floor is those bytes / bandwidth (or, with a batch, the
+             FLOPs / the peak GEMM rate, if that is larger).
+  GEMM       GFLOP/s of the exact float32 matmuls of a forward over M tokens (M = 128 ... 1024),
+             in gpt2np's layouts. The prefill floor is the time of those matmuls, plus the
+             causal half of attention's two matmuls at the peak rate: LayerNorm, GELU and
+             softmax count as free, so no implementation can beat it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .measure import blas_info, limit_blas_threads, median, timed
+from .tasks import PREFILL_LENGTHS, PROMPT_LEN, weight_bytes_and_flops
+
+GEMM_ROWS = tuple(sorted({PROMPT_LEN, *PREFILL_LENGTHS, 8 * PROMPT_LEN}))
+
+
+def machine_limits(model: str, threads: int, iters: str) -> dict:
+    import numpy as np
+
+    from gpt2np.config import GPT2Config
+
+    _limits = limit_blas_threads(threads)  # noqa: F841
+    cfg = GPT2Config.from_json_file(Path(model) / "config.json")
+    C, F, V = cfg.n_embd, cfg.mlp_width, cfg.vocab_size
+    nbytes = weight_bytes_and_flops(cfg)["decode_bytes"]
+    rng = np.random.default_rng(0)
+    reps = 5 if iters == "full" else 3
+
+    # Bandwidth: one matrix as large as the weights, random, so every page is really there.
+    rows = nbytes // (4 * C)
+    A = np.empty((rows, C), dtype=np.float32)
+    for i in range(0, rows, 65536):
+        A[i : i + 65536] = rng.standard_normal((min(65536, rows - i), C), dtype=np.float32)
+    x_c, x_r = np.ones(C, np.float32), np.ones(rows, np.float32)
+    flat = A.reshape(-1)
+
+    def gbps(fn):
+        return A.nbytes / median(timed(fn, 1, reps)) / 1e9
+
+    bandwidth = {
+        "gemv_rows": gbps(lambda: A @ x_c),  # [N, C] @ [C]: one dot product per row
+        "gemv_cols": gbps(lambda: x_r @ A),  # [N] @ [N, C]: gpt2np's x @ W layout
+        "sdot": gbps(lambda: np.dot(flat, flat)),  # raw read through BLAS
+        "np_sum": gbps(lambda: flat.sum()),  # raw read, NumPy's own single-threaded loop
+    }
+    del A, flat, x_r
+
+    # GEMM: the matmuls of a forward of M tokens ([in, out] weights; the output layer is
+    # x @ wte.T with wte stored [vocab, C]).
+    shapes = {"c_attn": (C, 3 * C), "attn.c_proj": (C, C), "c_fc": (C, F), "mlp.c_proj": (F, C)}
+    wte = rng.standard_normal((V, C), dtype=np.float32)
+    gemm = {}
+    for M in GEMM_ROWS:
+        entry, blocks = {}, 0.0
+        for name, (k, n) in shapes.items():
+            a, b = rng.standard_normal((M, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
+            t = median(timed(lambda: a @ b, 1, reps))
+            entry[name] = {"shape": [M, k, n], "s": t, "gflops": 2 * M * k * n / t / 1e9}
+            blocks += cfg.n_layer * t
+        a = rng.standard_normal((M, C), dtype=np.float32)
+        t = median(timed(lambda: a @ wte.T, 1, reps if M <= PROMPT_LEN else 2))
+        entry["lm_head"] = {"shape": [M, C, V], "s": t, "gflops": 2 * M * C * V / t / 1e9}
+        gemm[str(M)] = {"matmuls": entry, "blocks_s": blocks, "lm_head_s": t}
+    return {"impl": "machine", "bandwidth_gbps": bandwidth, "gemm": gemm, "blas": blas_info()}
+
+
+def prefill_floors(machine: dict, cfg) -> dict:
+    """Aggregated machine numbers -> the floor (seconds) of each prefill figure, by name."""
+    bw = machine["bandwidth_best_gbps"] * 1e9
+    peak = machine["gemm_peak_gflops"] * 1e9
+    gemm = machine["gemm"]
+    C, L = cfg.n_embd, cfg.n_layer
+
+    def attention_flops(batch, T):  # q k^T and p v over the causal lower triangle
+        return batch * L * 2 * 2 * C * T * (T + 1) / 2
+
+    def prefill(batch, T, all_logits):
+        g = gemm[str(T)]
+        lm_head = g["lm_head_s"] if all_logits else 2 * C * cfg.vocab_size * batch / peak
+        return batch * g["blocks_s"] + (batch * lm_head if all_logits else lm_head) + attention_flops(batch, T) / peak
+
+    out = {"prefill": prefill(1, PROMPT_LEN, True), "forward8": prefill(8, PROMPT_LEN, True)}
+    out |= {f"prefill_last_{T}": prefill(1, T, False) for T in PREFILL_LENGTHS}
+    out["prefill8_long"] = prefill(8, max(PREFILL_LENGTHS), False)
+    return out
+
+
+def decode_floor(machine: dict, cfg, decode_bytes: int, matmul_params: int, batch: int, context: int) -> float:
+    """A decode step reads every weight and the whole KV cache once, and does 2 FLOPs per
+    parameter per row: the slower of bytes / bandwidth and FLOPs / peak GEMM rate."""
+    kv_bytes = 2 * cfg.n_layer * batch * context * cfg.n_embd * 4  # the cache's keys and values
+    flops = 2 * batch * (matmul_params + 2 * cfg.n_layer * context * cfg.n_embd)  # weights, then q k^T and p v
+    return max((decode_bytes + kv_bytes) / (machine["bandwidth_best_gbps"] * 1e9), flops / (machine["gemm_peak_gflops"] * 1e9))
