@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .hooks import NO_HOOKS, Hooks
 from .kv_cache import KVCache
 from .layers import linear, softmax
 from .masks import AttentionMask
@@ -31,7 +32,7 @@ def merge_heads(x: np.ndarray) -> np.ndarray:
     return x.transpose(0, 2, 1, 3).reshape(B, T, H * D)
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: AttentionMask, scale: float):
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: AttentionMask, scale: float, hook: Hooks = NO_HOOKS, layer: int = 0):
     """softmax(q k^T * scale + mask) v, for every head at once.
 
     q [B, H, Tq, D], k and v [B, H, Tk, D], mask.additive [B, 1, Tq, Tk].
@@ -40,6 +41,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: AttentionMask, 
     scores = q @ k.swapaxes(-1, -2)  # [B, H, Tq, Tk] how well each query matches each key
     scores *= scale  # 1/sqrt(D): keeps the scores' spread independent of the head size
     scores += mask.additive  # forbidden cells (pads, the future) -> fill
+    scores = hook(f"blocks.{layer}.attn.hook_attn_scores", scores)
     probs = softmax(scores)  # [B, H, Tq, Tk] each row sums to 1 over the allowed keys
     if mask.empty_rows is not None:
         # The query of a left-pad token may see no key at all: its own key is a pad and so is
@@ -51,6 +53,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: AttentionMask, 
         # its attention output is 0), whatever the fill. Real tokens never see pads, so their
         # outputs are identical for every fill.
         np.copyto(probs, 0, where=mask.empty_rows)
+    probs = hook(f"blocks.{layer}.attn.hook_pattern", probs)
     return probs @ v, probs  # [B, H, Tq, D]
 
 
@@ -111,19 +114,26 @@ def self_attention(
     cache: KVCache | None = None,
     layer: int = 0,
     need_weights: bool = False,
+    hook: Hooks = NO_HOOKS,
 ):
     """One attention sub-layer: project to q, k, v; attend; project back. x: [B, T, C].
 
     Returns the output [B, T, C] and, when need_weights (output_attentions), the full attention
-    weights [B, H, T, past + T]; otherwise None, and the scores are made a block at a time."""
+    weights [B, H, T, past + T]; otherwise None, and the scores are made a block at a time.
+    The hook points show q, k, v and z as [B, T, H, D] (TransformerLens's layout)."""
     qkv = linear(x, attn.c_attn)  # [B, T, C] -> [B, T, 3C]
     C = x.shape[-1]
     q, k, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]  # 3 x [B, T, C] views
     q, k, v = split_heads(q, n_head), split_heads(k, n_head), split_heads(v, n_head)  # [B, H, T, D]
+    q = hook(f"blocks.{layer}.attn.hook_q", q.swapaxes(1, 2)).swapaxes(1, 2)  # seen as [B, T, H, D]
+    k = hook(f"blocks.{layer}.attn.hook_k", k.swapaxes(1, 2)).swapaxes(1, 2)
+    v = hook(f"blocks.{layer}.attn.hook_v", v.swapaxes(1, 2)).swapaxes(1, 2)
     if cache is not None:
         k, v = cache.update(layer, k, v)  # [B, H, past + T, D]: this step's keys after the cached ones
-    if need_weights:
-        out, probs = attention(q, k, v, mask, scale)  # [B, H, T, D], [B, H, T, past + T]
+    points = (f"blocks.{layer}.attn.hook_attn_scores", f"blocks.{layer}.attn.hook_pattern")
+    if need_weights or any(hook.wants(p) for p in points):  # the whole weights are asked for
+        out, probs = attention(q, k, v, mask, scale, hook, layer)  # [B, H, T, D], [B, H, T, past + T]
     else:
         out, probs = attention_in_blocks(q, k, v, mask, scale), None  # [B, H, T, D], bounded memory
-    return linear(merge_heads(out), attn.c_proj), probs  # [B, T, C]
+    z = hook(f"blocks.{layer}.attn.hook_z", out.swapaxes(1, 2)).swapaxes(1, 2)  # seen as [B, T, H, D]
+    return linear(merge_heads(z), attn.c_proj), probs  # [B, T, C]

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .weights import MLP, LayerNorm, Linear
+from .weights import LayerNorm, Linear
 
 
 def linear(x: np.ndarray, layer: Linear) -> np.ndarray:
@@ -117,8 +117,3 @@ def lm_head(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
         for k in range(SUM_CHUNK, C, SUM_CHUNK):
             block += rows[:, k : k + SUM_CHUNK] @ W[k : k + SUM_CHUNK, v : v + VOCAB_BLOCK]
     return out.reshape(*x.shape[:-1], vocab)
-
-
-def mlp(x: np.ndarray, mlp_weights: MLP) -> np.ndarray:
-    """Expand, GELU, project back: [..., C] -> [..., F] -> [..., C]."""
-    return linear(gelu(linear(x, mlp_weights.c_fc)), mlp_weights.c_proj)

@@ -13,9 +13,10 @@ import numpy as np
 from .attention import self_attention
 from .config import GPT2Config
 from .errors import InputError
+from .hooks import NO_HOOKS, Hooks, activation_names, select
 from .inputs import check_attention_mask, check_input_ids, check_length, check_position_ids
 from .kv_cache import KVCache
-from .layers import layer_norm, lm_head, mlp
+from .layers import gelu, layer_norm, linear, lm_head
 from .masks import build_attention_mask, position_ids_from_mask, resolve_fill
 from .weights import Weights, load_weights
 
@@ -85,13 +86,7 @@ class GPT2:
         Hidden states and attentions always cover every position.
         """
         _check_logits_to_keep(logits_to_keep)
-        ids, one_sequence = check_input_ids(input_ids, self.config.vocab_size)
-        check_length(ids.shape[1], self.config.n_positions, "the input")
-        mask = check_attention_mask(attention_mask, ids.shape)
-        if position_ids is None:
-            positions = position_ids_from_mask(mask)
-        else:
-            positions = check_position_ids(position_ids, ids.shape, self.config.n_positions)
+        ids, mask, positions, one_sequence = self._check_inputs(input_ids, attention_mask, position_ids)
         out = self.forward(ids, mask, positions, logits_to_keep=logits_to_keep, output_hidden_states=output_hidden_states,
                            output_attentions=output_attentions)  # fmt: skip
         if one_sequence:
@@ -100,34 +95,80 @@ class GPT2:
             out.attentions = out.attentions and tuple(a[0] for a in out.attentions)
         return out
 
+    def _check_inputs(self, input_ids, attention_mask, position_ids):
+        """-> [B, T] ids, mask, positions, and whether the caller gave one 1-D sequence."""
+        ids, one_sequence = check_input_ids(input_ids, self.config.vocab_size)
+        check_length(ids.shape[1], self.config.n_positions, "the input")
+        mask = check_attention_mask(attention_mask, ids.shape)
+        if position_ids is None:
+            positions = position_ids_from_mask(mask)
+        else:
+            positions = check_position_ids(position_ids, ids.shape, self.config.n_positions)
+        return ids, mask, positions, one_sequence
+
+    def activation_names(self) -> list[str]:
+        """The names run_with_cache and run_with_hooks know, in forward order (see hooks.py)."""
+        return activation_names(self.config.n_layer)
+
+    def run_with_cache(self, input_ids, attention_mask=None, position_ids=None, names_filter=None):
+        """-> (logits, cache): cache[name] is the activation at that point (hooks.py lists them),
+        a copy nothing later overwrites. names_filter: None (every point), a name, a list of
+        names, or a predicate name -> bool. For a 1-D input, logits and cache drop the batch axis."""
+        names = self.activation_names()
+        hooks = Hooks(names, record=names if names_filter is None else select(names_filter, names))
+        ids, mask, positions, one_sequence = self._check_inputs(input_ids, attention_mask, position_ids)
+        logits = self.forward(ids, mask, positions, hook=hooks).logits
+        cache = {name: hooks.cache[name] for name in names if name in hooks.cache}  # forward order
+        if one_sequence:
+            return logits[0], {name: a[0] for name, a in cache.items()}
+        return logits, cache
+
+    def run_with_hooks(self, input_ids, attention_mask=None, position_ids=None, fwd_hooks=()):
+        """-> logits, with fwd_hooks = [(name or predicate, fn), ...] applied: fn(activation, name)
+        sees each chosen point in forward order and may return a replacement of the same shape
+        (ablation, patching) or None to leave it (hooks.py says what it may keep)."""
+        hooks = Hooks(self.activation_names(), fwd_hooks=fwd_hooks)
+        ids, mask, positions, one_sequence = self._check_inputs(input_ids, attention_mask, position_ids)
+        logits = self.forward(ids, mask, positions, hook=hooks).logits
+        return logits[0] if one_sequence else logits
+
     def forward(self, input_ids, attention_mask, position_ids, cache: KVCache | None = None, logits_to_keep=0,
-                output_hidden_states=False, output_attentions=False) -> GPT2Output:  # fmt: skip
+                output_hidden_states=False, output_attentions=False, hook: Hooks = NO_HOOKS) -> GPT2Output:  # fmt: skip
         """The forward pass on checked inputs. input_ids, position_ids: [B, T] new tokens;
-        attention_mask: [B, past + T] covering the cached tokens too."""
-        x, hidden, attentions = self.transformer(input_ids, attention_mask, position_ids, cache, output_hidden_states, output_attentions)
+        attention_mask: [B, past + T] covering the cached tokens too. Each `hook(name, x)` is
+        x itself unless run_with_cache / run_with_hooks asked for that point (hooks.py)."""
+        x, hidden, attentions = self.transformer(input_ids, attention_mask, position_ids, cache, output_hidden_states,
+                                                 output_attentions, hook)  # fmt: skip
         if logits_to_keep:
             x = x[:, -logits_to_keep:, :]  # [B, N, C]: only the last N positions' scores are wanted
-        logits = lm_head(x, self.weights.lm_head)  # [B, T, C] -> [B, T, vocab]: a score for every token of the vocabulary
+        logits = hook("logits", lm_head(x, self.weights.lm_head))  # [B, T, C] -> [B, T, vocab]: a score for every token of the vocabulary
         return GPT2Output(logits, hidden, attentions)
 
     def transformer(self, input_ids, attention_mask, position_ids, cache: KVCache | None = None, output_hidden_states=False,
-                    output_attentions=False) -> tuple[np.ndarray, tuple | None, tuple | None]:  # fmt: skip
+                    output_attentions=False, hook: Hooks = NO_HOOKS) -> tuple[np.ndarray, tuple | None, tuple | None]:  # fmt: skip
         """Everything before the output layer (transformers' GPT2Model): the final hidden states
         [B, T, C] after ln_f, and the hidden states and attention weights when asked for."""
         w, cfg = self.weights, self.config
         eps, n_head = cfg.layer_norm_epsilon, cfg.n_head
         mask = build_attention_mask(attention_mask, input_ids.shape[1], self.fill, self.dtype)  # [B, 1, T, past + T]
-        x = w.wte[input_ids] + w.wpe[position_ids]  # [B, T, C]: what each token is + where it stands
+        x = hook("hook_embed", w.wte[input_ids]) + hook("hook_pos_embed", w.wpe[position_ids])  # [B, T, C]: what each token is + where it stands
         hidden, attentions = [x.copy()] if output_hidden_states else None, [] if output_attentions else None
         for i, block in enumerate(w.h):
-            a, probs = self_attention(layer_norm(x, block.ln_1, eps), block.attn, mask, n_head, self.scale(i), cache, i, output_attentions)
-            x += a  # [B, T, C] residual: attention adds what it gathered from other tokens
-            x += mlp(layer_norm(x, block.ln_2, eps), block.mlp)  # [B, T, C] then each token thinks alone
+            x = hook(f"blocks.{i}.hook_resid_pre", x)  # [B, T, C] the residual stream
+            h = hook(f"blocks.{i}.ln1.hook_normalized", layer_norm(x, block.ln_1, eps))  # [B, T, C]
+            a, probs = self_attention(h, block.attn, mask, n_head, self.scale(i), cache, i, output_attentions, hook)  # [B, T, C]
+            x += hook(f"blocks.{i}.hook_attn_out", a)  # [B, T, C] residual: attention adds what it gathered from other tokens
+            x = hook(f"blocks.{i}.hook_resid_mid", x)
+            h = hook(f"blocks.{i}.ln2.hook_normalized", layer_norm(x, block.ln_2, eps))  # [B, T, C]
+            h = hook(f"blocks.{i}.mlp.hook_pre", linear(h, block.mlp.c_fc))  # [B, T, C] -> [B, T, F] the MLP widens
+            h = hook(f"blocks.{i}.mlp.hook_post", gelu(h))  # [B, T, F] (in place: a recorded hook_pre was copied)
+            x += hook(f"blocks.{i}.hook_mlp_out", linear(h, block.mlp.c_proj))  # [B, T, F] -> [B, T, C] each token thinks alone
+            x = hook(f"blocks.{i}.hook_resid_post", x)
             if output_hidden_states and i < cfg.n_layer - 1:
                 hidden.append(x.copy())
             if output_attentions:
                 attentions.append(probs)
-        x = layer_norm(x, w.ln_f, eps)  # [B, T, C]
+        x = hook("ln_final.hook_normalized", layer_norm(x, w.ln_f, eps))  # [B, T, C]
         if output_hidden_states:
             hidden.append(x)  # transformers' last hidden state is after ln_f
         if cache is not None:

@@ -106,7 +106,7 @@ MUTANTS = [
       "for k in range(SUM_CHUNK, C, SUM_CHUNK):", "for k in range(2 * SUM_CHUNK, C, SUM_CHUNK):",
       "tests/test_layers.py::test_lm_head_equals_the_matmul"),
     m("lm-head-always-tied", "gpt2np/model.py",
-      "logits = lm_head(x, w.lm_head)", "logits = lm_head(x, w.wte)",
+      "lm_head(x, self.weights.lm_head)", "lm_head(x, self.weights.wte)",
       f"{REF64}[odd/single-min]"),
     # --- attention -------------------------------------------------------------------------
     m("attention-scale-1-over-D", "gpt2np/model.py",
@@ -126,7 +126,7 @@ MUTANTS = [
       "k, q, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]",
       f"{REF64}[tiny/seed-min]"),
     m("mlp-reads-ln_1", "gpt2np/model.py",
-      "x += mlp(layer_norm(x, block.ln_2, eps), block.mlp)", "x += mlp(layer_norm(x, block.ln_1, eps), block.mlp)",
+      "layer_norm(x, block.ln_2, eps))  # [B, T, C]", "layer_norm(x, block.ln_1, eps))  # [B, T, C]",
       f"{REF64}[tiny/seed-min]"),
     # --- KV cache and generation -----------------------------------------------------------
     m("kv-cache-never-advances", "gpt2np/kv_cache.py",
@@ -178,7 +178,7 @@ MUTANTS = [
       "tests/test_sampling.py::test_greedy_takes_the_first_of_equal_maxima"),
     # --- scoring ---------------------------------------------------------------------------
     m("scoring-without-the-label-shift", "gpt2np/scoring.py",
-      "target_logprobs(logits[rows, cols - 1], input_ids[rows, cols])", "target_logprobs(logits[rows, cols], input_ids[rows, cols])",
+      "predictors = hidden[rows, cols - 1]", "predictors = hidden[rows, cols]",
       f"{REF}::test_scores_match_transformers_log_softmax_float64[tiny/seed]"),
     m("scoring-the-first-token-after-a-pad", "gpt2np/scoring.py",
       "previous_real[:, 1:] = attention_mask[:, :-1] == 1", "previous_real[:, 1:] = True",

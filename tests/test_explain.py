@@ -207,3 +207,28 @@ def test_minus_1e9_is_uniform_in_float32_only(capsys, model_dir):
     assert set(row(out64, "min")) == {"0.125"}
     assert "With -1e9, the row is softmax(scores) itself" in out64 and "are 64 apart" in out64
     assert "With -1e9 and min, the scores all round to the same huge negative number" in out32
+
+
+# --- the block step: one token through block 0, read from run_with_cache -------------------
+
+
+def test_block_step_prints_the_cached_activations(model_dir, tokenizer_dir, capsys):
+    folder = model_dir("tiny")
+    code, out, _ = explain(capsys, "--model", folder, "--tokenizer", tokenizer_dir, "--step", "block")
+    assert code == 0 and "== 9. Inside block 0" in out
+    model = GPT2.from_pretrained(folder)
+    logits, cache = model.run_with_cache(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK)
+    row, t = 0, 7  # the first padded row's last token
+    for name in ("hook_embed", "blocks.0.ln1.hook_normalized", "blocks.0.hook_attn_out", "blocks.0.mlp.hook_post", "blocks.0.hook_resid_post"):
+        shown = " ".join(f"{x:.3f}" for x in cache[name][row, t][:6])
+        assert re.search(rf"\[{re.escape(shown)} \.\.\.\] \(\d+\) +{re.escape(name)}", out), name
+    pattern = cache["blocks.0.attn.hook_pattern"][row, 0, t]
+    assert "".join(f"{x:>9}" for x in ["0", "0", "0"] + [f"{p:.3f}" for p in pattern[3:]]) in out
+    best = int(logits[row, t].argmax())
+    assert f"id {best:>5}" in out.split("most likely next tokens")[1].splitlines()[1]
+    assert "model.generate picks" in out
+
+
+def test_block_step_without_a_model_says_so(tmp_path, tokenizer_dir, capsys):
+    code, out, _ = explain(capsys, "--model", tmp_path / "missing", "--tokenizer", tokenizer_dir, "--step", "block")
+    assert code == 0 and "Looking inside a block needs the model's weights" in out

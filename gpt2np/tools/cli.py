@@ -17,10 +17,10 @@ import sys
 
 from .. import __version__
 from ..errors import GPT2npError, InputError
-from . import crosscheck, download, explain, generate, plot, score
+from . import compare, crosscheck, download, explain, generate, plot, score, trace
 from .common import in_flag_names
 
-SUBCOMMANDS = (generate, download, explain, crosscheck, plot, score)  # in the order --help lists them
+SUBCOMMANDS = (generate, download, explain, crosscheck, plot, score, trace, compare)  # in the order --help lists them
 EXIT_ERROR = 1
 
 

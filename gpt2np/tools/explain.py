@@ -6,8 +6,9 @@ the way a batch really goes through gpt2np:
 
     tokens -> padding -> left-padding -> positions -> mask -> softmax -> empty-rows -> generate
 
-Only the last two need the model's weights; without them the others still run, and the
-command says how to get the weights.
+and then `block` opens the forward pass: one token's path through block 0, every number read
+from model.run_with_cache. empty-rows, generate and block need the model's weights; without
+them the others still run, and the command says how to get the weights.
 """
 
 from __future__ import annotations
@@ -354,6 +355,78 @@ def show_generation(tok, sentences, model, max_new_tokens: int) -> str:
     return "\n".join(lines)
 
 
+def fmt_vector(v: np.ndarray, n: int = 6) -> str:
+    """The first n numbers of a vector, and how many there are: '[0.123 -1.5 ... ] (768)'."""
+    head = " ".join(f"{x:.3f}" for x in v[:n])
+    return f"[{head}{' ...' if v.shape[0] > n else ''}] ({v.shape[0]})"
+
+
+def show_block(tok, sentences, row: int, model) -> str:
+    """The last token of `row` through block 0, then ln_f, the logits and the next token."""
+    ids, mask = left_padded(tok, sentences)
+    cfg = model.config
+    T, t = ids.shape[1], ids.shape[1] - 1  # the row's last token: always real with left padding
+    logits, c = model.run_with_cache(ids, attention_mask=mask)  # every activation point, by name
+    labels = token_labels(tok, ids[row], mask[row])
+    position = int(position_ids_from_mask(mask)[row, t])
+    b = "blocks.0."
+
+    def at(name):  # the token's own vector at a point
+        return c[name][row, t]
+
+    def line(label, vector, name):
+        return f"  {label:<28}{fmt_vector(vector):<54} {name}"
+
+    q, k, v = c[b + "attn.hook_q"][row], c[b + "attn.hook_k"][row], c[b + "attn.hook_v"][row]  # [T, H, D]
+    raw = (k[:, 0] @ q[t, 0]) * model.scale(0)  # [Tk] head 0: q . k_j * scale, from the cached q and k
+    additive = build_attention_mask(mask, T, model.fill, model.dtype).additive[row, 0, t]  # [Tk]
+    scores, pattern = c[b + "attn.hook_attn_scores"][row, 0, t], c[b + "attn.hook_pattern"][row, 0, t]  # [Tk]
+    x = at(b + "hook_resid_pre")
+    pre, post = at(b + "mlp.hook_pre"), at(b + "mlp.hook_post")
+    negative = pre < 0
+    top = np.argsort(logits[row, t])[::-1][:5]  # [5] the most likely next tokens
+    probs = softmax(logits[row, t].astype(np.float64))  # [V]
+    first = model.generate(ids, attention_mask=mask, max_new_tokens=1, pad_token_id=tok.pad_token_id)[row, -1]
+    width = 9
+    lines = [
+        f"Token {t} of row {row}, {labels[t]!r} (id {ids[row, t]}, position id {position}), through block 0 of {cfg.n_layer}.",
+        f"C = {cfg.n_embd} numbers per token, {cfg.n_head} heads of D = {cfg.head_dim}, MLP width F = {cfg.mlp_width}. Each vector",
+        "is read from model.run_with_cache (its name on the right); the first 6 numbers are shown.",
+        line(f"wte[{ids[row, t]}]", at("hook_embed"), "hook_embed"),
+        line(f"+ wpe[{position}]", at("hook_pos_embed"), "hook_pos_embed"),
+        line("= x, the residual stream", x, b + "hook_resid_pre"),
+        line("(x - mean) / std", (x - x.mean()) / x.std(), "(LayerNorm before its gain and bias)"),
+        line("ln_1(x)", at(b + "ln1.hook_normalized"), b + "ln1.hook_normalized"),
+        f"c_attn(ln_1(x)): {3 * cfg.n_embd} numbers, cut into q, k, v of C each, and each into {cfg.n_head} heads of D:",
+        *[line(f"{name} head {h}", a[t, h], f"{b}attn.hook_{name}") for name, a in (("q", q), ("k", k), ("v", v)) for h in range(min(2, cfg.n_head))],
+        f"Head 0: this token's query against the key of every token j (scale {model.scale(0):.4g} = 1/sqrt(D)):",
+        f"  {'key j':<28}" + "".join(f"{label[:width - 1]:>{width}}" for label in labels),
+        f"  {'q . k_j * scale':<28}" + fmt_row(raw, width),
+        f"  {'+ mask (fill: pads, future)':<28}" + fmt_row(additive, width),
+        f"  {'= scores':<28}" + fmt_row(scores, width) + f"   {b}attn.hook_attn_scores",
+        f"  {'softmax':<28}" + fmt_row(pattern, width) + f"   {b}attn.hook_pattern (sum {pattern.sum():.3f})",
+        line("z = weights @ v, head 0", c[b + "attn.hook_z"][row, t, 0], b + "attn.hook_z"),
+        f"The {cfg.n_head} heads' z side by side ({cfg.n_embd} numbers) go through c_proj, and back into the residual stream:",
+        line("attention output", at(b + "hook_attn_out"), b + "hook_attn_out"),
+        line("x + attention output", at(b + "hook_resid_mid"), b + "hook_resid_mid"),
+        line("ln_2", at(b + "ln2.hook_normalized"), b + "ln2.hook_normalized"),
+        line("c_fc: widen to F", pre, b + "mlp.hook_pre"),
+        line("GELU", post, b + "mlp.hook_post"),
+        f"  ({int(negative.sum())} of {pre.size} are negative before GELU; after it they lie in "
+        f"[{post[negative].min() if negative.any() else 0:.3f}, 0]: GELU passes positives, squashes negatives towards 0)",
+        line("c_proj: back to C", at(b + "hook_mlp_out"), b + "hook_mlp_out"),
+        line("x + MLP output", at(b + "hook_resid_post"), b + "hook_resid_post"),
+        {1: "The model has one block; then:", 2: "Block 1 does the same with its own weights; then:"}.get(
+            cfg.n_layer, f"Blocks 1 .. {cfg.n_layer - 1} do the same with their own weights; then:"),
+        line("ln_f", at("ln_final.hook_normalized"), "ln_final.hook_normalized"),
+        line("logits = ln_f . wte", logits[row, t], "logits (one score per token)"),
+        "The most likely next tokens (softmax of the logits):",
+        *[f"  {tok.convert_ids_to_tokens([int(i)])[0]!r:>16} id {int(i):>5}  logit {logits[row, t, i]:7.3f}  p = {probs[i]:.3f}" for i in top],
+        f"Next token: {tok.decode([int(top[0])])!r}; model.generate picks {tok.decode([int(first)])!r} for {sentences[row]!r}.",
+    ]
+    return "\n".join(lines)
+
+
 # --- the command ---------------------------------------------------------------------------
 
 STEPS = {  # name: (title, where the code is)
@@ -365,8 +438,9 @@ STEPS = {  # name: (title, where the code is)
     "softmax": ("Softmax of a masked row", "gpt2np/layers.py: softmax"),
     "empty-rows": ("A row with nothing to see: -inf, -1e9, min", "gpt2np/attention.py: attention, gpt2np/masks.py: resolve_fill"),
     "generate": ("Greedy generation of the batch", "gpt2np/generation.py: generate"),
+    "block": ("Inside block 0: one token's path", "gpt2np/model.py: GPT2.forward, gpt2np/attention.py: self_attention"),
 }
-NEEDS_MODEL = ("empty-rows", "generate")  # empty-rows uses it only for its last check
+NEEDS_MODEL = ("empty-rows", "generate", "block")  # empty-rows uses it only for its last check
 
 
 def add_parser(sub) -> None:
@@ -438,10 +512,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print(show_softmax(tok, sentences, row, args.mask_fill, np.dtype(args.dtype)))
         elif name == "empty-rows":
             print(show_empty_rows(tok, sentences, row, model, problem, np.dtype(args.dtype)))
-        elif model is not None:
+        elif model is None:
+            what = "Generation needs" if name == "generate" else "Looking inside a block needs"
+            print(f"{what} the model's weights, and they are not on this machine (the steps above needed")
+            print(f"only the tokenizer):\n  {problem}")
+        elif name == "generate":
             print(show_generation(tok, sentences, model, args.max_new_tokens))
         else:
-            print("Generation needs the model's weights, and they are not on this machine (the steps above needed")
-            print(f"only the tokenizer):\n  {problem}")
+            print(show_block(tok, sentences, row, model))
         print()
     return 0

@@ -1,0 +1,146 @@
+"""Named points inside the forward pass: read them (run_with_cache) or change them (run_with_hooks).
+
+The forward pass (model.py, attention.py) passes each intermediate through `hook(name, x)`,
+which returns x untouched unless someone asked for that name. The names are TransformerLens's,
+so interpretability users know them; what they hold is exactly transformers' GPT-2 (no weight
+folding, no centring, LayerNorm outputs after gain and bias):
+
+    hook_embed, hook_pos_embed            [B, T, C]     wte[input_ids], wpe[position_ids]
+    blocks.{i}.hook_resid_pre             [B, T, C]     the residual stream entering block i
+    blocks.{i}.ln1.hook_normalized        [B, T, C]     ln_1's output
+    blocks.{i}.attn.hook_q / hook_k / hook_v  [B, T, H, D]  c_attn's output, split into heads
+    blocks.{i}.attn.hook_attn_scores      [B, H, T, Tk] q k^T * scale + the additive mask, before softmax
+    blocks.{i}.attn.hook_pattern          [B, H, T, Tk] the softmax weights (a pad query with no key: 0)
+    blocks.{i}.attn.hook_z                [B, T, H, D]  each head's weighted sum of values (c_proj's input)
+    blocks.{i}.hook_attn_out              [B, T, C]     c_proj's output
+    blocks.{i}.hook_resid_mid             [B, T, C]     after the attention's residual add
+    blocks.{i}.ln2.hook_normalized        [B, T, C]     ln_2's output
+    blocks.{i}.mlp.hook_pre / hook_post   [B, T, F]     c_fc's output; after GELU
+    blocks.{i}.hook_mlp_out               [B, T, C]     the MLP's c_proj output
+    blocks.{i}.hook_resid_post            [B, T, C]     the residual stream leaving block i
+    ln_final.hook_normalized              [B, T, C]     ln_f's output
+    logits                                [B, T, V]
+
+Two promises, because the forward pass works in place (`x += ...`, softmax and GELU overwrite
+their input) to save memory:
+- what a hook is handed, what it hands back and what the cache holds is its own copy: nothing
+  the forward pass does later writes into it;
+- a point nobody asked for costs one dictionary lookup, no copy.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+
+import numpy as np
+
+from .errors import InputError
+
+BLOCK_POINTS = (  # one block's points, in the order the forward pass reaches them
+    "hook_resid_pre", "ln1.hook_normalized",
+    "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z",
+    "hook_attn_out", "hook_resid_mid", "ln2.hook_normalized",
+    "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post",
+)  # fmt: skip
+SHAPES = {  # the last part of a name -> its axes
+    "hook_embed": "B T C", "hook_pos_embed": "B T C", "hook_resid_pre": "B T C", "hook_normalized": "B T C",
+    "hook_q": "B T H D", "hook_k": "B T H D", "hook_v": "B T H D", "hook_z": "B T H D",
+    "hook_attn_scores": "B H T Tk", "hook_pattern": "B H T Tk",
+    "hook_attn_out": "B T C", "hook_resid_mid": "B T C", "hook_pre": "B T F", "hook_post": "B T F",
+    "hook_mlp_out": "B T C", "hook_resid_post": "B T C", "logits": "B T V",
+}  # fmt: skip
+
+
+def activation_names(n_layer: int) -> list[str]:
+    """Every point of a model with n_layer blocks, in forward order."""
+    blocks = [f"blocks.{i}.{point}" for i in range(n_layer) for point in BLOCK_POINTS]
+    return ["hook_embed", "hook_pos_embed", *blocks, "ln_final.hook_normalized", "logits"]
+
+
+def axes(name: str) -> list[str]:
+    """'blocks.3.attn.hook_q' -> ['B', 'T', 'H', 'D']."""
+    return SHAPES[name.rsplit(".", 1)[-1]].split()
+
+
+def _unknown(name, names: list[str]) -> InputError:
+    if not isinstance(name, str):
+        return InputError(f"a hook is chosen by a name (str) or a predicate name -> bool, got {name!r}")
+    n_layer = sum(1 for n in names if n.endswith(".hook_resid_pre"))
+    near = difflib.get_close_matches(name, names, n=4, cutoff=0.6)
+    hint = f"; nearest: {', '.join(near)}" if near else ""
+    return InputError(
+        f"{name!r} is not an activation point of this model{hint}. The points are hook_embed, hook_pos_embed, "
+        f"blocks.{{i}}.{{{', '.join(BLOCK_POINTS)}}} for i in 0 .. {n_layer - 1}, ln_final.hook_normalized and logits "
+        "(gpt2np.hooks.activation_names(n_layer) lists them)"
+    )
+
+
+def select(where, names: list[str]) -> list[str]:
+    """The names a hook asks for: one name, a list of names, or a predicate name -> bool."""
+    if callable(where):
+        chosen = [n for n in names if where(n)]
+        if not chosen:
+            raise InputError(f"the predicate {where!r} matches no activation point; points look like {names[2]!r}")
+        return chosen
+    wanted = [where] if isinstance(where, str) else list(where)
+    for name in wanted:
+        if name not in names:
+            raise _unknown(name, names)
+    return wanted
+
+
+class Hooks:
+    """What one call of the forward pass should record or change. `Hooks()` does nothing.
+
+    hook(name, x) -> the array the forward pass goes on with: x itself when the name was not
+    asked for; otherwise a copy goes into `cache` (if recorded), and each function fn(a, name)
+    gets its own copy `a` and may return a replacement of the same shape, or change `a` in place
+    and return None.
+    """
+
+    def __init__(self, names: list[str] = (), fwd_hooks=(), record=()):
+        self.cache: dict[str, np.ndarray] = {}
+        self.record = set(record)
+        self.fns: dict[str, list[Callable]] = {}
+        for pair in fwd_hooks:
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and callable(pair[1])):
+                raise InputError(f"fwd_hooks must be a list of (name or predicate, fn) pairs, got {pair!r}")
+            for name in select(pair[0], names):
+                self.fns.setdefault(name, []).append(pair[1])
+
+    def wants(self, name: str) -> bool:
+        return name in self.record or name in self.fns
+
+    def __call__(self, name: str, x: np.ndarray) -> np.ndarray:
+        fns = self.fns.get(name)
+        if fns is not None:
+            for fn in fns:
+                x = self._apply(fn, name, x)
+        if name in self.record:
+            self.cache[name] = x.copy()  # a copy: the forward pass may overwrite x in place later
+        return x
+
+    @staticmethod
+    def _apply(fn, name: str, x: np.ndarray) -> np.ndarray:
+        given = x.copy()  # the function's own: it may keep it, the forward pass won't touch it
+        out = fn(given, name)
+        if out is None:  # changed in place, or only looked: carry its changes back into x
+            np.copyto(x, given)
+            return x
+        returned = type(out).__name__
+        try:
+            out = np.asarray(out)
+        except ValueError:  # ragged lists
+            out = np.asarray(out, dtype=object)
+        if out.dtype.kind not in "biuf":
+            raise InputError(f"the hook on {name!r} returned {returned} (dtype {out.dtype}); return an array of numbers, or None")
+        if out.shape != x.shape:
+            raise InputError(
+                f"the hook on {name!r} returned shape {list(out.shape)}, but {name} has shape {list(x.shape)} "
+                f"[{', '.join(axes(name))}]; return an array of the same shape (or None to keep the activation)"
+            )
+        return np.array(out, dtype=x.dtype)  # a fresh copy in the model's dtype: the caller keeps theirs
+
+
+NO_HOOKS = Hooks()  # the plain forward pass: every hook(name, x) is x

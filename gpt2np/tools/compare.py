@@ -1,0 +1,317 @@
+"""`gpt2np compare REFERENCE CANDIDATE`: two traces, point by point, in forward order.
+
+    gpt2np trace --model gpt2 "My dog is" --dtype float64 --out ref.safetensors
+    ... your implementation writes cand.safetensors with the same names (docs/cross-checking.md) ...
+    gpt2np compare ref.safetensors cand.safetensors
+
+One row per point: max |difference|, the point's scale (max |reference|), their ratio, the
+tolerance and a verdict; then the first point that diverges, where the bug is (every later
+point inherits it). Exit status: 0 no point diverges, 1 some point does, 2 bad usage
+(a missing or unreadable file, a trace without inputs).
+
+What is compared: the values at real tokens only (a pad's values mean nothing, and
+implementations fill them differently on purpose). For hook_attn_scores, the allowed cells
+(real query, key neither a pad nor in the future) as numbers, and every forbidden cell, pads'
+rows included, against the fill the reference used (mask_fill "min" means the candidate's own
+dtype's minimum); a fill added twice shows there and nowhere else.
+
+Tolerances, per point, relative to the point's scale:
+- float64 reference with `float32_error` (gpt2np trace --dtype float64 writes it): FACTOR x
+  the larger of how far gpt2np's own float32 run lies from the reference at that point and
+  FLOOR. A different correct float32 code rounds differently, but not by much more: on the
+  four test models, transformers' float32 uses at most 0.16 of this tolerance at any point
+  (`pytest tests/test_compare.py -k transformers_float32 -s` prints it), while the bugs of
+  docs/cross-checking.md lie 16x (the erf GELU) to 1000x (LayerNorm with ddof=1) beyond it.
+- otherwise (a float32 reference, or none measured): UNCALIBRATED for every point.
+- --rtol X replaces both.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import GPT2npError, InputError
+from ..hooks import axes
+from ..masks import build_attention_mask
+from .common import add_debug
+from .trace import FORMAT, INPUTS, activation_names_in
+
+FACTOR = 10  # how much further than gpt2np's float32 a correct float32 candidate may lie
+FLOOR = 1e-6  # relative: ~8 float32 steps (2^-23 = 1.2e-7); where our float32 error is 0 (embeddings)
+UNCALIBRATED = 2e-5  # relative, when the reference carries no float32_error
+EXIT_SAME, EXIT_DIVERGES, EXIT_USAGE = 0, 1, 2
+DESCRIPTIONS = {  # the last part of a name -> what it is, for the "first divergence" line
+    "input_ids": "the token ids", "attention_mask": "the attention mask", "position_ids": "the position ids",
+    "hook_embed": "wte[input_ids]", "hook_pos_embed": "wpe[position_ids]", "hook_resid_pre": "the residual stream entering the block",
+    "hook_normalized": "a LayerNorm's output", "hook_q": "the queries", "hook_k": "the keys", "hook_v": "the values",
+    "hook_attn_scores": "the masked attention scores before softmax", "hook_pattern": "the softmax weights",
+    "hook_z": "the heads' weighted sums of values", "hook_attn_out": "attention's c_proj output",
+    "hook_resid_mid": "the residual after attention", "hook_pre": "the MLP's c_fc output", "hook_post": "GELU's output",
+    "hook_mlp_out": "the MLP's c_proj output", "hook_resid_post": "the residual stream leaving the block", "logits": "the logits",
+}  # fmt: skip
+
+
+@dataclass
+class Measurement:
+    diff: float = 0.0  # max |candidate - reference| over the compared cells (inf for NaN)
+    scale: float = 0.0  # max |reference| over those cells
+    problems: list[str] = field(default_factory=list)  # reasons it diverges whatever the tolerance
+
+
+@dataclass
+class Row:
+    name: str
+    shape: list[int]
+    measurement: Measurement | None  # None: missing in the candidate or misshapen
+    tolerance: float | None  # relative
+    verdict: str  # "ok", "DIVERGES", "missing", "SHAPE"
+    note: str = ""
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def load_trace(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(tensors, metadata) of a safetensors trace; InputError when it cannot be read."""
+    from safetensors import safe_open
+
+    from ..checkpoint import map_tensors
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path} does not exist; write a trace with `gpt2np trace ... --out {path.name}`")
+    try:
+        tensors = map_tensors(path)
+        with safe_open(str(path), framework="numpy") as f:
+            metadata = f.metadata() or {}
+    except GPT2npError as e:
+        raise InputError(f"{path} is not a readable safetensors trace: {e}") from None
+    except Exception as e:  # noqa: BLE001  the safetensors package's own errors
+        raise InputError(f"{path} is not a readable safetensors trace: {e}") from None
+    return tensors, metadata
+
+
+# --- measuring one point -------------------------------------------------------------------
+
+
+def compared_cells(name: str, shape, attention_mask: np.ndarray) -> np.ndarray:
+    """Boolean [shape]: the cells whose values must agree (real tokens; allowed score cells)."""
+    real = attention_mask.astype(bool)  # [B, T]
+    if name.endswith("hook_attn_scores"):
+        allowed = build_attention_mask(attention_mask, shape[2], -np.inf, np.float64).additive == 0  # [B, 1, T, Tk]
+        return np.broadcast_to(allowed, shape)
+    if axes(name)[:2] == ["B", "H"]:  # [B, H, T, Tk]: real query rows, every key
+        return np.broadcast_to(real[:, None, :, None], shape)
+    return np.broadcast_to(real.reshape(real.shape + (1,) * (len(shape) - 2)), shape)
+
+
+def expected_fill(metadata: dict[str, str], dtype) -> float:
+    """What a forbidden score cell holds in a candidate of this dtype, by the reference's fill."""
+    if metadata.get("mask_fill") == "min":
+        return float(np.finfo(dtype).min) if np.dtype(dtype).kind == "f" else float(np.finfo(np.float32).min)
+    return float(metadata.get("fill", "-inf"))
+
+
+def check_fill(scores: np.ndarray, forbidden: np.ndarray, fill: float) -> str | None:
+    """A problem with the forbidden cells of hook_attn_scores, or None."""
+    values = scores[forbidden].astype(np.float64)
+    ok = np.isclose(values, fill, rtol=1e-6, atol=0) | ((values == fill) & np.isinf(fill))
+    if ok.all():
+        return None
+    bad = values[~ok]
+    doubled = np.isfinite(fill) and bool((np.isclose(bad, 2 * fill, rtol=1e-6) | (bad == -np.inf)).all())  # min + min = -inf
+    hint = "; the fill added twice (padding mask + causal mask) where a key is both a pad and in the future?" if doubled else ""
+    return f"{bad.size} forbidden cells hold e.g. {bad[0]:.4g}, not the fill {fill:.4g}{hint}"
+
+
+def measure(name: str, ref: np.ndarray, cand: np.ndarray, attention_mask: np.ndarray, metadata: dict[str, str]) -> Measurement:
+    """Compare one point of the same shape."""
+    m = Measurement()
+    cells = compared_cells(name, ref.shape, attention_mask)
+    r, c = ref[cells].astype(np.float64), cand[cells].astype(np.float64)
+    if r.size:
+        with np.errstate(invalid="ignore"):
+            d = np.abs(c - r)
+        nan = ~np.isfinite(d)
+        if nan.any():
+            m.problems.append(f"{int(nan.sum())} non-finite values (e.g. {c[nan][0]}) where the reference has finite ones")
+        m.diff = float(np.inf) if nan.any() else float(d.max())
+        m.scale = float(np.abs(r).max())
+    if name.endswith("hook_attn_scores"):
+        problem = check_fill(cand, ~cells, expected_fill(metadata, cand.dtype))
+        if problem:
+            m.problems.append(problem)
+    return m
+
+
+def shape_hint(name: str, ref_shape, cand_shape) -> str:
+    """Why a candidate's shape may differ: axes in another order, a missing batch axis, heads not split."""
+    names = axes(name) if name not in INPUTS else ["B", "T"]
+    ref_shape, cand_shape = tuple(ref_shape), tuple(cand_shape)
+    expected = f"[{', '.join(names)}] = {list(ref_shape)}"
+    if cand_shape == ref_shape[1:]:
+        return f"expected {expected}: the batch axis is missing (save a single sequence as [1, ...])"
+    if len(cand_shape) == len(ref_shape) and sorted(cand_shape) == sorted(ref_shape):
+        for order in itertools.permutations(range(len(ref_shape))):
+            if order != tuple(range(len(ref_shape))) and tuple(ref_shape[i] for i in order) == cand_shape:
+                given = ", ".join(names[i] for i in order)
+                return f"expected {expected}; looks like [{given}]: transpose the axes"
+    if np.prod(cand_shape) == np.prod(ref_shape):
+        if names[-2:] == ["H", "D"] and cand_shape == ref_shape[:2] + (ref_shape[2] * ref_shape[3],):
+            return f"expected {expected}; given as [B, T, H*D]: split the heads, reshape to {list(ref_shape)}"
+        return f"expected {expected}: same number of values, another shape"
+    return f"expected {expected}"
+
+
+# --- comparing two traces ------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    rows: list[Row]
+    missing: list[str]
+    unknown: list[str]  # candidate names that are no activation point, with the nearest
+    tolerance_rule: str
+    reference: dict[str, str]
+    candidate: dict[str, str]
+
+    @property
+    def first(self) -> Row | None:
+        return next((r for r in self.rows if r.verdict in ("DIVERGES", "SHAPE")), None)
+
+
+def tolerances(ref_meta: dict[str, str], names: list[str], scales: dict[str, float], rtol: float | None) -> tuple[dict[str, float], str]:
+    if rtol is not None:
+        return {n: rtol for n in names}, f"--rtol {rtol:g} relative to each point's scale"
+    measured = json.loads(ref_meta.get("float32_error", "{}"))
+    if not measured:
+        return ({n: UNCALIBRATED for n in names},
+                f"{UNCALIBRATED:g} relative to each point's scale (this reference carries no float32 error per point; "
+                "trace it with --dtype float64 for measured tolerances)")  # fmt: skip
+    out = {}
+    for n in names:
+        scale = scales.get(n) or 1.0
+        out[n] = FACTOR * max(measured.get(n, 0.0) / scale, FLOOR) if n in measured else UNCALIBRATED
+    return out, (f"{FACTOR} x max(how far gpt2np's float32 lies from this reference at the point, {FLOOR:g}), "
+                 "relative to the point's scale (max |reference| over the compared cells)")  # fmt: skip
+
+
+def compare_traces(reference: str | Path, candidate: str | Path, rtol: float | None = None) -> Report:
+    ref, ref_meta = load_trace(reference)
+    cand, cand_meta = load_trace(candidate)
+    if "attention_mask" not in ref or "input_ids" not in ref:
+        raise InputError(f"{reference} has no input_ids/attention_mask: a reference must be written by `gpt2np trace`")
+    if ref_meta.get("format", FORMAT) != FORMAT:
+        raise InputError(f"{reference} has format {ref_meta.get('format')!r}; this gpt2np reads {FORMAT!r}")
+    mask = ref["attention_mask"]
+    points = activation_names_in(ref)
+    order = [n for n in INPUTS if n in ref] + points
+    scales = {n: measure(n, ref[n], ref[n], mask, ref_meta).scale for n in points}
+    tol, rule = tolerances(ref_meta, points, scales, rtol)
+    rows, missing = [], []
+    for name in order:
+        r = ref[name]
+        if name not in cand:
+            missing.append(name)
+            continue
+        c = cand[name]
+        if c.shape != r.shape:
+            rows.append(Row(name, list(c.shape), None, None, "SHAPE", shape_hint(name, r.shape, c.shape)))
+        elif name in INPUTS:
+            cells = mask.astype(bool) if name == "position_ids" else np.ones(r.shape, bool)  # a pad's position is never read
+            wrong = np.argwhere((c != r) & cells)
+            note = "" if not wrong.size else f"differs at [{', '.join(map(str, wrong[0]))}]: {c[tuple(wrong[0])]} instead of {r[tuple(wrong[0])]}"
+            rows.append(Row(name, list(r.shape), None, None, "DIVERGES" if wrong.size else "ok", note))
+        else:
+            m = measure(name, r, c, mask, ref_meta)
+            diverges = bool(m.problems) or m.diff > tol[name] * (m.scale or 1.0)
+            rows.append(Row(name, list(r.shape), m, tol[name], "DIVERGES" if diverges else "ok", "; ".join(m.problems)))
+    known = set(order) | {"generated_ids", "generated_logits"}
+    unknown = []
+    for name in sorted(set(cand) - known):
+        near = difflib.get_close_matches(name, order, n=1, cutoff=0.5)
+        unknown.append(f"{name} (did you mean {near[0]}?)" if near else name)
+    return Report(rows, missing, unknown, rule, ref_meta, cand_meta)
+
+
+# --- printing ------------------------------------------------------------------------------
+
+
+def fmt(x: float | None) -> str:
+    if x is None:
+        return ""
+    if x == 0:
+        return "0"
+    return "inf" if np.isinf(x) else f"{x:.2e}"
+
+
+def describe(name: str) -> str:
+    return DESCRIPTIONS.get(name.rsplit(".", 1)[-1], name)
+
+
+def format_report(report: Report, reference, candidate) -> str:
+    ref, cand = report.reference, report.candidate
+    lines = [
+        f"reference  {reference}: {ref.get('dtype', '?')}, model {ref.get('model', '?')}, mask_fill {ref.get('mask_fill', '?')}",
+        f"candidate  {candidate}" + (f": {cand['dtype']}" if "dtype" in cand else ""),
+        f"tolerance  {report.tolerance_rule}",
+        "",
+        f"{'point':<36} {'shape':<18} {'max|diff|':>9} {'scale':>9} {'relative':>9} {'tolerance':>9}  verdict",
+    ]
+    for row in report.rows:
+        m = row.measurement
+        rel = None if m is None else (m.diff / m.scale if m.scale else m.diff)
+        lines.append(f"{row.name:<36} {str(row.shape):<18} {fmt(m and m.diff):>9} {fmt(m and m.scale):>9} {fmt(rel):>9} "
+                     f"{fmt(row.tolerance):>9}  {row.verdict}" + (f"  ({row.note})" if row.note else ""))  # fmt: skip
+    lines.append("")
+    compared = len(report.rows)
+    if report.missing:
+        lines.append(f"missing in the candidate ({len(report.missing)} of {compared + len(report.missing)}, not compared): "
+                     + ", ".join(report.missing[:12]) + (" ..." if len(report.missing) > 12 else ""))  # fmt: skip
+    if report.unknown:
+        lines.append(f"in the candidate but no point of the reference: {', '.join(report.unknown[:12])}")
+    first = report.first
+    bad = [r for r in report.rows if r.verdict != "ok"]
+    if first is None:
+        lines.append(f"no divergence: all {compared} compared points agree within tolerance")
+    else:
+        lines.append(f"first divergence: {first.name} ({describe(first.name)}); {len(bad)} of {compared} compared points diverge, "
+                     "each after the first may only inherit it")  # fmt: skip
+    return "\n".join(lines)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "compare", help="compare two traces point by point; name the first point that diverges",
+        description="Compare a candidate trace with a reference trace (both safetensors, see `gpt2np trace`) in "
+        "forward order. Exit 0 if no point diverges, 1 if one does, 2 on bad usage.",
+    )  # fmt: skip
+    p.add_argument("reference", help="the reference trace (ideally `gpt2np trace --dtype float64`)")
+    p.add_argument("candidate", help="the trace to check (any subset of the reference's names)")
+    p.add_argument("--rtol", type=float, default=None, help="one tolerance for every point, relative to its scale")
+    add_debug(p)
+    p.set_defaults(run=cmd_compare)
+
+
+def cmd_compare(args) -> int:
+    try:
+        if args.rtol is not None and not args.rtol > 0:
+            raise InputError(f"--rtol must be a positive number, got {args.rtol}")
+        report = compare_traces(args.reference, args.candidate, rtol=args.rtol)
+    except (GPT2npError, OSError) as e:  # bad usage: 2, so that 1 always means "diverges"
+        if getattr(args, "debug", False):
+            raise
+        print("gpt2np: error: " + " ".join(str(e).split()), file=sys.stderr)
+        return EXIT_USAGE
+    print(format_report(report, args.reference, args.candidate))
+    if not report.rows:
+        print("gpt2np: error: the candidate holds none of the reference's points", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_SAME if report.first is None else EXIT_DIVERGES

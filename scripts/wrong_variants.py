@@ -1,0 +1,164 @@
+"""Deliberately wrong GPT-2s, each writing a trace, for docs/cross-checking.md and its tests.
+
+    python scripts/wrong_variants.py REFERENCE.safetensors --model FOLDER --out DIR
+
+reads the batch (input_ids, attention_mask) from the reference trace, as your own
+implementation would, and writes DIR/correct.safetensors (gpt2np's float32, which must pass)
+and one trace per wrong variant:
+
+    positions-not-offset   position ids arange(T), not counting the left pads
+    softmax-no-max         exp(s) / sum(exp(s)) without subtracting the row's max first
+    gelu-erf               the exact erf GELU instead of GPT-2's tanh form
+    layernorm-ddof1        LayerNorm with the unbiased variance (divides by C - 1)
+    mask-fill-twice        padding mask + causal mask added, so a cell that is both gets 2 x fill
+
+Each variant is gpt2np's own forward pass with one function swapped for the wrong one, so
+nothing else differs. `gpt2np compare REFERENCE DIR/<variant>.safetensors` must name the
+point in VARIANTS as the first divergence (tests/test_cross_checking.py checks it).
+
+    python scripts/wrong_variants.py --sharpen FOLDER DEST
+
+writes a copy of the model FOLDER whose block-0 queries are scaled by 50 (a "sharp" head, some
+scores above 88.7 = log of float32's max, where a softmax that does not subtract the max
+overflows); on the random test models' mild scores (|s| < 10) that bug changes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gpt2np import GPT2  # noqa: E402
+from gpt2np.masks import AttentionMask, position_ids_from_mask  # noqa: E402
+from gpt2np.tools.compare import load_trace  # noqa: E402
+from gpt2np.tools.trace import save_trace, trace_metadata  # noqa: E402
+
+# name: (what is wrong, the first point where compare must see it)
+VARIANTS = {
+    "positions-not-offset": ("position ids arange(T) instead of cumsum(mask) - 1", "position_ids"),
+    "softmax-no-max": ("softmax without subtracting the row's max", "blocks.0.attn.hook_pattern"),
+    "gelu-erf": ("exact erf GELU instead of the tanh form", "blocks.0.mlp.hook_post"),
+    "layernorm-ddof1": ("LayerNorm variance with ddof=1", "blocks.0.ln1.hook_normalized"),
+    "mask-fill-twice": ("padding and causal masks added: 2 x fill where both forbid", "blocks.0.attn.hook_attn_scores"),
+}
+SHARPEN = 50.0
+
+
+def naive_softmax(x):
+    e = np.exp(x)  # overflows to inf for x > 88.7 in float32: inf / inf = NaN
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def erf_gelu(x):
+    erf = np.vectorize(math.erf, otypes=[np.float64])
+    return (0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))).astype(x.dtype)
+
+
+def ddof1_layer_norm(x, norm, eps):
+    x64 = x.astype(np.float64)
+    y = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, ddof=1, keepdims=True) + eps)
+    return (y * norm.weight + norm.bias).astype(x.dtype)
+
+
+def mask_added_twice(attention_mask, n_queries, fill, dtype):
+    from gpt2np.masks import build_attention_mask
+
+    right = build_attention_mask(attention_mask, n_queries, fill, dtype)
+    B, Tk = attention_mask.shape
+    causal = np.arange(Tk)[None, :] <= (Tk - n_queries + np.arange(n_queries))[:, None]  # [Tq, Tk]
+    with np.errstate(over="ignore"):
+        additive = np.where(causal, 0, fill).astype(dtype)[None, None] + np.where(attention_mask[:, None, None, :] != 0, 0, fill).astype(dtype)
+    return AttentionMask(additive=additive, empty_rows=right.empty_rows)  # [B, 1, Tq, Tk]
+
+
+@contextmanager
+def swapped(module, name, replacement):
+    original = getattr(module, name)
+    setattr(module, name, replacement)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+def variant_trace(model: GPT2, variant: str | None, input_ids, attention_mask) -> dict[str, np.ndarray]:
+    """A trace of `model` with one function swapped for the variant's (None: the correct one)."""
+    import gpt2np.attention
+    import gpt2np.model
+
+    positions = position_ids_from_mask(attention_mask)  # [B, T]
+    swaps = {
+        "softmax-no-max": (gpt2np.attention, "softmax", naive_softmax),
+        "gelu-erf": (gpt2np.model, "gelu", erf_gelu),
+        "layernorm-ddof1": (gpt2np.model, "layer_norm", ddof1_layer_norm),
+        "mask-fill-twice": (gpt2np.model, "build_attention_mask", mask_added_twice),
+    }
+    if variant == "positions-not-offset":
+        positions = np.broadcast_to(np.arange(input_ids.shape[1]), input_ids.shape)
+    if variant in swaps:
+        with swapped(*swaps[variant]), np.errstate(over="ignore", invalid="ignore"):
+            _, cache = model.run_with_cache(input_ids, attention_mask=attention_mask, position_ids=positions)
+    else:
+        _, cache = model.run_with_cache(input_ids, attention_mask=attention_mask, position_ids=positions)
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": positions}
+    return {**{k: np.asarray(v, dtype=np.int64) for k, v in inputs.items()}, **cache}
+
+
+def write_variants(reference: Path, model_dir: Path, out: Path) -> list[Path]:
+    tensors, metadata = load_trace(reference)
+    model = GPT2.from_pretrained(model_dir, mask_fill=metadata.get("mask_fill", "min"))
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for variant in [None, *VARIANTS]:
+        trace = variant_trace(model, variant, tensors["input_ids"], tensors["attention_mask"])
+        path = out / f"{variant or 'correct'}.safetensors"
+        save_trace(path, trace, {**trace_metadata(model, str(model_dir), None, []), "variant": variant or "none"})
+        written.append(path)
+    return written
+
+
+def sharpen(folder: Path, dest: Path, factor: float = SHARPEN) -> Path:
+    """A copy of the model with block 0's query weights and bias scaled by `factor`."""
+    from gpt2np.checkpoint import map_tensors, save_checkpoint
+    from gpt2np.config import GPT2Config
+
+    config = GPT2Config.from_json_file(folder / "config.json")
+    tensors = {k: np.array(v) for k, v in map_tensors(folder / "model.safetensors").items()}
+    C = config.n_embd
+    for name in ("h.0.attn.c_attn.weight", "h.0.attn.c_attn.bias"):
+        key = name if name in tensors else "transformer." + name
+        tensors[key][..., :C] *= np.float32(factor)  # [C, 3C] / [3C]: the q third
+    dest.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(dest / "model.safetensors", tensors)
+    (dest / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    return dest
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("reference", nargs="?", help="the reference trace (gpt2np trace --dtype float64)")
+    p.add_argument("--model", help="the model folder the reference was traced with")
+    p.add_argument("--out", help="folder for the candidate traces")
+    p.add_argument("--sharpen", nargs=2, metavar=("FOLDER", "DEST"), help="write a copy of FOLDER with a sharp block-0 head")
+    args = p.parse_args(argv)
+    if args.sharpen:
+        print(f"wrote {sharpen(Path(args.sharpen[0]), Path(args.sharpen[1]))}")
+        return 0
+    if not (args.reference and args.model and args.out):
+        p.error("give REFERENCE --model FOLDER --out DIR (or --sharpen FOLDER DEST)")
+    for path in write_variants(Path(args.reference), Path(args.model), Path(args.out)):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
