@@ -16,8 +16,10 @@ Pickle files (`pytorch_model.bin`) are never read: unpickling runs arbitrary cod
 
 from __future__ import annotations
 
+import hashlib
 import json
 import mmap
+import os
 import struct
 from pathlib import Path
 
@@ -116,6 +118,46 @@ def map_tensors(path: str | Path) -> dict[str, np.ndarray]:
             # bfloat16 is the top half of a float32: shift it back into place (this copies).
             tensors[name] = (tensors[name].astype(np.uint32) << 16).view(np.float32)
     return tensors
+
+
+# --- remembered checks --------------------------------------------------------------------
+# Some checks read every byte of a file (its sha256 in hub.py, "every weight is finite" in
+# weights.py): ~0.2 s or more for GPT-2 124M, on a load that otherwise takes milliseconds.
+# Their success is remembered in a small stamp file keyed by the file's path, size and mtime,
+# so each version of a file is checked once; any change to the file (a new download, an edit)
+# changes its mtime, and the check runs again.
+
+
+def cache_dir() -> Path:
+    """gpt2np's own cache: $GPT2NP_CACHE, else $XDG_CACHE_HOME/gpt2np or ~/.cache/gpt2np."""
+    return Path(os.environ.get("GPT2NP_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpt2np")
+
+
+def stamp_path(path: Path, kind: str) -> Path:
+    """Where the stamp of check `kind` ("verified", "finite") for `path` lives."""
+    return cache_dir() / kind / hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:32]
+
+
+def stamp_key(path: Path, fact: str) -> str:
+    stat = Path(path).stat()
+    return f"{stat.st_size} {stat.st_mtime_ns} {fact}"
+
+
+def is_remembered(path: Path, kind: str, fact: str) -> bool:
+    stamp = stamp_path(path, kind)
+    try:
+        return stamp.read_text() == stamp_key(path, fact)
+    except OSError:
+        return False
+
+
+def remember(path: Path, kind: str, fact: str) -> None:
+    stamp = stamp_path(path, kind)
+    try:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(stamp_key(path, fact))
+    except OSError:
+        pass  # cannot remember it: the check just runs again next time
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:

@@ -23,7 +23,10 @@ class GPT2Config:
     n_positions: int = 1024  # longest sequence (rows of the position embedding wpe)
     n_embd: int = 768  # width of the residual stream
     n_layer: int = 12  # transformer blocks
-    n_head: int = 12  # attention heads per block; head size = n_embd // n_head
+    # Attention heads per block; head size = n_embd // n_head. No weight's shape depends on it
+    # (c_attn is [C, 3C] for any head count), so a wrong n_head cannot be detected from the
+    # checkpoint: it loads and runs, and computes something else. Only n_embd % n_head is checked.
+    n_head: int = 12
     n_inner: int | None = None  # MLP width; None means 4 * n_embd
     layer_norm_epsilon: float = 1e-5
     activation_function: str = "gelu_new"
@@ -66,6 +69,13 @@ class GPT2Config:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ConfigError(f"config field {name!r} must be null or a token id (an integer >= 0), got {value!r}")
+            # eos is what generation stops at: caught here, at load, not at the first generate. (gpt2np
+            # never uses bos_token_id, and configs of small models often keep GPT-2's 50256 for it.)
+            if name == "eos_token_id" and value is not None and value >= self.vocab_size:
+                raise ConfigError(
+                    f"config field {name!r} is {value}, outside the vocabulary (vocab_size={self.vocab_size}, ids 0 .. "
+                    f"{self.vocab_size - 1}); set it to the model's end-of-text id (GPT-2: 50256) or null"
+                )
         if self.activation_function not in TANH_GELU_NAMES:
             raise ConfigError(
                 f"activation_function {self.activation_function!r} is not supported: gpt2np implements "

@@ -55,8 +55,9 @@ def check_generation_args(prompt_len, max_length, max_new_tokens, do_sample, tem
             f"temperature must be a positive number when sampling, got {temperature!r} "
             "(for the single most likely token, use greedy decoding: do_sample=False)"
         )
-    if seed is not None and not (_is_int(seed) or isinstance(seed, np.random.Generator)):
-        raise InputError(f"seed must be an integer or a numpy.random.Generator, got {seed!r}")
+    if seed is not None and not ((_is_int(seed) and seed >= 0) or isinstance(seed, np.random.Generator)):
+        # NumPy's own refusal of a negative seed is a bare ValueError: "expected non-negative integer".
+        raise InputError(f"seed must be an integer >= 0 or a numpy.random.Generator, got {seed!r}")
     return n_new
 
 

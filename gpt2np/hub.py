@@ -8,6 +8,11 @@
 4. a download from the hub with `huggingface_hub`, of the needed files only, unless
    HF_HUB_OFFLINE is set.
 
+GPT-2's tokenizer is the same for all five GPT-2 models and ships inside the package
+(gpt2np/tokenizer_files/: vocab.json + merges.txt, 1.5 MB), so `resolve_tokenizer_files("gpt2")`
+needs neither the network nor a cache. A model folder that has no tokenizer files but whose
+config.json has GPT-2's vocabulary (50257 tokens) gets it too.
+
 Known files (GPT-2's weights and tokenizer) are checked against their published size and
 sha256 the first time we see them; so is any file in the hub cache, whose blob is named by
 its sha256. A successful check is remembered (by path, size and mtime) so it costs once.
@@ -16,10 +21,12 @@ its sha256. A successful check is remembered (by path, size and mtime) so it cos
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
 
+from .checkpoint import is_remembered, remember
 from .errors import CheckpointError, ModelNotFoundError
 
 # The short names people use, and the hub repositories that hold them.
@@ -40,6 +47,10 @@ KNOWN_FILES = {
     ("openai-community/gpt2", "model.safetensors"): (548105171, "248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707"),
     **{(repo, f): v for repo in HUB_REPOS.values() for f, v in GPT2_TOKENIZER_FILES.items()},
 }
+
+# GPT-2's own tokenizer files, shipped as package data (pyproject.toml: package-data).
+PACKAGED_TOKENIZER = Path(__file__).resolve().parent / "tokenizer_files"
+GPT2_VOCAB_SIZE = 50257  # a config.json with this vocabulary is taken to use GPT-2's tokenizer
 
 MODEL_FILES = [("config.json", "model.safetensors")]
 TOKENIZER_FILES = [("vocab.json", "merges.txt"), ("tokenizer.json",)]  # either set will do
@@ -92,15 +103,41 @@ def _refuse_pickle(where: str) -> CheckpointError:
     )
 
 
+def looks_like_path(name: str | Path) -> bool:
+    """Is `name` meant as a folder rather than a hub repo id ("owner/name")? A Path, anything
+    starting with ".", "/" or "~", more than one "/", a backslash, or an "a/b" whose "a" is a
+    folder here (`weights/tiny` run from the checkout): a hub id has exactly one "/"."""
+    if isinstance(name, Path):
+        return True
+    text = str(name)
+    if text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text or text.endswith("/"):
+        return True
+    return "/" in text and Path(text).expanduser().parent.is_dir()
+
+
+def _no_such_folder(text: str) -> ModelNotFoundError:
+    folder = Path(text).expanduser()
+    shown = text if text.startswith((".", "/", "~")) or os.path.isabs(text) else f"./{text}"
+    if folder.exists():
+        return ModelNotFoundError(f"{shown} is a file, not a folder; give the model's folder (config.json + model.safetensors)")
+    where = folder.parent  # a typo is usually in the last part: show what its folder holds
+    hint = ""
+    if where.is_dir() and where != Path(".") and where != Path(folder.anchor or "."):
+        here = sorted(p.name for p in where.iterdir() if p.is_dir() and not p.name.startswith("."))[:8]
+        hint = f" ({where} exists and holds {', '.join(here) if here else 'no folders'})"
+    return ModelNotFoundError(
+        f"no folder {shown}{hint}; give an existing model folder (config.json + model.safetensors) or a model name such as 'gpt2'"
+    )
+
+
 def resolve_files(name: str | Path, groups, verify: bool = True, local_files_only: bool = False) -> dict[str, Path]:
     """Find one of the file `groups` (tuples of names) for model `name`, as described above."""
     text = str(name)
     folder = Path(name).expanduser()
-    looks_like_path = isinstance(name, Path) or text.startswith((".", "/", "~")) or os.sep in text and folder.exists()
     if folder.is_dir():
         return _from_folder(folder, groups, verify, text)
-    if looks_like_path:
-        raise ModelNotFoundError(f"{text} is not a folder; give an existing model folder or a model name such as 'gpt2'")
+    if looks_like_path(name):
+        raise _no_such_folder(text)
     local = weights_dir() / text
     if local.is_dir() and _pick(local, groups):
         return _from_folder(local, groups, verify, text)
@@ -220,7 +257,47 @@ def resolve_model_files(name, verify=True, local_files_only=False) -> dict[str, 
 
 
 def resolve_tokenizer_files(name, verify=True, local_files_only=False) -> dict[str, Path]:
+    """GPT-2's own tokenizer (shipped with gpt2np) for the five GPT-2 names; else the files of
+    a folder or hub repo, as for a model. A model folder without tokenizer files uses GPT-2's
+    own when its config.json has GPT-2's vocabulary."""
+    if isinstance(name, str) and (name in HUB_REPOS or name in HUB_REPOS.values()) and not Path(name).is_dir():
+        return packaged_tokenizer_files(verify)
+    folder = Path(name).expanduser()
+    if folder.is_dir() and _pick(folder, TOKENIZER_FILES) is None and not (folder / "pytorch_model.bin").is_file():
+        vocab_size = _config_vocab_size(folder)
+        if vocab_size == GPT2_VOCAB_SIZE:
+            return packaged_tokenizer_files(verify)
+        said = "has no config.json" if vocab_size is None else f"config.json has {vocab_size} tokens, not GPT-2's {GPT2_VOCAB_SIZE}"
+        raise ModelNotFoundError(
+            f"{folder} has no tokenizer files ({_describe(TOKENIZER_FILES)}), and GPT-2's own tokenizer, used by default "
+            f"for a model whose config.json has GPT-2's vocabulary, does not fit: {said}. Give the folder that holds "
+            "this model's tokenizer (--tokenizer FOLDER on the command line, Tokenizer.from_pretrained(FOLDER) in Python)"
+        )
     return resolve_files(name, TOKENIZER_FILES, verify=verify, local_files_only=local_files_only)
+
+
+def packaged_tokenizer_files(verify: bool = True) -> dict[str, Path]:
+    """vocab.json + merges.txt of GPT-2, from inside the package (checked like downloaded ones)."""
+    found = {f: PACKAGED_TOKENIZER / f for f in GPT2_TOKENIZER_FILES}
+    missing = [f for f, p in found.items() if not p.is_file()]
+    if missing:
+        raise ModelNotFoundError(
+            f"GPT-2's tokenizer files {', '.join(missing)} are missing from {PACKAGED_TOKENIZER}: gpt2np is not fully "
+            "installed; reinstall it (pip install -e . from a checkout)"
+        )
+    if verify:
+        for filename, path in found.items():
+            verify_file(path, HUB_REPOS["gpt2"], filename)
+    return found
+
+
+def _config_vocab_size(folder: Path) -> int | None:
+    """vocab_size of folder/config.json, or None when there is no readable one."""
+    try:
+        value = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("vocab_size")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
 
 
 # --- integrity -----------------------------------------------------------------------------
@@ -232,11 +309,6 @@ def sha256_of(path: Path, chunk: int = 1 << 24) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def _stamp_path(path: Path) -> Path:
-    base = Path(os.environ.get("GPT2NP_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpt2np")
-    return base / "verified" / hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
 
 
 def expected_digest(path: Path, repo: str, filename: str, sha256: str | None = None) -> tuple[int | None, str] | None:
@@ -268,18 +340,12 @@ def verify_file(path: Path, repo: str, filename: str, sha256: str | None = None)
             f"{path} is {stat.st_size} bytes but {repo}'s {filename} is {size} bytes: it is truncated or not the "
             f"official file; {how_to_fix}"
         )
-    stamp = _stamp_path(path)
-    key = f"{stat.st_size} {stat.st_mtime_ns} {digest}"
-    if stamp.is_file() and stamp.read_text() == key:
+    if is_remembered(path, "verified", digest):
         return
     actual = sha256_of(path)
     if actual != digest:
         raise CheckpointError(f"{path} has sha256 {actual} but {repo}'s {filename} has {digest}: the file is corrupted; {how_to_fix}")
-    try:
-        stamp.parent.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(key)
-    except OSError:
-        pass  # cannot remember it: we will just hash again next time
+    remember(path, "verified", digest)
 
 
 def download(name: str, dest: Path | None = None, verify: bool = True) -> Path:

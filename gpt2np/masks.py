@@ -36,8 +36,10 @@ def resolve_fill(mask_fill, dtype) -> float:
 
     "-inf"  exact: exp(-inf) = 0. But a row with nothing allowed becomes all -inf, and softmax
             of that is 0/0 = NaN (see attention.py for how we handle it).
-    "-1e9"  the classic finite stand-in (picoGPT, old BERT code): exp(-1e9 - max) = 0 in
-            float32 too, and an all-masked row just becomes uniform.
+    "-1e9"  a common finite stand-in (the Annotated Transformer; picoGPT uses -1e10, the
+            original BERT -10000.0): exp(-1e9 - max) = 0, and in float32 an all-masked row
+            becomes uniform. In float64 it does not: score - 1e9 keeps the scores' differences
+            there, so such a row is softmax(scores), as if nothing were masked.
     "min"   np.finfo(dtype).min, what transformers writes. Finite, so no NaN either; adding
             two of these would overflow to -inf, which is why the mask is built with np.where
             from one boolean, never as padding_mask + causal_mask.

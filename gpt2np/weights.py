@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import map_tensors
+from .checkpoint import is_remembered, map_tensors, remember
 from .config import GPT2Config
 from .errors import CheckpointError
 
@@ -123,8 +123,42 @@ def _check_against_config(tensors: dict[str, np.ndarray], config: GPT2Config, so
         )
 
 
-def weights_from_tensors(tensors: dict[str, np.ndarray], config: GPT2Config, dtype="float32", source="checkpoint") -> Weights:
-    """Check names, shapes and dtypes, then arrange the tensors as a `Weights` tree.
+def first_non_finite(t: np.ndarray) -> tuple[int, tuple[int, ...]] | None:
+    """None if every value of `t` is finite, else (how many are not, the index of the first).
+
+    The fast path reads the tensor once with max and min, which propagate NaN and show +-inf,
+    and allocate nothing (np.isfinite(t).all() would allocate a bool per weight). Only a tensor
+    that fails it is searched value by value."""
+    if t.size == 0:
+        return None
+    with np.errstate(invalid="ignore"):
+        if np.isfinite(t.max()) and np.isfinite(t.min()):
+            return None
+    bad = ~np.isfinite(t)  # [same shape] True at NaN, inf, -inf
+    return int(bad.sum()), tuple(int(i) for i in np.unravel_index(int(bad.argmax()), t.shape))
+
+
+def check_finite(params: dict[str, np.ndarray], source: str) -> None:
+    """Refuse a NaN or an infinity in any weight, naming the tensor.
+
+    One such value poisons every output: it reaches the residual stream, LayerNorm spreads it
+    over the whole vector, and softmax/argmax then pick garbage (a NaN logit wins argmax, and
+    generation emits token 0 forever). It means a damaged file or a bad conversion, never a
+    trained model, so it is refused at load, with the way out."""
+    for name, t in params.items():
+        found = first_non_finite(t)
+        if found is not None:
+            count, index = found
+            raise CheckpointError(
+                f"{source}: tensor {name!r} holds {count} non-finite value{'s' if count > 1 else ''} (NaN or inf; the first "
+                f"is {t[index]} at index {list(index)}), which would make every output NaN. The file is corrupted or was "
+                "converted badly: download it again (or redo the conversion)"
+            )
+
+
+def weights_from_tensors(tensors: dict[str, np.ndarray], config: GPT2Config, dtype="float32", source="checkpoint",
+                         check_values=True) -> Weights:  # fmt: skip
+    """Check names, shapes, dtypes and values, then arrange the tensors as a `Weights` tree.
 
     Arrays already in `dtype` are used as they are (for a memory-mapped float32 checkpoint:
     no copy at all). Anything else is converted once here, which copies it; that is what
@@ -135,6 +169,12 @@ def weights_from_tensors(tensors: dict[str, np.ndarray], config: GPT2Config, dty
     _check_against_config(tensors, config, source)
     params = {}
     for name, shape in expected_shapes(config).items():
+        if name == "lm_head.weight" and name not in tensors:
+            raise CheckpointError(
+                f"{source} has no tensor 'lm_head.weight', which config.json asks for with \"tie_word_embeddings\": false "
+                "(a separate output layer). This checkpoint ties it to wte, as GPT-2 does: set \"tie_word_embeddings\" to "
+                "true in config.json (or remove the line: true is the default)"
+            )
         if name not in tensors:
             raise CheckpointError(
                 f"{source} has no tensor {name!r} (expected shape {list(shape)}); the file is incomplete or is not "
@@ -148,7 +188,10 @@ def weights_from_tensors(tensors: dict[str, np.ndarray], config: GPT2Config, dty
             )
         if t.dtype.kind != "f":
             raise CheckpointError(f"{source}: tensor {name!r} is {t.dtype}, not a floating-point type; the file is not usable")
-        params[name] = np.asarray(t, dtype=dtype)  # no copy when it already has the dtype
+        with np.errstate(over="ignore"):  # a float64 value beyond float32's range becomes inf: check_finite says so
+            params[name] = np.asarray(t, dtype=dtype)  # no copy when it already has the dtype
+    if check_values:  # after the conversion: a float64 value too large for float32 became inf there
+        check_finite(params, source)
 
     def linear(p):
         return Linear(params[p + ".weight"], params[p + ".bias"])
@@ -171,7 +214,15 @@ def weights_from_tensors(tensors: dict[str, np.ndarray], config: GPT2Config, dty
 
 
 def load_weights(path: str | Path, config: GPT2Config, dtype="float32") -> Weights:
-    """Memory-map `model.safetensors` and check it against the config."""
+    """Memory-map `model.safetensors` and check it against the config.
+
+    The check that every value is finite reads the whole file (GPT-2 124M: 500 MB); it runs
+    on the first load of each version of the file and is remembered (checkpoint.remember)."""
     path = Path(path)
-    return weights_from_tensors(map_tensors(path), config, dtype=dtype, source=str(path))
+    fact = f"finite as {np.dtype(dtype)}"  # float64 -> float32 can overflow to inf: one stamp per dtype
+    known = is_remembered(path, "finite", fact)
+    weights = weights_from_tensors(map_tensors(path), config, dtype=dtype, source=str(path), check_values=not known)
+    if not known:
+        remember(path, "finite", fact)
+    return weights
 

@@ -5,6 +5,7 @@ The helpers and fixtures (folder, with_header, cli_error, TINY, ...) are in erro
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import struct
 
@@ -31,6 +32,11 @@ CASES = [
          f"{T_HUB}::test_a_name_that_cannot_be_a_repo"),
         ("a path that is not a folder", ModelNotFoundError, lambda: GPT2.from_pretrained(TMP / "nowhere"),
          f"{T_CKPT}::test_a_path_that_is_not_a_folder"),
+        ("a mistyped relative folder (`test-models/tni` where ./test-models exists): not sent to the hub", ModelNotFoundError,
+         lambda: within(contextlib.chdir(TMP), lambda: GPT2.from_pretrained("test-models/tni")),
+         f"{T_HUB}::test_a_name_that_looks_like_a_folder_is_not_sent_to_the_hub"),
+        ("a file given as the model folder", ModelNotFoundError, lambda: GPT2.from_pretrained(str(GOOD / "model.safetensors")),
+         f"{T_HUB}::test_a_file_given_as_the_model_folder, {T_CKPT}::test_a_path_that_is_not_a_folder"),
         ("local folder without config.json", ModelNotFoundError, lambda: GPT2.from_pretrained(without(folder("nocfg"), "config.json")),
          f"{T_CKPT}::test_a_folder_without_config_json"),
         ("local folder without model.safetensors", ModelNotFoundError, lambda: GPT2.from_pretrained(without(folder("nost"), "model.safetensors")),
@@ -80,6 +86,18 @@ CASES = [
         ("a tensor of the wrong shape", CheckpointError,
          lambda: GPT2.from_pretrained(folder("shape", checkpoint_bytes({**TENSORS, "h.0.mlp.c_fc.weight": np.zeros((32, 8), np.float32)}))),
          f"{T_CKPT}::test_a_tensor_of_the_wrong_shape_is_named"),
+        ("a NaN or inf in a weight (damaged download, bad conversion)", CheckpointError,
+         lambda: GPT2.from_pretrained(folder("nan", checkpoint_bytes({**TENSORS, "h.1.attn.c_attn.bias": np.where(np.arange(24) == 5, np.nan, TENSORS["h.1.attn.c_attn.bias"]).astype(np.float32)}))),
+         f"{T_CKPT}::test_a_nan_or_inf_in_a_weight_is_refused_and_the_tensor_named, {T_CLI}::test_weights_with_a_nan_are_refused_by_every_command"),
+        ("a float64 weight beyond float32's range, loaded as float32", CheckpointError,
+         lambda: GPT2.from_pretrained(folder("big", checkpoint_bytes({**{k: v.astype(np.float64) for k, v in TENSORS.items()}, "wpe.weight": np.full((16, 8), 1e39)}))),
+         f"{T_CKPT}::test_a_float64_value_too_large_for_float32_is_refused_as_float32_only"),
+        ('config.json says "tie_word_embeddings": false, the checkpoint is tied', CheckpointError,
+         lambda: GPT2.from_pretrained(folder("untied", config={**CONFIG.to_dict(), "tie_word_embeddings": False})),
+         f"{T_W}::test_untied_config_on_a_tied_checkpoint_points_at_the_setting"),
+        ("config.json eos_token_id outside the vocabulary", ConfigError,
+         lambda: GPT2.from_pretrained(folder("eos", config={**CONFIG.to_dict(), "eos_token_id": 100})),
+         f"{T_CONFIG}::test_an_eos_token_id_outside_the_vocabulary_is_refused_at_load_naming_the_file"),
         ("config.json not valid JSON", ConfigError, lambda: GPT2.from_pretrained(folder("badjson", config="{not json")),
          f"{T_CONFIG}::test_config_json_that_is_not_json"),
         ("config.json lacks a field", ConfigError, lambda: GPT2.from_pretrained(folder("lacks", config={"n_embd": 8, "n_layer": 2})),
@@ -154,6 +172,8 @@ CASES = [
         ("max_new_tokens < 1", InputError, lambda: MODEL.generate(IDS, max_new_tokens=0),
          f"{T_INPUTS}::test_max_new_tokens_below_1_or_not_an_integer_is_refused"),
         ("max_length not above the prompt length", InputError, lambda: MODEL.generate(IDS, max_length=4), f"{T_INPUTS}::test_max_length_must_exceed_the_prompt"),
+        ("a negative seed", InputError, lambda: MODEL.generate(IDS, max_new_tokens=1, do_sample=True, seed=-1),
+         f"{T_INPUTS}::test_a_bad_seed_is_refused"),
         ("do_sample not a boolean", InputError, lambda: MODEL.generate(IDS, max_new_tokens=1, do_sample="no"), f"{T_INPUTS}::test_do_sample_must_be_a_boolean"),
         ("eos_token_id / pad_token_id outside the vocabulary", InputError, lambda: MODEL.generate(IDS, max_new_tokens=1, pad_token_id=100),
          f"{T_INPUTS}::test_eos_and_pad_ids_must_be_token_ids"),
@@ -186,6 +206,13 @@ CASES = [
          f"{T_CLI}::test_bad_values"),
         ("a model that is not there (exit 1)", ModelNotFoundError, lambda: cli_error("generate", "x", "--model", "no-such-model"),
          f"{T_CLI}::test_an_unknown_model_offline"),
+        ("a model folder without tokenizer files whose vocabulary is not GPT-2's", ModelNotFoundError,
+         lambda: cli_error("generate", "x", "--model", str(GOOD)), f"{T_CLI}::test_a_model_folder_without_tokenizer_files, "
+         f"{T_HUB}::test_a_model_folder_without_tokenizer_files_uses_gpt2s_when_its_config_has_gpt2s_vocabulary"),
+        ("`score` of one-token texts only: nothing to score", InputError, lambda: cli_error("score", "Hello", "--model", TINY),
+         "test_score_cli.py::test_a_one_token_text_says_there_is_nothing_to_score"),
+        ("`score` of a text longer than the context", InputError, lambda: cli_error("score", " ".join(["word"] * 70), "--model", TINY),
+         "test_score_cli.py::test_a_text_longer_than_the_context_gets_scores_advice"),
         ("a tokenizer larger than the model's vocabulary", InputError,
          lambda: cli_error("generate", "x", "--model", str(GOOD), "--tokenizer", TOK), f"{T_CLI}::test_a_tokenizer_larger_than_the_model"),
         ("any other exception (a bug) (exit 1)", RuntimeError, lambda: cli_unexpected(), f"{T_CLI}::test_an_unexpected_exception_is_still_one_line"),

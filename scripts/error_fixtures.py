@@ -37,7 +37,7 @@ from gpt2np.tools.cli import main as cli_main  # noqa: E402
 from gpt2np.tools.random_model import build_test_model, make_random_checkpoint, random_tensors  # noqa: E402
 from gpt2np.weights import weights_from_tensors  # noqa: E402
 
-TOKENIZER_DIR = Path(os.environ.get("GPT2NP_TOKENIZER_DIR", ROOT.parent / "shared" / "gpt2-tokenizer"))
+TOKENIZER_DIR = hub.PACKAGED_TOKENIZER  # GPT-2's tokenizer, shipped inside the package
 CONFIG = GPT2Config(vocab_size=100, n_positions=16, n_embd=8, n_layer=2, n_head=2, eos_token_id=99, bos_token_id=99)
 MODEL = GPT2(CONFIG, weights_from_tensors(random_tensors(CONFIG, seed=0), CONFIG))
 IDS = np.array([[5, 6, 7, 8], [9, 10, 11, 12]])

@@ -231,7 +231,6 @@ def test_env(copy: Path, models_dir: Path) -> dict:
     env["PYTHONPATH"] = os.pathsep.join([str(copy), str(copy / "_no_torch")])  # the copy's gpt2np, never the working tree's
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # no stale .pyc between a file and its mutated twin
     env["GPT2NP_TEST_MODELS"] = str(models_dir)
-    env.setdefault("GPT2NP_TOKENIZER_DIR", str(ROOT.parent / "shared" / "gpt2-tokenizer"))  # conftest's default, seen from ROOT
     return env
 
 

@@ -2,7 +2,8 @@
 
 - Random models (gpt2np.tools.random_model.TEST_MODELS) are built on first use under
   weights/test-models/ (or $GPT2NP_TEST_MODELS) and reused; the same seed gives the same bytes.
-- The genuine tokenizer files live outside the repository, in ../shared/gpt2-tokenizer/.
+- The genuine GPT-2 tokenizer files are the package's own (gpt2np/tokenizer_files/): a clone
+  needs nothing from outside its tree.
 - Tests that compare live against transformers use the `transformers` fixture. Without torch
   and transformers they skip, except when GPT2NP_REQUIRE_TRANSFORMERS=1 (set by .ci/run):
   then a missing transformers is a failure, never a silent skip.
@@ -21,12 +22,11 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_TOKENIZER = Path(os.environ.get("GPT2NP_TOKENIZER_DIR", ROOT.parent / "shared" / "gpt2-tokenizer"))
 TEST_MODELS_DIR = Path(os.environ.get("GPT2NP_TEST_MODELS", ROOT / "weights" / "test-models"))
 DATA = Path(__file__).resolve().parent / "data"
 IN_CI = os.environ.get("GPT2NP_REQUIRE_TRANSFORMERS") == "1"
 
-# The seed's batch (README of ../shared/gpt2-tokenizer and the developers' guide).
+# The seed's batch (the developers' guide).
 SEED_SENTENCES = ["It will rain in the", "I want to eat a big bowl of", "My dog is"]
 SEED_INPUT_IDS = np.array(
     [[50256, 50256, 50256, 1026, 481, 6290, 287, 262],
@@ -50,12 +50,10 @@ def model_dir():
 
 @pytest.fixture(scope="session")
 def tokenizer_dir() -> Path:
-    if not (SHARED_TOKENIZER / "vocab.json").is_file():
-        message = f"the genuine GPT-2 tokenizer files are not at {SHARED_TOKENIZER} (set GPT2NP_TOKENIZER_DIR)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return SHARED_TOKENIZER
+    """The folder of GPT-2's vocab.json + merges.txt that ships inside the package."""
+    from gpt2np.hub import PACKAGED_TOKENIZER
+
+    return PACKAGED_TOKENIZER
 
 
 @pytest.fixture(scope="session")

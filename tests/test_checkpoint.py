@@ -12,6 +12,7 @@ import json
 import mmap
 import os
 import pickle
+import re
 import struct
 from pathlib import Path
 
@@ -355,6 +356,8 @@ def test_a_transposed_linear_layer_is_refused(tmp_path, tensors):
 )
 def test_config_values_that_disagree_with_the_tensors(tmp_path, tensors, field, value, phrase):
     config = {**CONFIG.to_dict(), field: value}
+    if field == "vocab_size":
+        config["eos_token_id"] = value - 1  # an eos outside the vocabulary is refused first, by the config itself
     with pytest.raises(CheckpointError, match=phrase + ".*config.json does not belong to these weights"):
         GPT2.from_pretrained(model_folder(tmp_path / "m", tensors, config))
 
@@ -406,14 +409,80 @@ def test_a_folder_with_only_pytorch_model_bin_is_refused_unread(good, tmp_path):
 
 
 def test_a_path_that_is_not_a_folder(tmp_path, good):
-    with pytest.raises(ModelNotFoundError, match="is not a folder; give an existing model folder or a model name such as 'gpt2'"):
+    with pytest.raises(ModelNotFoundError, match="^no folder .*nowhere .*; give an existing model folder .* or a model name such as 'gpt2'"):
         GPT2.from_pretrained(tmp_path / "nowhere")
-    with pytest.raises(ModelNotFoundError, match="is not a folder"):
+    with pytest.raises(ModelNotFoundError, match="is a file, not a folder"):
         GPT2.from_pretrained(str(good / "model.safetensors"))
-    with pytest.raises(ModelNotFoundError, match="is not a folder"):
+    with pytest.raises(ModelNotFoundError, match=r"^no folder \./surely-not-here;"):
         GPT2.from_pretrained("./surely-not-here")
 
 
 def test_the_good_folder_loads_and_runs(good):
     """The control for everything above: the undamaged files load."""
     assert np.isfinite(GPT2.from_pretrained(good)(IDS).logits).all()
+
+
+# --- non-finite weights ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("name", ["wpe.weight", "h.1.attn.c_attn.bias", "ln_f.weight"])
+def test_a_nan_or_inf_in_a_weight_is_refused_and_the_tensor_named(tmp_path, name, bad, monkeypatch):
+    monkeypatch.setenv("GPT2NP_CACHE", str(tmp_path / "cache"))
+    tensors = random_tensors(CONFIG, seed=0)
+    tensors[name] = tensors[name].copy()
+    index = (3, 5) if tensors[name].ndim == 2 else (5,)
+    tensors[name][index] = bad
+    folder = model_folder(tmp_path / "m", tensors)
+    with pytest.raises(CheckpointError, match=rf"tensor '{re.escape(name)}' holds 1 non-finite value \(NaN or inf; the first is "
+                                              rf"{re.escape(str(np.float32(bad)))} at index \[{', '.join(map(str, index))}\]\).*"
+                                              r"download it again"):  # fmt: skip
+        GPT2.from_pretrained(folder)
+    assert not (tmp_path / "cache" / "finite").exists() or not any((tmp_path / "cache" / "finite").iterdir())  # not remembered as good
+
+
+def test_a_float64_value_too_large_for_float32_is_refused_as_float32_only(tmp_path, monkeypatch):
+    """1e39 is finite in float64 and inf in float32: loading as float32 is what breaks it."""
+    monkeypatch.setenv("GPT2NP_CACHE", str(tmp_path / "cache"))
+    tensors = {k: v.astype(np.float64) for k, v in random_tensors(CONFIG, seed=0).items()}
+    tensors["h.0.mlp.c_fc.weight"][0, 0] = 1e39
+    folder = model_folder(tmp_path / "m", tensors)
+    assert GPT2.from_pretrained(folder, dtype="float64").weights.h[0].mlp.c_fc.weight[0, 0] == 1e39
+    with pytest.raises(CheckpointError, match=r"'h.0.mlp.c_fc.weight' holds 1 non-finite value \(NaN or inf; the first is inf"):
+        GPT2.from_pretrained(folder, dtype="float32")
+
+
+def test_the_finite_check_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
+    """The check reads every weight: it runs once per version of the file (and dtype)."""
+    import gpt2np.weights
+
+    monkeypatch.setenv("GPT2NP_CACHE", str(tmp_path / "cache"))
+    calls = []
+    real = gpt2np.weights.check_finite
+    monkeypatch.setattr(gpt2np.weights, "check_finite", lambda params, source: (calls.append(source), real(params, source)))
+    tensors = random_tensors(CONFIG, seed=0)
+    folder = model_folder(tmp_path / "m", tensors)
+    GPT2.from_pretrained(folder)
+    GPT2.from_pretrained(folder)
+    assert len(calls) == 1
+    GPT2.from_pretrained(folder, dtype="float64")  # another dtype: checked again (and remembered)
+    GPT2.from_pretrained(folder, dtype="float64")
+    assert len(calls) == 2
+    # The file is replaced by one with a NaN (same size, later mtime): checked again, and refused.
+    tensors["wte.weight"] = tensors["wte.weight"].copy()
+    tensors["wte.weight"][7, 1] = np.nan
+    path = folder / "model.safetensors"
+    mtime = path.stat().st_mtime_ns
+    save_checkpoint(path, tensors)
+    os.utime(path, ns=(mtime + 10**9, mtime + 10**9))
+    with pytest.raises(CheckpointError, match="'wte.weight' holds 1 non-finite value"):
+        GPT2.from_pretrained(folder)
+    assert len(calls) == 3
+
+
+def test_an_unwritable_cache_only_costs_a_second_check(tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("GPT2NP_CACHE", str(tmp_path / "a-file"))
+    folder = model_folder(tmp_path / "m", random_tensors(CONFIG, seed=0))
+    assert np.isfinite(GPT2.from_pretrained(folder)(IDS).logits).all()
+    assert np.isfinite(GPT2.from_pretrained(folder)(IDS).logits).all()

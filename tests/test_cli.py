@@ -199,7 +199,7 @@ def test_an_unknown_model_without_network(capsys, monkeypatch):
 def test_a_model_path_that_does_not_exist(capsys, tmp_path):
     code, _, err = run(capsys, "generate", "hello", "--model", str(tmp_path / "nowhere"))
     assert code == 1
-    assert_one_line_error(err, "nowhere is not a folder")
+    assert_one_line_error(err, "no folder /", "nowhere")
 
 
 def test_a_broken_checkpoint(capsys, tmp_path, tiny, tokenizer_dir):
@@ -210,6 +210,24 @@ def test_a_broken_checkpoint(capsys, tmp_path, tiny, tokenizer_dir):
     code, out, err = run(capsys, "generate", "hello", "--model", str(folder), "--tokenizer", str(tokenizer_dir))
     assert code == 1 and out == ""
     assert_one_line_error(err, "model.safetensors is truncated")
+
+
+@pytest.mark.parametrize("command", [["generate", "hello"], ["score", "hello there"], ["explain", "--step", "generate"],
+                                     ["explain", "--step", "empty-rows"]])  # fmt: skip
+def test_weights_with_a_nan_are_refused_by_every_command(capsys, tmp_path, tiny, command):
+    """A corrupted checkpoint once printed 'Hello whose!!' (exit 0) and 'perplexity nan'."""
+    from gpt2np.checkpoint import map_tensors, save_checkpoint
+
+    tensors = {k: np.array(v) for k, v in map_tensors(tiny / "model.safetensors").items()}
+    name = next(k for k in tensors if k.endswith("h.1.attn.c_attn.weight"))
+    tensors[name][0, 0] = np.nan
+    folder = tmp_path / "nan"
+    folder.mkdir()
+    save_checkpoint(folder / "model.safetensors", tensors)
+    (folder / "config.json").write_text((tiny / "config.json").read_text())
+    code, out, err = run(capsys, *command, "--model", str(folder))
+    assert code == 1 and out == ""
+    assert_one_line_error(err, f"tensor '{name.removeprefix('transformer.')}' holds 1 non-finite value", "download it again")
 
 
 def test_a_gpt2_that_is_not_the_official_file_needs_no_verify(capsys, tmp_path, tiny, tokenizer_dir):
@@ -226,6 +244,15 @@ def test_a_gpt2_that_is_not_the_official_file_needs_no_verify(capsys, tmp_path, 
     assert (code, err) == (0, "") and out.startswith("My dog is")
 
 
+def test_a_model_folder_without_tokenizer_files(capsys, model_dir):
+    """tiny has GPT-2's vocabulary: GPT-2's own tokenizer is used. odd (1000 tokens) needs --tokenizer."""
+    code, out, err = run(capsys, "generate", "My dog is", "--model", str(model_dir("tiny")), "--max-new-tokens", "2")
+    assert (code, err) == (0, "") and out.startswith("My dog is")
+    code, out, err = run(capsys, "generate", "My dog is", "--model", str(model_dir("odd")))
+    assert code == 1 and out == ""
+    assert_one_line_error(err, "odd has no tokenizer files", "config.json has 1000 tokens, not GPT-2's 50257", "--tokenizer FOLDER")
+
+
 def test_a_tokenizer_larger_than_the_model(capsys, model_dir, tokenizer_dir):
     code, _, err = run(capsys, "generate", "hello", "--model", str(model_dir("odd")), "--tokenizer", str(tokenizer_dir))
     assert code == 1
@@ -235,17 +262,18 @@ def test_a_tokenizer_larger_than_the_model(capsys, model_dir, tokenizer_dir):
 @pytest.mark.parametrize(
     "flags, phrase",
     [
-        (["--max-new-tokens", "0"], "max_new_tokens must be an integer >= 1, got 0"),
-        (["--max-new-tokens", "-3"], "max_new_tokens must be an integer >= 1"),
-        (["--max-length", "3"], "max_length=3 counts the prompt too"),
+        (["--max-new-tokens", "0"], "--max-new-tokens must be an integer >= 1, got 0"),
+        (["--max-new-tokens", "-3"], "--max-new-tokens must be an integer >= 1"),
+        (["--max-length", "3"], "--max-length=3 counts the prompt too"),
         (["--max-new-tokens", "100"], "more than this model's n_positions = 64"),
-        (["--top-p", "2"], "top_p must be in (0, 1]"),
-        (["--top-p", "0"], "top_p must be in (0, 1]"),
-        (["--top-p", "nan"], "top_p must be in (0, 1]"),
-        (["--top-k", "-1"], "top_k must be an integer >= 0"),
-        (["--do-sample", "--temperature", "0"], "temperature must be a positive number when sampling"),
-        (["--do-sample", "--temperature", "-1"], "temperature must be a positive number when sampling"),
-        (["--mask-fill", "5"], "would not mask anything"),
+        (["--top-p", "2"], "--top-p must be in (0, 1]"),
+        (["--top-p", "0"], "--top-p must be in (0, 1]"),
+        (["--top-p", "nan"], "--top-p must be in (0, 1]"),
+        (["--top-k", "-1"], "--top-k must be an integer >= 0"),
+        (["--do-sample", "--temperature", "0"], "--temperature must be a positive number when sampling"),
+        (["--do-sample", "--temperature", "-1"], "--temperature must be a positive number when sampling"),
+        (["--do-sample", "--seed", "-1"], "--seed must be an integer >= 0"),
+        (["--mask-fill", "5"], "--mask-fill=5.0 would not mask anything"),
         (["--mask-fill", "0"], "would not mask anything"),
         (["--mask-fill", "nan"], "is NaN"),
     ],
@@ -255,6 +283,29 @@ def test_bad_values(capsys, tiny, tokenizer_dir, flags, phrase):
     assert code == 1
     assert out == ""  # a refused call prints nothing, not even the prompt
     assert_one_line_error(err, phrase)
+    for keyword in ("max_new_tokens", "max_length", "top_p", "top_k", "mask_fill", "do_sample"):
+        assert keyword not in err  # a command-line user knows flags, not Python keywords
+
+
+@pytest.mark.parametrize("flags, named", [(["--temperature", "0.7"], "--temperature only applies"),
+                                          (["--top-k", "5", "--top-p", "0.9"], "--top-k, --top-p only apply")])  # fmt: skip
+def test_sampling_flags_without_do_sample_are_warned_about(capsys, tiny, flags, named):
+    code, out, err = run(capsys, "generate", "My dog is", "--model", str(tiny), "--max-new-tokens", "3", *flags)
+    greedy = run(capsys, "generate", "My dog is", "--model", str(tiny), "--max-new-tokens", "3")
+    assert code == 0 and out == greedy[1]  # greedy, as said
+    assert err == f"gpt2np generate: warning: {named} with --do-sample; without it, decoding is greedy\n"
+    code, _, err = run(capsys, "generate", "My dog is", "--model", str(tiny), "--max-new-tokens", "3", "--do-sample", *flags)
+    assert (code, err) == (0, "")
+
+
+def test_version(capsys):
+    import tomllib
+
+    import gpt2np
+
+    code, out, _ = run(capsys, "--version")
+    version = tomllib.loads((Path(gpt2np.__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    assert code == 0 and out == f"gpt2np {version}\n" and gpt2np.__version__ == version
 
 
 @pytest.mark.parametrize("prompts", [[""], ["It will rain", ""]])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gpt2np import GPT2, ConfigError, GPT2Config, GPT2npError
@@ -186,3 +187,32 @@ def test_a_bad_config_stops_from_pretrained(tmp_path, model_dir):
         GPT2.from_pretrained(folder)
     (folder / "config.json").write_text((model_dir("tiny") / "config.json").read_text())
     assert GPT2.from_pretrained(folder).config.n_layer == 2
+
+
+def test_an_eos_token_id_outside_the_vocabulary_is_refused_at_load_naming_the_file(tmp_path, model_dir):
+    """Once caught only when generating, with a Python keyword as the advice (a CLI user has none)."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.safetensors").symlink_to(model_dir("tiny") / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({**json.loads((model_dir("tiny") / "config.json").read_text()), "eos_token_id": 50257}))
+    with pytest.raises(ConfigError, match=r"config.json: config field 'eos_token_id' is 50257, outside the vocabulary \(vocab_size=50257, "
+                                          r"ids 0 \.\. 50256\); set it to the model's end-of-text id \(GPT-2: 50256\) or null"):  # fmt: skip
+        GPT2.from_pretrained(folder)
+    assert GPT2Config(vocab_size=60, eos_token_id=None).eos_token_id is None  # null: never stop early
+    assert GPT2Config(vocab_size=60, eos_token_id=59, bos_token_id=50256).bos_token_id == 50256  # bos is unused: not refused
+
+
+def test_n_head_cannot_be_detected_from_the_weights(model_dir, tmp_path):
+    """No tensor's shape depends on n_head (c_attn is [C, 3C] for any head count): a config.json
+    with another n_head loads and runs, and computes something else. What can be checked is:
+    n_embd must split into n_head equal heads (test_n_embd_must_split_into_heads). The docs say so."""
+    from gpt2np.weights import load_weights
+
+    tiny = model_dir("tiny")
+    config = GPT2Config.from_json_file(tiny / "config.json")
+    other = GPT2Config(**{**{k: v for k, v in config.to_dict().items() if k != "model_type"}, "n_head": 4})
+    ids = [[3666, 3290, 318]]
+    right = GPT2(config, load_weights(tiny / "model.safetensors", config))(ids).logits
+    wrong = GPT2(other, load_weights(tiny / "model.safetensors", other))(ids).logits
+    assert np.isfinite(wrong).all() and not np.allclose(right, wrong)
+    assert "cannot be detected" in (Path(__file__).resolve().parents[1] / "docs" / "errors.md").read_text()

@@ -95,7 +95,7 @@ def test_without_a_model_the_tokenizer_steps_still_run(tmp_path, tokenizer_dir, 
     code, out, err = explain(capsys, "--model", tmp_path / "missing", "--tokenizer", tokenizer_dir)
     assert code == 0 and err == ""
     assert "== 6. Softmax of a masked row ==" in out
-    assert "Generation needs the model's weights" in out and "is not a folder" in out
+    assert "Generation needs the model's weights" in out and "no folder" in out
 
 
 def test_without_a_model_it_says_which_command_gets_one(tmp_path, monkeypatch, tokenizer_dir, capsys):
@@ -104,6 +104,20 @@ def test_without_a_model_it_says_which_command_gets_one(tmp_path, monkeypatch, t
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     code, out, _ = explain(capsys, "--tokenizer", tokenizer_dir, "--step", "generate")
     assert code == 0 and "`gpt2np download gpt2`" in out
+
+
+def test_without_weights_every_step_but_the_models_runs_on_the_shipped_tokenizer(tmp_path, monkeypatch, capsys):
+    """No --tokenizer, no --model, no weights, offline: steps 1 to 7 all print (7 without its
+    model check), step 8 says how to get the weights."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("GPT2NP_WEIGHTS", str(tmp_path / "weights"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    code, out, err = explain(capsys)
+    assert code == 0 and err == ""
+    for number, (title, _) in enumerate(STEPS.values(), start=1):
+        assert f"== {number}. {title} ==" in out
+    assert "Generation needs the model's weights" in out and "`gpt2np download gpt2`" in out
+    assert "[[50256 50256 50256  1026   481  6290   287   262]" in out
 
 
 def test_a_missing_tokenizer_is_an_error(tmp_path, capsys):
@@ -142,12 +156,11 @@ def doc_blocks(text: str):
             yield command[2:], output
 
 
-def test_docs_show_what_explain_prints(model_dir, tokenizer_dir, capsys):
+def test_docs_show_what_explain_prints(model_dir, capsys):
     blocks = list(doc_blocks(DOC.read_text(encoding="utf-8")))
     assert len(blocks) >= 6
     for command, shown in blocks:
         args = shlex.split(command)[1:]  # without "gpt2np"
-        args = [str(tokenizer_dir) if a == "../shared/gpt2-tokenizer" else a for a in args]
         args = [str(model_dir("tiny")) if a == "weights/test-models/tiny" else a for a in args]
         code, out, _ = explain(capsys, *args[1:])
         assert code == 0
@@ -157,6 +170,43 @@ def test_docs_show_what_explain_prints(model_dir, tokenizer_dir, capsys):
 def test_docs_link_to_files_that_exist():
     for target in re.findall(r"\]\((\.\./[^)#]+)", DOC.read_text(encoding="utf-8")):
         assert (DOC.parent / target).exists(), target
+
+
+# --- --mask-fill and --dtype are the ones shown ---------------------------------------------
+
+
+@pytest.mark.parametrize("dtype, shown", [("float32", "-3.4e+38"), ("float64", "-1.8e+308")])
+def test_the_mask_and_softmax_steps_use_the_fill_and_dtype_asked_for(capsys, dtype, shown):
+    code, out, _ = explain(capsys, "--step", "mask", "--step", "softmax", "--mask-fill", "min", "--dtype", dtype)
+    assert code == 0 and "-inf" not in out
+    assert f"the fill (here min = {shown} in {dtype})" in out
+    assert re.search(rf"query 0 \[pad\]( +{re.escape(shown)}){{8}}\n", out)  # the whole pad row is the fill
+    assert re.search(rf"\+ mask row 7( +{re.escape(shown)}){{3}}( +0){{5}}\n", out)
+    assert f"underflows to 0 in {dtype}" in out
+    code, out, _ = explain(capsys, "--step", "mask", "--mask-fill", "-1e9")
+    assert "the fill (here -1e9 = -1e+09 in float32)" in out
+
+
+def test_explains_default_fill_is_minus_inf():
+    from gpt2np.tools.cli import build_parser
+
+    assert build_parser().parse_args(["explain"]).mask_fill == "-inf"
+    assert build_parser().parse_args(["generate", "x"]).mask_fill == "min"  # the model's default elsewhere
+
+
+def test_minus_1e9_is_uniform_in_float32_only(capsys, model_dir):
+    """In float64, score - 1e9 keeps the scores' differences: the forbidden row is softmax(scores)."""
+    row = lambda out, fill: re.search(rf"fill {re.escape(fill)} = \S+ +softmax = (.*)\n", out).group(1).split()  # noqa: E731
+    code, out32, _ = explain(capsys, "--step", "empty-rows", "--model", model_dir("tiny"))
+    code64, out64, _ = explain(capsys, "--step", "empty-rows", "--model", model_dir("tiny"), "--dtype", "float64")
+    assert code == code64 == 0
+    assert set(row(out32, "-1e9")) == {"0.125"} and set(row(out32, "min")) == {"0.125"}
+    scores = np.random.default_rng(0).standard_normal(8).round(2)  # explain's made-up scores (demo_scores)
+    expected = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
+    assert row(out64, "-1e9") == [f"{p:.3f}" for p in expected]  # softmax(scores): nothing masked
+    assert set(row(out64, "min")) == {"0.125"}
+    assert "With -1e9, the row is softmax(scores) itself" in out64 and "are 64 apart" in out64
+    assert "With -1e9 and min, the scores all round to the same huge negative number" in out32
 
 
 # --- the block step: one token through block 0, read from run_with_cache -------------------

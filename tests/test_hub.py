@@ -107,7 +107,7 @@ def sha_calls(monkeypatch) -> list:
 
 
 def test_known_files_hold_the_published_sizes_and_hashes():
-    """The numbers from issue 5 and ../shared/gpt2-tokenizer/README.md, typed in by hand."""
+    """The published numbers (issue 5; the hub's listing of openai-community/gpt2), typed in by hand."""
     assert KNOWN_FILES[("openai-community/gpt2", "model.safetensors")] == (
         548105171, "248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707")  # fmt: skip
     assert GPT2_TOKENIZER_FILES == {
@@ -120,14 +120,59 @@ def test_known_files_hold_the_published_sizes_and_hashes():
     assert HUB_REPOS["gpt2"] == "openai-community/gpt2"
 
 
-def test_the_shared_tokenizer_files_match_the_table(tokenizer_dir, sha_calls):
-    readme = (tokenizer_dir / "README.md").read_text()
+def test_the_packaged_tokenizer_files_match_the_table(tokenizer_dir, sha_calls):
+    """The copy inside the package is GPT-2's: sizes and sha256 computed here, not trusted."""
+    assert tokenizer_dir == Path(hub.__file__).resolve().parent / "tokenizer_files"
     for filename, (size, digest) in GPT2_TOKENIZER_FILES.items():
         data = (tokenizer_dir / filename).read_bytes()
-        assert (len(data), sha256(data)) == (size, digest), filename  # computed here, not trusted
-        assert f"| {filename} | {size} | {digest} |" in readme
+        assert (len(data), sha256(data)) == (size, digest), filename
         verify_file(tokenizer_dir / filename, "openai-community/gpt2", filename)  # and hub.py agrees
     assert len(sha_calls) == 2
+
+
+def test_the_tokenizer_files_are_package_data():
+    """pyproject.toml ships them in the wheel (an installed gpt2np has no checkout around it)."""
+    import tomllib
+
+    pyproject = tomllib.loads((Path(hub.__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    shipped = pyproject["tool"]["setuptools"]["package-data"]["gpt2np"]
+    assert sorted(shipped) == sorted(f"tokenizer_files/{f}" for f in GPT2_TOKENIZER_FILES)
+
+
+@pytest.mark.parametrize("name", [*HUB_REPOS, *HUB_REPOS.values()])
+def test_gpt2s_tokenizer_needs_no_network_and_no_cache(name, tmp_path):
+    """Offline (HF_HUB_OFFLINE=1), with empty caches and an empty weights/: the five names and
+    their hub ids all get the package's own files."""
+    files = resolve_tokenizer_files(name)
+    assert files == {f: hub.PACKAGED_TOKENIZER / f for f in ("vocab.json", "merges.txt")}
+    assert Tokenizer.from_pretrained(name).encode("It will rain in the") == [1026, 481, 6290, 287, 262]
+    assert not any(Path(os.environ["HF_HOME"]).rglob("*"))  # nothing was cached on the way
+
+
+def test_a_model_folder_without_tokenizer_files_uses_gpt2s_when_its_config_has_gpt2s_vocabulary(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({**CONFIG.to_dict(), "vocab_size": 50257}))
+    assert resolve_tokenizer_files(folder) == hub.packaged_tokenizer_files()
+    (folder / "config.json").write_text(json.dumps(CONFIG.to_dict()))  # 60 tokens: not GPT-2's vocabulary
+    with pytest.raises(ModelNotFoundError, match=r"model has no tokenizer files \(vocab.json \+ merges.txt or tokenizer.json\).*"
+                                                 r"config.json has 60 tokens, not GPT-2's 50257.*--tokenizer FOLDER"):  # fmt: skip
+        Tokenizer.from_pretrained(folder)
+    (folder / "config.json").unlink()
+    with pytest.raises(ModelNotFoundError, match=r"has no config.json.*--tokenizer FOLDER"):
+        Tokenizer.from_pretrained(folder)
+
+
+def test_a_folder_with_its_own_tokenizer_keeps_it(tmp_path, tokenizer_dir):
+    (tmp_path / "tokenizer.json").write_bytes(b"{}")  # not even valid: proves it is the one chosen
+    (tmp_path / "config.json").write_text(json.dumps({**CONFIG.to_dict(), "vocab_size": 50257}))
+    assert resolve_tokenizer_files(tmp_path) == {"tokenizer.json": tmp_path / "tokenizer.json"}
+
+
+def test_missing_package_files_say_to_reinstall(monkeypatch, tmp_path):
+    monkeypatch.setattr(hub, "PACKAGED_TOKENIZER", tmp_path)
+    with pytest.raises(ModelNotFoundError, match=r"vocab.json, merges.txt are missing from .*reinstall it"):
+        Tokenizer.from_pretrained("gpt2")
 
 
 def test_a_changed_tokenizer_file_is_refused(tokenizer_dir, tmp_path):
@@ -175,7 +220,8 @@ def test_gpt2_is_found_under_either_hub_name(tokenizer_dir, hf_home, cached_as, 
     checked against the published hashes on the way."""
     files = {f: (tokenizer_dir / f).read_bytes() for f in ("vocab.json", "merges.txt")}
     snapshot = add_to_hub_cache(hf_home, cached_as, files)
-    assert resolve_tokenizer_files(asked_as) == {f: snapshot / f for f in files}
+    # (Tokenizer.from_pretrained takes the package's copy of these; the cache lookup is resolve_files.)
+    assert hub.resolve_files(asked_as, hub.TOKENIZER_FILES) == {f: snapshot / f for f in files}
     tok = Tokenizer.from_pretrained(asked_as)
     assert tok.encode("It will rain in the") == [1026, 481, 6290, 287, 262]
 
@@ -345,8 +391,9 @@ def test_where_the_caches_are(monkeypatch, tmp_path):
 def test_offline_and_not_cached_says_how_to_get_the_files(name):
     with pytest.raises(ModelNotFoundError, match=rf"'{name}' is not downloaded and HF_HUB_OFFLINE is set.*Run `gpt2np download {name}` on a machine with network"):
         GPT2.from_pretrained(name)
-    with pytest.raises(ModelNotFoundError, match=f"Run `gpt2np download {name}`"):
-        Tokenizer.from_pretrained(name)
+    if name not in HUB_REPOS:  # GPT-2's own tokenizer ships with gpt2np; another repo's does not
+        with pytest.raises(ModelNotFoundError, match=f"Run `gpt2np download {name}`"):
+            Tokenizer.from_pretrained(name)
 
 
 def test_no_network_and_not_cached_says_how_to_get_the_files(monkeypatch):
@@ -362,10 +409,31 @@ def test_local_files_only_never_downloads(monkeypatch):
         GPT2.from_pretrained("acme/x", local_files_only=True)
 
 
-@pytest.mark.parametrize("name", ["bad name!", "a/b/c", "--x", "x" * 200])
+@pytest.mark.parametrize("name", ["bad name!", "--x", "x" * 200])
 def test_a_name_that_cannot_be_a_repo(name):
     with pytest.raises(ModelNotFoundError, match=r"is not a model folder, not in .*, and not a valid hub repo id; known names: gpt2, gpt2-medium"):
         GPT2.from_pretrained(name)
+
+
+@pytest.mark.parametrize("name", ["weights/tiny", "./tiny", "a/b/c", "weights/test-models/tni"])
+def test_a_name_that_looks_like_a_folder_is_not_sent_to_the_hub(name, tmp_path, monkeypatch):
+    """A mistyped relative folder: 'weights/tiny' run where ./weights exists is a folder name,
+    not the hub repo 'weights/tiny' (a hub id has one '/', and no folder 'weights' here)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights" / "test-models" / "tiny").mkdir(parents=True)
+    with pytest.raises(ModelNotFoundError, match=rf"^no folder \./{re.escape(name.removeprefix('./'))}\b") as e:
+        GPT2.from_pretrained(name)
+    assert "hub" not in str(e.value) and "download" not in str(e.value)
+    if name.startswith("weights/test-models/"):  # what is there, to spot the typo
+        assert "(weights/test-models exists and holds tiny)" in str(e.value)
+    with pytest.raises(ModelNotFoundError, match="^no folder"):
+        Tokenizer.from_pretrained(name)
+
+
+def test_a_file_given_as_the_model_folder(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ModelNotFoundError, match="model.safetensors is a file, not a folder"):
+        GPT2.from_pretrained(str(tmp_path / "model.safetensors"))
 
 
 def test_download_refuses_when_offline(tmp_path):

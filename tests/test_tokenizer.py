@@ -1,6 +1,6 @@
 """GPT-2's tokenizer: the published facts, padding, decoding, errors, and parity with transformers.
 
-The facts come from ../shared/gpt2-tokenizer/README.md; parity is checked live against
+The tokenizer is the package's own copy of GPT-2's files (gpt2np/tokenizer_files/); parity is checked live against
 transformers' GPT2Tokenizer loaded from the same files (skipped locally without transformers,
 a failure in CI).
 """

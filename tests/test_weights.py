@@ -31,7 +31,8 @@ def test_shapes_follow_the_config():
     assert shapes["h.2.attn.c_attn.weight"] == (12, 36) and shapes["h.2.attn.c_attn.bias"] == (36,)
     assert shapes["h.0.mlp.c_fc.weight"] == (12, 20) and shapes["h.0.mlp.c_proj.weight"] == (20, 12)  # n_inner
     assert "h.3.ln_1.weight" not in shapes
-    untied = expected_shapes(GPT2Config(vocab_size=50, n_positions=10, n_embd=12, n_layer=1, n_head=3, tie_word_embeddings=False))
+    untied = expected_shapes(GPT2Config(vocab_size=50, n_positions=10, n_embd=12, n_layer=1, n_head=3, tie_word_embeddings=False,
+                                        eos_token_id=49))  # fmt: skip
     assert untied["lm_head.weight"] == (50, 12)
 
 
@@ -114,3 +115,28 @@ def test_config_disagreeing_with_tensors_is_reported_as_such(tensors, change, ph
     config = GPT2Config(**{**{k: v for k, v in CONFIG.to_dict().items() if k != "model_type"}, **change})
     with pytest.raises(CheckpointError, match=phrase + ": config.json does not belong to these weights"):
         weights_from_tensors(tensors, config)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_first_non_finite_counts_and_finds_the_first(dtype):
+    from gpt2np.weights import first_non_finite
+
+    t = np.zeros((4, 5), dtype=dtype)
+    assert first_non_finite(t) is None and first_non_finite(np.zeros((0, 3), dtype)) is None
+    t[2, 3], t[1, 4], t[3, 0] = np.nan, -np.inf, np.inf
+    assert first_non_finite(t) == (3, (1, 4))  # the first in C order
+    assert first_non_finite(np.full(3, np.finfo(dtype).max, dtype=dtype)) is None  # large, finite: fine
+
+
+def test_in_memory_tensors_are_checked_too(tensors):
+    bad = {**tensors, "h.2.mlp.c_proj.bias": np.where(np.arange(12) == 4, np.nan, 0).astype(np.float32)}
+    with pytest.raises(CheckpointError, match=r"checkpoint: tensor 'h.2.mlp.c_proj.bias' holds 1 non-finite value \(NaN or inf; the first is nan at index \[4\]\)"):
+        weights_from_tensors(bad, CONFIG)
+
+
+def test_untied_config_on_a_tied_checkpoint_points_at_the_setting(tensors):
+    """"tie_word_embeddings": false asks for lm_head.weight, which a tied checkpoint lacks."""
+    untied = GPT2Config(**{**{k: v for k, v in CONFIG.to_dict().items() if k != "model_type"}, "tie_word_embeddings": False})
+    with pytest.raises(CheckpointError, match=r"has no tensor 'lm_head.weight', which config.json asks for with "
+                                              r"\"tie_word_embeddings\": false.*set \"tie_word_embeddings\" to true"):  # fmt: skip
+        weights_from_tensors(tensors, untied)

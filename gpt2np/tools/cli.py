@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import GPT2npError
+from .. import __version__
+from ..errors import GPT2npError, InputError
 from . import compare, crosscheck, download, explain, generate, plot, score, trace
+from .common import in_flag_names
 
 SUBCOMMANDS = (generate, download, explain, crosscheck, plot, score, trace, compare)  # in the order --help lists them
 EXIT_ERROR = 1
@@ -33,6 +35,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gpt2np", description="GPT-2 from scratch in NumPy.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=f"gpt2np {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for module in SUBCOMMANDS:
         module.add_parser(sub)
@@ -65,7 +68,8 @@ def main(argv=None) -> int:
     except GPT2npError as e:
         if args.debug:
             raise
-        _print_error(str(e))
+        # A bad argument is named as the user gave it: --top-p, not top_p.
+        _print_error(in_flag_names(str(e)) if isinstance(e, InputError) else str(e))
         return EXIT_ERROR
     except BrokenPipeError:  # `gpt2np generate ... | head`
         return 0

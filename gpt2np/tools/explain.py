@@ -60,7 +60,9 @@ def token_labels(tok, ids, mask) -> list[str]:
 
 
 def fmt_matrix(matrix: np.ndarray, labels: list[str], width: int = 7) -> str:
-    """A [T, T] query x key matrix, rows labelled 'i token', columns by key index."""
+    """A [T, T] query x key matrix, rows labelled 'i token', columns by key index (wider
+    columns when a cell needs them, e.g. -3.4e+38)."""
+    width = max(width, 2 + max(len(fmt_number(v)) for v in np.ravel(matrix)))
     label_width = max(len(f"{i} {s}") for i, s in enumerate(labels))
     corner = "  query \\ key"
     lines = [f"{corner:<{label_width + 8}}" + "".join(f"{j:>{width}}" for j in range(len(labels)))]
@@ -93,7 +95,7 @@ def show_tokens(tok, sentences) -> str:
         ids = tok.encode(s)
         pieces = tok.convert_ids_to_tokens(ids)
         width = max(len(p) for p in pieces + [str(i) for i in ids]) + 2
-        lines.append(f"  {s!r}: {len(ids)} tokens")
+        lines.append(f"  {s!r}: {len(ids)} token{'' if len(ids) == 1 else 's'}")
         lines.append("    " + "".join(f"{p:>{width}}" for p in pieces))
         lines.append("    " + "".join(f"{i:>{width}}" for i in ids))
     return "\n".join(lines)
@@ -165,16 +167,22 @@ def show_positions(tok, sentences) -> str:
     ])  # fmt: skip
 
 
-def show_mask(tok, sentences, row: int) -> str:
+def fill_label(mask_fill, dtype) -> str:
+    """'-inf' for the fill -inf; 'min = -3.4e+38 (float32)' for a named fill and its value."""
+    value = fmt_number(resolve_fill(mask_fill, dtype))
+    return value if str(mask_fill) == value else f"{mask_fill} = {value} in {np.dtype(dtype)}"
+
+
+def show_mask(tok, sentences, row: int, mask_fill="-inf", dtype=np.float32) -> str:
     ids, mask = left_padded(tok, sentences)
     T = ids.shape[1]
-    additive = build_attention_mask(mask, T, resolve_fill("-inf", np.float32), np.float32)  # [B, 1, T, T]
+    additive = build_attention_mask(mask, T, resolve_fill(mask_fill, dtype), dtype)  # [B, 1, T, T]
     labels = token_labels(tok, ids[row], mask[row])
-    empty = np.flatnonzero(np.isinf(additive.additive[row, 0]).all(axis=-1))  # [n] queries that may see nothing
+    empty = np.flatnonzero(additive.empty_rows[row, 0, :, 0])  # [n] queries that may see nothing
     return "\n".join([
         "Attention scores every (query, key) pair of tokens. Two kinds of pair are forbidden: a key in",
         "the future (causal) and a key that is a pad. build_attention_mask turns both into ONE additive",
-        "mask, 0 where allowed and the fill (here -inf) where forbidden, added to the scores before",
+        f"mask, 0 where allowed and the fill (here {fill_label(mask_fill, dtype)}) where forbidden, added to the scores before",
         f"softmax. Row {row} of the batch ({sentences[row]!r}), mask [{T}, {T}]:",
         fmt_matrix(additive.additive[row, 0], labels, width=6),
         f"Queries {empty.tolist()} are pads: their own key is a pad, and so is every key before them,"
@@ -183,64 +191,95 @@ def show_mask(tok, sentences, row: int) -> str:
     ]).rstrip()  # fmt: skip
 
 
-def demo_scores(T: int) -> np.ndarray:
-    """Made-up attention scores for one query (any numbers would do): [T] float32."""
-    return np.random.default_rng(0).standard_normal(T).astype(np.float32).round(2)
+def demo_scores(T: int, dtype=np.float32) -> np.ndarray:
+    """Made-up attention scores for one query (any numbers would do): [T] of dtype."""
+    return np.random.default_rng(0).standard_normal(T).astype(dtype).round(2)
 
 
-def describe_difference(diff: float) -> str:
+def describe_difference(diff: float, dtype=np.float32) -> str:
     """Say 'rounding' rather than print a last-digit number that varies from CPU to CPU."""
     if diff == 0:
         return "0"
-    return "float32 rounding only (below 1e-6; that sum also adds the zeros)" if diff < 1e-6 else f"{diff:.1e}"
+    return f"{np.dtype(dtype)} rounding only (below 1e-6; that sum also adds the zeros)" if diff < 1e-6 else f"{diff:.1e}"
 
 
-def show_softmax(tok, sentences, row: int) -> str:
+def column_width(*rows, least: int = 8) -> int:
+    """Wide enough for every number of `rows` plus two spaces (-3.4e+38 needs 10)."""
+    return max(least, 2 + max(len(fmt_number(v)) for r in rows for v in r))
+
+
+def show_softmax(tok, sentences, row: int, mask_fill="-inf", dtype=np.float32) -> str:
     ids, mask = left_padded(tok, sentences)
     T = ids.shape[1]
-    additive = build_attention_mask(mask, T, resolve_fill("-inf", np.float32), np.float32).additive[row, 0]  # [T, T]
+    fill = resolve_fill(mask_fill, dtype)
+    additive = build_attention_mask(mask, T, fill, dtype).additive[row, 0]  # [T, T]
     query = T - 1  # the last token: it may see every real token
-    scores = demo_scores(T)  # [T]
+    scores = demo_scores(T, dtype)  # [T]
     masked = scores + additive[query]  # [T] forbidden keys -> -inf
     probs = softmax(masked.copy())  # [T] (softmax works in place)
     real = mask[row] == 1
     alone = softmax(scores[real].copy())  # [n_real] the same row with the pad keys simply deleted
     diff = float(np.abs(probs[real] - alone).max())
+    w = column_width(additive[query], masked)
+    why_zero = "exp(-inf) = 0" if fill == -np.inf else f"exp(score {fmt_number(fill)} - max) underflows to 0 in {np.dtype(dtype)}"
     return "\n".join([
         f"Query {query} (the last token of row {row}) with made-up scores, one per key:",
-        f"  scores            {fmt_row(scores)}",
-        f"  + mask row {query}      {fmt_row(additive[query])}",
-        f"  = masked scores   {fmt_row(masked)}",
-        f"  softmax           {fmt_row(probs)}   (sum {probs.sum():.6f})",
-        "exp(-inf) = 0, so the pads get weight exactly 0 and the real keys share all of it. Softmax of",
+        f"  scores            {fmt_row(scores, w)}",
+        f"  + mask row {query}      {fmt_row(additive[query], w)}",
+        f"  = masked scores   {fmt_row(masked, w)}",
+        f"  softmax           {fmt_row(probs, w)}   (sum {probs.sum():.6f})",
+        f"{why_zero}, so the pads get weight exactly 0 and the real keys share all of it. Softmax of",
         f"the real keys' scores alone, with the pad keys deleted:  {fmt_row(alone).strip()}",
-        f"Largest difference: {describe_difference(diff)}. Masking a key is the same as deleting it.",
+        f"Largest difference: {describe_difference(diff, dtype)}. Masking a key is the same as deleting it.",
     ])  # fmt: skip
 
 
-def fill_rows(mask_row: np.ndarray, query: int, scores: np.ndarray) -> list[str]:
-    """softmax(scores + mask row `query`) for each fill: what a forbidden row turns into."""
+def forbidden_row_softmax(mask_row: np.ndarray, query: int, scores: np.ndarray, dtype) -> dict[str, np.ndarray]:
+    """{fill: softmax(scores + mask row `query`)} in dtype: what a forbidden row turns into."""
     T = mask_row.shape[0]
-    lines = []
+    rows = {}
     for name in MASK_FILLS:
-        fill = resolve_fill(name, np.float32)
-        additive = build_attention_mask(mask_row[None, :], T, fill, np.float32).additive[0, 0, query]  # [T]
-        probs = softmax(scores + additive)  # [T]
-        lines.append(f"  fill {name + ' = ' + fmt_number(fill):<16} softmax = {fmt_row(probs, 7)}")
+        additive = build_attention_mask(mask_row[None, :], T, resolve_fill(name, dtype), dtype).additive[0, 0, query]  # [T]
+        rows[name] = softmax(scores + additive)  # [T]
+    return rows
+
+
+def fill_rows(rows: dict[str, np.ndarray], dtype) -> list[str]:
+    return [f"  fill {name + ' = ' + fmt_number(resolve_fill(name, dtype)):<17} softmax = {fmt_row(probs, 7)}"
+            for name, probs in rows.items()]  # fmt: skip
+
+
+def finite_fills_story(rows: dict[str, np.ndarray], scores: np.ndarray, dtype) -> list[str]:
+    """What the finite fills did to the forbidden row, in this dtype: uniform, or (for -1e9 in
+    float64) softmax(scores) itself, the mask lost to rounding never having happened."""
+    uniform = [name for name, p in rows.items() if name != "-inf" and np.ptp(p) == 0]
+    kept = [name for name, p in rows.items() if name != "-inf" and np.ptp(p) != 0]
+    lines = []
+    if uniform:
+        lines += [f"With {' and '.join(uniform)}, the scores all round to the same huge negative number and the row is uniform:",
+                  "an average over keys this token must not see, including future ones."]  # fmt: skip
+    for name in kept:
+        fill = resolve_fill(name, dtype)
+        gap = float(np.spacing(np.abs(np.asarray(fill, dtype))))  # distance between neighbouring numbers near the fill
+        diff = float(np.abs(rows[name] - softmax(scores.copy())).max())
+        lines += [f"With {name}, the row is softmax(scores) itself (max difference {diff:.0e}), as if nothing were masked:",
+                  f"{dtype} numbers near {fmt_number(fill)} are {gap:.2g} apart, so score + ({fmt_number(fill)}) keeps the scores'",
+                  f"differences, and softmax ignores a shift. In float32 they are {float(np.spacing(np.float32(abs(fill)))):.2g} "
+                  "apart and the differences vanish."]  # fmt: skip
     return lines
 
 
-def attention_demo(mask_row: np.ndarray) -> tuple[dict, np.ndarray]:
+def attention_demo(mask_row: np.ndarray, dtype=np.float32) -> tuple[dict, np.ndarray]:
     """gpt2np's own attention on small random q, k, v for one masked sequence, with each fill.
     Returns {fill: (output [T, D], weights [T, T])} and the rows that may see nothing."""
     T, D = mask_row.shape[0], 4
-    q, k, v = np.random.default_rng(0).standard_normal((3, 1, 1, T, D)).astype(np.float32)  # 3 x [1, 1, T, D]
+    q, k, v = np.random.default_rng(0).standard_normal((3, 1, 1, T, D)).astype(dtype)  # 3 x [1, 1, T, D]
     results = {}
     for name in MASK_FILLS:
-        m = build_attention_mask(mask_row[None, :], T, resolve_fill(name, np.float32), np.float32)
+        m = build_attention_mask(mask_row[None, :], T, resolve_fill(name, dtype), dtype)
         out, probs = attention(q, k, v, m, scale=1 / np.sqrt(D))  # [1, 1, T, D], [1, 1, T, T]
         results[name] = (out[0, 0], probs[0, 0])
-    empty = build_attention_mask(mask_row[None, :], T, -np.inf, np.float32).empty_rows[0, 0, :, 0]  # [T] bool
+    empty = build_attention_mask(mask_row[None, :], T, -np.inf, dtype).empty_rows[0, 0, :, 0]  # [T] bool
     return results, empty
 
 
@@ -254,26 +293,26 @@ def logits_across_fills(model, ids, mask) -> dict[str, float]:
     return {f: float(np.abs(logits[f] - logits["min"]).max()) for f in MASK_FILLS}
 
 
-def show_empty_rows(tok, sentences, row: int, model, model_problem: str | None) -> str:
+def show_empty_rows(tok, sentences, row: int, model, model_problem: str | None, dtype=np.float32) -> str:
     ids, mask = left_padded(tok, sentences)
     T = ids.shape[1]
     if mask[row].all():
         return (f"Row {row} has no padding, so none of its queries is left with nothing to see; choose a padded row "
                 "with --row, or give sentences of different lengths.")  # fmt: skip
     query = 0  # a left pad: it may see no key at all
-    scores = demo_scores(T)
-    results, empty = attention_demo(mask[row])
+    scores = demo_scores(T, dtype)
+    rows = forbidden_row_softmax(mask[row], query, scores, dtype)
+    results, empty = attention_demo(mask[row], dtype)
     out, probs = results["-inf"]
     diffs = {f: float(np.abs(results[f][1] - probs).max()) for f in MASK_FILLS}
     lines = [
         f"Query {query} of row {row} is a pad; every key it could see is forbidden. The same made-up scores,",
-        "masked with each fill, through gpt2np's softmax (layers.softmax):",
-        *fill_rows(mask[row], query, scores),
+        f"masked with each fill, through gpt2np's softmax (layers.softmax), in {np.dtype(dtype)}:",
+        *fill_rows(rows, dtype),
         "With -inf, every score is -inf, max - max = -inf - (-inf) = NaN, and the whole row is NaN (0/0).",
-        "With a finite fill, the scores all become the same huge negative number and the row is uniform:",
-        "an average over keys this token must not see, including future ones. Neither means anything,",
-        "and a NaN spreads: next layer, every real token multiplies this pad's value by its weight 0,",
-        "and 0 * NaN = NaN.",
+        *finite_fills_story(rows, scores, np.dtype(dtype)),
+        "None of these means anything, and a NaN spreads: next layer, every real token multiplies this",
+        "pad's value by its weight 0, and 0 * NaN = NaN.",
         "",
         "gpt2np's attention (attention.attention) defines the row instead: a query with nothing to see",
         f"attends to nothing (weights 0, output 0). On random q, k, v [1, 1, {T}, 4] with fill -inf:",
@@ -411,7 +450,7 @@ def add_parser(sub) -> None:
         "question, generation. Every number shown is computed by gpt2np.",
     )  # fmt: skip
     p.add_argument("sentences", nargs="*", help=f"sentences to batch (default: {', '.join(repr(s) for s in SEED_SENTENCES)})")
-    add_model_args(p)
+    add_model_args(p, default_fill="-inf")  # the exact value: the mask then reads "forbidden"
     p.add_argument("--max-new-tokens", type=int, default=10, help="tokens to generate per sentence (default 10)")
     p.add_argument("--step", action="append", choices=list(STEPS), help="show only this step (repeatable; default: all)")
     p.add_argument("--row", type=int, default=None, help="sequence shown by the mask steps (default: the first padded one)")
@@ -424,10 +463,8 @@ def load_tokenizer(args):
     try:
         return Tokenizer.from_pretrained(args.tokenizer or args.model, verify=not args.no_verify)
     except ModelNotFoundError as e:
-        raise ModelNotFoundError(
-            f"explain needs the GPT-2 tokenizer even without a model: {e} (pass --tokenizer FOLDER, a folder with "
-            "vocab.json + merges.txt or tokenizer.json)"
-        ) from None
+        how = "" if "--tokenizer" in str(e) else " (pass --tokenizer FOLDER, a folder with vocab.json + merges.txt or tokenizer.json)"
+        raise ModelNotFoundError(f"explain needs a tokenizer even without a model: {e}{how}") from None
 
 
 def load_model_or_reason(args):
@@ -470,11 +507,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         elif name == "positions":
             print(show_positions(tok, sentences))
         elif name == "mask":
-            print(show_mask(tok, sentences, row))
+            print(show_mask(tok, sentences, row, args.mask_fill, np.dtype(args.dtype)))
         elif name == "softmax":
-            print(show_softmax(tok, sentences, row))
+            print(show_softmax(tok, sentences, row, args.mask_fill, np.dtype(args.dtype)))
         elif name == "empty-rows":
-            print(show_empty_rows(tok, sentences, row, model, problem))
+            print(show_empty_rows(tok, sentences, row, model, problem, np.dtype(args.dtype)))
         elif model is None:
             what = "Generation needs" if name == "generate" else "Looking inside a block needs"
             print(f"{what} the model's weights, and they are not on this machine (the steps above needed")

@@ -1,0 +1,124 @@
+"""docs/how-it-works.md shows real output: every command block is re-run and compared.
+
+The `gpt2np explain` blocks are compared character for character by tests/test_explain.py.
+The others here: building the test model, the mask picture, `score` and `crosscheck`. Their
+numbers come from float32 matrix products whose last digits depend on the BLAS and the thread
+count, so a printed number may differ from a re-run by one unit of its last printed digit
+(`score` prints only digits that mean something, so that is all the slack it needs);
+`crosscheck`'s differences against transformers are last-bit values and may differ by up to a
+factor of 2 from machine to machine. Everything else must match exactly.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from gpt2np.tools.cli import main
+
+DOC = ROOT / "docs" / "how-it-works.md"
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[+-]\d+)?")
+
+
+def console_blocks() -> list[tuple[str, str]]:
+    """(command, output) of every ```console block of the page."""
+    blocks = []
+    for block in re.findall(r"```console\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S):
+        command, _, output = block.partition("\n")
+        assert command.startswith("$ "), f"a console block must start with '$ command': {command!r}"
+        blocks.append((command[2:], output))
+    return blocks
+
+
+def last_digit_unit(number: str) -> float:
+    """'-16.520' -> 0.001, '2.992e+07' -> 1e4, '305' -> 1."""
+    mantissa, _, exponent = number.partition("e")
+    decimals = len(mantissa.partition(".")[2])
+    return 10.0 ** (int(exponent or 0) - decimals)
+
+
+def assert_same_output(shown: str, actual: str, factor: float = 1.0, what: str = "") -> None:
+    """Same text; numbers equal, or within one unit of the last printed digit, or (factor > 1)
+    within that factor of each other."""
+    assert NUMBER.sub("#", shown) == NUMBER.sub("#", actual), f"docs/how-it-works.md shows stale output for `{what}`"
+    for a, b in zip(NUMBER.findall(shown), NUMBER.findall(actual)):
+        if a == b:
+            continue
+        x, y = float(a), float(b)
+        rounded = "." in a or "e" in a  # integers (ids, counts, positions) must match exactly
+        last_digit = rounded and abs(x - y) <= last_digit_unit(a) * 1.0001
+        last_bits = "e" in a and x * y > 0 and max(x / y, y / x) <= factor  # crosscheck's differences
+        assert last_digit or last_bits, f"`{what}`: the docs show {a}, a re-run prints {b}"
+
+
+def run_cli(capsys, command: str, model_dir) -> str:
+    args = shlex.split(command)[1:]
+    args = [str(model_dir(a.rsplit("/", 1)[1])) if a.startswith("weights/test-models/") else a for a in args]
+    assert main(args) == 0
+    return capsys.readouterr().out.replace(str(model_dir("tiny").parent), "weights/test-models")
+
+
+def test_every_block_is_checked():
+    """A new kind of block needs a test: none may go unchecked."""
+    kinds = {"gpt2np explain", "gpt2np plot", "gpt2np score", "gpt2np crosscheck", "python -c"}
+    for command, _ in console_blocks():
+        assert any(command.startswith(k) for k in kinds), f"no test re-runs `{command}`: add one to tests/test_docs.py"
+    assert len(console_blocks()) >= 13
+
+
+def test_the_build_command_builds_the_test_model(tmp_path, model_dir):
+    (command, shown), = [b for b in console_blocks() if b[0].startswith("python -c")]
+    out = subprocess.run([sys.executable, *shlex.split(command)[1:]], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout == shown == ""
+    built = tmp_path / "weights" / "test-models" / "tiny" / "model.safetensors"
+    assert built.read_bytes() == (model_dir("tiny") / "model.safetensors").read_bytes()  # the same seed, the same bytes
+
+
+def test_score_blocks(capsys, model_dir):
+    blocks = [b for b in console_blocks() if b[0].startswith("gpt2np score")]
+    assert blocks
+    for command, shown in blocks:
+        assert_same_output(shown, run_cli(capsys, command, model_dir), what=command)
+
+
+def test_plot_block_draws_the_picture_shown(capsys, tmp_path):
+    pytest.importorskip("matplotlib", reason="gpt2np plot needs matplotlib (pip install -e '.[plot]')")
+    import matplotlib.image
+
+    (command, shown), = [b for b in console_blocks() if b[0].startswith("gpt2np plot")]
+    args = shlex.split(command)[1:]
+    out_dir = args[args.index("--out") + 1]
+    args[args.index("--out") + 1] = str(tmp_path)
+    assert main(args) == 0
+    assert capsys.readouterr().out.replace(str(tmp_path), out_dir) == shown
+    drawn, in_docs = matplotlib.image.imread(tmp_path / "mask.png"), matplotlib.image.imread(ROOT / out_dir / "mask.png")
+    assert drawn.shape == in_docs.shape and np.abs(drawn - in_docs).max() < 0.02  # the same picture (fonts may differ)
+
+
+def test_crosscheck_block(capsys, model_dir, transformers):
+    (command, shown), = [b for b in console_blocks() if b[0].startswith("gpt2np crosscheck")]
+    assert_same_output(shown, run_cli(capsys, command, model_dir), factor=2.0, what=command)
+
+
+@pytest.mark.parametrize("shown, actual, ok", [
+    ("-16.520 x", "-16.521 x", True), ("-16.520 x", "-16.522 x", False), ("2.992e+07", "2.993e+07", True),
+    ("2.992e+07", "2.994e+07", False), ("3.05e-05", "6.1e-05", False), ("text 0:", "text 1:", False), ("a b", "a  b", False),
+    ("16/16", "15/16", False),
+])  # fmt: skip
+def test_the_comparison_itself(shown, actual, ok):
+    if ok:
+        assert_same_output(shown, actual)
+    else:
+        with pytest.raises(AssertionError):
+            assert_same_output(shown, actual)
+    assert_same_output("3.05e-05", "6.1e-05", factor=2.0)
+    with pytest.raises(AssertionError):
+        assert_same_output("3.05e-05", "6.2e-05", factor=2.0)
+    with pytest.raises(AssertionError):
+        assert_same_output("16/16", "8/16", factor=2.0)  # counts are exact even where differences may vary
