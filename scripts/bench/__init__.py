@@ -1,7 +1,7 @@
 """Benchmark gpt2np against transformers (torch, sdpa) on the same weights, in one run.
 
-    /work/venv/bin/python -m scripts.bench                    # full run: 3 repeats, ~25 minutes
-    /work/venv/bin/python -m scripts.bench --quick            # 1 repeat, fewer tasks: ~5 minutes
+    /work/venv/bin/python -m scripts.bench                    # full run: 3 repeats (estimated ~20 min idle; not yet timed)
+    /work/venv/bin/python -m scripts.bench --quick            # 1 repeat, fewer tasks (31 min on a shared machine, 1 thread)
     /work/venv/bin/python -m scripts.bench --tasks decode1,decode8 --repeats 5
     /work/venv/bin/python -m scripts.bench --pictures docs/img   # also draw decode.png, prefill.png
 

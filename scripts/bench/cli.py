@@ -25,7 +25,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m scripts.bench", description=OVERVIEW, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="a model folder (config.json + model.safetensors) or name; default: real gpt2 if present, else the random 124M-shaped model")
     p.add_argument("--repeats", type=int, default=None, help="worker runs per (implementation, task) (default 3, --quick 1)")
-    p.add_argument("--quick", action="store_true", help="1 repeat, fewer iterations and tasks, no family: a fast check (~5 min)")
+    p.add_argument("--quick", action="store_true", help="1 repeat, fewer iterations and tasks, no family: a fast check")
     p.add_argument("--tasks", default=None, help=f"comma-separated subset of {','.join(TASKS)} (default: all; --quick: {QUICK_TASKS})")
     p.add_argument("--family", default=None, help=f"comma-separated subset of {','.join(FAMILY)} for the family task (default: all; --quick: none)")
     p.add_argument("--threads", type=int, default=2, help="threads for both implementations (default 2)")
