@@ -143,8 +143,12 @@ def generate(
             step_positions = positions[:, -1:] + n_done  # [B, 1] last prompt position + steps taken
             out = model.forward(next_tokens[:, None], full_mask[:, :length], step_positions, cache, logits_to_keep=1)
         else:  # recompute everything: slower, same tokens (a check of the cache)
-            out = model.forward(tokens[:, :length], full_mask[:, :length], position_ids_from_mask(full_mask[:, :length]),
-                                logits_to_keep=1)  # fmt: skip
+            out = model.forward(
+                tokens[:, :length],
+                full_mask[:, :length],
+                position_ids_from_mask(full_mask[:, :length]),
+                logits_to_keep=1,
+            )
         logits = out.logits[:, -1]  # [B, vocab]
     _stream_end(streamer)
     result = tokens[:, : T + n_done]

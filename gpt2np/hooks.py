@@ -44,12 +44,24 @@ BLOCK_POINTS = (  # one block's points, in the order the forward pass reaches th
     "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post",
 )  # fmt: skip
 SHAPES = {  # the last part of a name -> its axes
-    "hook_embed": "B T C", "hook_pos_embed": "B T C", "hook_resid_pre": "B T C", "hook_normalized": "B T C",
-    "hook_q": "B T H D", "hook_k": "B T H D", "hook_v": "B T H D", "hook_z": "B T H D",
-    "hook_attn_scores": "B H T Tk", "hook_pattern": "B H T Tk",
-    "hook_attn_out": "B T C", "hook_resid_mid": "B T C", "hook_pre": "B T F", "hook_post": "B T F",
-    "hook_mlp_out": "B T C", "hook_resid_post": "B T C", "logits": "B T V",
-}  # fmt: skip
+    "hook_embed": "B T C",
+    "hook_pos_embed": "B T C",
+    "hook_resid_pre": "B T C",
+    "hook_normalized": "B T C",
+    "hook_q": "B T H D",
+    "hook_k": "B T H D",
+    "hook_v": "B T H D",
+    "hook_z": "B T H D",
+    "hook_attn_scores": "B H T Tk",
+    "hook_pattern": "B H T Tk",
+    "hook_attn_out": "B T C",
+    "hook_resid_mid": "B T C",
+    "hook_pre": "B T F",
+    "hook_post": "B T F",
+    "hook_mlp_out": "B T C",
+    "hook_resid_post": "B T C",
+    "logits": "B T V",
+}
 
 
 def activation_names(n_layer: int) -> list[str]:
@@ -134,7 +146,9 @@ class Hooks:
         except ValueError:  # ragged lists
             out = np.asarray(out, dtype=object)
         if out.dtype.kind not in "biuf":
-            raise InputError(f"the hook on {name!r} returned {returned} (dtype {out.dtype}); return an array of numbers, or None")
+            raise InputError(
+                f"the hook on {name!r} returned {returned} (dtype {out.dtype}); return an array of numbers, or None"
+            )
         if out.shape != x.shape:
             raise InputError(
                 f"the hook on {name!r} returned shape {list(out.shape)}, but {name} has shape {list(x.shape)} "

@@ -44,7 +44,10 @@ GPT2_TOKENIZER_FILES = {
     "merges.txt": (456318, "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"),
 }
 KNOWN_FILES = {
-    ("openai-community/gpt2", "model.safetensors"): (548105171, "248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707"),
+    ("openai-community/gpt2", "model.safetensors"): (
+        548105171,
+        "248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707",
+    ),
     **{(repo, f): v for repo in HUB_REPOS.values() for f, v in GPT2_TOKENIZER_FILES.items()},
 }
 
@@ -54,7 +57,14 @@ GPT2_VOCAB_SIZE = 50257  # a config.json with this vocabulary is taken to use GP
 
 MODEL_FILES = [("config.json", "model.safetensors")]
 TOKENIZER_FILES = [("vocab.json", "merges.txt"), ("tokenizer.json",)]  # either set will do
-DOWNLOAD_FILES = ["config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer.json", "generation_config.json"]
+DOWNLOAD_FILES = [
+    "config.json",
+    "model.safetensors",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.json",
+    "generation_config.json",
+]
 
 
 def weights_dir() -> Path:
@@ -119,7 +129,9 @@ def _no_such_folder(text: str) -> ModelNotFoundError:
     folder = Path(text).expanduser()
     shown = text if text.startswith((".", "/", "~")) or os.path.isabs(text) else f"./{text}"
     if folder.exists():
-        return ModelNotFoundError(f"{shown} is a file, not a folder; give the model's folder (config.json + model.safetensors)")
+        return ModelNotFoundError(
+            f"{shown} is a file, not a folder; give the model's folder (config.json + model.safetensors)"
+        )
     where = folder.parent  # a typo is usually in the last part: show what its folder holds
     hint = ""
     if where.is_dir() and where != Path(".") and where != Path(folder.anchor or "."):
@@ -159,7 +171,12 @@ def _from_folder(folder: Path, groups, verify: bool, name: str) -> dict[str, Pat
 
 def _from_hub(name: str, groups, verify: bool, offline: bool) -> dict[str, Path]:
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     cache = hub_cache_dir()
     repo = canonical_repo(name)
@@ -179,7 +196,9 @@ def _from_hub(name: str, groups, verify: bool, offline: bool) -> dict[str, Path]
             f"{name!r} is not a model folder, not in {weights_dir()}, and not a valid hub repo id; "
             f"known names: {', '.join(HUB_REPOS)}"
         ) from None
-    cached_pickle = any(isinstance(try_to_load_from_cache(c, "pytorch_model.bin", cache_dir=cache), str) for c in candidates)
+    cached_pickle = any(
+        isinstance(try_to_load_from_cache(c, "pytorch_model.bin", cache_dir=cache), str) for c in candidates
+    )
     if "model.safetensors" in _describe(groups) and cached_pickle:
         raise _refuse_pickle(f"the cached hub repo {repo}")
     if offline:
@@ -216,7 +235,9 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     import socket
     from urllib.parse import urlparse
 
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
+    if any(
+        os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+    ):
         return True  # behind a proxy a direct connection proves nothing: let huggingface_hub try
     url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     port = url.port or (443 if url.scheme == "https" else 80)
@@ -267,7 +288,11 @@ def resolve_tokenizer_files(name, verify=True, local_files_only=False) -> dict[s
         vocab_size = _config_vocab_size(folder)
         if vocab_size == GPT2_VOCAB_SIZE:
             return packaged_tokenizer_files(verify)
-        said = "has no config.json" if vocab_size is None else f"config.json has {vocab_size} tokens, not GPT-2's {GPT2_VOCAB_SIZE}"
+        said = (
+            "has no config.json"
+            if vocab_size is None
+            else f"config.json has {vocab_size} tokens, not GPT-2's {GPT2_VOCAB_SIZE}"
+        )
         raise ModelNotFoundError(
             f"{folder} has no tokenizer files ({_describe(TOKENIZER_FILES)}), and GPT-2's own tokenizer, used by default "
             f"for a model whose config.json has GPT-2's vocabulary, does not fit: {said}. Give the folder that holds "
@@ -334,7 +359,9 @@ def verify_file(path: Path, repo: str, filename: str, sha256: str | None = None)
     size, digest = expected
     path = Path(path)
     stat = path.stat()
-    how_to_fix = "delete it and download it again (gpt2np download), or pass verify=False / --no-verify to use it anyway"
+    how_to_fix = (
+        "delete it and download it again (gpt2np download), or pass verify=False / --no-verify to use it anyway"
+    )
     if size is not None and stat.st_size != size:
         raise CheckpointError(
             f"{path} is {stat.st_size} bytes but {repo}'s {filename} is {size} bytes: it is truncated or not the "
@@ -344,7 +371,9 @@ def verify_file(path: Path, repo: str, filename: str, sha256: str | None = None)
         return
     actual = sha256_of(path)
     if actual != digest:
-        raise CheckpointError(f"{path} has sha256 {actual} but {repo}'s {filename} has {digest}: the file is corrupted; {how_to_fix}")
+        raise CheckpointError(
+            f"{path} has sha256 {actual} but {repo}'s {filename} has {digest}: the file is corrupted; {how_to_fix}"
+        )
     remember(path, "verified", digest)
 
 
@@ -371,7 +400,9 @@ def download(name: str, dest: Path | None = None, verify: bool = True) -> Path:
         except EntryNotFoundError:
             continue  # an optional file this repo does not have
         except RepositoryNotFoundError:
-            raise ModelNotFoundError(f"{name!r} is not a model on the Hugging Face hub; known names: {', '.join(HUB_REPOS)}") from None
+            raise ModelNotFoundError(
+                f"{name!r} is not a model on the Hugging Face hub; known names: {', '.join(HUB_REPOS)}"
+            ) from None
     if "model.safetensors" not in fetched:
         if _hub_has_file(repo, "pytorch_model.bin"):
             raise _refuse_pickle(f"the hub repo {repo}")

@@ -42,9 +42,13 @@ def check_input_ids(input_ids, vocab_size: int) -> tuple[np.ndarray, bool]:
     if one_sequence:
         ids = ids[None, :]
     if ids.ndim != 2:
-        raise InputError(f"input_ids must be 2-D [batch, sequence] (or 1-D for one sequence), got shape {list(ids.shape)}")
+        raise InputError(
+            f"input_ids must be 2-D [batch, sequence] (or 1-D for one sequence), got shape {list(ids.shape)}"
+        )
     if ids.shape[0] == 0 or ids.shape[1] == 0:
-        raise InputError(f"input_ids is empty (shape {list(ids.shape)}); give at least one token, e.g. the prompt's ids")
+        raise InputError(
+            f"input_ids is empty (shape {list(ids.shape)}); give at least one token, e.g. the prompt's ids"
+        )
     bad = (ids < 0) | (ids >= vocab_size)
     if bad.any():
         row, col = np.argwhere(bad)[0]
@@ -62,7 +66,9 @@ def check_attention_mask(attention_mask, shape: tuple[int, int]) -> np.ndarray:
     try:
         mask = np.asarray(attention_mask)
     except ValueError:
-        raise InputError("attention_mask is ragged; it must have the same [batch, sequence] shape as input_ids") from None
+        raise InputError(
+            "attention_mask is ragged; it must have the same [batch, sequence] shape as input_ids"
+        ) from None
     if mask.dtype == object or mask.dtype.kind not in "biuf":
         raise InputError(f"attention_mask must hold 0s and 1s, got dtype {mask.dtype}")
     if mask.ndim == 1 and shape[0] == 1:
@@ -91,9 +97,13 @@ def check_position_ids(position_ids, shape: tuple[int, int], n_positions: int) -
     if pos.ndim == 1:
         pos = pos[None, :]
     if pos.ndim != 2 or pos.shape[1] != shape[1] or pos.shape[0] not in (1, shape[0]):
-        raise InputError(f"position_ids has shape {list(pos.shape)}; it must be [batch, sequence] = {list(shape)} or [sequence]")
+        raise InputError(
+            f"position_ids has shape {list(pos.shape)}; it must be [batch, sequence] = {list(shape)} or [sequence]"
+        )
     if (pos < 0).any() or (pos >= n_positions).any():
-        raise InputError(f"position_ids must lie in 0 .. {n_positions - 1} (the model's n_positions), got {int(pos.min())} .. {int(pos.max())}")
+        raise InputError(
+            f"position_ids must lie in 0 .. {n_positions - 1} (the model's n_positions), got {int(pos.min())} .. {int(pos.max())}"
+        )
     return np.broadcast_to(pos, shape)
 
 

@@ -50,12 +50,16 @@ def resolve_fill(mask_fill, dtype) -> float:
         if mask_fill == "min":
             return float(np.finfo(dtype).min)
         if mask_fill not in MASK_FILLS:
-            raise InputError(f"mask_fill={mask_fill!r} is not one of {', '.join(repr(f) for f in MASK_FILLS)} or a negative number")
+            raise InputError(
+                f"mask_fill={mask_fill!r} is not one of {', '.join(repr(f) for f in MASK_FILLS)} or a negative number"
+            )
         fill = float(mask_fill)
     elif isinstance(mask_fill, (int, float, np.floating, np.integer)) and not isinstance(mask_fill, bool):
         fill = float(mask_fill)
     else:
-        raise InputError(f"mask_fill must be one of {', '.join(repr(f) for f in MASK_FILLS)} or a negative number, got {mask_fill!r}")
+        raise InputError(
+            f"mask_fill must be one of {', '.join(repr(f) for f in MASK_FILLS)} or a negative number, got {mask_fill!r}"
+        )
     if math.isnan(fill):
         raise InputError(
             f"mask_fill={mask_fill!r} is NaN: every masked score would become NaN, and with it every output; "
@@ -69,7 +73,9 @@ def resolve_fill(mask_fill, dtype) -> float:
     with np.errstate(over="ignore"):  # the overflow to -inf is what we are testing for: no warning
         fits = math.isfinite(float(dtype.type(fill)))
     if math.isfinite(fill) and not fits:
-        raise InputError(f"mask_fill={mask_fill!r} does not fit in {dtype} (it would silently become -inf); use '-inf' or 'min'")
+        raise InputError(
+            f"mask_fill={mask_fill!r} does not fit in {dtype} (it would silently become -inf); use '-inf' or 'min'"
+        )
     return fill
 
 

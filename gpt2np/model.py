@@ -34,7 +34,9 @@ def _check_dtype(dtype) -> None:
 
 def _check_logits_to_keep(logits_to_keep) -> None:
     if not isinstance(logits_to_keep, (int, np.integer)) or isinstance(logits_to_keep, bool) or logits_to_keep < 0:
-        raise InputError(f"logits_to_keep must be an integer >= 0 (0 keeps every position, N the last N), got {logits_to_keep!r}")
+        raise InputError(
+            f"logits_to_keep must be an integer >= 0 (0 keeps every position, N the last N), got {logits_to_keep!r}"
+        )
 
 
 @dataclass
@@ -60,7 +62,9 @@ class GPT2:
         self.fill = resolve_fill(mask_fill, self.dtype)  # the number forbidden cells get
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, dtype="float32", mask_fill="min", verify=True, local_files_only=False):
+    def from_pretrained(
+        cls, name_or_path: str | Path, dtype="float32", mask_fill="min", verify=True, local_files_only=False
+    ):
         """Load gpt2 / gpt2-medium / gpt2-large / gpt2-xl / distilgpt2, any hub repo id, or a
         local folder with config.json + model.safetensors (see hub.py for where we look)."""
         from .hub import resolve_model_files
@@ -69,10 +73,19 @@ class GPT2:
         resolve_fill(mask_fill, dtype)  # a bad fill fails before any file work
         files = resolve_model_files(name_or_path, verify=verify, local_files_only=local_files_only)
         config = GPT2Config.from_json_file(files["config.json"])
-        return cls(config, load_weights(files["model.safetensors"], config, dtype=dtype), dtype=dtype, mask_fill=mask_fill)
+        return cls(
+            config, load_weights(files["model.safetensors"], config, dtype=dtype), dtype=dtype, mask_fill=mask_fill
+        )
 
-    def __call__(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep=0, output_hidden_states=False,
-                 output_attentions=False) -> GPT2Output:  # fmt: skip
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        position_ids=None,
+        logits_to_keep=0,
+        output_hidden_states=False,
+        output_attentions=False,
+    ) -> GPT2Output:
         """Logits for every position of a batch (or, with logits_to_keep=N, its last N positions).
 
         input_ids [B, T] (or [T]: one sequence, and then the outputs drop the batch axis, as
@@ -87,8 +100,14 @@ class GPT2:
         """
         _check_logits_to_keep(logits_to_keep)
         ids, mask, positions, one_sequence = self._check_inputs(input_ids, attention_mask, position_ids)
-        out = self.forward(ids, mask, positions, logits_to_keep=logits_to_keep, output_hidden_states=output_hidden_states,
-                           output_attentions=output_attentions)  # fmt: skip
+        out = self.forward(
+            ids,
+            mask,
+            positions,
+            logits_to_keep=logits_to_keep,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
         if one_sequence:
             out.logits = out.logits[0]
             out.hidden_states = out.hidden_states and tuple(h[0] for h in out.hidden_states)
@@ -132,37 +151,60 @@ class GPT2:
         logits = self.forward(ids, mask, positions, hook=hooks).logits
         return logits[0] if one_sequence else logits
 
-    def forward(self, input_ids, attention_mask, position_ids, cache: KVCache | None = None, logits_to_keep=0,
-                output_hidden_states=False, output_attentions=False, hook: Hooks = NO_HOOKS) -> GPT2Output:  # fmt: skip
+    def forward(
+        self,
+        input_ids,
+        attention_mask,
+        position_ids,
+        cache: KVCache | None = None,
+        logits_to_keep=0,
+        output_hidden_states=False,
+        output_attentions=False,
+        hook: Hooks = NO_HOOKS,
+    ) -> GPT2Output:
         """The forward pass on checked inputs. input_ids, position_ids: [B, T] new tokens;
         attention_mask: [B, past + T] covering the cached tokens too. Each `hook(name, x)` is
         x itself unless run_with_cache / run_with_hooks asked for that point (hooks.py)."""
-        x, hidden, attentions = self.transformer(input_ids, attention_mask, position_ids, cache, output_hidden_states,
-                                                 output_attentions, hook)  # fmt: skip
+        x, hidden, attentions = self.transformer(
+            input_ids, attention_mask, position_ids, cache, output_hidden_states, output_attentions, hook
+        )
         if logits_to_keep:
             x = x[:, -logits_to_keep:, :]  # [B, N, C]: only the last N positions' scores are wanted
-        logits = hook("logits", lm_head(x, self.weights.lm_head))  # [B, T, C] -> [B, T, vocab]: a score for every token of the vocabulary
+        # a score for every token of the vocabulary
+        logits = hook("logits", lm_head(x, self.weights.lm_head))  # [B, T, C] -> [B, T, vocab]
         return GPT2Output(logits, hidden, attentions)
 
-    def transformer(self, input_ids, attention_mask, position_ids, cache: KVCache | None = None, output_hidden_states=False,
-                    output_attentions=False, hook: Hooks = NO_HOOKS) -> tuple[np.ndarray, tuple | None, tuple | None]:  # fmt: skip
+    def transformer(
+        self,
+        input_ids,
+        attention_mask,
+        position_ids,
+        cache: KVCache | None = None,
+        output_hidden_states=False,
+        output_attentions=False,
+        hook: Hooks = NO_HOOKS,
+    ) -> tuple[np.ndarray, tuple | None, tuple | None]:
         """Everything before the output layer (transformers' GPT2Model): the final hidden states
         [B, T, C] after ln_f, and the hidden states and attention weights when asked for."""
         w, cfg = self.weights, self.config
         eps, n_head = cfg.layer_norm_epsilon, cfg.n_head
         mask = build_attention_mask(attention_mask, input_ids.shape[1], self.fill, self.dtype)  # [B, 1, T, past + T]
-        x = hook("hook_embed", w.wte[input_ids]) + hook("hook_pos_embed", w.wpe[position_ids])  # [B, T, C]: what each token is + where it stands
+        # what each token is + where it stands
+        x = hook("hook_embed", w.wte[input_ids]) + hook("hook_pos_embed", w.wpe[position_ids])  # [B, T, C]
         hidden, attentions = [x.copy()] if output_hidden_states else None, [] if output_attentions else None
         for i, block in enumerate(w.h):
             x = hook(f"blocks.{i}.hook_resid_pre", x)  # [B, T, C] the residual stream
             h = hook(f"blocks.{i}.ln1.hook_normalized", layer_norm(x, block.ln_1, eps))  # [B, T, C]
-            a, probs = self_attention(h, block.attn, mask, n_head, self.scale(i), cache, i, output_attentions, hook)  # [B, T, C]
-            x += hook(f"blocks.{i}.hook_attn_out", a)  # [B, T, C] residual: attention adds what it gathered from other tokens
+            # [B, T, C] -> [B, T, C]
+            a, probs = self_attention(h, block.attn, mask, n_head, self.scale(i), cache, i, output_attentions, hook)
+            # the residual: attention adds what it gathered from other tokens
+            x += hook(f"blocks.{i}.hook_attn_out", a)  # [B, T, C]
             x = hook(f"blocks.{i}.hook_resid_mid", x)
             h = hook(f"blocks.{i}.ln2.hook_normalized", layer_norm(x, block.ln_2, eps))  # [B, T, C]
             h = hook(f"blocks.{i}.mlp.hook_pre", linear(h, block.mlp.c_fc))  # [B, T, C] -> [B, T, F] the MLP widens
             h = hook(f"blocks.{i}.mlp.hook_post", gelu(h))  # [B, T, F] (in place: a recorded hook_pre was copied)
-            x += hook(f"blocks.{i}.hook_mlp_out", linear(h, block.mlp.c_proj))  # [B, T, F] -> [B, T, C] each token thinks alone
+            # the residual: each token thinks alone
+            x += hook(f"blocks.{i}.hook_mlp_out", linear(h, block.mlp.c_proj))  # [B, T, F] -> [B, T, C]
             x = hook(f"blocks.{i}.hook_resid_post", x)
             if output_hidden_states and i < cfg.n_layer - 1:
                 hidden.append(x.copy())

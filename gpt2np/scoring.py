@@ -80,7 +80,9 @@ def target_logprobs(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return out
 
 
-def logprobs_from_hidden(hidden: np.ndarray, lm_head_weight: np.ndarray, input_ids: np.ndarray, attention_mask: np.ndarray):
+def logprobs_from_hidden(
+    hidden: np.ndarray, lm_head_weight: np.ndarray, input_ids: np.ndarray, attention_mask: np.ndarray
+):
     """[B, T, C] final hidden states of [B, T] ids -> ([B, T] log-probs with NaN where undefined, [B, T] scored).
 
     The logits are made POSITIONS_PER_BLOCK positions at a time and dropped once turned into
@@ -126,9 +128,13 @@ def score(model, inputs, attention_mask=None, tokenizer=None) -> Scores:
     positions come from the mask), or a string / list of strings together with `tokenizer`.
     The result is always batched: one sequence gives B = 1.
     """
-    if isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs)):
+    if isinstance(inputs, str) or (
+        isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs)
+    ):
         if tokenizer is None:
-            raise InputError("score got text; pass tokenizer= (e.g. Tokenizer.from_pretrained('gpt2')) or give token ids")
+            raise InputError(
+                "score got text; pass tokenizer= (e.g. Tokenizer.from_pretrained('gpt2')) or give token ids"
+            )
         if attention_mask is not None:
             raise InputError("attention_mask goes with token ids; for text the tokenizer makes it, so leave it out")
         ids, mask = encode_texts(tokenizer, inputs)

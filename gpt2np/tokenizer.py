@@ -47,7 +47,7 @@ class Tokenizer:
     # --- construction ---------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, name_or_path="gpt2", verify=True, local_files_only=False) -> "Tokenizer":
+    def from_pretrained(cls, name_or_path="gpt2", verify=True, local_files_only=False) -> Tokenizer:
         """A model name (gpt2, distilgpt2, a hub repo id) or a folder with vocab.json +
         merges.txt or tokenizer.json; found as models are (see hub.py)."""
         from .hub import resolve_tokenizer_files
@@ -58,7 +58,7 @@ class Tokenizer:
         return cls.from_vocab_and_merges(files["vocab.json"], files["merges.txt"])
 
     @classmethod
-    def from_vocab_and_merges(cls, vocab: str | Path, merges: str | Path) -> "Tokenizer":
+    def from_vocab_and_merges(cls, vocab: str | Path, merges: str | Path) -> Tokenizer:
         """Build GPT-2's tokenizer from OpenAI's two files, set up as transformers does."""
         from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors
         from tokenizers import Tokenizer as Backend
@@ -73,7 +73,7 @@ class Tokenizer:
         return cls(backend)
 
     @classmethod
-    def from_tokenizer_json(cls, path: str | Path) -> "Tokenizer":
+    def from_tokenizer_json(cls, path: str | Path) -> Tokenizer:
         from tokenizers import Tokenizer as Backend
 
         backend = Backend.from_file(str(path))
@@ -98,7 +98,9 @@ class Tokenizer:
     @pad_token.setter
     def pad_token(self, token: str | None):
         if token is not None and self.backend.token_to_id(token) is None:
-            raise InputError(f"pad_token {token!r} is not in the vocabulary; GPT-2 has no pad token, use tok.pad_token = tok.eos_token")
+            raise InputError(
+                f"pad_token {token!r} is not in the vocabulary; GPT-2 has no pad token, use tok.pad_token = tok.eos_token"
+            )
         self._pad_token = token
 
     @property
@@ -143,7 +145,9 @@ class Tokenizer:
             raise InputError("the tokenizer takes a string or a non-empty list of strings")
         if padding not in (False, True, "longest", "max_length", "do_not_pad"):
             raise InputError(f"padding must be False, True, 'longest' or 'max_length', got {padding!r}")
-        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+        if max_length is not None and (
+            isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
+        ):
             raise InputError(f"max_length must be a positive integer, got {max_length!r}")
         rows = [e.ids for e in self.backend.encode_batch(list(texts), add_special_tokens=False)]
         if truncation:
@@ -158,7 +162,9 @@ class Tokenizer:
         if padding == "max_length":
             width = max_length if max_length is not None else self.model_max_length
             if max(len(r) for r in rows) > width:
-                raise InputError(f"a text is longer than max_length={width} tokens; pass truncation=True or a larger max_length")
+                raise InputError(
+                    f"a text is longer than max_length={width} tokens; pass truncation=True or a larger max_length"
+                )
         elif pad:
             width = max(len(r) for r in rows)
         else:
@@ -185,7 +191,9 @@ class Tokenizer:
         if ids.size == 0:
             return ""
         if ids.ndim != 1 or ids.dtype.kind not in "iu":
-            raise InputError(f"decode takes a 1-D sequence of token ids, got shape {list(ids.shape)} of {ids.dtype}; use batch_decode for a batch")
+            raise InputError(
+                f"decode takes a 1-D sequence of token ids, got shape {list(ids.shape)} of {ids.dtype}; use batch_decode for a batch"
+            )
         if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
             raise InputError(f"decode got ids outside 0 .. {self.vocab_size - 1}")
         return self.backend.decode(ids.tolist(), skip_special_tokens=skip_special_tokens)
@@ -197,7 +205,9 @@ class Tokenizer:
         """The BPE pieces themselves; "Ġ" is the byte-level stand-in for a space."""
         ids = np.asarray(ids)
         if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
-            raise InputError(f"convert_ids_to_tokens takes a 1-D sequence of token ids, got shape {list(ids.shape)} of {ids.dtype}")
+            raise InputError(
+                f"convert_ids_to_tokens takes a 1-D sequence of token ids, got shape {list(ids.shape)} of {ids.dtype}"
+            )
         if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):  # id_to_token would quietly give None
             raise InputError(f"convert_ids_to_tokens got ids outside 0 .. {self.vocab_size - 1}")
         return [self.backend.id_to_token(int(i)) for i in ids]

@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("gpt2np: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001  a bug, or an error from a library below us: still one line
+    except Exception as e:
         if args.debug:
             raise
         _print_error(f"unexpected {type(e).__name__}: {e} (run with --debug for the traceback)")

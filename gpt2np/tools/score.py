@@ -15,10 +15,11 @@ from .common import add_model_args, load_model_and_tokenizer, read_prompts
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "score", help="log-probability of every token, log-likelihood and perplexity of texts",
+        "score",
+        help="log-probability of every token, log-likelihood and perplexity of texts",
         description="Score texts (one left-padded batch): log p(token | tokens before it) for every token, "
         "each text's log-likelihood and perplexity, and the batch's mean loss.",
-    )  # fmt: skip
+    )
     p.add_argument("texts", nargs="*", help="texts to score (default: one per line from stdin)")
     add_model_args(p)
     p.set_defaults(run=cmd_score)
@@ -48,14 +49,18 @@ def format_scores(scores: Scores, tokenizer) -> str:
             shown = f"{lp:9.3f}" if scores.scored[b, col] else "(first token: no context)"
             lines.append(f"  {pos:>4}  {piece!r:<16} {int(scores.input_ids[b, col]):>6}  {shown}")
         if scores.n_scored[b] == 0:
-            lines.append("  nothing to score: a single token, and nothing comes before a text's first token to predict it")
+            lines.append(
+                "  nothing to score: a single token, and nothing comes before a text's first token to predict it"
+            )
             continue
         lines.append(
             f"  log-likelihood {scores.total_logprob[b]:.3f} over {plural(int(scores.n_scored[b]), 'scored token')}, "
             f"perplexity {scores.perplexity[b]:.4g}"
         )
-    lines.append(f"batch: mean loss {scores.loss:.4f} over {plural(int(scores.n_scored.sum()), 'scored token')} "
-                 f"(perplexity {np.exp(scores.loss):.4g})")  # fmt: skip
+    lines.append(
+        f"batch: mean loss {scores.loss:.4f} over {plural(int(scores.n_scored.sum()), 'scored token')} "
+        f"(perplexity {np.exp(scores.loss):.4g})"
+    )
     return "\n".join(lines)
 
 
