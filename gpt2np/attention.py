@@ -40,7 +40,7 @@ def attention(
     scale: float,
     hook: Hooks = NO_HOOKS,
     layer: int = 0,
-):
+) -> tuple[np.ndarray, np.ndarray]:
     """softmax(q k^T * scale + mask) v, for every head at once.
 
     q [B, H, Tq, D], k and v [B, H, Tk, D], mask.additive [B, 1, Tq, Tk].
@@ -80,7 +80,7 @@ def future_weights_are_zero(mask: AttentionMask) -> bool:
 
 def attention_in_blocks(
     q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: AttentionMask, scale: float, budget: int | None = None
-):
+) -> np.ndarray:
     """attention()'s output without its weights, holding at most `budget` scores at a time.
 
     The full [B, H, Tq, Tk] scores of a long batch are large (8 x 1024 tokens: 400 MB per
@@ -127,7 +127,7 @@ def self_attention(
     layer: int = 0,
     need_weights: bool = False,
     hook: Hooks = NO_HOOKS,
-):
+) -> tuple[np.ndarray, np.ndarray | None]:
     """One attention sub-layer: project to q, k, v; attend; project back. x: [B, T, C].
 
     Returns the output [B, T, C] and, when need_weights (output_attentions), the full attention

@@ -29,7 +29,7 @@ from .errors import CheckpointError
 
 # safetensors dtype code -> NumPy dtype (little-endian, as the format requires).
 # BF16 has no NumPy dtype: we read it as uint16 and widen it to float32 ourselves.
-DTYPES = {
+DTYPES: dict[str, np.dtype] = {
     "F64": np.dtype("<f8"),
     "F32": np.dtype("<f4"),
     "F16": np.dtype("<f2"),

@@ -44,7 +44,7 @@ class GPT2Config:
     def mlp_width(self) -> int:
         return self.n_inner if self.n_inner is not None else 4 * self.n_embd
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

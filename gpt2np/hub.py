@@ -55,8 +55,10 @@ KNOWN_FILES = {
 PACKAGED_TOKENIZER = Path(__file__).resolve().parent / "tokenizer_files"
 GPT2_VOCAB_SIZE = 50257  # a config.json with this vocabulary is taken to use GPT-2's tokenizer
 
-MODEL_FILES = [("config.json", "model.safetensors")]
-TOKENIZER_FILES = [("vocab.json", "merges.txt"), ("tokenizer.json",)]  # either set will do
+# Groups of files: any one group, complete, will do.
+FileGroups = list[tuple[str, ...]]
+MODEL_FILES: FileGroups = [("config.json", "model.safetensors")]
+TOKENIZER_FILES: FileGroups = [("vocab.json", "merges.txt"), ("tokenizer.json",)]  # either set will do
 DOWNLOAD_FILES = [
     "config.json",
     "model.safetensors",
@@ -94,14 +96,14 @@ def canonical_repo(name: str) -> str:
     return HUB_REPOS.get(name, name)
 
 
-def _pick(folder: Path, groups) -> dict[str, Path] | None:
+def _pick(folder: Path, groups: FileGroups) -> dict[str, Path] | None:
     for group in groups:
         if all((folder / f).is_file() for f in group):
             return {f: folder / f for f in group}
     return None
 
 
-def _describe(groups) -> str:
+def _describe(groups: FileGroups) -> str:
     return " or ".join(" + ".join(g) for g in groups)
 
 
@@ -142,7 +144,9 @@ def _no_such_folder(text: str) -> ModelNotFoundError:
     )
 
 
-def resolve_files(name: str | Path, groups, verify: bool = True, local_files_only: bool = False) -> dict[str, Path]:
+def resolve_files(
+    name: str | Path, groups: FileGroups, verify: bool = True, local_files_only: bool = False
+) -> dict[str, Path]:
     """Find one of the file `groups` (tuples of names) for model `name`, as described above."""
     text = str(name)
     folder = Path(name).expanduser()
@@ -156,7 +160,7 @@ def resolve_files(name: str | Path, groups, verify: bool = True, local_files_onl
     return _from_hub(text, groups, verify, local_files_only or hub_offline())
 
 
-def _from_folder(folder: Path, groups, verify: bool, name: str) -> dict[str, Path]:
+def _from_folder(folder: Path, groups: FileGroups, verify: bool, name: str) -> dict[str, Path]:
     found = _pick(folder, groups)
     if found is None:
         if "model.safetensors" in _describe(groups) and (folder / "pytorch_model.bin").is_file():
@@ -169,7 +173,7 @@ def _from_folder(folder: Path, groups, verify: bool, name: str) -> dict[str, Pat
     return found
 
 
-def _from_hub(name: str, groups, verify: bool, offline: bool) -> dict[str, Path]:
+def _from_hub(name: str, groups: FileGroups, verify: bool, offline: bool) -> dict[str, Path]:
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -186,7 +190,7 @@ def _from_hub(name: str, groups, verify: bool, offline: bool) -> dict[str, Path]
             for group in groups:
                 paths = [try_to_load_from_cache(candidate, f, cache_dir=cache) for f in group]
                 if all(isinstance(p, str) for p in paths):
-                    found = {f: Path(p) for f, p in zip(group, paths)}
+                    found = {f: Path(p) for f, p in zip(group, paths)}  # type: ignore[arg-type]  # all str: see above
                     if verify:
                         for f, p in found.items():
                             verify_file(p, repo, f)
@@ -273,11 +277,11 @@ def _hub_has_file(repo: str, filename: str) -> bool:
         return False
 
 
-def resolve_model_files(name, verify=True, local_files_only=False) -> dict[str, Path]:
+def resolve_model_files(name: str | Path, verify: bool = True, local_files_only: bool = False) -> dict[str, Path]:
     return resolve_files(name, MODEL_FILES, verify=verify, local_files_only=local_files_only)
 
 
-def resolve_tokenizer_files(name, verify=True, local_files_only=False) -> dict[str, Path]:
+def resolve_tokenizer_files(name: str | Path, verify: bool = True, local_files_only: bool = False) -> dict[str, Path]:
     """GPT-2's own tokenizer (shipped with gpt2np) for the five GPT-2 names; else the files of
     a folder or hub repo, as for a model. A model folder without tokenizer files uses GPT-2's
     own when its config.json has GPT-2's vocabulary."""

@@ -7,11 +7,12 @@ and not as a NumPy traceback (or, worse, a silently wrong answer) deep inside th
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .errors import InputError
 
 
-def _as_int_array(values, name: str) -> np.ndarray:
+def _as_int_array(values: ArrayLike | None, name: str) -> np.ndarray:
     if values is None:
         raise InputError(f"{name} is None; pass token ids, e.g. tokenizer(text)['input_ids']")
     try:
@@ -35,7 +36,7 @@ def _as_int_array(values, name: str) -> np.ndarray:
     return array.astype(np.int64, copy=False)
 
 
-def check_input_ids(input_ids, vocab_size: int) -> tuple[np.ndarray, bool]:
+def check_input_ids(input_ids: ArrayLike | None, vocab_size: int) -> tuple[np.ndarray, bool]:
     """-> ([B, T] int64 ids, whether the caller gave one 1-D sequence)."""
     ids = _as_int_array(input_ids, "input_ids")
     one_sequence = ids.ndim == 1
@@ -59,7 +60,7 @@ def check_input_ids(input_ids, vocab_size: int) -> tuple[np.ndarray, bool]:
     return ids, one_sequence
 
 
-def check_attention_mask(attention_mask, shape: tuple[int, int]) -> np.ndarray:
+def check_attention_mask(attention_mask: ArrayLike | None, shape: tuple[int, int]) -> np.ndarray:
     """-> [B, T] int64 mask of 0/1 with at least one 1 per row."""
     if attention_mask is None:
         return np.ones(shape, dtype=np.int64)
@@ -91,7 +92,7 @@ def check_attention_mask(attention_mask, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def check_position_ids(position_ids, shape: tuple[int, int], n_positions: int) -> np.ndarray:
+def check_position_ids(position_ids: ArrayLike, shape: tuple[int, int], n_positions: int) -> np.ndarray:
     """-> [B, T] int64 positions in 0 .. n_positions-1 ([T] is broadcast over the batch)."""
     pos = _as_int_array(position_ids, "position_ids")
     if pos.ndim == 1:

@@ -25,13 +25,14 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from .errors import InputError
 
 MASK_FILLS = ("-inf", "-1e9", "min")
 
 
-def resolve_fill(mask_fill, dtype) -> float:
+def resolve_fill(mask_fill: str | float, dtype: DTypeLike) -> float:
     """The number written into forbidden cells of the additive mask.
 
     "-inf"  exact: exp(-inf) = 0. But a row with nothing allowed becomes all -inf, and softmax
@@ -71,7 +72,7 @@ def resolve_fill(mask_fill, dtype) -> float:
             "so that exp(score + fill) is 0"
         )
     with np.errstate(over="ignore"):  # the overflow to -inf is what we are testing for: no warning
-        fits = math.isfinite(float(dtype.type(fill)))
+        fits = math.isfinite(float(dtype.type(fill)))  # type: ignore[call-overload]  # numpy types dtype.type loosely
     if math.isfinite(fill) and not fits:
         raise InputError(
             f"mask_fill={mask_fill!r} does not fit in {dtype} (it would silently become -inf); use '-inf' or 'min'"
@@ -96,7 +97,7 @@ class AttentionMask:
     empty_rows: np.ndarray | None  # [B, 1, Tq, 1] True for queries that may see no key at all
 
 
-def build_attention_mask(attention_mask: np.ndarray, n_queries: int, fill: float, dtype) -> AttentionMask:
+def build_attention_mask(attention_mask: np.ndarray, n_queries: int, fill: float, dtype: DTypeLike) -> AttentionMask:
     """Padding + causal, as one additive mask.
 
     attention_mask: [B, Tk], 1 for real tokens, 0 for pads, covering every key: the cached

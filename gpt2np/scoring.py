@@ -25,9 +25,12 @@ checks it); on an unpadded batch that is exactly its plain loss.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .errors import InputError
 from .inputs import check_attention_mask, check_input_ids, check_length
@@ -82,7 +85,7 @@ def target_logprobs(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 def logprobs_from_hidden(
     hidden: np.ndarray, lm_head_weight: np.ndarray, input_ids: np.ndarray, attention_mask: np.ndarray
-):
+) -> tuple[np.ndarray, np.ndarray]:
     """[B, T, C] final hidden states of [B, T] ids -> ([B, T] log-probs with NaN where undefined, [B, T] scored).
 
     The logits are made POSITIONS_PER_BLOCK positions at a time and dropped once turned into
@@ -99,7 +102,7 @@ def logprobs_from_hidden(
     return logprobs, scored
 
 
-def summarize(input_ids, attention_mask, logprobs: np.ndarray, scored: np.ndarray) -> Scores:
+def summarize(input_ids: np.ndarray, attention_mask: np.ndarray, logprobs: np.ndarray, scored: np.ndarray) -> Scores:
     """Per-token log-probs -> per-row totals and perplexities, and the batch's mean loss."""
     total = np.where(scored, logprobs, 0.0).sum(axis=1)  # [B]
     n_scored = scored.sum(axis=1)  # [B]
@@ -109,7 +112,7 @@ def summarize(input_ids, attention_mask, logprobs: np.ndarray, scored: np.ndarra
     return Scores(input_ids, attention_mask, logprobs, scored, total, n_scored, perplexity, loss)
 
 
-def encode_texts(tokenizer, texts) -> tuple[np.ndarray, np.ndarray]:
+def encode_texts(tokenizer: Any, texts: str | Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
     """A string or list of strings -> left-padded [B, T] ids and mask (pad = eos)."""
     texts = [texts] if isinstance(texts, str) else list(texts)
     empty = [i for i, t in enumerate(texts) if isinstance(t, str) and not t]
@@ -121,7 +124,11 @@ def encode_texts(tokenizer, texts) -> tuple[np.ndarray, np.ndarray]:
     return batch["input_ids"], batch["attention_mask"]
 
 
-def score(model, inputs, attention_mask=None, tokenizer=None) -> Scores:
+# model: a GPT2, tokenizer: a Tokenizer (Any: both live in modules above or beside this one, see
+# the layers in pyproject.toml, so they are not imported here, not even for their types).
+def score(
+    model: Any, inputs: ArrayLike | str | list[str], attention_mask: ArrayLike | None = None, tokenizer: Any = None
+) -> Scores:
     """Per-token log-probabilities, log-likelihood and perplexity of each row, and the batch loss.
 
     inputs: [B, T] or [T] token ids with an optional [B, T] attention_mask (any padding side:

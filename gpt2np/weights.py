@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from .checkpoint import is_remembered, map_tensors, remember
 from .config import GPT2Config
@@ -157,7 +158,11 @@ def check_finite(params: dict[str, np.ndarray], source: str) -> None:
 
 
 def weights_from_tensors(
-    tensors: dict[str, np.ndarray], config: GPT2Config, dtype="float32", source="checkpoint", check_values=True
+    tensors: dict[str, np.ndarray],
+    config: GPT2Config,
+    dtype: DTypeLike = "float32",
+    source: str = "checkpoint",
+    check_values: bool = True,
 ) -> Weights:
     """Check names, shapes, dtypes and values, then arrange the tensors as a `Weights` tree.
 
@@ -196,10 +201,10 @@ def weights_from_tensors(
     if check_values:  # after the conversion: a float64 value too large for float32 became inf there
         check_finite(params, source)
 
-    def linear(p):
+    def linear(p: str) -> Linear:
         return Linear(params[p + ".weight"], params[p + ".bias"])
 
-    def norm(p):
+    def norm(p: str) -> LayerNorm:
         return LayerNorm(params[p + ".weight"], params[p + ".bias"])
 
     blocks = [
@@ -216,7 +221,7 @@ def weights_from_tensors(
     return Weights(wte=wte, wpe=params["wpe.weight"], h=blocks, ln_f=norm("ln_f"), lm_head=lm_head)
 
 
-def load_weights(path: str | Path, config: GPT2Config, dtype="float32") -> Weights:
+def load_weights(path: str | Path, config: GPT2Config, dtype: DTypeLike = "float32") -> Weights:
     """Memory-map `model.safetensors` and check it against the config.
 
     The check that every value is finite reads the whole file (GPT-2 124M: 500 MB); it runs

@@ -306,7 +306,7 @@ def format_report(report: Report, reference, candidate) -> str:
         m = row.measurement
         rel = None if m is None else (m.diff / m.scale if m.scale else m.diff)
         lines.append(
-            f"{row.name:<36} {row.shape!s:<18} {fmt(m and m.diff):>9} {fmt(m and m.scale):>9} {fmt(rel):>9} "
+            f"{row.name:<36} {row.shape!s:<18} {fmt(None if m is None else m.diff):>9} {fmt(None if m is None else m.scale):>9} {fmt(rel):>9} "
             f"{fmt(row.tolerance):>9}  {row.verdict}" + (f"  ({row.note})" if row.note else "")
         )
     lines.append("")

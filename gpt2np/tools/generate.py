@@ -40,6 +40,8 @@ class TextStreamer:
     byte-level tokens, so we print only once the decoded text no longer ends in a partial
     character (U+FFFD)."""
 
+    ids: list[int]  # the tokens so far
+
     def __init__(self, tok, out=None, prompt: str = ""):
         self.tok, self.out, self.ids, self.printed = tok, out or sys.stdout, [], 0
         # The prompt is echoed with the first token, not before generate(): generate checks

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -113,7 +114,7 @@ def make_random_checkpoint(
 # by an older recipe are then rebuilt instead of silently reused.
 RECIPE_VERSION = 2
 
-TEST_MODELS = {
+TEST_MODELS: dict[str, dict[str, Any]] = {
     "tiny": dict(config=GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64), seed=1),
     "small-outliers": dict(config=GPT2Config(n_layer=4, n_head=4, n_embd=64, n_positions=128), seed=2, outlier_dims=3),
     "odd": dict(
