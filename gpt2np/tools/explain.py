@@ -276,9 +276,8 @@ def forbidden_row_softmax(mask_row: np.ndarray, query: int, scores: np.ndarray, 
     T = mask_row.shape[0]
     rows = {}
     for name in MASK_FILLS:
-        additive = build_attention_mask(mask_row[None, :], T, resolve_fill(name, dtype), dtype).additive[
-            0, 0, query
-        ]  # [T]
+        full = build_attention_mask(mask_row[None, :], T, resolve_fill(name, dtype), dtype).additive  # [1, 1, T, T]
+        additive = full[0, 0, query]  # [T]
         rows[name] = softmax(scores + additive)  # [T]
     return rows
 
@@ -406,9 +405,8 @@ def show_generation(tok, sentences, model, max_new_tokens: int) -> str:
     for i, s in enumerate(sentences):
         lines.append(f"  {s!r} -> {tok.decode(out[i, T:], skip_special_tokens=True)!r}")
         alone_ids, alone_mask = left_padded(tok, [s])
-        alone = model.generate(alone_ids, attention_mask=alone_mask, max_new_tokens=max_new_tokens)[
-            0, alone_ids.shape[1] :
-        ]  # [n]
+        alone_out = model.generate(alone_ids, attention_mask=alone_mask, max_new_tokens=max_new_tokens)  # [1, T1 + n]
+        alone = alone_out[0, alone_ids.shape[1] :]  # [n]
         same.append(until_eos(alone, tok.eos_token_id) == until_eos(out[i, T:], tok.eos_token_id))
     lines.append(f"Each sentence generated alone (no padding) gives the same tokens as in the batch: {same}")
     return "\n".join(lines)
