@@ -94,10 +94,11 @@ def score_dataset(ds, model="gpt2", tokenizer=None, text_column: str = "text", b
 
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise InputError(f"concurrency must be a positive whole number of actors, got {concurrency!r}")
+    scorer_kwargs = {"model": str(model), "tokenizer": None if tokenizer is None else str(tokenizer),
+                     "text_column": text_column, "stride": stride, "max_tokens": max_tokens, "dtype": dtype}  # fmt: skip
     scored = ds.map_batches(
         Scorer,
-        fn_constructor_kwargs=dict(model=str(model), tokenizer=None if tokenizer is None else str(tokenizer),
-                                   text_column=text_column, stride=stride, max_tokens=max_tokens, dtype=dtype),  # fmt: skip
+        fn_constructor_kwargs=scorer_kwargs,  # each actor builds its own Scorer from these
         batch_size=batch_size,
         batch_format="pandas",
         compute=ray.data.ActorPoolStrategy(size=concurrency),

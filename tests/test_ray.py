@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import IN_CI
+
 from gpt2np import GPT2, InputError, Tokenizer
 from gpt2np.config import GPT2Config
 from gpt2np.corpus import score_texts

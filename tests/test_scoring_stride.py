@@ -83,7 +83,7 @@ def test_stride_token_by_token_against_transformers(model_dir, hf_model):
 
 @pytest.mark.parametrize("n_positions", [2, 5, 32])
 def test_sliding_windows_score_every_token_once(n_positions):
-    for n_tokens in range(0, 3 * n_positions + 2):
+    for n_tokens in range(3 * n_positions + 2):
         for stride in range(1, n_positions):
             windows = sliding_windows(n_tokens, n_positions, stride)
             scored = np.concatenate([np.arange(first, end) for _, end, first in windows] or [np.zeros(0, int)])

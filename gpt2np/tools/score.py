@@ -79,6 +79,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_score_file(args: argparse.Namespace) -> int:
     if args.texts:
         raise InputError("give texts as arguments or a --file, not both")
+    score_file.check_paths(args.file, args.out, args.resume)  # before the model is loaded
     model, tok = load_model_and_tokenizer(args)
     jsonl = score_file.is_jsonl(args.file, args.text_field)
     opts = score_file.Options(text_field=(args.text_field or "text") if jsonl else None, batch_size=args.batch_size,

@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, TextIO
+from typing import TextIO
 
 from ..corpus import TextScore, score_texts
 from ..errors import InputError
@@ -149,15 +150,20 @@ def score_lines(model, tokenizer, lines: Iterable[bytes], out: TextIO, opts: Opt
     return done
 
 
+def check_paths(path: str, out_path: str | None, resume: bool) -> None:
+    """Refuse what cannot work before anything is loaded."""
+    if resume and out_path is None:
+        raise InputError("--resume continues the file given with --out; give --out")
+    if path != "-" and not Path(path).is_file():
+        raise InputError(f"no such file: {path}")
+
+
 def run(model, tokenizer, path: str, out_path: str | None, opts: Options, resume: bool = False, show_progress: bool = True) -> dict:
     """The command: open the input (a file, or '-' for stdin) and the output (a file, or stdout),
     resume if asked, and score with a progress bar on stderr."""
     from tqdm import tqdm
 
-    if resume and out_path is None:
-        raise InputError("--resume continues the file given with --out; give --out")
-    if path != "-" and not Path(path).is_file():
-        raise InputError(f"no such file: {path}")
+    check_paths(path, out_path, resume)
     start = lines_done(Path(out_path)) if resume and out_path and Path(out_path).exists() else 0
     # Bytes, split at b"\n" only: line numbers are those of `wc -l` and `sed -n 5p`, and a line
     # that is not UTF-8 becomes an error record instead of stopping the run.
