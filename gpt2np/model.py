@@ -192,8 +192,9 @@ class GPT2:
     def num_parameters(self) -> int:
         return sum(a.size for a in self.weights.arrays())
 
-    def score(self, inputs, attention_mask=None, tokenizer=None):
-        """Per-token log-probs, log-likelihood and perplexity of ids (or texts, with tokenizer=); see scoring.score."""
+    def score(self, inputs, attention_mask=None, tokenizer=None, stride=None):
+        """Per-token log-probs, log-likelihood and perplexity of ids (or texts, with tokenizer=); see
+        scoring.score. stride=N scores texts longer than the context with sliding windows."""
         from .scoring import score
 
-        return score(self, inputs, attention_mask=attention_mask, tokenizer=tokenizer)
+        return score(self, inputs, attention_mask=attention_mask, tokenizer=tokenizer, stride=stride)
