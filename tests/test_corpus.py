@@ -30,14 +30,19 @@ def short_context(tmp_path_factory):
 
 
 class CountingModel:
-    """A model that records the [B, T] shape of every forward pass it runs."""
+    """A model that records the [B, T] shape of every forward pass it runs (scoring runs
+    `transformer`, everything before the output layer, and the output layer a block at a time)."""
 
     def __init__(self, model):
-        self.model, self.config, self.shapes = model, model.config, []
+        self.model, self.config, self.weights, self.shapes = model, model.config, model.weights, []
 
     def __call__(self, ids, attention_mask=None, **kw):
         self.shapes.append(np.shape(ids))
         return self.model(ids, attention_mask=attention_mask, **kw)
+
+    def transformer(self, ids, *args, **kw):
+        self.shapes.append(np.shape(ids))
+        return self.model.transformer(ids, *args, **kw)
 
 
 def test_length_batches_example():
