@@ -268,8 +268,10 @@ class GPT2:
         inputs: ArrayLike | str | list[str],
         attention_mask: ArrayLike | None = None,
         tokenizer: Tokenizer | None = None,
+        stride: int | None = None,
     ) -> Scores:
-        """Per-token log-probs, log-likelihood and perplexity of ids (or texts, with tokenizer=); see scoring.score."""
+        """Per-token log-probs, log-likelihood and perplexity of ids (or texts, with tokenizer=); see
+        scoring.score. stride=N scores texts longer than the context with sliding windows."""
         from .scoring import score
 
-        return score(self, inputs, attention_mask=attention_mask, tokenizer=tokenizer)
+        return score(self, inputs, attention_mask=attention_mask, tokenizer=tokenizer, stride=stride)

@@ -86,20 +86,30 @@ def target_logprobs(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
 def logprobs_from_hidden(
     hidden: np.ndarray, lm_head_weight: np.ndarray, input_ids: np.ndarray, attention_mask: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """[B, T, C] final hidden states of [B, T] ids -> ([B, T] log-probs with NaN where undefined, [B, T] scored).
-
-    The logits are made POSITIONS_PER_BLOCK positions at a time and dropped once turned into
-    log-probs: the whole [B, T, vocab] array would be 1.6 GB for 8 x 1024 tokens.
-    """
+    """[B, T, C] final hidden states of [B, T] ids -> ([B, T] log-probs with NaN where undefined, [B, T] scored)."""
     scored = scored_positions(attention_mask)  # [B, T]
     rows, cols = np.nonzero(scored)  # the (row, t) pairs to score
     logprobs = np.full(input_ids.shape, np.nan)  # [B, T] float64
+    logprobs[rows, cols] = next_token_logprobs(hidden, lm_head_weight, input_ids, rows, cols)  # [N]
+    return logprobs, scored
+
+
+def next_token_logprobs(
+    hidden: np.ndarray, lm_head_weight: np.ndarray, input_ids: np.ndarray, rows: np.ndarray, cols: np.ndarray
+) -> np.ndarray:
+    """[N] float64 log p(input_ids[row, t] | the tokens before it), for the N pairs (row, t).
+
+    The hidden state at t - 1 predicts the token at t. Its logits are made POSITIONS_PER_BLOCK
+    positions at a time and dropped once turned into log-probs: the whole [B, T, vocab] array
+    would be 1.6 GB for 8 x 1024 tokens.
+    """
+    out = np.empty(len(rows), dtype=np.float64)  # [N]
     predictors = hidden[rows, cols - 1]  # [N, C]: the logits at t - 1 predict the token at t
     for start in range(0, len(rows), POSITIONS_PER_BLOCK):
         block = slice(start, start + POSITIONS_PER_BLOCK)
         logits = lm_head(predictors[block], lm_head_weight)  # [n, C] -> [n, V]
-        logprobs[rows[block], cols[block]] = target_logprobs(logits, input_ids[rows[block], cols[block]])  # [n]
-    return logprobs, scored
+        out[block] = target_logprobs(logits, input_ids[rows[block], cols[block]])  # [n]
+    return out
 
 
 def summarize(input_ids: np.ndarray, attention_mask: np.ndarray, logprobs: np.ndarray, scored: np.ndarray) -> Scores:
@@ -127,13 +137,20 @@ def encode_texts(tokenizer: Any, texts: str | Iterable[str]) -> tuple[np.ndarray
 # model: a GPT2, tokenizer: a Tokenizer (Any: both live in modules above or beside this one, see
 # the layers in pyproject.toml, so they are not imported here, not even for their types).
 def score(
-    model: Any, inputs: ArrayLike | str | list[str], attention_mask: ArrayLike | None = None, tokenizer: Any = None
+    model: Any,
+    inputs: ArrayLike | str | list[str],
+    attention_mask: ArrayLike | None = None,
+    tokenizer: Any = None,
+    stride: int | None = None,
 ) -> Scores:
     """Per-token log-probabilities, log-likelihood and perplexity of each row, and the batch loss.
 
     inputs: [B, T] or [T] token ids with an optional [B, T] attention_mask (any padding side:
     positions come from the mask), or a string / list of strings together with `tokenizer`.
     The result is always batched: one sequence gives B = 1.
+
+    stride: score texts longer than the context with sliding windows of n_positions tokens
+    moved by `stride` (see `sliding_windows`); T may then exceed n_positions.
     """
     if isinstance(inputs, str) or (
         isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs)
@@ -148,7 +165,97 @@ def score(
     else:
         ids, _ = check_input_ids(inputs, model.config.vocab_size)  # [B, T]
         mask = check_attention_mask(attention_mask, ids.shape)  # [B, T]
+    if stride is not None:
+        logprobs, scored = strided_logprobs(model, ids, mask, stride)
+        return summarize(ids, mask, logprobs, scored)
     check_length(ids.shape[1], model.config.n_positions, "the input")
     hidden, _, _ = model.transformer(ids, mask, position_ids_from_mask(mask))  # [B, T, C], after ln_f
     logprobs, scored = logprobs_from_hidden(hidden, model.weights.lm_head, ids, mask)
     return summarize(ids, mask, logprobs, scored)
+
+
+# --- Texts longer than the context: sliding windows ----------------------------------------
+#
+# GPT-2 sees at most n_positions tokens at once. To score a longer text, cut it into windows
+# of n_positions tokens, each starting `stride` tokens after the previous one, and score in
+# each window only the tokens no earlier window scored. Every token then gets a score exactly
+# once, and at least n_positions - stride tokens of left context (except near the start, where
+# there are fewer tokens before it). This is the method of transformers' docs, "Perplexity of
+# fixed-length models"; a smaller stride means more context per token and more forward passes.
+
+
+def check_stride(stride: Any, n_positions: int) -> int:  # stride: anything the caller passed
+    """stride must leave each window at least one token of overlap with the previous one: the
+    first token a window scores is predicted by the token before it, which must be inside."""
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride < n_positions:
+        raise InputError(
+            f"stride must be a whole number from 1 to n_positions - 1 = {n_positions - 1}, got {stride!r}; "
+            f"e.g. stride={n_positions // 2} scores each token with at least {n_positions - n_positions // 2} tokens of context"
+        )
+    return int(stride)
+
+
+def sliding_windows(n_tokens: int, n_positions: int, stride: int) -> list[tuple[int, int, int]]:
+    """The windows covering a text of n_tokens: (begin, end, first_scored) each, meaning the
+    window holds tokens [begin, end) and scores tokens [first_scored, end).
+
+    sliding_windows(10, 6, 3) -> [(0, 6, 1), (3, 9, 6), (6, 10, 9)]: tokens 1..9 scored once
+    each (token 0 has nothing before it), the window (3, 9) scores 6, 7, 8 with 3 tokens before.
+    The loop is the transformers docs' one: windows start every `stride` tokens until one
+    reaches the end of the text.
+    """
+    windows, scored_until = [], 1  # token 0 is never scored: nothing predicts it
+    for begin in range(0, n_tokens, stride):
+        end = min(begin + n_positions, n_tokens)
+        if end > scored_until:  # a window with nothing new to score is skipped (a 1-token text)
+            windows.append((begin, end, scored_until))
+        scored_until = max(scored_until, end)
+        if end == n_tokens:
+            break
+    return windows
+
+
+def pack_windows(
+    input_ids: np.ndarray, windows: list[tuple[int, np.ndarray, int]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Windows (row, the row's columns in the window, how many leading tokens are context only)
+    -> one left-padded batch: [W, L] ids, [W, L] mask, [W, L] bool which tokens to score, and
+    [W, L] the batch column each came from (-1 on pads)."""
+    L = max(len(cols) for _, cols, _ in windows)
+    ids = np.zeros((len(windows), L), dtype=input_ids.dtype)  # [W, L]
+    mask = np.zeros((len(windows), L), dtype=np.int64)  # [W, L]
+    targets = np.zeros((len(windows), L), dtype=bool)  # [W, L]
+    source = np.full((len(windows), L), -1)  # [W, L]
+    for w, (row, cols, n_context) in enumerate(windows):
+        pad = L - len(cols)  # left padding: the positions then run 0.. from the window's first token
+        ids[w, pad:], mask[w, pad:], source[w, pad:] = input_ids[row, cols], 1, cols
+        targets[w, pad + n_context :] = True
+    return ids, mask, targets, source
+
+
+def strided_logprobs(
+    model: Any, input_ids: np.ndarray, attention_mask: np.ndarray, stride: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Like `logprobs_from_logits(model(...))`, for rows of any length: each row's real tokens are
+    cut into sliding windows, B windows run per forward pass (the memory of one unstrided batch of
+    B full-length rows), and each token's log-prob comes from the one window that scores it."""
+    n_positions = model.config.n_positions
+    stride = check_stride(stride, n_positions)
+    windows = []  # (row, [n] batch columns of the window's tokens, number of context-only tokens)
+    for row in range(input_ids.shape[0]):
+        cols = np.flatnonzero(attention_mask[row])  # the row's real tokens, in order
+        for begin, end, first in sliding_windows(len(cols), n_positions, stride):
+            windows.append((row, cols[begin:end], first - begin))
+    logprobs = np.full(input_ids.shape, np.nan)  # [B, T] float64
+    scored = np.zeros(input_ids.shape, dtype=bool)  # [B, T]
+    per_pass = max(1, input_ids.shape[0])
+    for start in range(0, len(windows), per_pass):
+        group = windows[start : start + per_pass]
+        ids, mask, targets, source = pack_windows(input_ids, group)  # [W, L] each
+        # each window's positions start at 0
+        hidden, _, _ = model.transformer(ids, mask, position_ids_from_mask(mask))  # [W, L, C]
+        w, t = np.nonzero(targets)  # the (window, column) pairs this pass scores
+        rows = np.array([row for row, _, _ in group])[w]  # [N] their batch rows
+        logprobs[rows, source[w, t]] = next_token_logprobs(hidden, model.weights.lm_head, ids, w, t)  # [N]
+        scored[rows, source[w, t]] = True
+    return logprobs, scored

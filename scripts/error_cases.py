@@ -193,6 +193,18 @@ CASES = [
         ("prompt + new tokens past n_positions", InputError, lambda: MODEL.generate(np.arange(10)[None], max_new_tokens=7),
          f"{T_INPUTS}::test_prompt_plus_new_tokens_past_n_positions_is_refused"),
     ]),
+    ("Hooks and traces", [
+        ("run_with_cache: a misspelt activation name", InputError,
+         lambda: MODEL.run_with_cache(IDS, names_filter=["blocks.0.hook_resid_pr"]), "test_hooks.py::test_bad_names_list_the_nearest"),
+        ("run_with_hooks: a block the model does not have", InputError,
+         lambda: MODEL.run_with_hooks(IDS, fwd_hooks=[("blocks.7.hook_resid_pre", lambda a, n: None)]),
+         "test_hooks.py::test_bad_names_list_the_nearest"),
+        ("run_with_hooks: a replacement of the wrong shape", InputError,
+         lambda: MODEL.run_with_hooks(IDS, fwd_hooks=[("blocks.0.attn.hook_q", lambda a, n: a.swapaxes(1, 2))]),
+         "test_hooks.py::test_wrong_shaped_replacement_names_the_point"),
+        ("compare: a candidate file that does not exist (exit 2)", InputError,
+         lambda: cli_error("compare", str(TMP / "nope.safetensors"), str(TMP / "nope2.safetensors")), "test_compare.py::test_bad_usage"),
+    ]),
     ("Generation settings", [
         ("temperature <= 0 with sampling", InputError, lambda: MODEL.generate(IDS, max_new_tokens=1, do_sample=True, temperature=0),
          f"{T_INPUTS}::test_a_non_positive_temperature_is_refused_when_sampling"),

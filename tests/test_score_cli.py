@@ -50,7 +50,7 @@ def test_one_scored_token_is_singular(capsys, tiny):
 def test_a_text_longer_than_the_context_gets_scores_advice(capsys, tiny):
     code, out, err = score_cli(capsys, tiny, "ok then", " ".join(["word"] * 70))  # tiny's context is 64 tokens
     assert code == 1 and out == ""
-    assert "text 1 is 70 tokens, longer than the model's context of 64 tokens" in err and "split it" in err
+    assert "text 1 is 70 tokens, longer than the model's context of 64 tokens" in err and "--stride" in err
     assert "fewer tokens" not in err  # generate's advice
 
 

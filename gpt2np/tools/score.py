@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..scoring import Scores, score
+from . import score_file
 from .common import add_model_args, load_model_and_tokenizer, read_prompts
 
 
@@ -22,6 +23,38 @@ def add_parser(sub) -> None:
     )
     p.add_argument("texts", nargs="*", help="texts to score (default: one per line from stdin)")
     add_model_args(p)
+    p.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help="score texts longer than the context in sliding windows of n_positions tokens moved by this many "
+        "(each token scored once, with at least n_positions - stride tokens of context); e.g. 512 for gpt2",
+    )
+    f = p.add_argument_group("a corpus file (see gpt2np/tools/score_file.py)")
+    f.add_argument(
+        "--file",
+        help="score a file into JSON lines: one text per line, or JSONL if it ends in .jsonl or "
+        "--text-field is given; '-' reads stdin",
+    )
+    f.add_argument("--text-field", default=None, help="the JSONL field that holds the text (default: text)")
+    f.add_argument("--out", help="where to write the JSON lines (default: stdout)")
+    f.add_argument("--batch-size", type=int, default=8, help="at most this many texts per forward pass (default: 8)")
+    f.add_argument(
+        "--max-tokens",
+        type=int,
+        default=4096,
+        help="at most this many tokens, pads included, per forward pass (default: 4096)",
+    )
+    f.add_argument(
+        "--token-logprobs", action="store_true", help="also write each token's log-prob (null for the first)"
+    )
+    f.add_argument(
+        "--strict", action="store_true", help="stop at the first bad line instead of writing an error record"
+    )
+    f.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run: keep the lines in --out, score the rest"
+    )
+    f.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(run=cmd_score)
 
 
@@ -71,20 +104,60 @@ def check_lengths(texts: list[str], tok, n_positions: int) -> None:
         if n > n_positions:
             raise InputError(
                 f"text {i} is {n} tokens, longer than the model's context of {n_positions} tokens (n_positions): it is "
-                f"scored in one pass, so split it into pieces of at most {n_positions} tokens or shorten it"
+                f"scored in one pass; score it in sliding windows with --stride N (e.g. --stride {n_positions // 2}), "
+                f"or shorten it"
             )
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    if args.file is not None:
+        return cmd_score_file(args)
+    file_only = [
+        flag
+        for flag, given in (
+            ("--out", args.out),
+            ("--resume", args.resume),
+            ("--strict", args.strict),
+            ("--text-field", args.text_field),
+            ("--token-logprobs", args.token_logprobs),
+        )
+        if given
+    ]
+    if file_only:
+        raise InputError(f"{file_only[0]} goes with --file (scoring a corpus into JSON lines)")
     args.prompts = args.texts  # read_prompts reads args.prompts (or stdin)
     texts = read_prompts(args)
     model, tok = load_model_and_tokenizer(args)
-    check_lengths(texts, tok, model.config.n_positions)
-    scores = score(model, texts, tokenizer=tok)
+    if args.stride is None:
+        check_lengths(texts, tok, model.config.n_positions)
+    scores = score(model, texts, tokenizer=tok, stride=args.stride)
     if scores.n_scored.sum() == 0:
         raise InputError(
             "nothing to score: every text is a single token, and a text's first token has no context to be predicted "
             "from; give texts of at least two tokens"
         )
     sys.stdout.write(format_scores(scores, tok) + "\n")
+    return 0
+
+
+def cmd_score_file(args: argparse.Namespace) -> int:
+    if args.texts:
+        raise InputError("give texts as arguments or a --file, not both")
+    score_file.check_paths(args.file, args.out, args.resume)  # before the model is loaded
+    model, tok = load_model_and_tokenizer(args)
+    jsonl = score_file.is_jsonl(args.file, args.text_field)
+    opts = score_file.Options(
+        text_field=(args.text_field or "text") if jsonl else None,
+        batch_size=args.batch_size,
+        max_tokens=args.max_tokens,
+        stride=args.stride,
+        token_logprobs=args.token_logprobs,
+        strict=args.strict,
+    )
+    done = score_file.run(model, tok, args.file, args.out, opts, resume=args.resume, show_progress=not args.no_progress)
+    resumed = f"lines 1-{done['resumed_after']} were already done; " if done["resumed_after"] else ""
+    sys.stderr.write(
+        f"{resumed}scored {done['lines']} lines ({done['errors']} errors, {done['tokens']} tokens scored)"
+        f"{' into ' + args.out if args.out else ''}\n"
+    )
     return 0

@@ -1,0 +1,139 @@
+"""Scoring a corpus on a Ray cluster, with Ray Data (`pip install gpt2np[ray]`; docs/scale.md).
+
+Ray Data is the standard engine for batch inference: it reads the corpus in blocks (Parquet,
+JSONL, ...), streams them through a pool of actors and writes the results, on one machine or a
+thousand. We write none of that; we give it the one thing it needs, a callable class for
+`Dataset.map_batches`:
+
+    import ray
+    from gpt2np.ray import Scorer, score_dataset
+
+    ds = ray.data.read_json("corpus.jsonl")                 # a column "text"
+    scored = score_dataset(ds, model="gpt2", concurrency=4)  # + n_tokens, n_scored, log_likelihood, perplexity, error
+    scored.write_parquet("scores/")
+
+Each actor loads the model once, in its constructor. The weights are memory-mapped (checkpoint.py),
+so the actors of one machine share a single copy of them in the page cache. A row that cannot be
+scored (not a string, empty, longer than the context without `stride`) keeps its place, with
+the reason in the `error` column and nulls in the number columns; it is never dropped.
+
+This module is not part of the core: like the tools, it sits on top of it, and the core never
+imports it or Ray (pyproject.toml's import contracts).
+"""
+
+from __future__ import annotations
+
+import math
+
+from .corpus import score_texts
+from .errors import InputError
+from .model import GPT2
+from .tokenizer import Tokenizer
+
+COLUMNS = ("n_tokens", "n_scored", "log_likelihood", "perplexity", "error")  # the columns added
+
+
+class Scorer:
+    """For `Dataset.map_batches(Scorer, fn_constructor_kwargs=..., batch_format="pandas")`:
+    adds the columns n_tokens, n_scored, log_likelihood, perplexity (the names of `gpt2np score
+    --file`'s JSON lines) and error (None where the row was scored) to each batch."""
+
+    def __init__(
+        self,
+        model="gpt2",
+        tokenizer=None,
+        text_column: str = "text",
+        stride=None,
+        batch_size: int = 8,
+        max_tokens: int = 4096,
+        dtype: str = "float32",
+    ):
+        # model, tokenizer: what from_pretrained takes: a name, a hub repo id or a folder. In a
+        # cluster, a folder must exist at the same path on every node (docs/scale.md).
+        self.model = GPT2.from_pretrained(model, dtype=dtype)  # memory-mapped: one copy per node
+        self.tokenizer = Tokenizer.from_pretrained(tokenizer if tokenizer is not None else model)
+        if self.model.config.vocab_size < self.tokenizer.vocab_size:
+            raise InputError(
+                f"the tokenizer has {self.tokenizer.vocab_size} tokens but the model only "
+                f"{self.model.config.vocab_size}; pass the model's own tokenizer"
+            )
+        self.text_column, self.stride = text_column, stride
+        self.batch_size, self.max_tokens = batch_size, max_tokens  # per forward pass, as in score_texts
+
+    def __call__(self, batch):
+        """A pandas DataFrame of rows -> the same rows, in the same order, with the columns added."""
+        import pandas as pd
+
+        if self.text_column not in batch.columns:
+            raise InputError(
+                f"the dataset has no column {self.text_column!r} (columns: {list(batch.columns)}); "
+                "name the text's column with text_column="
+            )
+        texts = [None if _is_missing(t) else t for t in batch[self.text_column].tolist()]
+        results = score_texts(self.model, self.tokenizer, texts, self.batch_size, self.max_tokens, self.stride)
+        ok = [r.error is None for r in results]
+        out = batch.copy()
+        out["n_tokens"] = pd.array([r.n_tokens for r in results], dtype="Int64")  # null where not tokenized
+        out["n_scored"] = pd.array([r.n_scored if good else None for r, good in zip(results, ok)], dtype="Int64")
+        out["log_likelihood"] = pd.array(
+            [r.log_likelihood if good else None for r, good in zip(results, ok)], dtype="Float64"
+        )
+        # NaN perplexity (a one-token text: nothing scored) is null, as in the JSON lines
+        out["perplexity"] = pd.array(
+            [None if not good or math.isnan(r.perplexity) else r.perplexity for r, good in zip(results, ok)],
+            dtype="Float64",
+        )
+        out["error"] = pd.array([r.error for r in results], dtype="string")
+        return out
+
+
+def _is_missing(value) -> bool:
+    """A null cell: None, pandas' NA, or the NaN pandas puts in a column's empty cells."""
+    import pandas as pd
+
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def score_dataset(
+    ds,
+    model="gpt2",
+    tokenizer=None,
+    text_column: str = "text",
+    batch_size: int = 64,
+    concurrency: int = 1,
+    stride=None,
+    num_cpus: float = 1,
+    max_tokens: int = 4096,
+    dtype: str = "float32",
+):
+    """A Ray Dataset with a text column -> the same rows, in the same order, with n_tokens,
+    n_scored, log_likelihood, perplexity and error added.
+
+    batch_size: rows per Ray batch (sorted by length inside it, and scored at most 8 texts or
+    max_tokens tokens per forward pass); concurrency: how many actors, each with its model;
+    num_cpus: CPUs per actor (its BLAS threads). The returned dataset keeps the input's row
+    order: this sets Ray Data's preserve_order in the dataset's DataContext (which Ray shares
+    between a dataset and the datasets derived from it; the global context is untouched)."""
+    import ray.data
+
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise InputError(f"concurrency must be a positive whole number of actors, got {concurrency!r}")
+    scorer_kwargs = {
+        "model": str(model),
+        "tokenizer": None if tokenizer is None else str(tokenizer),
+        "text_column": text_column,
+        "stride": stride,
+        "max_tokens": max_tokens,
+        "dtype": dtype,
+    }
+    scored = ds.map_batches(
+        Scorer,
+        fn_constructor_kwargs=scorer_kwargs,  # each actor builds its own Scorer from these
+        batch_size=batch_size,
+        batch_format="pandas",
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
+        num_cpus=num_cpus,
+        udf_modifying_row_count=False,  # one row out per row in
+    )
+    scored.context.execution_options.preserve_order = True  # blocks come back in the input's order
+    return scored

@@ -1,0 +1,131 @@
+"""The Ray integration (gpt2np/ray.py) on a local Ray (`ray.init(num_cpus=2)`): the same numbers
+as scoring on one machine, rows in the input's order, failing rows reported and kept.
+
+Ray is in the test extra, so CI runs these; without Ray they skip, except in CI
+(GPT2NP_REQUIRE_TRANSFORMERS=1), where a missing Ray is a failure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import IN_CI
+
+from gpt2np import GPT2, InputError, Tokenizer
+from gpt2np.config import GPT2Config
+from gpt2np.corpus import score_texts
+from gpt2np.tools.random_model import make_random_checkpoint
+
+try:
+    import pandas as pd
+    import ray
+except ImportError as e:  # pragma: no cover - depends on the machine
+    if IN_CI:
+        raise ImportError(f"CI needs Ray for tests/test_ray.py ({e}); pip install -e '.[test]'") from e
+    pytest.skip(f"Ray is not installed ({e}); pip install -e '.[ray]'", allow_module_level=True)
+
+from gpt2np.ray import Scorer, score_dataset
+
+WORDS = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "a",
+    "mat",
+    "and",
+    "then",
+    "it",
+    "ran",
+    "far",
+    "away",
+    "from",
+    "home",
+    "to",
+    "see",
+    "what",
+    "was",
+    "there",
+]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def short_context(tmp_path_factory):
+    """A random GPT-2 with a 32-token context, so that some texts need --stride."""
+    config = GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=32)
+    return make_random_checkpoint(tmp_path_factory.mktemp("ctx32"), config, seed=11)
+
+
+def corpus(n: int, seed: int) -> list:
+    """n texts of 1 to 60 words, with bad rows planted: empty, null, not a string."""
+    rng = np.random.default_rng(seed)
+    texts = [" ".join(rng.choice(WORDS, size=rng.integers(1, 60))) for _ in range(n)]
+    texts[3], texts[10], texts[17] = "", None, 12
+    return texts
+
+
+def check_against_one_machine(rows, texts, model_dir, tokenizer_dir, stride):
+    model, tok = GPT2.from_pretrained(model_dir), Tokenizer.from_pretrained(tokenizer_dir)
+    expected = score_texts(model, tok, texts, stride=stride)
+    assert [r["id"] for r in rows] == list(range(len(texts)))  # every row, in the input's order
+    assert [r["text"] for r in rows] == texts  # the input columns are kept
+    for row, want in zip(rows, expected):
+        assert row["n_tokens"] == want.n_tokens
+        assert row["error"] == want.error
+        if want.error is None:
+            assert row["n_scored"] == want.n_scored == want.n_tokens - 1
+            assert abs(row["log_likelihood"] - want.log_likelihood) < 1e-4  # float32 noise: other batches
+            assert (
+                row["perplexity"] is None
+                if want.n_scored == 0
+                else np.isclose(row["perplexity"], want.perplexity, rtol=1e-5)
+            )
+        else:
+            assert row["n_scored"] is None and row["log_likelihood"] is None and row["perplexity"] is None
+    return expected
+
+
+def test_two_actors_give_the_one_machine_numbers_in_order(local_ray, short_context, tokenizer_dir):
+    texts = corpus(60, seed=0)
+    ds = ray.data.from_items([{"id": i, "text": t} for i, t in enumerate(texts)], override_num_blocks=12)
+    rows = score_dataset(ds, model=short_context, tokenizer=tokenizer_dir, batch_size=5, concurrency=2).take_all()
+    expected = check_against_one_machine(rows, texts, short_context, tokenizer_dir, stride=None)
+    errors = [r["error"] for r in rows if r["error"] is not None]
+    assert len(errors) >= 4  # the 3 planted rows and the texts longer than 32 tokens
+    assert any("--stride" in e for e in errors) and sum(x.error is None for x in expected) > 20
+
+
+def test_stride_on_ray(local_ray, short_context, tokenizer_dir):
+    texts = corpus(30, seed=1)
+    texts[0] = " ".join(WORDS * 100)  # 2000 tokens, 250 windows: its block finishes long after the others
+    ds = ray.data.from_items([{"id": i, "text": t} for i, t in enumerate(texts)], override_num_blocks=6)
+    rows = score_dataset(
+        ds, model=short_context, tokenizer=tokenizer_dir, batch_size=8, concurrency=2, stride=8
+    ).take_all()
+    check_against_one_machine(rows, texts, short_context, tokenizer_dir, stride=8)
+    assert any(r["n_tokens"] and r["n_tokens"] > 32 and r["error"] is None for r in rows)  # long texts scored
+
+
+def test_scorer_on_a_pandas_batch(short_context, tokenizer_dir):
+    """The callable class alone (what each actor runs): no Ray needed."""
+    scorer = Scorer(model=short_context, tokenizer=tokenizer_dir, text_column="body")
+    batch = pd.DataFrame({"body": ["My dog is", "", None, "Hi"], "k": [1, 2, 3, 4]})
+    out = scorer(batch)
+    assert list(out.columns) == ["body", "k", "n_tokens", "n_scored", "log_likelihood", "perplexity", "error"]
+    assert out["k"].tolist() == [1, 2, 3, 4] and list(batch.columns) == ["body", "k"]  # the input is not modified
+    assert out["error"].isna().tolist() == [True, False, False, True]
+    assert pd.isna(out["perplexity"][3]) and out["n_scored"][3] == 0  # one token: nothing to score
+    with pytest.raises(InputError, match="no column 'body'"):
+        scorer(pd.DataFrame({"text": ["x"]}))
+
+
+def test_bad_settings(short_context):
+    ds = None  # refused before Ray is used
+    with pytest.raises(InputError, match="concurrency"):
+        score_dataset(ds, model=short_context, concurrency=0)
