@@ -32,7 +32,15 @@ def merge_heads(x: np.ndarray) -> np.ndarray:
     return x.transpose(0, 2, 1, 3).reshape(B, T, H * D)
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: AttentionMask, scale: float, hook: Hooks = NO_HOOKS, layer: int = 0):
+def attention(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    mask: AttentionMask,
+    scale: float,
+    hook: Hooks = NO_HOOKS,
+    layer: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """softmax(q k^T * scale + mask) v, for every head at once.
 
     q [B, H, Tq, D], k and v [B, H, Tk, D], mask.additive [B, 1, Tq, Tk].
@@ -70,7 +78,9 @@ def future_weights_are_zero(mask: AttentionMask) -> bool:
     return Tq < 2 or mask.additive[0, 0, 0, -1] <= ZERO_WEIGHT_FILL
 
 
-def attention_in_blocks(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: AttentionMask, scale: float, budget: int | None = None):
+def attention_in_blocks(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: AttentionMask, scale: float, budget: int | None = None
+) -> np.ndarray:
     """attention()'s output without its weights, holding at most `budget` scores at a time.
 
     The full [B, H, Tq, Tk] scores of a long batch are large (8 x 1024 tokens: 400 MB per
@@ -101,7 +111,9 @@ def attention_in_blocks(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: Atten
                 additive=mask.additive[one, :, start:stop, :keys],  # [1, 1, rows, keys] a view
                 empty_rows=None if mask.empty_rows is None else mask.empty_rows[one, :, start:stop],  # [1, 1, rows, 1]
             )
-            out[one, :, start:stop], _ = attention(q[one, :, start:stop], k[one, :, :keys], v[one, :, :keys], block_mask, scale)
+            out[one, :, start:stop], _ = attention(
+                q[one, :, start:stop], k[one, :, :keys], v[one, :, :keys], block_mask, scale
+            )
     return out
 
 
@@ -115,7 +127,7 @@ def self_attention(
     layer: int = 0,
     need_weights: bool = False,
     hook: Hooks = NO_HOOKS,
-):
+) -> tuple[np.ndarray, np.ndarray | None]:
     """One attention sub-layer: project to q, k, v; attend; project back. x: [B, T, C].
 
     Returns the output [B, T, C] and, when need_weights (output_attentions), the full attention

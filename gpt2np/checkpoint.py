@@ -29,7 +29,7 @@ from .errors import CheckpointError
 
 # safetensors dtype code -> NumPy dtype (little-endian, as the format requires).
 # BF16 has no NumPy dtype: we read it as uint16 and widen it to float32 ourselves.
-DTYPES = {
+DTYPES: dict[str, np.dtype] = {
     "F64": np.dtype("<f8"),
     "F32": np.dtype("<f4"),
     "F16": np.dtype("<f2"),
@@ -62,7 +62,9 @@ def read_header(path: Path) -> tuple[dict, int, int]:
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CheckpointError(f"{path} has a corrupted safetensors header (not valid JSON); download the file again") from None
+        raise CheckpointError(
+            f"{path} has a corrupted safetensors header (not valid JSON); download the file again"
+        ) from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} has a corrupted safetensors header (not a JSON object); download the file again")
     header.pop("__metadata__", None)
@@ -80,8 +82,14 @@ def read_header(path: Path) -> tuple[dict, int, int]:
             if not all(type(v) is int for v in [*shape, begin, end]):  # JSON integers only: no 8.5, "8" or true
                 raise TypeError
         except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path}: the header entry of tensor {name!r} is malformed ({entry!r}); download the file again") from None
-        if any(d < 0 for d in shape) or end - begin != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize or begin < 0:
+            raise CheckpointError(
+                f"{path}: the header entry of tensor {name!r} is malformed ({entry!r}); download the file again"
+            ) from None
+        if (
+            any(d < 0 for d in shape)
+            or end - begin != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            or begin < 0
+        ):
             raise CheckpointError(
                 f"{path}: tensor {name!r} claims shape {shape} of {entry['dtype']} in bytes [{begin}, {end}), "
                 "which do not agree; the file is corrupted, download it again"
@@ -130,7 +138,9 @@ def map_tensors(path: str | Path) -> dict[str, np.ndarray]:
 
 def cache_dir() -> Path:
     """gpt2np's own cache: $GPT2NP_CACHE, else $XDG_CACHE_HOME/gpt2np or ~/.cache/gpt2np."""
-    return Path(os.environ.get("GPT2NP_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpt2np")
+    return Path(
+        os.environ.get("GPT2NP_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpt2np"
+    )
 
 
 def stamp_path(path: Path, kind: str) -> Path:

@@ -44,7 +44,7 @@ class GPT2Config:
     def mlp_width(self) -> int:
         return self.n_inner if self.n_inner is not None else 4 * self.n_embd
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -83,12 +83,14 @@ class GPT2Config:
             )
 
     @classmethod
-    def from_json_file(cls, path: str | Path) -> "GPT2Config":
+    def from_json_file(cls, path: str | Path) -> GPT2Config:
         path = Path(path)
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ConfigError(f"{path} does not exist: a model folder needs config.json next to model.safetensors") from None
+            raise ConfigError(
+                f"{path} does not exist: a model folder needs config.json next to model.safetensors"
+            ) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path} is not valid JSON ({e}); restore it from the model's repository") from None
         if not isinstance(raw, dict):
@@ -96,12 +98,14 @@ class GPT2Config:
         return cls.from_dict(raw, source=str(path))
 
     @classmethod
-    def from_dict(cls, raw: dict, source: str = "config") -> "GPT2Config":
+    def from_dict(cls, raw: dict, source: str = "config") -> GPT2Config:
         model_type = raw.get("model_type", "gpt2")
         if model_type != "gpt2":
             raise ConfigError(f"{source} describes a {model_type!r} model; gpt2np runs GPT-2 checkpoints only")
         if raw.get("add_cross_attention"):
-            raise ConfigError(f"{source} asks for cross-attention (an encoder-decoder GPT-2); gpt2np runs the decoder-only model")
+            raise ConfigError(
+                f"{source} asks for cross-attention (an encoder-decoder GPT-2); gpt2np runs the decoder-only model"
+            )
         if "n_positions" not in raw and "n_ctx" in raw:  # very old configs name it n_ctx
             raw = {**raw, "n_positions": raw["n_ctx"]}
         missing = [name for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head") if name not in raw]

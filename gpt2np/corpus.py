@@ -11,9 +11,12 @@ the Ray integration (ray.py) both score through `score_texts`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .errors import InputError
 from .scoring import check_stride, score
@@ -38,7 +41,8 @@ def length_batches(lengths: list[int], batch_size: int, max_tokens: int) -> list
 
     length_batches([5, 100, 6, 90], batch_size=2, max_tokens=1000) -> [[0, 2], [3, 1]]
     """
-    batches, current = [], []
+    batches: list[list[int]] = []
+    current: list[int] = []
     for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):  # stable: equal lengths keep their order
         rows = len(current) + 1  # with text i, which is the longest so far (the list is sorted)
         if current and (rows > batch_size or rows * lengths[i] > max_tokens):
@@ -60,7 +64,7 @@ def left_pad(token_lists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return ids, mask
 
 
-def check_text(text, n_tokens: int | None, n_positions: int, stride) -> str | None:
+def check_text(text: object, n_tokens: int | None, n_positions: int, stride: int | None) -> str | None:
     """Why a text cannot be scored, or None. (Its n_tokens is None if it is not a string.)"""
     if text is None:
         return "there is no text (null): give text"
@@ -68,7 +72,7 @@ def check_text(text, n_tokens: int | None, n_positions: int, stride) -> str | No
         return f"the text is not a string but {type(text).__name__}: give text"
     if not text:
         return "the text is empty: there is nothing to score"
-    if n_tokens > n_positions and stride is None:
+    if n_tokens > n_positions and stride is None:  # type: ignore[operator]  # a str has n_tokens
         return (
             f"the text is {n_tokens} tokens, more than this model's n_positions = {n_positions}; "
             f"score it in sliding windows with --stride (stride= in Python), e.g. {n_positions // 2}"
@@ -76,8 +80,15 @@ def check_text(text, n_tokens: int | None, n_positions: int, stride) -> str | No
     return None
 
 
-def score_token_lists(model, token_lists, batch_size: int = 8, max_tokens: int = 4096, stride=None,
-                      token_logprobs: bool = False) -> list[TextScore]:  # fmt: skip
+# model: a GPT2 (model.py sits beside this module, so it is not imported here).
+def score_token_lists(
+    model: Any,
+    token_lists: Iterable[ArrayLike],  # token ids, one list (or 1-D array) per text
+    batch_size: int = 8,
+    max_tokens: int = 4096,
+    stride: int | None = None,
+    token_logprobs: bool = False,
+) -> list[TextScore]:
     """Score token id lists of any lengths, batched by length; results in the given order.
     Lists longer than n_positions need `stride` (see scoring.sliding_windows)."""
     n_positions = model.config.n_positions
@@ -86,16 +97,16 @@ def score_token_lists(model, token_lists, batch_size: int = 8, max_tokens: int =
     for name, value in (("batch_size", batch_size), ("max_tokens", max_tokens)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise InputError(f"{name} must be a positive whole number, got {value!r}")
-    token_lists = [np.asarray(t, dtype=np.int64) for t in token_lists]
+    arrays = [np.asarray(t, dtype=np.int64) for t in token_lists]  # one [n] int64 array per list
     # A text longer than the context runs in windows of n_positions: that is its cost per row.
-    cost = [min(len(t), n_positions) for t in token_lists]
-    results: list[TextScore | None] = [None] * len(token_lists)
+    cost = [min(len(t), n_positions) for t in arrays]
+    results: list[TextScore | None] = [None] * len(arrays)
     for batch in length_batches(cost, batch_size, max_tokens):
-        ids, mask = left_pad([token_lists[i] for i in batch])  # [B, T]
+        ids, mask = left_pad([arrays[i] for i in batch])  # [B, T]
         long = ids.shape[1] > n_positions  # windows only where needed: a batch that fits runs as one pass
         scores = score(model, ids, attention_mask=mask, stride=stride if long else None)
         for b, i in enumerate(batch):
-            n = len(token_lists[i])
+            n = len(arrays[i])
             results[i] = TextScore(
                 n_tokens=n,
                 n_scored=int(scores.n_scored[b]),
@@ -103,11 +114,19 @@ def score_token_lists(model, token_lists, batch_size: int = 8, max_tokens: int =
                 perplexity=float(scores.perplexity[b]),
                 token_logprobs=scores.token_logprobs[b, ids.shape[1] - n :] if token_logprobs else None,
             )
-    return results
+    # every slot is filled: each index is in exactly one batch (hence the ignore)
+    return results  # type: ignore[return-value]
 
 
-def score_texts(model, tokenizer, texts, batch_size: int = 8, max_tokens: int = 4096, stride=None,
-                token_logprobs: bool = False) -> list[TextScore]:  # fmt: skip
+def score_texts(
+    model: Any,  # a GPT2
+    tokenizer: Any,  # a Tokenizer (tokenizer.py sits a layer below, but only its encode() is needed)
+    texts: Iterable[object],
+    batch_size: int = 8,
+    max_tokens: int = 4096,
+    stride: int | None = None,
+    token_logprobs: bool = False,
+) -> list[TextScore]:
     """Score a list of texts, batched by length; one TextScore per text, in order. A text that
     cannot be scored (not a string, empty, longer than the context without `stride`) gets a
     TextScore with `error` set; the others are scored as usual."""
@@ -116,5 +135,6 @@ def score_texts(model, tokenizer, texts, batch_size: int = 8, max_tokens: int = 
     n_tokens = [None if t is None else len(t) for t in tokens]
     errors = [check_text(t, n, model.config.n_positions, stride) for t, n in zip(texts, n_tokens)]
     good = [i for i, e in enumerate(errors) if e is None]
-    scored = iter(score_token_lists(model, [tokens[i] for i in good], batch_size, max_tokens, stride, token_logprobs))
+    good_tokens = [tokens[i] for i in good]  # every text without an error is a string, so it has tokens
+    scored = iter(score_token_lists(model, good_tokens, batch_size, max_tokens, stride, token_logprobs))  # type: ignore[arg-type]
     return [TextScore(n_tokens[i], error=errors[i]) if errors[i] else next(scored) for i in range(len(texts))]

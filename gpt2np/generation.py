@@ -10,8 +10,10 @@ step, so the tokens are the same, and a sequence gives the same tokens alone or 
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .errors import InputError
 from .inputs import check_attention_mask, check_input_ids, check_length
@@ -22,11 +24,21 @@ from .sampling import filter_logits, greedy, sample
 DEFAULT_MAX_LENGTH = 20  # transformers' default when neither max_length nor max_new_tokens is given
 
 
-def _is_int(x) -> bool:
+def _is_int(x: object) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
-def check_generation_args(prompt_len, max_length, max_new_tokens, do_sample, temperature, top_k, top_p, seed) -> int:
+# Any: whatever the caller passed; checking it is this function's job.
+def check_generation_args(
+    prompt_len: int,
+    max_length: Any,
+    max_new_tokens: Any,
+    do_sample: Any,
+    temperature: Any,
+    top_k: Any,
+    top_p: Any,
+    seed: Any,
+) -> int:
     """Validate the settings; return how many new tokens to generate."""
     if not isinstance(do_sample, (bool, np.bool_)):  # "no" would be truthy and quietly sample
         raise InputError(f"do_sample must be True or False, got {do_sample!r}")
@@ -48,9 +60,10 @@ def check_generation_args(prompt_len, max_length, max_new_tokens, do_sample, tem
         n_new = int(max_length) - prompt_len
     if not _is_int(top_k) or top_k < 0:
         raise InputError(f"top_k must be an integer >= 0 (0 keeps every token), got {top_k!r}")
-    if not isinstance(top_p, numbers.Real) or not (0 < top_p <= 1):
+    if not isinstance(top_p, numbers.Real) or not (0 < top_p <= 1):  # type: ignore[operator]  # see below
         raise InputError(f"top_p must be in (0, 1] (1 keeps every token), got {top_p!r}")
-    if do_sample and (not isinstance(temperature, numbers.Real) or not (0 < temperature < float("inf"))):
+    # (the ignores: typeshed gives numbers.Real no comparison operators; a Real compares fine)
+    if do_sample and (not isinstance(temperature, numbers.Real) or not (0 < temperature < float("inf"))):  # type: ignore[operator]
         raise InputError(
             f"temperature must be a positive number when sampling, got {temperature!r} "
             "(for the single most likely token, use greedy decoding: do_sample=False)"
@@ -62,9 +75,9 @@ def check_generation_args(prompt_len, max_length, max_new_tokens, do_sample, tem
 
 
 def generate(
-    model,
-    input_ids,
-    attention_mask=None,
+    model: Any,  # a GPT2 (model.py imports this module, so it is not imported here)
+    input_ids: ArrayLike,
+    attention_mask: ArrayLike | None = None,
     max_length: int | None = None,
     max_new_tokens: int | None = None,
     do_sample: bool = False,
@@ -74,8 +87,8 @@ def generate(
     eos_token_id: int | None = -1,
     pad_token_id: int | None = None,
     use_cache: bool = True,
-    seed=None,
-    streamer=None,
+    seed: int | np.random.Generator | None = None,
+    streamer: Any = None,
 ) -> np.ndarray:
     """Continue each row of a left-padded batch; returns [B, T + n_new] ids, prompt included
     (fewer columns if every row finished early). A 1-D prompt gives a 1-D result.
@@ -131,7 +144,8 @@ def generate(
         else:
             next_tokens = greedy(logits)  # [B]
         if eos is not None:
-            next_tokens = np.where(finished, pad, next_tokens)  # finished rows only get padding
+            # pad is set whenever eos is (checked above); mypy cannot see that, hence the ignore
+            next_tokens = np.where(finished, pad, next_tokens)  # type: ignore[arg-type]  # finished rows get padding
             finished |= next_tokens == eos
         tokens[:, T + step] = next_tokens
         n_done = step + 1
@@ -143,15 +157,19 @@ def generate(
             step_positions = positions[:, -1:] + n_done  # [B, 1] last prompt position + steps taken
             out = model.forward(next_tokens[:, None], full_mask[:, :length], step_positions, cache, logits_to_keep=1)
         else:  # recompute everything: slower, same tokens (a check of the cache)
-            out = model.forward(tokens[:, :length], full_mask[:, :length], position_ids_from_mask(full_mask[:, :length]),
-                                logits_to_keep=1)  # fmt: skip
+            out = model.forward(
+                tokens[:, :length],
+                full_mask[:, :length],
+                position_ids_from_mask(full_mask[:, :length]),
+                logits_to_keep=1,
+            )
         logits = out.logits[:, -1]  # [B, vocab]
     _stream_end(streamer)
     result = tokens[:, : T + n_done]
     return result[0] if one_sequence else result
 
 
-def _stream(streamer, next_tokens):
+def _stream(streamer: Any, next_tokens: np.ndarray) -> None:
     if streamer is None:
         return
     if hasattr(streamer, "put"):
@@ -160,6 +178,6 @@ def _stream(streamer, next_tokens):
         streamer(next_tokens)
 
 
-def _stream_end(streamer):
+def _stream_end(streamer: Any) -> None:
     if streamer is not None and hasattr(streamer, "end"):
         streamer.end()

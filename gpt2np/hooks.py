@@ -31,9 +31,10 @@ their input) to save memory:
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .errors import InputError
 
@@ -44,12 +45,29 @@ BLOCK_POINTS = (  # one block's points, in the order the forward pass reaches th
     "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post",
 )  # fmt: skip
 SHAPES = {  # the last part of a name -> its axes
-    "hook_embed": "B T C", "hook_pos_embed": "B T C", "hook_resid_pre": "B T C", "hook_normalized": "B T C",
-    "hook_q": "B T H D", "hook_k": "B T H D", "hook_v": "B T H D", "hook_z": "B T H D",
-    "hook_attn_scores": "B H T Tk", "hook_pattern": "B H T Tk",
-    "hook_attn_out": "B T C", "hook_resid_mid": "B T C", "hook_pre": "B T F", "hook_post": "B T F",
-    "hook_mlp_out": "B T C", "hook_resid_post": "B T C", "logits": "B T V",
-}  # fmt: skip
+    "hook_embed": "B T C",
+    "hook_pos_embed": "B T C",
+    "hook_resid_pre": "B T C",
+    "hook_normalized": "B T C",
+    "hook_q": "B T H D",
+    "hook_k": "B T H D",
+    "hook_v": "B T H D",
+    "hook_z": "B T H D",
+    "hook_attn_scores": "B H T Tk",
+    "hook_pattern": "B H T Tk",
+    "hook_attn_out": "B T C",
+    "hook_resid_mid": "B T C",
+    "hook_pre": "B T F",
+    "hook_post": "B T F",
+    "hook_mlp_out": "B T C",
+    "hook_resid_post": "B T C",
+    "logits": "B T V",
+}
+
+# How a hook chooses points: one name, several names, or a predicate name -> bool.
+Where = str | Iterable[str] | Callable[[str], bool]
+# A hook function fn(activation, name): a replacement of the same shape, or None to keep it.
+HookFn = Callable[[np.ndarray, str], ArrayLike | None]
 
 
 def activation_names(n_layer: int) -> list[str]:
@@ -63,7 +81,7 @@ def axes(name: str) -> list[str]:
     return SHAPES[name.rsplit(".", 1)[-1]].split()
 
 
-def _unknown(name, names: list[str]) -> InputError:
+def _unknown(name: object, names: Sequence[str]) -> InputError:
     if not isinstance(name, str):
         return InputError(f"a hook is chosen by a name (str) or a predicate name -> bool, got {name!r}")
     n_layer = sum(1 for n in names if n.endswith(".hook_resid_pre"))
@@ -76,7 +94,7 @@ def _unknown(name, names: list[str]) -> InputError:
     )
 
 
-def select(where, names: list[str]) -> list[str]:
+def select(where: Where, names: Sequence[str]) -> list[str]:
     """The names a hook asks for: one name, a list of names, or a predicate name -> bool."""
     if callable(where):
         chosen = [n for n in names if where(n)]
@@ -99,10 +117,12 @@ class Hooks:
     and return None.
     """
 
-    def __init__(self, names: list[str] = (), fwd_hooks=(), record=()):
+    def __init__(
+        self, names: Sequence[str] = (), fwd_hooks: Iterable[tuple[Where, HookFn]] = (), record: Iterable[str] = ()
+    ) -> None:
         self.cache: dict[str, np.ndarray] = {}
         self.record = set(record)
-        self.fns: dict[str, list[Callable]] = {}
+        self.fns: dict[str, list[HookFn]] = {}
         for pair in fwd_hooks:
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and callable(pair[1])):
                 raise InputError(f"fwd_hooks must be a list of (name or predicate, fn) pairs, got {pair!r}")
@@ -122,7 +142,7 @@ class Hooks:
         return x
 
     @staticmethod
-    def _apply(fn, name: str, x: np.ndarray) -> np.ndarray:
+    def _apply(fn: HookFn, name: str, x: np.ndarray) -> np.ndarray:
         given = x.copy()  # the function's own: it may keep it, the forward pass won't touch it
         out = fn(given, name)
         if out is None:  # changed in place, or only looked: carry its changes back into x
@@ -134,7 +154,9 @@ class Hooks:
         except ValueError:  # ragged lists
             out = np.asarray(out, dtype=object)
         if out.dtype.kind not in "biuf":
-            raise InputError(f"the hook on {name!r} returned {returned} (dtype {out.dtype}); return an array of numbers, or None")
+            raise InputError(
+                f"the hook on {name!r} returned {returned} (dtype {out.dtype}); return an array of numbers, or None"
+            )
         if out.shape != x.shape:
             raise InputError(
                 f"the hook on {name!r} returned shape {list(out.shape)}, but {name} has shape {list(x.shape)} "

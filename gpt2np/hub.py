@@ -44,7 +44,10 @@ GPT2_TOKENIZER_FILES = {
     "merges.txt": (456318, "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"),
 }
 KNOWN_FILES = {
-    ("openai-community/gpt2", "model.safetensors"): (548105171, "248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707"),
+    ("openai-community/gpt2", "model.safetensors"): (
+        548105171,
+        "248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707",
+    ),
     **{(repo, f): v for repo in HUB_REPOS.values() for f, v in GPT2_TOKENIZER_FILES.items()},
 }
 
@@ -52,9 +55,18 @@ KNOWN_FILES = {
 PACKAGED_TOKENIZER = Path(__file__).resolve().parent / "tokenizer_files"
 GPT2_VOCAB_SIZE = 50257  # a config.json with this vocabulary is taken to use GPT-2's tokenizer
 
-MODEL_FILES = [("config.json", "model.safetensors")]
-TOKENIZER_FILES = [("vocab.json", "merges.txt"), ("tokenizer.json",)]  # either set will do
-DOWNLOAD_FILES = ["config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer.json", "generation_config.json"]
+# Groups of files: any one group, complete, will do.
+FileGroups = list[tuple[str, ...]]
+MODEL_FILES: FileGroups = [("config.json", "model.safetensors")]
+TOKENIZER_FILES: FileGroups = [("vocab.json", "merges.txt"), ("tokenizer.json",)]  # either set will do
+DOWNLOAD_FILES = [
+    "config.json",
+    "model.safetensors",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.json",
+    "generation_config.json",
+]
 
 
 def weights_dir() -> Path:
@@ -84,14 +96,14 @@ def canonical_repo(name: str) -> str:
     return HUB_REPOS.get(name, name)
 
 
-def _pick(folder: Path, groups) -> dict[str, Path] | None:
+def _pick(folder: Path, groups: FileGroups) -> dict[str, Path] | None:
     for group in groups:
         if all((folder / f).is_file() for f in group):
             return {f: folder / f for f in group}
     return None
 
 
-def _describe(groups) -> str:
+def _describe(groups: FileGroups) -> str:
     return " or ".join(" + ".join(g) for g in groups)
 
 
@@ -119,7 +131,9 @@ def _no_such_folder(text: str) -> ModelNotFoundError:
     folder = Path(text).expanduser()
     shown = text if text.startswith((".", "/", "~")) or os.path.isabs(text) else f"./{text}"
     if folder.exists():
-        return ModelNotFoundError(f"{shown} is a file, not a folder; give the model's folder (config.json + model.safetensors)")
+        return ModelNotFoundError(
+            f"{shown} is a file, not a folder; give the model's folder (config.json + model.safetensors)"
+        )
     where = folder.parent  # a typo is usually in the last part: show what its folder holds
     hint = ""
     if where.is_dir() and where != Path(".") and where != Path(folder.anchor or "."):
@@ -130,7 +144,9 @@ def _no_such_folder(text: str) -> ModelNotFoundError:
     )
 
 
-def resolve_files(name: str | Path, groups, verify: bool = True, local_files_only: bool = False) -> dict[str, Path]:
+def resolve_files(
+    name: str | Path, groups: FileGroups, verify: bool = True, local_files_only: bool = False
+) -> dict[str, Path]:
     """Find one of the file `groups` (tuples of names) for model `name`, as described above."""
     text = str(name)
     folder = Path(name).expanduser()
@@ -144,7 +160,7 @@ def resolve_files(name: str | Path, groups, verify: bool = True, local_files_onl
     return _from_hub(text, groups, verify, local_files_only or hub_offline())
 
 
-def _from_folder(folder: Path, groups, verify: bool, name: str) -> dict[str, Path]:
+def _from_folder(folder: Path, groups: FileGroups, verify: bool, name: str) -> dict[str, Path]:
     found = _pick(folder, groups)
     if found is None:
         if "model.safetensors" in _describe(groups) and (folder / "pytorch_model.bin").is_file():
@@ -157,9 +173,14 @@ def _from_folder(folder: Path, groups, verify: bool, name: str) -> dict[str, Pat
     return found
 
 
-def _from_hub(name: str, groups, verify: bool, offline: bool) -> dict[str, Path]:
+def _from_hub(name: str, groups: FileGroups, verify: bool, offline: bool) -> dict[str, Path]:
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     cache = hub_cache_dir()
     repo = canonical_repo(name)
@@ -169,7 +190,7 @@ def _from_hub(name: str, groups, verify: bool, offline: bool) -> dict[str, Path]
             for group in groups:
                 paths = [try_to_load_from_cache(candidate, f, cache_dir=cache) for f in group]
                 if all(isinstance(p, str) for p in paths):
-                    found = {f: Path(p) for f, p in zip(group, paths)}
+                    found = {f: Path(p) for f, p in zip(group, paths)}  # type: ignore[arg-type]  # all str: see above
                     if verify:
                         for f, p in found.items():
                             verify_file(p, repo, f)
@@ -179,7 +200,9 @@ def _from_hub(name: str, groups, verify: bool, offline: bool) -> dict[str, Path]
             f"{name!r} is not a model folder, not in {weights_dir()}, and not a valid hub repo id; "
             f"known names: {', '.join(HUB_REPOS)}"
         ) from None
-    cached_pickle = any(isinstance(try_to_load_from_cache(c, "pytorch_model.bin", cache_dir=cache), str) for c in candidates)
+    cached_pickle = any(
+        isinstance(try_to_load_from_cache(c, "pytorch_model.bin", cache_dir=cache), str) for c in candidates
+    )
     if "model.safetensors" in _describe(groups) and cached_pickle:
         raise _refuse_pickle(f"the cached hub repo {repo}")
     if offline:
@@ -216,7 +239,9 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     import socket
     from urllib.parse import urlparse
 
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
+    if any(
+        os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+    ):
         return True  # behind a proxy a direct connection proves nothing: let huggingface_hub try
     url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     port = url.port or (443 if url.scheme == "https" else 80)
@@ -252,11 +277,11 @@ def _hub_has_file(repo: str, filename: str) -> bool:
         return False
 
 
-def resolve_model_files(name, verify=True, local_files_only=False) -> dict[str, Path]:
+def resolve_model_files(name: str | Path, verify: bool = True, local_files_only: bool = False) -> dict[str, Path]:
     return resolve_files(name, MODEL_FILES, verify=verify, local_files_only=local_files_only)
 
 
-def resolve_tokenizer_files(name, verify=True, local_files_only=False) -> dict[str, Path]:
+def resolve_tokenizer_files(name: str | Path, verify: bool = True, local_files_only: bool = False) -> dict[str, Path]:
     """GPT-2's own tokenizer (shipped with gpt2np) for the five GPT-2 names; else the files of
     a folder or hub repo, as for a model. A model folder without tokenizer files uses GPT-2's
     own when its config.json has GPT-2's vocabulary."""
@@ -267,7 +292,11 @@ def resolve_tokenizer_files(name, verify=True, local_files_only=False) -> dict[s
         vocab_size = _config_vocab_size(folder)
         if vocab_size == GPT2_VOCAB_SIZE:
             return packaged_tokenizer_files(verify)
-        said = "has no config.json" if vocab_size is None else f"config.json has {vocab_size} tokens, not GPT-2's {GPT2_VOCAB_SIZE}"
+        said = (
+            "has no config.json"
+            if vocab_size is None
+            else f"config.json has {vocab_size} tokens, not GPT-2's {GPT2_VOCAB_SIZE}"
+        )
         raise ModelNotFoundError(
             f"{folder} has no tokenizer files ({_describe(TOKENIZER_FILES)}), and GPT-2's own tokenizer, used by default "
             f"for a model whose config.json has GPT-2's vocabulary, does not fit: {said}. Give the folder that holds "
@@ -334,7 +363,9 @@ def verify_file(path: Path, repo: str, filename: str, sha256: str | None = None)
     size, digest = expected
     path = Path(path)
     stat = path.stat()
-    how_to_fix = "delete it and download it again (gpt2np download), or pass verify=False / --no-verify to use it anyway"
+    how_to_fix = (
+        "delete it and download it again (gpt2np download), or pass verify=False / --no-verify to use it anyway"
+    )
     if size is not None and stat.st_size != size:
         raise CheckpointError(
             f"{path} is {stat.st_size} bytes but {repo}'s {filename} is {size} bytes: it is truncated or not the "
@@ -344,7 +375,9 @@ def verify_file(path: Path, repo: str, filename: str, sha256: str | None = None)
         return
     actual = sha256_of(path)
     if actual != digest:
-        raise CheckpointError(f"{path} has sha256 {actual} but {repo}'s {filename} has {digest}: the file is corrupted; {how_to_fix}")
+        raise CheckpointError(
+            f"{path} has sha256 {actual} but {repo}'s {filename} has {digest}: the file is corrupted; {how_to_fix}"
+        )
     remember(path, "verified", digest)
 
 
@@ -371,7 +404,9 @@ def download(name: str, dest: Path | None = None, verify: bool = True) -> Path:
         except EntryNotFoundError:
             continue  # an optional file this repo does not have
         except RepositoryNotFoundError:
-            raise ModelNotFoundError(f"{name!r} is not a model on the Hugging Face hub; known names: {', '.join(HUB_REPOS)}") from None
+            raise ModelNotFoundError(
+                f"{name!r} is not a model on the Hugging Face hub; known names: {', '.join(HUB_REPOS)}"
+            ) from None
     if "model.safetensors" not in fetched:
         if _hub_has_file(repo, "pytorch_model.bin"):
             raise _refuse_pickle(f"the hub repo {repo}")

@@ -7,11 +7,12 @@ and not as a NumPy traceback (or, worse, a silently wrong answer) deep inside th
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .errors import InputError
 
 
-def _as_int_array(values, name: str) -> np.ndarray:
+def _as_int_array(values: ArrayLike | None, name: str) -> np.ndarray:
     if values is None:
         raise InputError(f"{name} is None; pass token ids, e.g. tokenizer(text)['input_ids']")
     try:
@@ -35,16 +36,20 @@ def _as_int_array(values, name: str) -> np.ndarray:
     return array.astype(np.int64, copy=False)
 
 
-def check_input_ids(input_ids, vocab_size: int) -> tuple[np.ndarray, bool]:
+def check_input_ids(input_ids: ArrayLike | None, vocab_size: int) -> tuple[np.ndarray, bool]:
     """-> ([B, T] int64 ids, whether the caller gave one 1-D sequence)."""
     ids = _as_int_array(input_ids, "input_ids")
     one_sequence = ids.ndim == 1
     if one_sequence:
         ids = ids[None, :]
     if ids.ndim != 2:
-        raise InputError(f"input_ids must be 2-D [batch, sequence] (or 1-D for one sequence), got shape {list(ids.shape)}")
+        raise InputError(
+            f"input_ids must be 2-D [batch, sequence] (or 1-D for one sequence), got shape {list(ids.shape)}"
+        )
     if ids.shape[0] == 0 or ids.shape[1] == 0:
-        raise InputError(f"input_ids is empty (shape {list(ids.shape)}); give at least one token, e.g. the prompt's ids")
+        raise InputError(
+            f"input_ids is empty (shape {list(ids.shape)}); give at least one token, e.g. the prompt's ids"
+        )
     bad = (ids < 0) | (ids >= vocab_size)
     if bad.any():
         row, col = np.argwhere(bad)[0]
@@ -55,14 +60,16 @@ def check_input_ids(input_ids, vocab_size: int) -> tuple[np.ndarray, bool]:
     return ids, one_sequence
 
 
-def check_attention_mask(attention_mask, shape: tuple[int, int]) -> np.ndarray:
+def check_attention_mask(attention_mask: ArrayLike | None, shape: tuple[int, int]) -> np.ndarray:
     """-> [B, T] int64 mask of 0/1 with at least one 1 per row."""
     if attention_mask is None:
         return np.ones(shape, dtype=np.int64)
     try:
         mask = np.asarray(attention_mask)
     except ValueError:
-        raise InputError("attention_mask is ragged; it must have the same [batch, sequence] shape as input_ids") from None
+        raise InputError(
+            "attention_mask is ragged; it must have the same [batch, sequence] shape as input_ids"
+        ) from None
     if mask.dtype == object or mask.dtype.kind not in "biuf":
         raise InputError(f"attention_mask must hold 0s and 1s, got dtype {mask.dtype}")
     if mask.ndim == 1 and shape[0] == 1:
@@ -85,15 +92,19 @@ def check_attention_mask(attention_mask, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def check_position_ids(position_ids, shape: tuple[int, int], n_positions: int) -> np.ndarray:
+def check_position_ids(position_ids: ArrayLike, shape: tuple[int, int], n_positions: int) -> np.ndarray:
     """-> [B, T] int64 positions in 0 .. n_positions-1 ([T] is broadcast over the batch)."""
     pos = _as_int_array(position_ids, "position_ids")
     if pos.ndim == 1:
         pos = pos[None, :]
     if pos.ndim != 2 or pos.shape[1] != shape[1] or pos.shape[0] not in (1, shape[0]):
-        raise InputError(f"position_ids has shape {list(pos.shape)}; it must be [batch, sequence] = {list(shape)} or [sequence]")
+        raise InputError(
+            f"position_ids has shape {list(pos.shape)}; it must be [batch, sequence] = {list(shape)} or [sequence]"
+        )
     if (pos < 0).any() or (pos >= n_positions).any():
-        raise InputError(f"position_ids must lie in 0 .. {n_positions - 1} (the model's n_positions), got {int(pos.min())} .. {int(pos.max())}")
+        raise InputError(
+            f"position_ids must lie in 0 .. {n_positions - 1} (the model's n_positions), got {int(pos.min())} .. {int(pos.max())}"
+        )
     return np.broadcast_to(pos, shape)
 
 

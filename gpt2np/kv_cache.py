@@ -9,10 +9,11 @@ or concatenates.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 
 class KVCache:
-    def __init__(self, n_layer: int, batch: int, n_head: int, max_len: int, head_dim: int, dtype):
+    def __init__(self, n_layer: int, batch: int, n_head: int, max_len: int, head_dim: int, dtype: DTypeLike) -> None:
         shape = (n_layer, batch, n_head, max_len, head_dim)
         self.keys = np.empty(shape, dtype)  # [L, B, H, max_len, D]
         self.values = np.empty(shape, dtype)  # [L, B, H, max_len, D]

@@ -25,13 +25,14 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from .errors import InputError
 
 MASK_FILLS = ("-inf", "-1e9", "min")
 
 
-def resolve_fill(mask_fill, dtype) -> float:
+def resolve_fill(mask_fill: str | float, dtype: DTypeLike) -> float:
     """The number written into forbidden cells of the additive mask.
 
     "-inf"  exact: exp(-inf) = 0. But a row with nothing allowed becomes all -inf, and softmax
@@ -50,12 +51,16 @@ def resolve_fill(mask_fill, dtype) -> float:
         if mask_fill == "min":
             return float(np.finfo(dtype).min)
         if mask_fill not in MASK_FILLS:
-            raise InputError(f"mask_fill={mask_fill!r} is not one of {', '.join(repr(f) for f in MASK_FILLS)} or a negative number")
+            raise InputError(
+                f"mask_fill={mask_fill!r} is not one of {', '.join(repr(f) for f in MASK_FILLS)} or a negative number"
+            )
         fill = float(mask_fill)
     elif isinstance(mask_fill, (int, float, np.floating, np.integer)) and not isinstance(mask_fill, bool):
         fill = float(mask_fill)
     else:
-        raise InputError(f"mask_fill must be one of {', '.join(repr(f) for f in MASK_FILLS)} or a negative number, got {mask_fill!r}")
+        raise InputError(
+            f"mask_fill must be one of {', '.join(repr(f) for f in MASK_FILLS)} or a negative number, got {mask_fill!r}"
+        )
     if math.isnan(fill):
         raise InputError(
             f"mask_fill={mask_fill!r} is NaN: every masked score would become NaN, and with it every output; "
@@ -67,9 +72,11 @@ def resolve_fill(mask_fill, dtype) -> float:
             "so that exp(score + fill) is 0"
         )
     with np.errstate(over="ignore"):  # the overflow to -inf is what we are testing for: no warning
-        fits = math.isfinite(float(dtype.type(fill)))
+        fits = math.isfinite(float(dtype.type(fill)))  # type: ignore[call-overload]  # numpy types dtype.type loosely
     if math.isfinite(fill) and not fits:
-        raise InputError(f"mask_fill={mask_fill!r} does not fit in {dtype} (it would silently become -inf); use '-inf' or 'min'")
+        raise InputError(
+            f"mask_fill={mask_fill!r} does not fit in {dtype} (it would silently become -inf); use '-inf' or 'min'"
+        )
     return fill
 
 
@@ -90,7 +97,7 @@ class AttentionMask:
     empty_rows: np.ndarray | None  # [B, 1, Tq, 1] True for queries that may see no key at all
 
 
-def build_attention_mask(attention_mask: np.ndarray, n_queries: int, fill: float, dtype) -> AttentionMask:
+def build_attention_mask(attention_mask: np.ndarray, n_queries: int, fill: float, dtype: DTypeLike) -> AttentionMask:
     """Padding + causal, as one additive mask.
 
     attention_mask: [B, Tk], 1 for real tokens, 0 for pads, covering every key: the cached

@@ -5,25 +5,32 @@ LayerNorm, and the tied output layer. The whole forward pass is `GPT2.forward`.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from .attention import self_attention
 from .config import GPT2Config
 from .errors import InputError
-from .hooks import NO_HOOKS, Hooks, activation_names, select
+from .hooks import NO_HOOKS, HookFn, Hooks, Where, activation_names, select
 from .inputs import check_attention_mask, check_input_ids, check_length, check_position_ids
 from .kv_cache import KVCache
 from .layers import gelu, layer_norm, linear, lm_head
 from .masks import build_attention_mask, position_ids_from_mask, resolve_fill
 from .weights import Weights, load_weights
 
+if TYPE_CHECKING:  # for the annotations only: model.py imports them lazily, where they are used
+    from .scoring import Scores
+    from .tokenizer import Tokenizer
+
 DTYPES = ("float32", "float64")
 
 
-def _check_dtype(dtype) -> None:
+def _check_dtype(dtype: DTypeLike) -> None:
     try:
         ok = str(np.dtype(dtype)) in DTYPES
     except TypeError:
@@ -32,9 +39,11 @@ def _check_dtype(dtype) -> None:
         raise InputError(f"dtype must be 'float32' or 'float64', got {dtype!r} (float16 would lose too much precision)")
 
 
-def _check_logits_to_keep(logits_to_keep) -> None:
+def _check_logits_to_keep(logits_to_keep: int) -> None:
     if not isinstance(logits_to_keep, (int, np.integer)) or isinstance(logits_to_keep, bool) or logits_to_keep < 0:
-        raise InputError(f"logits_to_keep must be an integer >= 0 (0 keeps every position, N the last N), got {logits_to_keep!r}")
+        raise InputError(
+            f"logits_to_keep must be an integer >= 0 (0 keeps every position, N the last N), got {logits_to_keep!r}"
+        )
 
 
 @dataclass
@@ -43,7 +52,7 @@ class GPT2Output:
     hidden_states: tuple[np.ndarray, ...] | None = None  # n_layer + 1 of [B, T, C], as transformers orders them
     attentions: tuple[np.ndarray, ...] | None = None  # n_layer of [B, H, T, T], the softmax weights
 
-    def __getitem__(self, key):  # out["logits"], as with transformers' outputs
+    def __getitem__(self, key: str) -> Any:  # out["logits"], as with transformers' outputs
         return getattr(self, key)
 
 
@@ -51,7 +60,9 @@ class GPT2:
     """A GPT-2 language model in NumPy. Holds weights and settings only: no per-call state,
     so one model can serve several threads at once (each call gets its own cache)."""
 
-    def __init__(self, config: GPT2Config, weights: Weights, dtype="float32", mask_fill="min"):
+    def __init__(
+        self, config: GPT2Config, weights: Weights, dtype: DTypeLike = "float32", mask_fill: str | float = "min"
+    ) -> None:
         _check_dtype(dtype)
         self.config = config
         self.weights = weights
@@ -60,7 +71,14 @@ class GPT2:
         self.fill = resolve_fill(mask_fill, self.dtype)  # the number forbidden cells get
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, dtype="float32", mask_fill="min", verify=True, local_files_only=False):
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        dtype: DTypeLike = "float32",
+        mask_fill: str | float = "min",
+        verify: bool = True,
+        local_files_only: bool = False,
+    ) -> GPT2:
         """Load gpt2 / gpt2-medium / gpt2-large / gpt2-xl / distilgpt2, any hub repo id, or a
         local folder with config.json + model.safetensors (see hub.py for where we look)."""
         from .hub import resolve_model_files
@@ -69,10 +87,19 @@ class GPT2:
         resolve_fill(mask_fill, dtype)  # a bad fill fails before any file work
         files = resolve_model_files(name_or_path, verify=verify, local_files_only=local_files_only)
         config = GPT2Config.from_json_file(files["config.json"])
-        return cls(config, load_weights(files["model.safetensors"], config, dtype=dtype), dtype=dtype, mask_fill=mask_fill)
+        return cls(
+            config, load_weights(files["model.safetensors"], config, dtype=dtype), dtype=dtype, mask_fill=mask_fill
+        )
 
-    def __call__(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep=0, output_hidden_states=False,
-                 output_attentions=False) -> GPT2Output:  # fmt: skip
+    def __call__(
+        self,
+        input_ids: ArrayLike,
+        attention_mask: ArrayLike | None = None,
+        position_ids: ArrayLike | None = None,
+        logits_to_keep: int = 0,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> GPT2Output:
         """Logits for every position of a batch (or, with logits_to_keep=N, its last N positions).
 
         input_ids [B, T] (or [T]: one sequence, and then the outputs drop the batch axis, as
@@ -87,15 +114,23 @@ class GPT2:
         """
         _check_logits_to_keep(logits_to_keep)
         ids, mask, positions, one_sequence = self._check_inputs(input_ids, attention_mask, position_ids)
-        out = self.forward(ids, mask, positions, logits_to_keep=logits_to_keep, output_hidden_states=output_hidden_states,
-                           output_attentions=output_attentions)  # fmt: skip
+        out = self.forward(
+            ids,
+            mask,
+            positions,
+            logits_to_keep=logits_to_keep,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
         if one_sequence:
             out.logits = out.logits[0]
             out.hidden_states = out.hidden_states and tuple(h[0] for h in out.hidden_states)
             out.attentions = out.attentions and tuple(a[0] for a in out.attentions)
         return out
 
-    def _check_inputs(self, input_ids, attention_mask, position_ids):
+    def _check_inputs(
+        self, input_ids: ArrayLike, attention_mask: ArrayLike | None, position_ids: ArrayLike | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
         """-> [B, T] ids, mask, positions, and whether the caller gave one 1-D sequence."""
         ids, one_sequence = check_input_ids(input_ids, self.config.vocab_size)
         check_length(ids.shape[1], self.config.n_positions, "the input")
@@ -110,7 +145,13 @@ class GPT2:
         """The names run_with_cache and run_with_hooks know, in forward order (see hooks.py)."""
         return activation_names(self.config.n_layer)
 
-    def run_with_cache(self, input_ids, attention_mask=None, position_ids=None, names_filter=None):
+    def run_with_cache(
+        self,
+        input_ids: ArrayLike,
+        attention_mask: ArrayLike | None = None,
+        position_ids: ArrayLike | None = None,
+        names_filter: Where | None = None,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """-> (logits, cache): cache[name] is the activation at that point (hooks.py lists them),
         a copy nothing later overwrites. names_filter: None (every point), a name, a list of
         names, or a predicate name -> bool. For a 1-D input, logits and cache drop the batch axis."""
@@ -123,7 +164,13 @@ class GPT2:
             return logits[0], {name: a[0] for name, a in cache.items()}
         return logits, cache
 
-    def run_with_hooks(self, input_ids, attention_mask=None, position_ids=None, fwd_hooks=()):
+    def run_with_hooks(
+        self,
+        input_ids: ArrayLike,
+        attention_mask: ArrayLike | None = None,
+        position_ids: ArrayLike | None = None,
+        fwd_hooks: Iterable[tuple[Where, HookFn]] = (),
+    ) -> np.ndarray:
         """-> logits, with fwd_hooks = [(name or predicate, fn), ...] applied: fn(activation, name)
         sees each chosen point in forward order and may return a replacement of the same shape
         (ablation, patching) or None to leave it (hooks.py says what it may keep)."""
@@ -132,48 +179,72 @@ class GPT2:
         logits = self.forward(ids, mask, positions, hook=hooks).logits
         return logits[0] if one_sequence else logits
 
-    def forward(self, input_ids, attention_mask, position_ids, cache: KVCache | None = None, logits_to_keep=0,
-                output_hidden_states=False, output_attentions=False, hook: Hooks = NO_HOOKS) -> GPT2Output:  # fmt: skip
+    def forward(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        position_ids: np.ndarray,
+        cache: KVCache | None = None,
+        logits_to_keep: int = 0,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        hook: Hooks = NO_HOOKS,
+    ) -> GPT2Output:
         """The forward pass on checked inputs. input_ids, position_ids: [B, T] new tokens;
         attention_mask: [B, past + T] covering the cached tokens too. Each `hook(name, x)` is
         x itself unless run_with_cache / run_with_hooks asked for that point (hooks.py)."""
-        x, hidden, attentions = self.transformer(input_ids, attention_mask, position_ids, cache, output_hidden_states,
-                                                 output_attentions, hook)  # fmt: skip
+        x, hidden, attentions = self.transformer(
+            input_ids, attention_mask, position_ids, cache, output_hidden_states, output_attentions, hook
+        )
         if logits_to_keep:
             x = x[:, -logits_to_keep:, :]  # [B, N, C]: only the last N positions' scores are wanted
-        logits = hook("logits", lm_head(x, self.weights.lm_head))  # [B, T, C] -> [B, T, vocab]: a score for every token of the vocabulary
+        # a score for every token of the vocabulary
+        logits = hook("logits", lm_head(x, self.weights.lm_head))  # [B, T, C] -> [B, T, vocab]
         return GPT2Output(logits, hidden, attentions)
 
-    def transformer(self, input_ids, attention_mask, position_ids, cache: KVCache | None = None, output_hidden_states=False,
-                    output_attentions=False, hook: Hooks = NO_HOOKS) -> tuple[np.ndarray, tuple | None, tuple | None]:  # fmt: skip
+    def transformer(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        position_ids: np.ndarray,
+        cache: KVCache | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        hook: Hooks = NO_HOOKS,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None, tuple[np.ndarray, ...] | None]:
         """Everything before the output layer (transformers' GPT2Model): the final hidden states
         [B, T, C] after ln_f, and the hidden states and attention weights when asked for."""
         w, cfg = self.weights, self.config
         eps, n_head = cfg.layer_norm_epsilon, cfg.n_head
         mask = build_attention_mask(attention_mask, input_ids.shape[1], self.fill, self.dtype)  # [B, 1, T, past + T]
-        x = hook("hook_embed", w.wte[input_ids]) + hook("hook_pos_embed", w.wpe[position_ids])  # [B, T, C]: what each token is + where it stands
-        hidden, attentions = [x.copy()] if output_hidden_states else None, [] if output_attentions else None
+        # what each token is + where it stands
+        x = hook("hook_embed", w.wte[input_ids]) + hook("hook_pos_embed", w.wpe[position_ids])  # [B, T, C]
+        hidden: list[np.ndarray] | None = [x.copy()] if output_hidden_states else None
+        attentions: list[np.ndarray] | None = [] if output_attentions else None
         for i, block in enumerate(w.h):
             x = hook(f"blocks.{i}.hook_resid_pre", x)  # [B, T, C] the residual stream
             h = hook(f"blocks.{i}.ln1.hook_normalized", layer_norm(x, block.ln_1, eps))  # [B, T, C]
-            a, probs = self_attention(h, block.attn, mask, n_head, self.scale(i), cache, i, output_attentions, hook)  # [B, T, C]
-            x += hook(f"blocks.{i}.hook_attn_out", a)  # [B, T, C] residual: attention adds what it gathered from other tokens
+            # [B, T, C] -> [B, T, C]
+            a, probs = self_attention(h, block.attn, mask, n_head, self.scale(i), cache, i, output_attentions, hook)
+            # the residual: attention adds what it gathered from other tokens
+            x += hook(f"blocks.{i}.hook_attn_out", a)  # [B, T, C]
             x = hook(f"blocks.{i}.hook_resid_mid", x)
             h = hook(f"blocks.{i}.ln2.hook_normalized", layer_norm(x, block.ln_2, eps))  # [B, T, C]
             h = hook(f"blocks.{i}.mlp.hook_pre", linear(h, block.mlp.c_fc))  # [B, T, C] -> [B, T, F] the MLP widens
             h = hook(f"blocks.{i}.mlp.hook_post", gelu(h))  # [B, T, F] (in place: a recorded hook_pre was copied)
-            x += hook(f"blocks.{i}.hook_mlp_out", linear(h, block.mlp.c_proj))  # [B, T, F] -> [B, T, C] each token thinks alone
+            # the residual: each token thinks alone
+            x += hook(f"blocks.{i}.hook_mlp_out", linear(h, block.mlp.c_proj))  # [B, T, F] -> [B, T, C]
             x = hook(f"blocks.{i}.hook_resid_post", x)
-            if output_hidden_states and i < cfg.n_layer - 1:
+            if hidden is not None and i < cfg.n_layer - 1:
                 hidden.append(x.copy())
-            if output_attentions:
+            if attentions is not None and probs is not None:  # probs: [B, H, T, past + T]
                 attentions.append(probs)
         x = hook("ln_final.hook_normalized", layer_norm(x, w.ln_f, eps))  # [B, T, C]
-        if output_hidden_states:
+        if hidden is not None:
             hidden.append(x)  # transformers' last hidden state is after ln_f
         if cache is not None:
             cache.advance(input_ids.shape[1])
-        return x, hidden and tuple(hidden), attentions and tuple(attentions)
+        return x, None if hidden is None else tuple(hidden), None if attentions is None else tuple(attentions)
 
     def scale(self, layer: int) -> float:
         """What attention scores are multiplied by in block `layer`."""
@@ -182,7 +253,7 @@ class GPT2:
             scale /= layer + 1
         return scale
 
-    def generate(self, input_ids, attention_mask=None, **kwargs) -> np.ndarray:
+    def generate(self, input_ids: ArrayLike, attention_mask: ArrayLike | None = None, **kwargs: Any) -> np.ndarray:
         """Greedy or sampled continuation of a (left-padded) batch; see generation.generate."""
         from .generation import generate
 
@@ -192,7 +263,13 @@ class GPT2:
     def num_parameters(self) -> int:
         return sum(a.size for a in self.weights.arrays())
 
-    def score(self, inputs, attention_mask=None, tokenizer=None, stride=None):
+    def score(
+        self,
+        inputs: ArrayLike | str | list[str],
+        attention_mask: ArrayLike | None = None,
+        tokenizer: Tokenizer | None = None,
+        stride: int | None = None,
+    ) -> Scores:
         """Per-token log-probs, log-likelihood and perplexity of ids (or texts, with tokenizer=); see
         scoring.score. stride=N scores texts longer than the context with sliding windows."""
         from .scoring import score

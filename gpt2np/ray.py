@@ -38,8 +38,16 @@ class Scorer:
     adds the columns n_tokens, n_scored, log_likelihood, perplexity (the names of `gpt2np score
     --file`'s JSON lines) and error (None where the row was scored) to each batch."""
 
-    def __init__(self, model="gpt2", tokenizer=None, text_column: str = "text", stride=None,
-                 batch_size: int = 8, max_tokens: int = 4096, dtype: str = "float32"):  # fmt: skip
+    def __init__(
+        self,
+        model="gpt2",
+        tokenizer=None,
+        text_column: str = "text",
+        stride=None,
+        batch_size: int = 8,
+        max_tokens: int = 4096,
+        dtype: str = "float32",
+    ):
         # model, tokenizer: what from_pretrained takes: a name, a hub repo id or a folder. In a
         # cluster, a folder must exist at the same path on every node (docs/scale.md).
         self.model = GPT2.from_pretrained(model, dtype=dtype)  # memory-mapped: one copy per node
@@ -57,18 +65,24 @@ class Scorer:
         import pandas as pd
 
         if self.text_column not in batch.columns:
-            raise InputError(f"the dataset has no column {self.text_column!r} (columns: {list(batch.columns)}); "
-                             "name the text's column with text_column=")  # fmt: skip
+            raise InputError(
+                f"the dataset has no column {self.text_column!r} (columns: {list(batch.columns)}); "
+                "name the text's column with text_column="
+            )
         texts = [None if _is_missing(t) else t for t in batch[self.text_column].tolist()]
         results = score_texts(self.model, self.tokenizer, texts, self.batch_size, self.max_tokens, self.stride)
         ok = [r.error is None for r in results]
         out = batch.copy()
         out["n_tokens"] = pd.array([r.n_tokens for r in results], dtype="Int64")  # null where not tokenized
         out["n_scored"] = pd.array([r.n_scored if good else None for r, good in zip(results, ok)], dtype="Int64")
-        out["log_likelihood"] = pd.array([r.log_likelihood if good else None for r, good in zip(results, ok)], dtype="Float64")
+        out["log_likelihood"] = pd.array(
+            [r.log_likelihood if good else None for r, good in zip(results, ok)], dtype="Float64"
+        )
         # NaN perplexity (a one-token text: nothing scored) is null, as in the JSON lines
-        out["perplexity"] = pd.array([None if not good or math.isnan(r.perplexity) else r.perplexity
-                                      for r, good in zip(results, ok)], dtype="Float64")  # fmt: skip
+        out["perplexity"] = pd.array(
+            [None if not good or math.isnan(r.perplexity) else r.perplexity for r, good in zip(results, ok)],
+            dtype="Float64",
+        )
         out["error"] = pd.array([r.error for r in results], dtype="string")
         return out
 
@@ -80,8 +94,18 @@ def _is_missing(value) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
-def score_dataset(ds, model="gpt2", tokenizer=None, text_column: str = "text", batch_size: int = 64,
-                  concurrency: int = 1, stride=None, num_cpus: float = 1, max_tokens: int = 4096, dtype: str = "float32"):  # fmt: skip
+def score_dataset(
+    ds,
+    model="gpt2",
+    tokenizer=None,
+    text_column: str = "text",
+    batch_size: int = 64,
+    concurrency: int = 1,
+    stride=None,
+    num_cpus: float = 1,
+    max_tokens: int = 4096,
+    dtype: str = "float32",
+):
     """A Ray Dataset with a text column -> the same rows, in the same order, with n_tokens,
     n_scored, log_likelihood, perplexity and error added.
 
@@ -94,8 +118,14 @@ def score_dataset(ds, model="gpt2", tokenizer=None, text_column: str = "text", b
 
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise InputError(f"concurrency must be a positive whole number of actors, got {concurrency!r}")
-    scorer_kwargs = {"model": str(model), "tokenizer": None if tokenizer is None else str(tokenizer),
-                     "text_column": text_column, "stride": stride, "max_tokens": max_tokens, "dtype": dtype}  # fmt: skip
+    scorer_kwargs = {
+        "model": str(model),
+        "tokenizer": None if tokenizer is None else str(tokenizer),
+        "text_column": text_column,
+        "stride": stride,
+        "max_tokens": max_tokens,
+        "dtype": dtype,
+    }
     scored = ds.map_batches(
         Scorer,
         fn_constructor_kwargs=scorer_kwargs,  # each actor builds its own Scorer from these

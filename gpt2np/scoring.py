@@ -25,9 +25,12 @@ checks it); on an unpadded batch that is exactly its plain loss.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .errors import InputError
 from .inputs import check_attention_mask, check_input_ids, check_length
@@ -80,7 +83,9 @@ def target_logprobs(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return out
 
 
-def logprobs_from_hidden(hidden: np.ndarray, lm_head_weight: np.ndarray, input_ids: np.ndarray, attention_mask: np.ndarray):
+def logprobs_from_hidden(
+    hidden: np.ndarray, lm_head_weight: np.ndarray, input_ids: np.ndarray, attention_mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """[B, T, C] final hidden states of [B, T] ids -> ([B, T] log-probs with NaN where undefined, [B, T] scored)."""
     scored = scored_positions(attention_mask)  # [B, T]
     rows, cols = np.nonzero(scored)  # the (row, t) pairs to score
@@ -89,7 +94,9 @@ def logprobs_from_hidden(hidden: np.ndarray, lm_head_weight: np.ndarray, input_i
     return logprobs, scored
 
 
-def next_token_logprobs(hidden, lm_head_weight, input_ids, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+def next_token_logprobs(
+    hidden: np.ndarray, lm_head_weight: np.ndarray, input_ids: np.ndarray, rows: np.ndarray, cols: np.ndarray
+) -> np.ndarray:
     """[N] float64 log p(input_ids[row, t] | the tokens before it), for the N pairs (row, t).
 
     The hidden state at t - 1 predicts the token at t. Its logits are made POSITIONS_PER_BLOCK
@@ -105,7 +112,7 @@ def next_token_logprobs(hidden, lm_head_weight, input_ids, rows: np.ndarray, col
     return out
 
 
-def summarize(input_ids, attention_mask, logprobs: np.ndarray, scored: np.ndarray) -> Scores:
+def summarize(input_ids: np.ndarray, attention_mask: np.ndarray, logprobs: np.ndarray, scored: np.ndarray) -> Scores:
     """Per-token log-probs -> per-row totals and perplexities, and the batch's mean loss."""
     total = np.where(scored, logprobs, 0.0).sum(axis=1)  # [B]
     n_scored = scored.sum(axis=1)  # [B]
@@ -115,7 +122,7 @@ def summarize(input_ids, attention_mask, logprobs: np.ndarray, scored: np.ndarra
     return Scores(input_ids, attention_mask, logprobs, scored, total, n_scored, perplexity, loss)
 
 
-def encode_texts(tokenizer, texts) -> tuple[np.ndarray, np.ndarray]:
+def encode_texts(tokenizer: Any, texts: str | Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
     """A string or list of strings -> left-padded [B, T] ids and mask (pad = eos)."""
     texts = [texts] if isinstance(texts, str) else list(texts)
     empty = [i for i, t in enumerate(texts) if isinstance(t, str) and not t]
@@ -127,7 +134,15 @@ def encode_texts(tokenizer, texts) -> tuple[np.ndarray, np.ndarray]:
     return batch["input_ids"], batch["attention_mask"]
 
 
-def score(model, inputs, attention_mask=None, tokenizer=None, stride=None) -> Scores:
+# model: a GPT2, tokenizer: a Tokenizer (Any: both live in modules above or beside this one, see
+# the layers in pyproject.toml, so they are not imported here, not even for their types).
+def score(
+    model: Any,
+    inputs: ArrayLike | str | list[str],
+    attention_mask: ArrayLike | None = None,
+    tokenizer: Any = None,
+    stride: int | None = None,
+) -> Scores:
     """Per-token log-probabilities, log-likelihood and perplexity of each row, and the batch loss.
 
     inputs: [B, T] or [T] token ids with an optional [B, T] attention_mask (any padding side:
@@ -137,9 +152,13 @@ def score(model, inputs, attention_mask=None, tokenizer=None, stride=None) -> Sc
     stride: score texts longer than the context with sliding windows of n_positions tokens
     moved by `stride` (see `sliding_windows`); T may then exceed n_positions.
     """
-    if isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs)):
+    if isinstance(inputs, str) or (
+        isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs)
+    ):
         if tokenizer is None:
-            raise InputError("score got text; pass tokenizer= (e.g. Tokenizer.from_pretrained('gpt2')) or give token ids")
+            raise InputError(
+                "score got text; pass tokenizer= (e.g. Tokenizer.from_pretrained('gpt2')) or give token ids"
+            )
         if attention_mask is not None:
             raise InputError("attention_mask goes with token ids; for text the tokenizer makes it, so leave it out")
         ids, mask = encode_texts(tokenizer, inputs)
@@ -165,7 +184,7 @@ def score(model, inputs, attention_mask=None, tokenizer=None, stride=None) -> Sc
 # fixed-length models"; a smaller stride means more context per token and more forward passes.
 
 
-def check_stride(stride, n_positions: int) -> int:
+def check_stride(stride: Any, n_positions: int) -> int:  # stride: anything the caller passed
     """stride must leave each window at least one token of overlap with the previous one: the
     first token a window scores is predicted by the token before it, which must be inside."""
     if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride < n_positions:
@@ -196,7 +215,9 @@ def sliding_windows(n_tokens: int, n_positions: int, stride: int) -> list[tuple[
     return windows
 
 
-def pack_windows(input_ids: np.ndarray, windows: list[tuple[int, np.ndarray, int]]):
+def pack_windows(
+    input_ids: np.ndarray, windows: list[tuple[int, np.ndarray, int]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Windows (row, the row's columns in the window, how many leading tokens are context only)
     -> one left-padded batch: [W, L] ids, [W, L] mask, [W, L] bool which tokens to score, and
     [W, L] the batch column each came from (-1 on pads)."""
@@ -212,7 +233,9 @@ def pack_windows(input_ids: np.ndarray, windows: list[tuple[int, np.ndarray, int
     return ids, mask, targets, source
 
 
-def strided_logprobs(model, input_ids: np.ndarray, attention_mask: np.ndarray, stride: int):
+def strided_logprobs(
+    model: Any, input_ids: np.ndarray, attention_mask: np.ndarray, stride: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Like `logprobs_from_logits(model(...))`, for rows of any length: each row's real tokens are
     cut into sliding windows, B windows run per forward pass (the memory of one unstrided batch of
     B full-length rows), and each token's log-prob comes from the one window that scores it."""
@@ -229,7 +252,8 @@ def strided_logprobs(model, input_ids: np.ndarray, attention_mask: np.ndarray, s
     for start in range(0, len(windows), per_pass):
         group = windows[start : start + per_pass]
         ids, mask, targets, source = pack_windows(input_ids, group)  # [W, L] each
-        hidden, _, _ = model.transformer(ids, mask, position_ids_from_mask(mask))  # [W, L, C]; each window's positions start at 0
+        # each window's positions start at 0
+        hidden, _, _ = model.transformer(ids, mask, position_ids_from_mask(mask))  # [W, L, C]
         w, t = np.nonzero(targets)  # the (window, column) pairs this pass scores
         rows = np.array([row for row, _, _ in group])[w]  # [N] their batch rows
         logprobs[rows, source[w, t]] = next_token_logprobs(hidden, model.weights.lm_head, ids, w, t)  # [N]

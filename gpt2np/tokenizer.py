@@ -13,11 +13,17 @@ no pad token (GPT-2 was trained without one). For batched generation set
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer as Backend
 
 EOS_TOKEN = "<|endoftext|>"
 PADDING_SIDES = ("left", "right")
@@ -26,7 +32,7 @@ PADDING_SIDES = ("left", "right")
 class BatchEncoding(dict):
     """{"input_ids": [B, T] int64, "attention_mask": [B, T] int64}; also batch.input_ids."""
 
-    def __getattr__(self, key):
+    def __getattr__(self, key: str) -> np.ndarray:
         try:
             return self[key]
         except KeyError:
@@ -34,20 +40,22 @@ class BatchEncoding(dict):
 
 
 class Tokenizer:
-    def __init__(self, backend, eos_token: str = EOS_TOKEN, model_max_length: int = 1024):
+    def __init__(self, backend: Backend, eos_token: str = EOS_TOKEN, model_max_length: int = 1024) -> None:
         self.backend = backend  # a tokenizers.Tokenizer
         if backend.token_to_id(eos_token) is None:
             raise InputError(f"the vocabulary has no {eos_token!r} token; is this a GPT-2 tokenizer?")
         self.eos_token = eos_token
         self.bos_token = eos_token  # GPT-2 uses <|endoftext|> for both (and adds neither by default)
         self.model_max_length = model_max_length
-        self._pad_token = None
+        self._pad_token: str | None = None
         self._padding_side = "right"
 
     # --- construction ---------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, name_or_path="gpt2", verify=True, local_files_only=False) -> "Tokenizer":
+    def from_pretrained(
+        cls, name_or_path: str | Path = "gpt2", verify: bool = True, local_files_only: bool = False
+    ) -> Tokenizer:
         """A model name (gpt2, distilgpt2, a hub repo id) or a folder with vocab.json +
         merges.txt or tokenizer.json; found as models are (see hub.py)."""
         from .hub import resolve_tokenizer_files
@@ -58,7 +66,7 @@ class Tokenizer:
         return cls.from_vocab_and_merges(files["vocab.json"], files["merges.txt"])
 
     @classmethod
-    def from_vocab_and_merges(cls, vocab: str | Path, merges: str | Path) -> "Tokenizer":
+    def from_vocab_and_merges(cls, vocab: str | Path, merges: str | Path) -> Tokenizer:
         """Build GPT-2's tokenizer from OpenAI's two files, set up as transformers does."""
         from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors
         from tokenizers import Tokenizer as Backend
@@ -73,7 +81,7 @@ class Tokenizer:
         return cls(backend)
 
     @classmethod
-    def from_tokenizer_json(cls, path: str | Path) -> "Tokenizer":
+    def from_tokenizer_json(cls, path: str | Path) -> Tokenizer:
         from tokenizers import Tokenizer as Backend
 
         backend = Backend.from_file(str(path))
@@ -83,22 +91,25 @@ class Tokenizer:
 
     # --- special tokens and settings ------------------------------------------------------
 
+    # The ignores: token_to_id may give None for a token not in the vocabulary; __init__ checked eos.
     @property
     def eos_token_id(self) -> int:
-        return self.backend.token_to_id(self.eos_token)
+        return self.backend.token_to_id(self.eos_token)  # type: ignore[return-value]
 
     @property
     def bos_token_id(self) -> int:
-        return self.backend.token_to_id(self.bos_token)
+        return self.backend.token_to_id(self.bos_token)  # type: ignore[return-value]
 
     @property
     def pad_token(self) -> str | None:
         return self._pad_token
 
     @pad_token.setter
-    def pad_token(self, token: str | None):
+    def pad_token(self, token: str | None) -> None:
         if token is not None and self.backend.token_to_id(token) is None:
-            raise InputError(f"pad_token {token!r} is not in the vocabulary; GPT-2 has no pad token, use tok.pad_token = tok.eos_token")
+            raise InputError(
+                f"pad_token {token!r} is not in the vocabulary; GPT-2 has no pad token, use tok.pad_token = tok.eos_token"
+            )
         self._pad_token = token
 
     @property
@@ -110,7 +121,7 @@ class Tokenizer:
         return self._padding_side
 
     @padding_side.setter
-    def padding_side(self, side: str):
+    def padding_side(self, side: str) -> None:
         if side not in PADDING_SIDES:
             raise InputError(f"padding_side must be 'left' or 'right', got {side!r} (use 'left' for generation)")
         self._padding_side = side
@@ -130,7 +141,13 @@ class Tokenizer:
             raise InputError(f"encode takes a string, got {type(text).__name__}")
         return self.backend.encode(text, add_special_tokens=False).ids
 
-    def __call__(self, text, padding=False, truncation=False, max_length: int | None = None) -> BatchEncoding:
+    def __call__(
+        self,
+        text: str | list[str],
+        padding: bool | str = False,
+        truncation: bool = False,
+        max_length: int | None = None,
+    ) -> BatchEncoding:
         """Tokenize a string or a list of strings into a 2-D batch.
 
         padding: False (rows must already be of equal length), True or "longest" (pad to the
@@ -143,7 +160,9 @@ class Tokenizer:
             raise InputError("the tokenizer takes a string or a non-empty list of strings")
         if padding not in (False, True, "longest", "max_length", "do_not_pad"):
             raise InputError(f"padding must be False, True, 'longest' or 'max_length', got {padding!r}")
-        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+        if max_length is not None and (
+            isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
+        ):
             raise InputError(f"max_length must be a positive integer, got {max_length!r}")
         rows = [e.ids for e in self.backend.encode_batch(list(texts), add_special_tokens=False)]
         if truncation:
@@ -158,7 +177,9 @@ class Tokenizer:
         if padding == "max_length":
             width = max_length if max_length is not None else self.model_max_length
             if max(len(r) for r in rows) > width:
-                raise InputError(f"a text is longer than max_length={width} tokens; pass truncation=True or a larger max_length")
+                raise InputError(
+                    f"a text is longer than max_length={width} tokens; pass truncation=True or a larger max_length"
+                )
         elif pad:
             width = max(len(r) for r in rows)
         else:
@@ -180,24 +201,28 @@ class Tokenizer:
 
     # --- ids -> text ----------------------------------------------------------------------
 
-    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+    def decode(self, ids: ArrayLike, skip_special_tokens: bool = False) -> str:
         ids = np.asarray(ids)
         if ids.size == 0:
             return ""
         if ids.ndim != 1 or ids.dtype.kind not in "iu":
-            raise InputError(f"decode takes a 1-D sequence of token ids, got shape {list(ids.shape)} of {ids.dtype}; use batch_decode for a batch")
+            raise InputError(
+                f"decode takes a 1-D sequence of token ids, got shape {list(ids.shape)} of {ids.dtype}; use batch_decode for a batch"
+            )
         if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
             raise InputError(f"decode got ids outside 0 .. {self.vocab_size - 1}")
         return self.backend.decode(ids.tolist(), skip_special_tokens=skip_special_tokens)
 
-    def batch_decode(self, sequences, skip_special_tokens: bool = False) -> list[str]:
+    def batch_decode(self, sequences: Iterable[ArrayLike], skip_special_tokens: bool = False) -> list[str]:
         return [self.decode(s, skip_special_tokens=skip_special_tokens) for s in sequences]
 
-    def convert_ids_to_tokens(self, ids) -> list[str]:
+    def convert_ids_to_tokens(self, ids: ArrayLike) -> list[str]:
         """The BPE pieces themselves; "Ġ" is the byte-level stand-in for a space."""
         ids = np.asarray(ids)
         if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
-            raise InputError(f"convert_ids_to_tokens takes a 1-D sequence of token ids, got shape {list(ids.shape)} of {ids.dtype}")
+            raise InputError(
+                f"convert_ids_to_tokens takes a 1-D sequence of token ids, got shape {list(ids.shape)} of {ids.dtype}"
+            )
         if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):  # id_to_token would quietly give None
             raise InputError(f"convert_ids_to_tokens got ids outside 0 .. {self.vocab_size - 1}")
-        return [self.backend.id_to_token(int(i)) for i in ids]
+        return [self.backend.id_to_token(int(i)) for i in ids]  # type: ignore[misc]  # in range: never None

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from .checkpoint import is_remembered, map_tensors, remember
 from .config import GPT2Config
@@ -156,8 +157,13 @@ def check_finite(params: dict[str, np.ndarray], source: str) -> None:
             )
 
 
-def weights_from_tensors(tensors: dict[str, np.ndarray], config: GPT2Config, dtype="float32", source="checkpoint",
-                         check_values=True) -> Weights:  # fmt: skip
+def weights_from_tensors(
+    tensors: dict[str, np.ndarray],
+    config: GPT2Config,
+    dtype: DTypeLike = "float32",
+    source: str = "checkpoint",
+    check_values: bool = True,
+) -> Weights:
     """Check names, shapes, dtypes and values, then arrange the tensors as a `Weights` tree.
 
     Arrays already in `dtype` are used as they are (for a memory-mapped float32 checkpoint:
@@ -172,7 +178,7 @@ def weights_from_tensors(tensors: dict[str, np.ndarray], config: GPT2Config, dty
         if name == "lm_head.weight" and name not in tensors:
             raise CheckpointError(
                 f"{source} has no tensor 'lm_head.weight', which config.json asks for with \"tie_word_embeddings\": false "
-                "(a separate output layer). This checkpoint ties it to wte, as GPT-2 does: set \"tie_word_embeddings\" to "
+                '(a separate output layer). This checkpoint ties it to wte, as GPT-2 does: set "tie_word_embeddings" to '
                 "true in config.json (or remove the line: true is the default)"
             )
         if name not in tensors:
@@ -187,16 +193,18 @@ def weights_from_tensors(tensors: dict[str, np.ndarray], config: GPT2Config, dty
                 "config.json and the weights do not match"
             )
         if t.dtype.kind != "f":
-            raise CheckpointError(f"{source}: tensor {name!r} is {t.dtype}, not a floating-point type; the file is not usable")
+            raise CheckpointError(
+                f"{source}: tensor {name!r} is {t.dtype}, not a floating-point type; the file is not usable"
+            )
         with np.errstate(over="ignore"):  # a float64 value beyond float32's range becomes inf: check_finite says so
             params[name] = np.asarray(t, dtype=dtype)  # no copy when it already has the dtype
     if check_values:  # after the conversion: a float64 value too large for float32 became inf there
         check_finite(params, source)
 
-    def linear(p):
+    def linear(p: str) -> Linear:
         return Linear(params[p + ".weight"], params[p + ".bias"])
 
-    def norm(p):
+    def norm(p: str) -> LayerNorm:
         return LayerNorm(params[p + ".weight"], params[p + ".bias"])
 
     blocks = [
@@ -213,7 +221,7 @@ def weights_from_tensors(tensors: dict[str, np.ndarray], config: GPT2Config, dty
     return Weights(wte=wte, wpe=params["wpe.weight"], h=blocks, ln_f=norm("ln_f"), lm_head=lm_head)
 
 
-def load_weights(path: str | Path, config: GPT2Config, dtype="float32") -> Weights:
+def load_weights(path: str | Path, config: GPT2Config, dtype: DTypeLike = "float32") -> Weights:
     """Memory-map `model.safetensors` and check it against the config.
 
     The check that every value is finite reads the whole file (GPT-2 124M: 500 MB); it runs
@@ -225,4 +233,3 @@ def load_weights(path: str | Path, config: GPT2Config, dtype="float32") -> Weigh
     if not known:
         remember(path, "finite", fact)
     return weights
-

@@ -86,7 +86,9 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
     from gpt2np.tools.random_model import build_test_model
 
-    model_dir = str(build_test_model("gpt2-shaped", os.environ.get("GPT2NP_TEST_MODELS", ROOT / "weights" / "test-models")))
+    model_dir = str(
+        build_test_model("gpt2-shaped", os.environ.get("GPT2NP_TEST_MODELS", ROOT / "weights" / "test-models"))
+    )
     checkouts = {"this": str(ROOT), "baseline": str(Path(args.baseline).resolve())}
     results = {name: [] for name in checkouts}
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -101,8 +103,10 @@ def main(argv=None) -> int:
         this = statistics.median(x[task] for x in results["this"])
         base = statistics.median(x[task] for x in results["baseline"])
         ratios = sorted(x[task] / y[task] for x, y in zip(results["this"], results["baseline"]))  # round by round
-        print(f"  {label:<16} this {this * 1e3:8.2f} ms   baseline {base * 1e3:8.2f} ms   this/baseline {this / base:.3f}"
-              f"   (per round {ratios[0]:.3f} .. {ratios[-1]:.3f})")
+        print(
+            f"  {label:<16} this {this * 1e3:8.2f} ms   baseline {base * 1e3:8.2f} ms   this/baseline {this / base:.3f}"
+            f"   (per round {ratios[0]:.3f} .. {ratios[-1]:.3f})"
+        )
     rwc = statistics.median(x["run_with_cache"] for x in results["this"])
     print(f"  run_with_cache   this {rwc * 1e3:8.2f} ms   (recording every point of the 1x128 forward)")
     return 0

@@ -76,7 +76,11 @@ def gpt2np_worker(args, lists) -> dict:
     start = time.perf_counter()
     results = score_token_lists(model, lists, args.batch_size, args.max_tokens)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "loglik": [r.log_likelihood for r in results], "n_scored": [r.n_scored for r in results]}
+    return {
+        "seconds": seconds,
+        "loglik": [r.log_likelihood for r in results],
+        "n_scored": [r.n_scored for r in results],
+    }
 
 
 def transformers_worker(args, lists, sorted_batches: bool) -> dict:
@@ -103,7 +107,9 @@ def transformers_worker(args, lists, sorted_batches: bool) -> dict:
                 positions = np.where(mask == 1, np.cumsum(mask, axis=1) - 1, 0)  # as generate() does
                 ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
                 logits = model(input_ids=ids_t, attention_mask=mask_t, position_ids=torch.from_numpy(positions)).logits
-                nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids_t[:, 1:], reduction="none")  # [B, T-1]
+                nll = torch.nn.functional.cross_entropy(
+                    logits[:, :-1].transpose(1, 2), ids_t[:, 1:], reduction="none"
+                )  # [B, T-1]
                 scored = (mask_t[:, 1:] == 1) & (mask_t[:, :-1] == 1)  # a real token after a real token
                 totals = -(nll * scored).sum(dim=1).double()  # [B]
                 for b, i in enumerate(batch):
@@ -160,8 +166,22 @@ def run_worker(kind: str, args) -> dict:
     threads = "1" if kind.startswith("ray-") else str(args.threads)  # Ray: 1 CPU per actor
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = threads
-    cmd = [sys.executable, __file__, "--worker", kind, "--model", str(args.model), "--texts", str(args.texts),
-           "--threads", str(args.threads), "--batch-size", str(args.batch_size), "--max-tokens", str(args.max_tokens)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        kind,
+        "--model",
+        str(args.model),
+        "--texts",
+        str(args.texts),
+        "--threads",
+        str(args.threads),
+        "--batch-size",
+        str(args.batch_size),
+        "--max-tokens",
+        str(args.max_tokens),
+    ]
     if args.tokenizer:
         cmd += ["--tokenizer", str(args.tokenizer)]
     busy0, t0 = cpu_busy()
@@ -172,7 +192,7 @@ def run_worker(kind: str, args) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"worker {kind} failed:\n{proc.stderr[-3000:]}")
     line = next(x for x in proc.stdout.splitlines() if x.startswith(MARK))
-    res = json.loads(line[len(MARK):])
+    res = json.loads(line[len(MARK) :])
     ours = (ticks1.children_user + ticks1.children_system) - (ticks0.children_user + ticks0.children_system)  # s
     res["others_cores"] = max(0.0, (busy1 - busy0) / os.sysconf("SC_CLK_TCK") - ours) / (t1 - t0)
     return res
@@ -211,15 +231,21 @@ def main() -> None:
     args.model = resolve_model(args.model)
     kinds = ["gpt2np", "transformers", "transformers-sorted"] + [f"ray-{n}" for n in args.ray.split(",") if n]
     results = {k: [] for k in kinds}
-    print(f"model {args.model}, {args.texts} texts, {args.threads} threads, batch {args.batch_size} / {args.max_tokens} tokens, "
-          f"{args.repeats} repeats", flush=True)  # fmt: skip
+    print(
+        f"model {args.model}, {args.texts} texts, {args.threads} threads, batch {args.batch_size} / {args.max_tokens} tokens, "
+        f"{args.repeats} repeats",
+        flush=True,
+    )
     for r in range(args.repeats):
         order = kinds if r % 2 == 0 else kinds[::-1]
         for kind in order:
             res = run_worker(kind, args)
             results[kind].append(res)
-            print(f"  repeat {r + 1} {kind:<20} {res['tokens'] / res['seconds']:8.0f} tokens/s  "
-                  f"({res['seconds']:.2f} s; others used {res['others_cores']:.2f} cores)", flush=True)  # fmt: skip
+            print(
+                f"  repeat {r + 1} {kind:<20} {res['tokens'] / res['seconds']:8.0f} tokens/s  "
+                f"({res['seconds']:.2f} s; others used {res['others_cores']:.2f} cores)",
+                flush=True,
+            )
     ref = results["gpt2np"][0]["loglik"]
     for kind in ("transformers", "transformers-sorted"):
         diff = max(abs(a - b) for a, b in zip(ref, results[kind][0]["loglik"]))
@@ -231,7 +257,9 @@ def main() -> None:
     for k in kinds:
         print(f"| {k} | {tps[k]:.0f} | {tps[k] * args.texts / n_tokens:.1f} | {tps['gpt2np'] / tps[k]:.2f}x |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=1)
+        )
 
 
 if __name__ == "__main__":

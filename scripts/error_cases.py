@@ -9,15 +9,45 @@ import contextlib
 import pickle
 import struct
 
-from error_fixtures import (  # sets up an offline temporary home first; the vocabulary the cases are written in
-    checkpoint_bytes, cli_error, cli_unexpected, closed_port_endpoint, CONFIG, damaged_blob,
-    entry, env, fake_hub, folder, GOOD, GOOD_BYTES, hub_cache, IDS, known_file_wrong_sha, MODEL,
-    MODEL_FILES, N_HEADER, Pickle, T_CKPT, T_CLI, T_CONFIG, T_HUB, T_INPUTS, T_TOK, T_W,
-    TENSORS, TINY, TMP, TOK, tokenizer, with_header, within, without,
-)
-from gpt2np import GPT2, CheckpointError, ConfigError, InputError, ModelNotFoundError, hub
 import numpy as np
+from error_fixtures import (  # sets up an offline temporary home first; the vocabulary the cases are written in
+    CONFIG,
+    GOOD,
+    GOOD_BYTES,
+    IDS,
+    MODEL,
+    MODEL_FILES,
+    N_HEADER,
+    T_CKPT,
+    T_CLI,
+    T_CONFIG,
+    T_HUB,
+    T_INPUTS,
+    T_TOK,
+    T_W,
+    TENSORS,
+    TINY,
+    TMP,
+    TOK,
+    Pickle,
+    checkpoint_bytes,
+    cli_error,
+    cli_unexpected,
+    closed_port_endpoint,
+    damaged_blob,
+    entry,
+    env,
+    fake_hub,
+    folder,
+    hub_cache,
+    known_file_wrong_sha,
+    tokenizer,
+    with_header,
+    within,
+    without,
+)
 
+from gpt2np import GPT2, CheckpointError, ConfigError, InputError, ModelNotFoundError, hub
 
 CASES = [
     ("Model", [
@@ -219,8 +249,8 @@ CASES = [
         ("a model that is not there (exit 1)", ModelNotFoundError, lambda: cli_error("generate", "x", "--model", "no-such-model"),
          f"{T_CLI}::test_an_unknown_model_offline"),
         ("a model folder without tokenizer files whose vocabulary is not GPT-2's", ModelNotFoundError,
-         lambda: cli_error("generate", "x", "--model", str(GOOD)), f"{T_CLI}::test_a_model_folder_without_tokenizer_files, "
-         f"{T_HUB}::test_a_model_folder_without_tokenizer_files_uses_gpt2s_when_its_config_has_gpt2s_vocabulary"),
+         lambda: cli_error("generate", "x", "--model", str(GOOD)), (f"{T_CLI}::test_a_model_folder_without_tokenizer_files, "
+         f"{T_HUB}::test_a_model_folder_without_tokenizer_files_uses_gpt2s_when_its_config_has_gpt2s_vocabulary")),
         ("`score` of one-token texts only: nothing to score", InputError, lambda: cli_error("score", "Hello", "--model", TINY),
          "test_score_cli.py::test_a_one_token_text_says_there_is_nothing_to_score"),
         ("`score` of a text longer than the context", InputError, lambda: cli_error("score", " ".join(["word"] * 70), "--model", TINY),

@@ -3,7 +3,6 @@ caches), a tiny good model and ways to break its files, a fake hub, and running 
 in-process. Importing this module sets the environment up; scripts/error_table.py does so.
 """
 
-
 from __future__ import annotations
 
 import atexit
@@ -11,7 +10,6 @@ import contextlib
 import io
 import json
 import os
-import pickle
 import shutil
 import struct
 import sys
@@ -26,12 +24,18 @@ sys.path.insert(0, str(ROOT / "tests"))  # for the fake hub
 
 TMP = Path(tempfile.mkdtemp(prefix="gpt2np-errors-"))
 atexit.register(shutil.rmtree, TMP, ignore_errors=True)
-os.environ.update(HF_HOME=str(TMP / "hf"), GPT2NP_WEIGHTS=str(TMP / "weights"), GPT2NP_CACHE=str(TMP / "cache"), HF_HUB_OFFLINE="1")
+os.environ.update(
+    HF_HOME=str(TMP / "hf"), GPT2NP_WEIGHTS=str(TMP / "weights"), GPT2NP_CACHE=str(TMP / "cache"), HF_HUB_OFFLINE="1"
+)
 os.environ.pop("HF_HUB_CACHE", None)
 os.environ.pop("HF_ENDPOINT", None)
 
-from gpt2np import GPT2, CheckpointError, ConfigError, GPT2Config, InputError, ModelNotFoundError, Tokenizer  # noqa: E402
-from gpt2np import hub  # noqa: E402
+from gpt2np import (  # noqa: E402
+    GPT2,
+    GPT2Config,
+    Tokenizer,
+    hub,
+)
 from gpt2np.checkpoint import save_checkpoint  # noqa: E402
 from gpt2np.tools.cli import main as cli_main  # noqa: E402
 from gpt2np.tools.random_model import build_test_model, make_random_checkpoint, random_tensors  # noqa: E402
@@ -42,7 +46,9 @@ CONFIG = GPT2Config(vocab_size=100, n_positions=16, n_embd=8, n_layer=2, n_head=
 MODEL = GPT2(CONFIG, weights_from_tensors(random_tensors(CONFIG, seed=0), CONFIG))
 IDS = np.array([[5, 6, 7, 8], [9, 10, 11, 12]])
 GOOD = make_random_checkpoint(TMP / "good", CONFIG)
-T_INPUTS, T_CONFIG, T_CKPT, T_HUB, T_TOK, T_CLI, T_W = (f"test_{n}.py" for n in ("inputs", "config", "checkpoint", "hub", "tokenizer", "cli", "weights"))
+T_INPUTS, T_CONFIG, T_CKPT, T_HUB, T_TOK, T_CLI, T_W = (
+    f"test_{n}.py" for n in ("inputs", "config", "checkpoint", "hub", "tokenizer", "cli", "weights")
+)
 
 
 # --- building bad things -----------------------------------------------------------------
@@ -124,10 +130,15 @@ def fake_hub(repos, corrupt=()):
 
     fake = FakeHub(repos, corrupt=set(corrupt))
     try:
-        with env(HF_ENDPOINT=fake.url, HF_HUB_OFFLINE=None), \
-             mock.patch.object(constants, "ENDPOINT", fake.url), \
-             mock.patch.object(constants, "HUGGINGFACE_CO_URL_TEMPLATE", fake.url + "/{repo_id}/resolve/{revision}/{filename}"), \
-             mock.patch.object(constants, "HF_HUB_OFFLINE", False), mock.patch.object(hf_api.api, "endpoint", fake.url):  # fmt: skip
+        with (
+            env(HF_ENDPOINT=fake.url, HF_HUB_OFFLINE=None),
+            mock.patch.object(constants, "ENDPOINT", fake.url),
+            mock.patch.object(
+                constants, "HUGGINGFACE_CO_URL_TEMPLATE", fake.url + "/{repo_id}/resolve/{revision}/{filename}"
+            ),
+            mock.patch.object(constants, "HF_HUB_OFFLINE", False),
+            mock.patch.object(hf_api.api, "endpoint", fake.url),
+        ):
             yield fake
     finally:
         fake.close()
@@ -182,8 +193,11 @@ def damaged_blob():
 
     damaged = bytearray(MODEL_FILES["model.safetensors"])
     damaged[-1] ^= 1
-    hub_cache("acme/damaged", {**MODEL_FILES, "model.safetensors": bytes(damaged)},
-              blob_names={"model.safetensors": sha256(MODEL_FILES["model.safetensors"])})  # fmt: skip
+    hub_cache(
+        "acme/damaged",
+        {**MODEL_FILES, "model.safetensors": bytes(damaged)},
+        blob_names={"model.safetensors": sha256(MODEL_FILES["model.safetensors"])},
+    )
     GPT2.from_pretrained("acme/damaged")
 
 

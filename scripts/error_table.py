@@ -18,8 +18,8 @@ import io
 import re
 import sys
 
-from error_fixtures import ROOT, TMP, TOKENIZER_DIR, CliError  # sets up an offline temporary home first
 from error_cases import CASES
+from error_fixtures import ROOT, TMP, TOKENIZER_DIR, CliError  # sets up an offline temporary home first
 
 
 def run_case(expected, call) -> tuple[str, str]:
@@ -29,7 +29,9 @@ def run_case(expected, call) -> tuple[str, str]:
             call()
         except CliError as e:
             if e.cls != expected.__name__:
-                raise SystemExit(f"error_table.py: expected {expected.__name__}, the command line raised {e.cls}: {e}") from None
+                raise SystemExit(
+                    f"error_table.py: expected {expected.__name__}, the command line raised {e.cls}: {e}"
+                ) from None
             return e.cls, str(e)
         except expected as e:
             return type(e).__name__, str(e)

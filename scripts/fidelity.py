@@ -42,7 +42,9 @@ def main(argv=None) -> None:
         from gpt2np.hub import resolve_model_files
 
         folders["gpt2 (real)"] = resolve_model_files("gpt2", local_files_only=True)["model.safetensors"].parent
-    print(f"{'model':16s} {'rms gpt2np':>11s} {'rms transf.':>11s} {'ratio':>6s} {'max gpt2np':>11s} {'max transf.':>11s} {'ratio':>6s}")
+    print(
+        f"{'model':16s} {'rms gpt2np':>11s} {'rms transf.':>11s} {'ratio':>6s} {'max gpt2np':>11s} {'max transf.':>11s} {'ratio':>6s}"
+    )
     for name, folder in folders.items():
         ours = GPT2.from_pretrained(folder)
         hf32 = GPT2LMHeadModel.from_pretrained(str(folder), attn_implementation="eager").eval()
@@ -57,7 +59,9 @@ def main(argv=None) -> None:
             errors["ours"].append(ours(ids).logits.astype(np.float64) - truth)
         e_ours, e_hf = np.concatenate(errors["ours"]), np.concatenate(errors["hf"])
         r_ours, r_hf, m_ours, m_hf = rms(e_ours), rms(e_hf), np.abs(e_ours).max(), np.abs(e_hf).max()
-        print(f"{name:16s} {r_ours:11.3g} {r_hf:11.3g} {r_ours / r_hf:6.2f} {m_ours:11.3g} {m_hf:11.3g} {m_ours / m_hf:6.2f}")
+        print(
+            f"{name:16s} {r_ours:11.3g} {r_hf:11.3g} {r_ours / r_hf:6.2f} {m_ours:11.3g} {m_hf:11.3g} {m_ours / m_hf:6.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -41,7 +41,9 @@ print(json.dumps({"load": loaded - start, "load_forward": time.perf_counter() - 
 
 def run(folder: Path, mode: str, cache: str) -> dict:
     env = {**os.environ, "GPT2NP_CACHE": cache, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", WORKER, str(folder), mode], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", WORKER, str(folder), mode], env=env, capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout)
 
 
@@ -61,8 +63,10 @@ def main() -> None:
             results["first load"].append(run(args.model, "on", cache))
             results["remembered"].append(run(args.model, "on", cache))
             results["no check"].append(run(args.model, "off", cache))
-    print(f"{args.model}, {args.repeats} repeats, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, "
-          f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(
+        f"{args.model}, {args.repeats} repeats, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"{'':<12} {'load (median)':>14} {'load + first forward':>22}")
     for name, runs in results.items():
         load = statistics.median(r["load"] for r in runs)

@@ -51,8 +51,20 @@ N_TOP = 5
 NEW_TOKENS = 12
 # (temperature, top_k, top_p) for the stored warper outputs: each filter alone, and chained
 # settings where the order (temperature, then top-k, then top-p) changes which tokens survive.
-WARPER_SETTINGS = [(1.0, 50, 1.0), (0.7, 0, 0.9), (1.3, 10, 0.5), (1.0, 0, 0.95), (0.5, 200, 0.8), (2.0, 1, 1.0),
-                   (1.0, 5000, 0.3), (1.0, 0, 1e-6), (0.4, 0, 0.9), (3.0, 0, 0.6), (1.0, 20, 0.4), (2.5, 30, 0.7)]  # fmt: skip
+WARPER_SETTINGS = [
+    (1.0, 50, 1.0),
+    (0.7, 0, 0.9),
+    (1.3, 10, 0.5),
+    (1.0, 0, 0.95),
+    (0.5, 200, 0.8),
+    (2.0, 1, 1.0),
+    (1.0, 5000, 0.3),
+    (1.0, 0, 1e-6),
+    (0.4, 0, 0.9),
+    (3.0, 0, 0.6),
+    (1.0, 20, 0.4),
+    (2.5, 30, 0.7),
+]
 
 # The seed's left-padded batch ("It will rain in the", "I want to eat a big bowl of", "My dog is").
 SEED_IDS = [[50256, 50256, 50256, 1026, 481, 6290, 287, 262],
@@ -114,20 +126,37 @@ def main() -> None:
     from transformers import GPT2LMHeadModel
 
     torch.set_num_threads(2)
-    arrays, meta = {}, {
-        "generated_by": "python scripts/make_references.py",
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "numpy": np.__version__,
-                     "python": platform.python_version()},  # fmt: skip
-        "n_columns": N_COLUMNS, "n_top": N_TOP, "new_tokens": NEW_TOKENS, "models": {}, "cases": [],
-    }  # fmt: skip
+    arrays, meta = (
+        {},
+        {
+            "generated_by": "python scripts/make_references.py",
+            "versions": {
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "numpy": np.__version__,
+                "python": platform.python_version(),
+            },
+            "n_columns": N_COLUMNS,
+            "n_top": N_TOP,
+            "new_tokens": NEW_TOKENS,
+            "models": {},
+            "cases": [],
+        },
+    )
     for m_index, name in enumerate(TEST_MODELS):
         folder = build_test_model(name, MODELS_DIR)
         config = json.loads((folder / "config.json").read_text())
         V = config["vocab_size"]
         columns = np.sort(np.random.default_rng(100 + m_index).choice(V, size=min(N_COLUMNS, V), replace=False))
         arrays[f"{name}/columns"] = columns
-        meta["models"][name] = {"sha256": sha256_of(folder / "model.safetensors"), "eos_token_id": config["eos_token_id"]}
-        models = {attn: GPT2LMHeadModel.from_pretrained(str(folder), attn_implementation=attn).eval() for attn in ("eager", "sdpa")}
+        meta["models"][name] = {
+            "sha256": sha256_of(folder / "model.safetensors"),
+            "eos_token_id": config["eos_token_id"],
+        }
+        models = {
+            attn: GPT2LMHeadModel.from_pretrained(str(folder), attn_implementation=attn).eval()
+            for attn in ("eager", "sdpa")
+        }
         model64 = GPT2LMHeadModel.from_pretrained(str(folder), attn_implementation="eager", dtype=torch.float64).eval()
         for b_name, (ids, mask) in batches(V, 7 + m_index).items():
             key = f"{name}/{b_name}"
@@ -152,13 +181,20 @@ def main() -> None:
                     gen = dict(attention_mask=t_mask, do_sample=False, pad_token_id=config["eos_token_id"])
                     new = model.generate(t_ids, max_new_tokens=NEW_TOKENS, **gen).numpy()
                     arrays[f"{k}/generate_new_tokens"] = new
-                    arrays[f"{k}/generate_max_length"] = model.generate(t_ids, max_length=ids.shape[1] + 5, **gen).numpy()
+                    arrays[f"{k}/generate_max_length"] = model.generate(
+                        t_ids, max_length=ids.shape[1] + 5, **gen
+                    ).numpy()
                     # eos stopping: take a token the first row generates at its 4th step as "eos",
                     # so that row stops early while others (probably) go on; finished rows get pad 0.
                     eos = int(new[0, ids.shape[1] + 3])
                     arrays[f"{k}/eos_token_id"] = np.array(eos)
                     arrays[f"{k}/generate_eos"] = model.generate(
-                        t_ids, attention_mask=t_mask, do_sample=False, max_new_tokens=NEW_TOKENS, eos_token_id=eos, pad_token_id=0
+                        t_ids,
+                        attention_mask=t_mask,
+                        do_sample=False,
+                        max_new_tokens=NEW_TOKENS,
+                        eos_token_id=eos,
+                        pad_token_id=0,
                     ).numpy()
             with torch.no_grad():  # the float64 truth
                 out = model64(t_ids, attention_mask=t_mask, position_ids=t_pos, output_hidden_states=True)

@@ -220,7 +220,9 @@ def copy_repo(into: Path) -> Path:
     for name in COPIED:
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, into / name, ignore=shutil.ignore_patterns("__pycache__", ".hypothesis", ".pytest_cache"))
+            shutil.copytree(
+                src, into / name, ignore=shutil.ignore_patterns("__pycache__", ".hypothesis", ".pytest_cache")
+            )
         else:
             shutil.copy2(src, into / name)
     return into
@@ -228,7 +230,9 @@ def copy_repo(into: Path) -> Path:
 
 def test_env(copy: Path, models_dir: Path) -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(copy), str(copy / "_no_torch")])  # the copy's gpt2np, never the working tree's
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(copy), str(copy / "_no_torch")]
+    )  # the copy's gpt2np, never the working tree's
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # no stale .pyc between a file and its mutated twin
     env["GPT2NP_TEST_MODELS"] = str(models_dir)
     return env
@@ -241,7 +245,9 @@ def run_pytest(copy: Path, tests, models_dir: Path) -> tuple[int | None, str, fl
         cmd[5:5] = ["-p", "no:hypothesispytest"]  # its import alone costs ~2 s of CPU per run
     start = time.perf_counter()
     try:
-        r = subprocess.run(cmd, cwd=copy, env=test_env(copy, models_dir), capture_output=True, text=True, timeout=TIMEOUT)
+        r = subprocess.run(
+            cmd, cwd=copy, env=test_env(copy, models_dir), capture_output=True, text=True, timeout=TIMEOUT
+        )
     except subprocess.TimeoutExpired:
         return None, f"timed out after {TIMEOUT} s", time.perf_counter() - start
     return r.returncode, (r.stdout + r.stderr).strip(), time.perf_counter() - start
@@ -272,8 +278,12 @@ def baseline(mutants, models_dir: Path) -> None:
     tests = sorted({t for mu in mutants for t in mu.tests})
     with tempfile.TemporaryDirectory(prefix="gpt2np-mutant-baseline-") as tmp:
         copy = copy_repo(Path(tmp))
-        probe = "import gpt2np\nprint(gpt2np.__file__)\ntry:\n    import torch\nexcept ImportError:\n    print('no torch')"
-        where = subprocess.run([sys.executable, "-c", probe], cwd=copy, env=test_env(copy, models_dir), capture_output=True, text=True)
+        probe = (
+            "import gpt2np\nprint(gpt2np.__file__)\ntry:\n    import torch\nexcept ImportError:\n    print('no torch')"
+        )
+        where = subprocess.run(
+            [sys.executable, "-c", probe], cwd=copy, env=test_env(copy, models_dir), capture_output=True, text=True
+        )
         lines = where.stdout.split()
         if not lines or not lines[0].startswith(str(copy)):
             sys.exit(f"the tests would not import the copied gpt2np but {where.stdout.strip() or where.stderr}")
@@ -282,7 +292,9 @@ def baseline(mutants, models_dir: Path) -> None:
         code, output, seconds = run_pytest(copy, tests, models_dir)
     last = output.splitlines()[-1] if output else ""
     if code != 0 or "skipped" in last or "deselected" in last:
-        sys.exit(f"the gallery's tests do not all pass on the unmodified code (exit {code}), so they cannot judge mutants:\n{output[-3000:]}")
+        sys.exit(
+            f"the gallery's tests do not all pass on the unmodified code (exit {code}), so they cannot judge mutants:\n{output[-3000:]}"
+        )
     print(f"baseline: the {len(tests)} selected tests pass on the unmodified code ({last}; {seconds:.0f} s)")
 
 

@@ -76,7 +76,9 @@ def mask_added_twice(attention_mask, n_queries, fill, dtype):
     B, Tk = attention_mask.shape
     causal = np.arange(Tk)[None, :] <= (Tk - n_queries + np.arange(n_queries))[:, None]  # [Tq, Tk]
     with np.errstate(over="ignore"):
-        additive = np.where(causal, 0, fill).astype(dtype)[None, None] + np.where(attention_mask[:, None, None, :] != 0, 0, fill).astype(dtype)
+        additive = np.where(causal, 0, fill).astype(dtype)[None, None] + np.where(
+            attention_mask[:, None, None, :] != 0, 0, fill
+        ).astype(dtype)
     return AttentionMask(additive=additive, empty_rows=right.empty_rows)  # [B, 1, Tq, Tk]
 
 
@@ -148,7 +150,9 @@ def main(argv=None) -> int:
     p.add_argument("reference", nargs="?", help="the reference trace (gpt2np trace --dtype float64)")
     p.add_argument("--model", help="the model folder the reference was traced with")
     p.add_argument("--out", help="folder for the candidate traces")
-    p.add_argument("--sharpen", nargs=2, metavar=("FOLDER", "DEST"), help="write a copy of FOLDER with a sharp block-0 head")
+    p.add_argument(
+        "--sharpen", nargs=2, metavar=("FOLDER", "DEST"), help="write a copy of FOLDER with a sharp block-0 head"
+    )
     args = p.parse_args(argv)
     if args.sharpen:
         print(f"wrote {sharpen(Path(args.sharpen[0]), Path(args.sharpen[1]))}")

@@ -104,7 +104,9 @@ def hf_model(transformers):
     def load(path, attn="eager", dtype="float32"):
         key = (str(path), attn, dtype)
         if key not in cache:
-            m = transformers.GPT2LMHeadModel.from_pretrained(str(path), attn_implementation=attn, dtype=getattr(torch, dtype))
+            m = transformers.GPT2LMHeadModel.from_pretrained(
+                str(path), attn_implementation=attn, dtype=getattr(torch, dtype)
+            )
             cache[key] = m.eval()
         return cache[key]
 
@@ -143,7 +145,14 @@ def pytest_terminal_summary(terminalreporter):
         return
     terminalreporter.section("skips")
     if real:
-        reasons = sorted({str(r.longrepr[2] if isinstance(r.longrepr, tuple) else r.longrepr).removeprefix("Skipped: ") for r in real})
-        terminalreporter.write_line(f"{len(real)} real-weight tests (tests/test_real_gpt2.py) did not run: {'; '.join(reasons)}")
+        reasons = sorted(
+            {
+                str(r.longrepr[2] if isinstance(r.longrepr, tuple) else r.longrepr).removeprefix("Skipped: ")
+                for r in real
+            }
+        )
+        terminalreporter.write_line(
+            f"{len(real)} real-weight tests (tests/test_real_gpt2.py) did not run: {'; '.join(reasons)}"
+        )
     if other:
         terminalreporter.write_line(f"{len(other)} other tests skipped (reasons in the short test summary below)")

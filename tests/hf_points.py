@@ -72,7 +72,11 @@ def hf_points(hf, input_ids, attention_mask, position_ids) -> dict[str, np.ndarr
         handles.append(block.ln_1.register_forward_pre_hook(inp(p + "hook_resid_pre")))
         handles.append(block.ln_1.register_forward_hook(out(p + "ln1.hook_normalized")))
         for j, name in enumerate("qkv"):
-            handles.append(block.attn.c_attn.register_forward_hook(out(p + f"attn.hook_{name}", lambda y, j=j: heads(y.chunk(3, dim=-1)[j]))))
+            handles.append(
+                block.attn.c_attn.register_forward_hook(
+                    out(p + f"attn.hook_{name}", lambda y, j=j: heads(y.chunk(3, dim=-1)[j]))
+                )
+            )
         handles.append(block.attn.c_proj.register_forward_pre_hook(inp(p + "attn.hook_z", heads)))
         handles.append(block.attn.c_proj.register_forward_hook(out(p + "hook_attn_out")))
         handles.append(block.ln_2.register_forward_pre_hook(inp(p + "hook_resid_mid")))
@@ -84,8 +88,13 @@ def hf_points(hf, input_ids, attention_mask, position_ids) -> dict[str, np.ndarr
     handles.append(t.ln_f.register_forward_hook(out("ln_final.hook_normalized")))
     try:
         with torch.no_grad(), captured_softmax_inputs(scores):
-            result = hf(torch.tensor(input_ids), attention_mask=torch.tensor(attention_mask),
-                        position_ids=torch.tensor(position_ids), output_hidden_states=True, output_attentions=True)  # fmt: skip
+            result = hf(
+                torch.tensor(input_ids),
+                attention_mask=torch.tensor(attention_mask),
+                position_ids=torch.tensor(position_ids),
+                output_hidden_states=True,
+                output_attentions=True,
+            )
     finally:
         for h in handles:
             h.remove()

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import SEED_ATTENTION_MASK, SEED_INPUT_IDS
+
 from gpt2np import GPT2
 
 TOLERANCE = 1e-4  # max |logits - transformers| (issue 2)
@@ -43,8 +43,12 @@ def run_hf(hf, ids, mask, position_ids="generate", **kwargs):
     if isinstance(position_ids, str):
         position_ids = transformers_generate_positions(hf, ids, mask)
     with torch.no_grad():
-        return hf(torch.tensor(ids), attention_mask=torch.tensor(mask),
-                  position_ids=None if position_ids is None else torch.tensor(position_ids), **kwargs)  # fmt: skip
+        return hf(
+            torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            position_ids=None if position_ids is None else torch.tensor(position_ids),
+            **kwargs,
+        )
 
 
 def test_transformers_positions_skip_the_pads(model_dir, hf_model):
@@ -66,7 +70,9 @@ def test_logits_hidden_states_and_attentions(model_dir, hf_model, name, attn):
     ref = run_hf(hf, ids, mask, output_hidden_states=True, output_attentions=attn == "eager")
     worst = 0.0
     for fill in FILLS:
-        out = GPT2.from_pretrained(folder, mask_fill=fill)(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+        out = GPT2.from_pretrained(folder, mask_fill=fill)(
+            ids, attention_mask=mask, output_hidden_states=True, output_attentions=True
+        )
         diff = np.abs(out.logits - ref.logits.numpy())[real].max()
         worst = max(worst, diff)
         assert diff <= TOLERANCE, f"{name} {attn} fill={fill}: max |logits diff| = {diff:.3g}"
@@ -111,10 +117,16 @@ def test_generate_matches_transformers(model_dir, hf_model, name):
     for attn in ("eager", "sdpa"):
         hf = hf_model(folder, attn)
         common = dict(attention_mask=torch.tensor(mask), do_sample=False)
-        refs[attn, "new"] = hf.generate(torch.tensor(ids), max_new_tokens=10, pad_token_id=eos_default, **common).numpy()
-        refs[attn, "len"] = hf.generate(torch.tensor(ids), max_length=ids.shape[1] + 4, pad_token_id=eos_default, **common).numpy()
+        refs[attn, "new"] = hf.generate(
+            torch.tensor(ids), max_new_tokens=10, pad_token_id=eos_default, **common
+        ).numpy()
+        refs[attn, "len"] = hf.generate(
+            torch.tensor(ids), max_length=ids.shape[1] + 4, pad_token_id=eos_default, **common
+        ).numpy()
         eos = int(refs[attn, "new"][1, ids.shape[1] + 2])  # row 1's third token: that row stops early
-        refs[attn, "eos"] = hf.generate(torch.tensor(ids), max_new_tokens=10, eos_token_id=eos, pad_token_id=1, **common).numpy()
+        refs[attn, "eos"] = hf.generate(
+            torch.tensor(ids), max_new_tokens=10, eos_token_id=eos, pad_token_id=1, **common
+        ).numpy()
         refs[attn, "eos_id"] = eos
     assert refs["eager", "eos_id"] == refs["sdpa", "eos_id"]
     for fill in FILLS:
@@ -125,8 +137,14 @@ def test_generate_matches_transformers(model_dir, hf_model, name):
                 np.testing.assert_array_equal(got, refs[attn, "new"])
                 got = model.generate(ids, attention_mask=mask, max_length=ids.shape[1] + 4, use_cache=use_cache)
                 np.testing.assert_array_equal(got, refs[attn, "len"])
-                got = model.generate(ids, attention_mask=mask, max_new_tokens=10, eos_token_id=refs[attn, "eos_id"],
-                                     pad_token_id=1, use_cache=use_cache)  # fmt: skip
+                got = model.generate(
+                    ids,
+                    attention_mask=mask,
+                    max_new_tokens=10,
+                    eos_token_id=refs[attn, "eos_id"],
+                    pad_token_id=1,
+                    use_cache=use_cache,
+                )
                 np.testing.assert_array_equal(got, refs[attn, "eos"])
 
 
@@ -147,7 +165,9 @@ def test_float32_is_as_close_to_float64_truth_as_transformers(model_dir, hf_mode
     def rms(d):
         return float(np.sqrt(np.mean(d**2)))
 
-    print(f"{name}: rms ours {rms(ours - truth):.3g} vs transformers {rms(theirs - truth):.3g}; "
-          f"max ours {np.abs(ours - truth).max():.3g} vs {np.abs(theirs - truth).max():.3g}")  # fmt: skip
+    print(
+        f"{name}: rms ours {rms(ours - truth):.3g} vs transformers {rms(theirs - truth):.3g}; "
+        f"max ours {np.abs(ours - truth).max():.3g} vs {np.abs(theirs - truth).max():.3g}"
+    )
     assert rms(ours - truth) <= rms(theirs - truth)
     assert ours64.dtype == np.float64 and np.abs(ours64 - truth).max() <= 1e-9

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import SEED_ATTENTION_MASK, SEED_INPUT_IDS
 
 import gpt2np.model
-from conftest import SEED_ATTENTION_MASK, SEED_INPUT_IDS
 from gpt2np import GPT2
 from gpt2np.attention import attention, attention_in_blocks, merge_heads, split_heads
 from gpt2np.masks import AttentionMask, build_attention_mask
@@ -73,8 +73,10 @@ def test_the_models_raw_nan_and_its_handling(model_dir, monkeypatch):
     while -1e9 and min do not; with the guard, every fill gives the same real-token logits."""
     folder = model_dir("tiny")
     real = SEED_ATTENTION_MASK.astype(bool)
-    guarded = {f: GPT2.from_pretrained(folder, mask_fill=f)(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK).logits
-               for f in ("-inf", "-1e9", "min")}  # fmt: skip
+    guarded = {
+        f: GPT2.from_pretrained(folder, mask_fill=f)(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK).logits
+        for f in ("-inf", "-1e9", "min")
+    }
     for logits in guarded.values():
         assert np.isfinite(logits).all()
         np.testing.assert_array_equal(logits[real], guarded["min"][real])  # bit for bit

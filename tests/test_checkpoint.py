@@ -141,7 +141,11 @@ def test_bf16_is_widened_exactly_to_float32(tmp_path):
 def test_a_misaligned_tensor_is_copied_and_still_correct(tmp_path):
     values = np.arange(6, dtype="<f4") / 7
     # 1-byte tensor first + no header padding: the float32 tensor starts at an odd address.
-    path = write_safetensors(tmp_path / "odd.safetensors", {"a": ("U8", (1,), b"\x07"), "b": ("F32", (2, 3), values.tobytes())}, header_pad_to=1)
+    path = write_safetensors(
+        tmp_path / "odd.safetensors",
+        {"a": ("U8", (1,), b"\x07"), "b": ("F32", (2, 3), values.tobytes())},
+        header_pad_to=1,
+    )
     _, data_start, _ = read_header(path)
     assert (data_start + 1) % 4  # the premise: misaligned
     b = map_tensors(path)["b"]
@@ -171,7 +175,9 @@ def test_float16_and_bfloat16_checkpoints_load_into_float32(tmp_path, tensors):
 
 def test_the_transformer_prefix_is_optional(tmp_path, tensors):
     plain = GPT2.from_pretrained(model_folder(tmp_path / "plain", tensors))
-    prefixed = GPT2.from_pretrained(model_folder(tmp_path / "prefixed", {"transformer." + k: v for k, v in tensors.items()}))
+    prefixed = GPT2.from_pretrained(
+        model_folder(tmp_path / "prefixed", {"transformer." + k: v for k, v in tensors.items()})
+    )
     np.testing.assert_array_equal(plain(IDS).logits, prefixed(IDS).logits)
 
 
@@ -188,7 +194,9 @@ def test_old_causal_mask_buffers_are_ignored(tmp_path, tensors):
 
 
 def test_metadata_is_not_a_tensor(tmp_path):
-    path = write_safetensors(tmp_path / "m.safetensors", {"x": ("F32", (1,), b"\0\0\x80?")}, extra_header={"__metadata__": {"format": "pt"}})
+    path = write_safetensors(
+        tmp_path / "m.safetensors", {"x": ("F32", (1,), b"\0\0\x80?")}, extra_header={"__metadata__": {"format": "pt"}}
+    )
     assert set(map_tensors(path)) == {"x"}
 
 
@@ -199,14 +207,20 @@ def test_metadata_is_not_a_tensor(tmp_path):
 def test_a_file_shorter_than_the_length_field(tmp_path, good, keep):
     path = good / "model.safetensors"
     path.write_bytes(path.read_bytes()[:keep])
-    with pytest.raises(CheckpointError, match=f"model.safetensors is {keep} bytes, too short to be a safetensors file; download it again"):
+    with pytest.raises(
+        CheckpointError,
+        match=f"model.safetensors is {keep} bytes, too short to be a safetensors file; download it again",
+    ):
         GPT2.from_pretrained(good)
 
 
 def test_a_file_cut_inside_its_header(tmp_path, good):
     path = good / "model.safetensors"
     path.write_bytes(path.read_bytes()[:40])
-    with pytest.raises(CheckpointError, match=r"is truncated or has a corrupted safetensors header \(it claims \d+ header bytes in a 40-byte file\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"is truncated or has a corrupted safetensors header \(it claims \d+ header bytes in a 40-byte file\)",
+    ):
         GPT2.from_pretrained(good)
 
 
@@ -217,7 +231,10 @@ def test_a_file_cut_inside_its_tensors(tmp_path, good, cut):
     header, body = header_of(path)
     n_cut = {"half": len(data) // 2, "all data": len(body)}.get(cut, cut)
     path.write_bytes(data[: len(data) - n_cut])
-    with pytest.raises(CheckpointError, match=rf"is truncated: its header describes {len(data)} bytes but the file has {len(data) - n_cut}; the download was probably interrupted"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"is truncated: its header describes {len(data)} bytes but the file has {len(data) - n_cut}; the download was probably interrupted",
+    ):
         GPT2.from_pretrained(good)
 
 
@@ -226,7 +243,9 @@ def test_a_garbage_header(good):
     data = path.read_bytes()
     (n,) = struct.unpack("<Q", data[:8])
     path.write_bytes(data[:8] + bytes(range(256)) * (n // 256) + b"\xff" * (n % 256) + data[8 + n :])
-    with pytest.raises(CheckpointError, match=r"has a corrupted safetensors header \(not valid JSON\); download the file again"):
+    with pytest.raises(
+        CheckpointError, match=r"has a corrupted safetensors header \(not valid JSON\); download the file again"
+    ):
         GPT2.from_pretrained(good)
 
 
@@ -263,7 +282,10 @@ def _damage(good: Path, name: str, change) -> None:
 )
 def test_offsets_that_disagree_with_shape_and_dtype(good, change):
     _damage(good, "transformer.ln_f.bias", change)
-    with pytest.raises(CheckpointError, match=r"tensor 'transformer.ln_f.bias' claims shape .* of F32 in bytes .* which do not agree; the file is corrupted"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"tensor 'transformer.ln_f.bias' claims shape .* of F32 in bytes .* which do not agree; the file is corrupted",
+    ):
         GPT2.from_pretrained(good)
 
 
@@ -275,11 +297,20 @@ def test_offsets_past_the_end_of_the_file(good):
 
 @pytest.mark.parametrize(
     "entry",
-    [5, "F32", [], {"shape": [8], "data_offsets": [0, 32]}, {"dtype": "F32", "data_offsets": [0, 32]},
-     {"dtype": "F32", "shape": [8]}, {"dtype": "F32", "shape": "8", "data_offsets": [0, 32]},
-     {"dtype": "F32", "shape": [8.0], "data_offsets": [0, 32]}, {"dtype": "F32", "shape": [8], "data_offsets": [0, 32, 64]},
-     {"dtype": "F32", "shape": [8], "data_offsets": ["0", "32"]}, {"dtype": ["F32"], "shape": [8], "data_offsets": [0, 32]}],
-)  # fmt: skip
+    [
+        5,
+        "F32",
+        [],
+        {"shape": [8], "data_offsets": [0, 32]},
+        {"dtype": "F32", "data_offsets": [0, 32]},
+        {"dtype": "F32", "shape": [8]},
+        {"dtype": "F32", "shape": "8", "data_offsets": [0, 32]},
+        {"dtype": "F32", "shape": [8.0], "data_offsets": [0, 32]},
+        {"dtype": "F32", "shape": [8], "data_offsets": [0, 32, 64]},
+        {"dtype": "F32", "shape": [8], "data_offsets": ["0", "32"]},
+        {"dtype": ["F32"], "shape": [8], "data_offsets": [0, 32]},
+    ],
+)
 def test_a_malformed_header_entry(good, entry):
     path = good / "model.safetensors"
     header, _ = header_of(path)
@@ -292,14 +323,19 @@ def test_a_malformed_header_entry(good, entry):
 @pytest.mark.parametrize("code", ["F8_E4M3", "C64", "float32", "U64"])
 def test_an_unknown_dtype_is_named(good, code):
     _damage(good, "transformer.ln_f.bias", lambda e: e.__setitem__("dtype", code))
-    with pytest.raises(CheckpointError, match=f"tensor 'transformer.ln_f.bias' has dtype '{code}', which gpt2np cannot read"):
+    with pytest.raises(
+        CheckpointError, match=f"tensor 'transformer.ln_f.bias' has dtype '{code}', which gpt2np cannot read"
+    ):
         GPT2.from_pretrained(good)
 
 
 def test_float_bytes_labelled_as_integers_are_refused(tmp_path, tensors):
     path = model_folder(tmp_path / "m", tensors) / "model.safetensors"
     _damage(path.parent, "h.0.mlp.c_fc.weight", lambda e: e.__setitem__("dtype", "I32"))  # same size, wrong type
-    with pytest.raises(CheckpointError, match="tensor 'h.0.mlp.c_fc.weight' is int32, not a floating-point type; the file is not usable"):
+    with pytest.raises(
+        CheckpointError,
+        match="tensor 'h.0.mlp.c_fc.weight' is int32, not a floating-point type; the file is not usable",
+    ):
         GPT2.from_pretrained(tmp_path / "m")
 
 
@@ -310,11 +346,16 @@ def test_integer_weights_written_by_safetensors_are_refused(tmp_path, tensors, d
         GPT2.from_pretrained(model_folder(tmp_path / "m", bad))
 
 
-@pytest.mark.parametrize("name", ["wte.weight", "wpe.weight", "ln_f.bias", "h.1.attn.c_proj.weight", "h.0.mlp.c_fc.bias"])
+@pytest.mark.parametrize(
+    "name", ["wte.weight", "wpe.weight", "ln_f.bias", "h.1.attn.c_proj.weight", "h.0.mlp.c_fc.bias"]
+)
 def test_a_missing_tensor_is_named_with_its_shape(tmp_path, tensors, name):
     incomplete = {k: v for k, v in tensors.items() if k != name}
     shape = list(tensors[name].shape)
-    with pytest.raises(CheckpointError, match=rf"has no tensor '{name}' \(expected shape {shape}\).*".replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"has no tensor '{name}' \(expected shape {shape}\).*".replace("[", r"\[").replace("]", r"\]"),
+    ):
         GPT2.from_pretrained(model_folder(tmp_path / "m", incomplete))
 
 
@@ -330,14 +371,19 @@ def test_an_untied_config_needs_lm_head(tmp_path, tensors):
 @pytest.mark.parametrize("name", ["ln_f.weight", "h.0.attn.c_attn.weight", "h.1.mlp.c_proj.bias"])
 def test_a_tensor_of_the_wrong_shape_is_named(tmp_path, tensors, name):
     bad = {**tensors, name: np.zeros(tensors[name].shape[:-1] + (tensors[name].shape[-1] + 1,), dtype=np.float32)}
-    with pytest.raises(CheckpointError, match=f"tensor '{name}' has shape .* but the config implies .*config.json and the weights do not match"):
+    with pytest.raises(
+        CheckpointError,
+        match=f"tensor '{name}' has shape .* but the config implies .*config.json and the weights do not match",
+    ):
         GPT2.from_pretrained(model_folder(tmp_path / "m", bad))
 
 
 def test_a_transposed_linear_layer_is_refused(tmp_path, tensors):
     """A torch nn.Linear stores [out, in]; GPT-2's Conv1D stores [in, out]."""
     bad = {**tensors, "h.0.mlp.c_fc.weight": np.ascontiguousarray(tensors["h.0.mlp.c_fc.weight"].T)}
-    with pytest.raises(CheckpointError, match=r"'h.0.mlp.c_fc.weight' has shape \[32, 8\] but the config implies \[8, 32\]"):
+    with pytest.raises(
+        CheckpointError, match=r"'h.0.mlp.c_fc.weight' has shape \[32, 8\] but the config implies \[8, 32\]"
+    ):
         GPT2.from_pretrained(model_folder(tmp_path / "m", bad))
 
 
@@ -348,7 +394,11 @@ def test_a_transposed_linear_layer_is_refused(tmp_path, tensors):
     "field, value, phrase",
     [
         ("n_embd", 16, r"wte.weight is \[60, 8\] \(vocab 60, n_embd 8\) but config.json says vocab_size=60, n_embd=16"),
-        ("vocab_size", 50257, r"wte.weight is \[60, 8\] \(vocab 60, n_embd 8\) but config.json says vocab_size=50257, n_embd=8"),
+        (
+            "vocab_size",
+            50257,
+            r"wte.weight is \[60, 8\] \(vocab 60, n_embd 8\) but config.json says vocab_size=50257, n_embd=8",
+        ),
         ("vocab_size", 59, "config.json says vocab_size=59"),
         ("n_layer", 3, r"holds 2 blocks \(h.0 .. h.1\) but config.json says n_layer=3"),
         ("n_layer", 1, r"holds 2 blocks \(h.0 .. h.1\) but config.json says n_layer=1"),
@@ -377,7 +427,9 @@ def test_config_sizes_the_tensors_contradict(tmp_path, tensors, field, value, te
 
 def test_a_folder_without_config_json(good):
     (good / "config.json").unlink()
-    with pytest.raises(ModelNotFoundError, match=r"lacks config.json \(a model folder needs config.json \+ model.safetensors\)"):
+    with pytest.raises(
+        ModelNotFoundError, match=r"lacks config.json \(a model folder needs config.json \+ model.safetensors\)"
+    ):
         GPT2.from_pretrained(good)
 
 
@@ -401,7 +453,9 @@ def test_a_folder_with_only_pytorch_model_bin_is_refused_unread(good, tmp_path):
     (good / "model.safetensors").unlink()
     marker = tmp_path / "the-pickle-ran"
     (good / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(marker)))
-    with pytest.raises(CheckpointError, match="has only pytorch_model.bin, a pickle file. gpt2np never unpickles.*save_pretrained"):
+    with pytest.raises(
+        CheckpointError, match="has only pytorch_model.bin, a pickle file. gpt2np never unpickles.*save_pretrained"
+    ):
         GPT2.from_pretrained(good)
     assert not marker.exists()
     pickle.loads((good / "pytorch_model.bin").read_bytes())  # the premise: loading it would have run code
@@ -409,7 +463,10 @@ def test_a_folder_with_only_pytorch_model_bin_is_refused_unread(good, tmp_path):
 
 
 def test_a_path_that_is_not_a_folder(tmp_path, good):
-    with pytest.raises(ModelNotFoundError, match="^no folder .*nowhere .*; give an existing model folder .* or a model name such as 'gpt2'"):
+    with pytest.raises(
+        ModelNotFoundError,
+        match="^no folder .*nowhere .*; give an existing model folder .* or a model name such as 'gpt2'",
+    ):
         GPT2.from_pretrained(tmp_path / "nowhere")
     with pytest.raises(ModelNotFoundError, match="is a file, not a folder"):
         GPT2.from_pretrained(str(good / "model.safetensors"))
@@ -434,11 +491,16 @@ def test_a_nan_or_inf_in_a_weight_is_refused_and_the_tensor_named(tmp_path, name
     index = (3, 5) if tensors[name].ndim == 2 else (5,)
     tensors[name][index] = bad
     folder = model_folder(tmp_path / "m", tensors)
-    with pytest.raises(CheckpointError, match=rf"tensor '{re.escape(name)}' holds 1 non-finite value \(NaN or inf; the first is "
-                                              rf"{re.escape(str(np.float32(bad)))} at index \[{', '.join(map(str, index))}\]\).*"
-                                              r"download it again"):  # fmt: skip
+    with pytest.raises(
+        CheckpointError,
+        match=rf"tensor '{re.escape(name)}' holds 1 non-finite value \(NaN or inf; the first is "
+        rf"{re.escape(str(np.float32(bad)))} at index \[{', '.join(map(str, index))}\]\).*"
+        r"download it again",
+    ):
         GPT2.from_pretrained(folder)
-    assert not (tmp_path / "cache" / "finite").exists() or not any((tmp_path / "cache" / "finite").iterdir())  # not remembered as good
+    assert not (tmp_path / "cache" / "finite").exists() or not any(
+        (tmp_path / "cache" / "finite").iterdir()
+    )  # not remembered as good
 
 
 def test_a_float64_value_too_large_for_float32_is_refused_as_float32_only(tmp_path, monkeypatch):
@@ -448,7 +510,9 @@ def test_a_float64_value_too_large_for_float32_is_refused_as_float32_only(tmp_pa
     tensors["h.0.mlp.c_fc.weight"][0, 0] = 1e39
     folder = model_folder(tmp_path / "m", tensors)
     assert GPT2.from_pretrained(folder, dtype="float64").weights.h[0].mlp.c_fc.weight[0, 0] == 1e39
-    with pytest.raises(CheckpointError, match=r"'h.0.mlp.c_fc.weight' holds 1 non-finite value \(NaN or inf; the first is inf"):
+    with pytest.raises(
+        CheckpointError, match=r"'h.0.mlp.c_fc.weight' holds 1 non-finite value \(NaN or inf; the first is inf"
+    ):
         GPT2.from_pretrained(folder, dtype="float32")
 
 
@@ -459,7 +523,9 @@ def test_the_finite_check_is_remembered_until_the_file_changes(tmp_path, monkeyp
     monkeypatch.setenv("GPT2NP_CACHE", str(tmp_path / "cache"))
     calls = []
     real = gpt2np.weights.check_finite
-    monkeypatch.setattr(gpt2np.weights, "check_finite", lambda params, source: (calls.append(source), real(params, source)))
+    monkeypatch.setattr(
+        gpt2np.weights, "check_finite", lambda params, source: (calls.append(source), real(params, source))
+    )
     tensors = random_tensors(CONFIG, seed=0)
     folder = model_folder(tmp_path / "m", tensors)
     GPT2.from_pretrained(folder)

@@ -64,15 +64,25 @@ def run(capsys, *argv, stdin: str | None = None, monkeypatch=None) -> tuple[int,
     return code, out, err
 
 
-def run_process(*args, stdin: str | None = None, env: dict | None = None, script: str | None = None) -> subprocess.CompletedProcess:
+def run_process(
+    *args, stdin: str | None = None, env: dict | None = None, script: str | None = None
+) -> subprocess.CompletedProcess:
     command = [script] if script else [sys.executable, "-m", "gpt2np"]
-    return subprocess.run(command + list(args), input=stdin if stdin is not None else "", capture_output=True, text=True,
-                          env=env, timeout=300)  # fmt: skip  (env None: this process's)
+    return subprocess.run(
+        command + list(args),
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def expected_batch_output(model, tok, prompts, **settings) -> str:
     batch = tok(prompts, padding=True)
-    out = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], pad_token_id=tok.pad_token_id, **settings)
+    out = model.generate(
+        batch["input_ids"], attention_mask=batch["attention_mask"], pad_token_id=tok.pad_token_id, **settings
+    )
     return "---\n".join(tok.decode(row, skip_special_tokens=True) + "\n" for row in out)
 
 
@@ -97,7 +107,9 @@ def test_one_prompt_streams_its_continuation(capsys, tiny, tokenizer_dir, tiny_m
             return super().write(text)
 
     monkeypatch.setattr(sys, "stdout", Recorder())
-    code = main(["generate", PROMPTS[0], "--model", str(tiny), "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "8"])
+    code = main(
+        ["generate", PROMPTS[0], "--model", str(tiny), "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "8"]
+    )
     out = sys.stdout.getvalue()
     assert code == 0
     ids = np.array([gen_tok.encode(PROMPTS[0])])
@@ -108,7 +120,9 @@ def test_one_prompt_streams_its_continuation(capsys, tiny, tokenizer_dir, tiny_m
 
 
 def test_several_prompts_are_one_batch_printed_in_order(capsys, tiny, tokenizer_dir, tiny_model, gen_tok):
-    code, out, err = run(capsys, "generate", *PROMPTS, "--model", str(tiny), "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "6")
+    code, out, err = run(
+        capsys, "generate", *PROMPTS, "--model", str(tiny), "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "6"
+    )
     assert (code, err) == (0, "")
     assert out == expected_batch_output(tiny_model, gen_tok, PROMPTS, max_new_tokens=6)
     blocks = out.split("---\n")
@@ -116,14 +130,26 @@ def test_several_prompts_are_one_batch_printed_in_order(capsys, tiny, tokenizer_
 
 
 def test_prompts_from_stdin(capsys, tiny, tokenizer_dir, tiny_model, gen_tok, monkeypatch):
-    code, out, err = run(capsys, "generate", "--model", str(tiny), "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "4",
-                         stdin="It will rain in the\n\nMy dog is\r\n", monkeypatch=monkeypatch)  # fmt: skip
+    code, out, err = run(
+        capsys,
+        "generate",
+        "--model",
+        str(tiny),
+        "--tokenizer",
+        str(tokenizer_dir),
+        "--max-new-tokens",
+        "4",
+        stdin="It will rain in the\n\nMy dog is\r\n",
+        monkeypatch=monkeypatch,
+    )
     assert (code, err) == (0, "")
     assert out == expected_batch_output(tiny_model, gen_tok, ["It will rain in the", "My dog is"], max_new_tokens=4)
 
 
 def test_max_length_counts_the_padded_prompt(capsys, tiny, tokenizer_dir, tiny_model, gen_tok):
-    code, out, _ = run(capsys, "generate", *PROMPTS, "--model", str(tiny), "--tokenizer", str(tokenizer_dir), "--max-length", "11")
+    code, out, _ = run(
+        capsys, "generate", *PROMPTS, "--model", str(tiny), "--tokenizer", str(tokenizer_dir), "--max-length", "11"
+    )
     assert code == 0
     assert out == expected_batch_output(tiny_model, gen_tok, PROMPTS, max_length=11)  # 8 prompt columns + 3
 
@@ -135,18 +161,43 @@ def test_default_length_is_20_as_transformers(capsys, tiny, tokenizer_dir, tiny_
 
 
 def test_sampling_is_reproducible_with_a_seed(capsys, tiny, tokenizer_dir, tiny_model, gen_tok):
-    args = ["generate", *PROMPTS, "--model", str(tiny), "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "5",
-            "--do-sample", "--seed", "7", "--top-k", "20", "--top-p", "0.9", "--temperature", "0.8"]  # fmt: skip
+    args = [
+        "generate",
+        *PROMPTS,
+        "--model",
+        str(tiny),
+        "--tokenizer",
+        str(tokenizer_dir),
+        "--max-new-tokens",
+        "5",
+        "--do-sample",
+        "--seed",
+        "7",
+        "--top-k",
+        "20",
+        "--top-p",
+        "0.9",
+        "--temperature",
+        "0.8",
+    ]
     first, second = run(capsys, *args), run(capsys, *args)
     assert first == second and first[0] == 0
-    assert first[1] == expected_batch_output(tiny_model, gen_tok, PROMPTS, max_new_tokens=5, do_sample=True, seed=7, top_k=20, top_p=0.9, temperature=0.8)
+    assert first[1] == expected_batch_output(
+        tiny_model, gen_tok, PROMPTS, max_new_tokens=5, do_sample=True, seed=7, top_k=20, top_p=0.9, temperature=0.8
+    )
 
 
 def test_no_cache_and_mask_fill_give_the_same_greedy_text(capsys, tiny, tokenizer_dir):
     base = ["generate", *PROMPTS, "--model", str(tiny), "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "5"]
     reference = run(capsys, *base)
     assert reference[0] == 0
-    for extra in (["--no-cache"], ["--mask-fill", "-inf"], ["--mask-fill", "-1e9"], ["--mask-fill", "-1e30"], ["--dtype", "float64"]):
+    for extra in (
+        ["--no-cache"],
+        ["--mask-fill", "-inf"],
+        ["--mask-fill", "-1e9"],
+        ["--mask-fill", "-1e30"],
+        ["--dtype", "float64"],
+    ):
         assert run(capsys, *base, *extra) == reference, extra
 
 
@@ -162,7 +213,16 @@ def test_python_dash_m_and_the_installed_script(tiny, tokenizer_dir, tiny_model,
 
 
 def test_stdin_through_a_real_pipe(tiny, tokenizer_dir, tiny_model, gen_tok):
-    result = run_process("generate", "--model", str(tiny), "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "3", stdin="My dog is\n")
+    result = run_process(
+        "generate",
+        "--model",
+        str(tiny),
+        "--tokenizer",
+        str(tokenizer_dir),
+        "--max-new-tokens",
+        "3",
+        stdin="My dog is\n",
+    )
     ids = np.array([gen_tok.encode("My dog is")])
     new = tiny_model.generate(ids, max_new_tokens=3)[0, 3:]
     assert (result.returncode, result.stdout) == (0, "My dog is" + gen_tok.decode(new, skip_special_tokens=True) + "\n")
@@ -174,7 +234,9 @@ def test_stdin_through_a_real_pipe(tiny, tokenizer_dir, tiny_model, gen_tok):
 def test_an_unknown_model_offline(capsys):
     code, out, err = run(capsys, "generate", "hello", "--model", "no-such-model")
     assert code == 1 and out == ""
-    assert_one_line_error(err, "'no-such-model' is not downloaded and HF_HUB_OFFLINE is set", "gpt2np download no-such-model")
+    assert_one_line_error(
+        err, "'no-such-model' is not downloaded and HF_HUB_OFFLINE is set", "gpt2np download no-such-model"
+    )
 
 
 def test_gpt2_offline_and_not_cached_names_the_download_command(capsys):
@@ -212,8 +274,15 @@ def test_a_broken_checkpoint(capsys, tmp_path, tiny, tokenizer_dir):
     assert_one_line_error(err, "model.safetensors is truncated")
 
 
-@pytest.mark.parametrize("command", [["generate", "hello"], ["score", "hello there"], ["explain", "--step", "generate"],
-                                     ["explain", "--step", "empty-rows"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["generate", "hello"],
+        ["score", "hello there"],
+        ["explain", "--step", "generate"],
+        ["explain", "--step", "empty-rows"],
+    ],
+)
 def test_weights_with_a_nan_are_refused_by_every_command(capsys, tmp_path, tiny, command):
     """A corrupted checkpoint once printed 'Hello whose!!' (exit 0) and 'perplexity nan'."""
     from gpt2np.checkpoint import map_tensors, save_checkpoint
@@ -227,7 +296,9 @@ def test_weights_with_a_nan_are_refused_by_every_command(capsys, tmp_path, tiny,
     (folder / "config.json").write_text((tiny / "config.json").read_text())
     code, out, err = run(capsys, *command, "--model", str(folder))
     assert code == 1 and out == ""
-    assert_one_line_error(err, f"tensor '{name.removeprefix('transformer.')}' holds 1 non-finite value", "download it again")
+    assert_one_line_error(
+        err, f"tensor '{name.removeprefix('transformer.')}' holds 1 non-finite value", "download it again"
+    )
 
 
 def test_a_gpt2_that_is_not_the_official_file_needs_no_verify(capsys, tmp_path, tiny, tokenizer_dir):
@@ -236,7 +307,14 @@ def test_a_gpt2_that_is_not_the_official_file_needs_no_verify(capsys, tmp_path, 
     import shutil
 
     shutil.copytree(tiny, tmp_path / "weights" / "gpt2")  # $GPT2NP_WEIGHTS/gpt2
-    args = ["generate", "My dog is", "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "2"]  # --model gpt2: the default
+    args = [
+        "generate",
+        "My dog is",
+        "--tokenizer",
+        str(tokenizer_dir),
+        "--max-new-tokens",
+        "2",
+    ]  # --model gpt2: the default
     code, out, err = run(capsys, *args)
     assert code == 1 and out == ""
     assert_one_line_error(err, "but openai-community/gpt2's model.safetensors is 548105171 bytes", "--no-verify")
@@ -250,7 +328,9 @@ def test_a_model_folder_without_tokenizer_files(capsys, model_dir):
     assert (code, err) == (0, "") and out.startswith("My dog is")
     code, out, err = run(capsys, "generate", "My dog is", "--model", str(model_dir("odd")))
     assert code == 1 and out == ""
-    assert_one_line_error(err, "odd has no tokenizer files", "config.json has 1000 tokens, not GPT-2's 50257", "--tokenizer FOLDER")
+    assert_one_line_error(
+        err, "odd has no tokenizer files", "config.json has 1000 tokens, not GPT-2's 50257", "--tokenizer FOLDER"
+    )
 
 
 def test_a_tokenizer_larger_than_the_model(capsys, model_dir, tokenizer_dir):
@@ -279,7 +359,9 @@ def test_a_tokenizer_larger_than_the_model(capsys, model_dir, tokenizer_dir):
     ],
 )
 def test_bad_values(capsys, tiny, tokenizer_dir, flags, phrase):
-    code, out, err = run(capsys, "generate", "It will rain in the", "--model", str(tiny), "--tokenizer", str(tokenizer_dir), *flags)
+    code, out, err = run(
+        capsys, "generate", "It will rain in the", "--model", str(tiny), "--tokenizer", str(tokenizer_dir), *flags
+    )
     assert code == 1
     assert out == ""  # a refused call prints nothing, not even the prompt
     assert_one_line_error(err, phrase)
@@ -287,14 +369,21 @@ def test_bad_values(capsys, tiny, tokenizer_dir, flags, phrase):
         assert keyword not in err  # a command-line user knows flags, not Python keywords
 
 
-@pytest.mark.parametrize("flags, named", [(["--temperature", "0.7"], "--temperature only applies"),
-                                          (["--top-k", "5", "--top-p", "0.9"], "--top-k, --top-p only apply")])  # fmt: skip
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--temperature", "0.7"], "--temperature only applies"),
+        (["--top-k", "5", "--top-p", "0.9"], "--top-k, --top-p only apply"),
+    ],
+)
 def test_sampling_flags_without_do_sample_are_warned_about(capsys, tiny, flags, named):
     code, out, err = run(capsys, "generate", "My dog is", "--model", str(tiny), "--max-new-tokens", "3", *flags)
     greedy = run(capsys, "generate", "My dog is", "--model", str(tiny), "--max-new-tokens", "3")
     assert code == 0 and out == greedy[1]  # greedy, as said
     assert err == f"gpt2np generate: warning: {named} with --do-sample; without it, decoding is greedy\n"
-    code, _, err = run(capsys, "generate", "My dog is", "--model", str(tiny), "--max-new-tokens", "3", "--do-sample", *flags)
+    code, _, err = run(
+        capsys, "generate", "My dog is", "--model", str(tiny), "--max-new-tokens", "3", "--do-sample", *flags
+    )
     assert (code, err) == (0, "")
 
 
@@ -304,7 +393,9 @@ def test_version(capsys):
     import gpt2np
 
     code, out, _ = run(capsys, "--version")
-    version = tomllib.loads((Path(gpt2np.__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    version = tomllib.loads((Path(gpt2np.__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
+        "version"
+    ]
     assert code == 0 and out == f"gpt2np {version}\n" and gpt2np.__version__ == version
 
 
@@ -392,8 +483,13 @@ def test_download_without_network_is_one_line(tmp_path):
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     env["HF_ENDPOINT"] = f"http://127.0.0.1:{port}"
-    result = subprocess.run([sys.executable, "-m", "gpt2np", "download", "gpt2", "--dest", str(tmp_path / "d")],
-                            capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "gpt2np", "download", "gpt2", "--dest", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 1
     assert_one_line_error(result.stderr, "cannot download 'gpt2'", "is unreachable from this machine")
 
@@ -436,7 +532,9 @@ def test_download_from_a_hub_into_dest_then_generate(tmp_path, start_hub, small_
     assert result.stdout == f"acme/tiny is in {dest}\n"
     assert {f: (dest / f).read_bytes() for f in small_vocab_files} == small_vocab_files
     assert ("GET", "/acme/tiny/resolve/main/model.safetensors") in fake.requests
-    generated = run_process("generate", *PROMPTS, "--model", str(dest), "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "3")
+    generated = run_process(
+        "generate", *PROMPTS, "--model", str(dest), "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "3"
+    )
     assert generated.returncode == 0, generated.stderr
     assert generated.stdout == expected_batch_output(GPT2.from_pretrained(dest), gen_tok, PROMPTS, max_new_tokens=3)
 

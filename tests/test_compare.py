@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import SEED_ATTENTION_MASK, SEED_INPUT_IDS
+
 from gpt2np import GPT2, InputError
 from gpt2np.masks import position_ids_from_mask
 from gpt2np.tools.compare import FACTOR, FLOOR, compare_traces, format_report, load_trace
@@ -30,8 +30,14 @@ def tiny_traces(model_dir, tmp_path_factory):
     folder = model_dir("tiny")
     out = tmp_path_factory.mktemp("tiny")
     model32 = GPT2.from_pretrained(folder)
-    write_trace(out / "ref.safetensors", GPT2.from_pretrained(folder, dtype="float64"), SEED_INPUT_IDS, SEED_ATTENTION_MASK,
-                model_name="tiny", float32_model=model32)  # fmt: skip
+    write_trace(
+        out / "ref.safetensors",
+        GPT2.from_pretrained(folder, dtype="float64"),
+        SEED_INPUT_IDS,
+        SEED_ATTENTION_MASK,
+        model_name="tiny",
+        float32_model=model32,
+    )
     tensors = trace_tensors(model32, SEED_INPUT_IDS, SEED_ATTENTION_MASK)
     save_trace(out / "f32.safetensors", tensors, trace_metadata(model32, "tiny", None, []))
     return out / "ref.safetensors", tensors, trace_metadata(model32, "tiny", None, []), out
@@ -51,7 +57,10 @@ def test_rows_are_in_forward_order_and_a_correct_run_passes(tiny_traces):
     ref, tensors, _, out = tiny_traces
     report = compare_traces(ref, out / "f32.safetensors")
     names = [r.name for r in report.rows]
-    assert names[:5] == ["input_ids", "attention_mask", "position_ids", "hook_embed", "hook_pos_embed"] and names[-1] == "logits"
+    assert (
+        names[:5] == ["input_ids", "attention_mask", "position_ids", "hook_embed", "hook_pos_embed"]
+        and names[-1] == "logits"
+    )
     assert names[3:] == json.loads(load_trace(ref)[1]["names"])
     assert report.first is None and "no divergence: all 37 compared points agree" in format_report(report, ref, "c")
 
@@ -63,7 +72,9 @@ def test_tolerance_is_measured_per_point(tiny_traces):
     for row in report.rows:
         if row.measurement is not None:
             assert row.tolerance == pytest.approx(FACTOR * max(measured[row.name] / row.measurement.scale, FLOOR))
-            assert row.measurement.diff == pytest.approx(measured[row.name], rel=1e-2, abs=1e-12)  # the same run, the same measure
+            assert row.measurement.diff == pytest.approx(
+                measured[row.name], rel=1e-2, abs=1e-12
+            )  # the same run, the same measure
 
 
 def test_a_change_is_named_at_its_point(tiny_traces):
@@ -75,7 +86,9 @@ def test_a_change_is_named_at_its_point(tiny_traces):
 
     report = compare_traces(ref, edited(tiny_traces, "nudge", nudge))
     assert report.first.name == "blocks.1.mlp.hook_pre"
-    assert [r.name for r in report.rows if r.verdict != "ok"] == ["blocks.1.mlp.hook_pre"]  # the later ones were not recomputed
+    assert [r.name for r in report.rows if r.verdict != "ok"] == [
+        "blocks.1.mlp.hook_pre"
+    ]  # the later ones were not recomputed
 
     def pad_only(t):
         t["blocks.0.hook_resid_mid"] = t["blocks.0.hook_resid_mid"].copy()
@@ -155,10 +168,21 @@ def test_transformers_float32_passes_against_our_float64_reference(model_dir, hf
     folder = model_dir(name)
     ids, mask = batch_for(name)
     ref = tmp_path / "ref.safetensors"
-    write_trace(ref, GPT2.from_pretrained(folder, dtype="float64"), ids, mask, model_name=name, float32_model=GPT2.from_pretrained(folder))
+    write_trace(
+        ref,
+        GPT2.from_pretrained(folder, dtype="float64"),
+        ids,
+        mask,
+        model_name=name,
+        float32_model=GPT2.from_pretrained(folder),
+    )
     positions = position_ids_from_mask(mask)
     theirs = hf_points(hf_model(folder, "eager"), ids, mask, positions)
-    save_trace(tmp_path / "hf.safetensors", {"input_ids": ids, "attention_mask": mask, "position_ids": positions, **theirs}, {"dtype": "float32"})
+    save_trace(
+        tmp_path / "hf.safetensors",
+        {"input_ids": ids, "attention_mask": mask, "position_ids": positions, **theirs},
+        {"dtype": "float32"},
+    )
     report = compare_traces(ref, tmp_path / "hf.safetensors")
     assert report.first is None, format_report(report, ref, "transformers")
     used = max(r.measurement.diff / (r.measurement.scale or 1) / r.tolerance for r in report.rows if r.measurement)
@@ -175,6 +199,8 @@ def test_float32_reference_uses_the_uncalibrated_tolerance_and_transformers_pass
     write_trace(tmp_path / "ref32.safetensors", model, ids, mask, model_name=name)
     positions = position_ids_from_mask(mask)
     theirs = hf_points(hf_model(folder, "eager"), ids, mask, positions)
-    save_trace(tmp_path / "hf.safetensors", {"input_ids": ids, "attention_mask": mask, "position_ids": positions, **theirs}, {})
+    save_trace(
+        tmp_path / "hf.safetensors", {"input_ids": ids, "attention_mask": mask, "position_ids": positions, **theirs}, {}
+    )
     report = compare_traces(tmp_path / "ref32.safetensors", tmp_path / "hf.safetensors")
     assert report.first is None and "carries no float32 error" in report.tolerance_rule

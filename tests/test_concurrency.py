@@ -7,13 +7,14 @@ shared buffer anywhere would show up as a wrong (not merely slower) result.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-
 from conftest import SEED_ATTENTION_MASK, SEED_INPUT_IDS
+
 from gpt2np import GPT2
 
 N_THREADS = 8
@@ -32,17 +33,55 @@ def tasks(model, tokenizer):
         mask = np.ones((B, T), dtype=np.int64)
         mask[0, : i % T] = 0  # some left padding in row 0
         if kind == 0:
-            out.append(("forward", lambda ids=ids, mask=mask: model(ids, attention_mask=mask, output_hidden_states=True).logits))
+            out.append(
+                (
+                    "forward",
+                    lambda ids=ids, mask=mask: model(ids, attention_mask=mask, output_hidden_states=True).logits,
+                )
+            )
         elif kind == 1:
-            out.append(("greedy", lambda ids=ids, mask=mask: model.generate(ids, attention_mask=mask, max_new_tokens=6, eos_token_id=None)))
+            out.append(
+                (
+                    "greedy",
+                    lambda ids=ids, mask=mask: model.generate(
+                        ids, attention_mask=mask, max_new_tokens=6, eos_token_id=None
+                    ),
+                )
+            )
         elif kind == 2:
-            out.append(("sampled", lambda ids=ids, mask=mask, s=i: model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=True, seed=s, top_k=10, eos_token_id=None)))
+            out.append(
+                (
+                    "sampled",
+                    lambda ids=ids, mask=mask, s=i: model.generate(
+                        ids, attention_mask=mask, max_new_tokens=5, do_sample=True, seed=s, top_k=10, eos_token_id=None
+                    ),
+                )
+            )
         elif kind == 3:
-            out.append(("no-cache", lambda ids=ids, mask=mask: model.generate(ids, attention_mask=mask, max_new_tokens=4, use_cache=False, eos_token_id=None)))
+            out.append(
+                (
+                    "no-cache",
+                    lambda ids=ids, mask=mask: model.generate(
+                        ids, attention_mask=mask, max_new_tokens=4, use_cache=False, eos_token_id=None
+                    ),
+                )
+            )
         elif kind == 4:
-            out.append(("seed batch", lambda: model.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=8)))
+            out.append(
+                (
+                    "seed batch",
+                    lambda: model.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=8),
+                )
+            )
         else:
-            out.append(("tokenize", lambda n=i: tokenizer.batch_decode(tokenizer([f"sentence number {n}", "My dog is"], padding=True)["input_ids"])))
+            out.append(
+                (
+                    "tokenize",
+                    lambda n=i: tokenizer.batch_decode(
+                        tokenizer([f"sentence number {n}", "My dog is"], padding=True)["input_ids"]
+                    ),
+                )
+            )
     return out
 
 
@@ -51,10 +90,8 @@ def run_concurrently(calls, n_threads=N_THREADS):
     barrier = threading.Barrier(n_threads)
 
     def at_once(call):
-        try:
+        with contextlib.suppress(threading.BrokenBarrierError):  # the last, smaller round: run anyway
             barrier.wait(timeout=30)
-        except threading.BrokenBarrierError:
-            pass  # the last, smaller round: run anyway
         return call()
 
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
@@ -87,7 +124,10 @@ def test_threads_give_the_sequential_results(model_dir, gen_tokenizer, name):
 def test_the_same_call_from_every_thread_at_once(model_dir):
     model = GPT2.from_pretrained(model_dir("tiny"))
     reference = model.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=10)
-    results = run_concurrently([lambda: model.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=10)] * (2 * N_THREADS))
+    results = run_concurrently(
+        [lambda: model.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=10)]
+        * (2 * N_THREADS)
+    )
     for r in results:
         np.testing.assert_array_equal(r, reference)
 

@@ -52,14 +52,29 @@ def write(tmp_path, content) -> Path:
 
 def test_gpt2s_own_config_parses_to_the_124m_model(tmp_path):
     config = GPT2Config.from_json_file(write(tmp_path, GPT2_CONFIG_JSON))
-    assert (config.vocab_size, config.n_positions, config.n_embd, config.n_layer, config.n_head) == (50257, 1024, 768, 12, 12)
+    assert (config.vocab_size, config.n_positions, config.n_embd, config.n_layer, config.n_head) == (
+        50257,
+        1024,
+        768,
+        12,
+        12,
+    )
     assert config.head_dim == 64 and config.mlp_width == 3072 and config.tie_word_embeddings
     assert config == GPT2Config()  # the defaults are GPT-2 124M's, as transformers'
 
 
 def test_to_dict_round_trips(tmp_path):
-    config = GPT2Config(vocab_size=1000, n_positions=40, n_embd=48, n_layer=3, n_head=3, n_inner=100,
-                        scale_attn_by_inverse_layer_idx=True, tie_word_embeddings=False, eos_token_id=None)  # fmt: skip
+    config = GPT2Config(
+        vocab_size=1000,
+        n_positions=40,
+        n_embd=48,
+        n_layer=3,
+        n_head=3,
+        n_inner=100,
+        scale_attn_by_inverse_layer_idx=True,
+        tie_word_embeddings=False,
+        eos_token_id=None,
+    )
     assert GPT2Config.from_json_file(write(tmp_path, config.to_dict())) == config
 
 
@@ -77,13 +92,19 @@ def test_unknown_fields_are_ignored(tmp_path):
 
 
 def test_missing_config_json(tmp_path):
-    with pytest.raises(ConfigError, match="config.json does not exist: a model folder needs config.json next to model.safetensors"):
+    with pytest.raises(
+        ConfigError, match="config.json does not exist: a model folder needs config.json next to model.safetensors"
+    ):
         GPT2Config.from_json_file(tmp_path / "config.json")
 
 
-@pytest.mark.parametrize("content", ["{not json", "", '{"n_embd": 768,}', "{'single': 'quotes'}", b"\xff\xfe\x00{", "NaN-ish garbage"])
+@pytest.mark.parametrize(
+    "content", ["{not json", "", '{"n_embd": 768,}', "{'single': 'quotes'}", b"\xff\xfe\x00{", "NaN-ish garbage"]
+)
 def test_config_json_that_is_not_json(tmp_path, content):
-    with pytest.raises(ConfigError, match=r"config.json is not valid JSON \(.*\); restore it from the model's repository"):
+    with pytest.raises(
+        ConfigError, match=r"config.json is not valid JSON \(.*\); restore it from the model's repository"
+    ):
         GPT2Config.from_json_file(write(tmp_path, content))
 
 
@@ -122,7 +143,9 @@ def test_cross_attention_is_refused(tmp_path):
 @pytest.mark.parametrize("field", REQUIRED)
 @pytest.mark.parametrize("value", [0, -1, 12.0, "12", True, None])
 def test_size_fields_must_be_positive_integers(tmp_path, field, value):
-    with pytest.raises(ConfigError, match=f"config.json: config field '{field}' must be a positive integer, got {value!r}"):
+    with pytest.raises(
+        ConfigError, match=f"config.json: config field '{field}' must be a positive integer, got {value!r}"
+    ):
         GPT2Config.from_json_file(write(tmp_path, {**GPT2_CONFIG_JSON, field: value}))
 
 
@@ -145,7 +168,9 @@ def test_layer_norm_epsilon_must_be_a_positive_number(eps):
 
 @pytest.mark.parametrize("name", ["relu", "gelu", "silu"])
 def test_activations_other_than_tanh_gelu_are_refused(name):
-    with pytest.raises(ConfigError, match=f"activation_function '{name}' is not supported: gpt2np implements GPT-2's tanh GELU"):
+    with pytest.raises(
+        ConfigError, match=f"activation_function '{name}' is not supported: gpt2np implements GPT-2's tanh GELU"
+    ):
         GPT2Config(activation_function=name)
 
 
@@ -156,7 +181,7 @@ def test_both_names_of_the_tanh_gelu_are_accepted():
 @pytest.mark.parametrize("field", ["scale_attn_weights", "scale_attn_by_inverse_layer_idx", "tie_word_embeddings"])
 @pytest.mark.parametrize("value", ["false", "true", 0, 1, None])
 def test_boolean_fields_must_be_booleans(tmp_path, field, value):
-    """"false" is a truthy string: read as it is, it would silently mean true."""
+    """ "false" is a truthy string: read as it is, it would silently mean true."""
     with pytest.raises(ConfigError, match=f"config field '{field}' must be true or false, got {value!r}"):
         GPT2Config.from_json_file(write(tmp_path, {**GPT2_CONFIG_JSON, field: value}))
 
@@ -194,12 +219,19 @@ def test_an_eos_token_id_outside_the_vocabulary_is_refused_at_load_naming_the_fi
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "model.safetensors").symlink_to(model_dir("tiny") / "model.safetensors")
-    (folder / "config.json").write_text(json.dumps({**json.loads((model_dir("tiny") / "config.json").read_text()), "eos_token_id": 50257}))
-    with pytest.raises(ConfigError, match=r"config.json: config field 'eos_token_id' is 50257, outside the vocabulary \(vocab_size=50257, "
-                                          r"ids 0 \.\. 50256\); set it to the model's end-of-text id \(GPT-2: 50256\) or null"):  # fmt: skip
+    (folder / "config.json").write_text(
+        json.dumps({**json.loads((model_dir("tiny") / "config.json").read_text()), "eos_token_id": 50257})
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"config.json: config field 'eos_token_id' is 50257, outside the vocabulary \(vocab_size=50257, "
+        r"ids 0 \.\. 50256\); set it to the model's end-of-text id \(GPT-2: 50256\) or null",
+    ):
         GPT2.from_pretrained(folder)
     assert GPT2Config(vocab_size=60, eos_token_id=None).eos_token_id is None  # null: never stop early
-    assert GPT2Config(vocab_size=60, eos_token_id=59, bos_token_id=50256).bos_token_id == 50256  # bos is unused: not refused
+    assert (
+        GPT2Config(vocab_size=60, eos_token_id=59, bos_token_id=50256).bos_token_id == 50256
+    )  # bos is unused: not refused
 
 
 def test_n_head_cannot_be_detected_from_the_weights(model_dir, tmp_path):

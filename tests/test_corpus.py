@@ -11,7 +11,27 @@ from gpt2np.config import GPT2Config
 from gpt2np.corpus import length_batches, score_texts, score_token_lists
 from gpt2np.tools.random_model import make_random_checkpoint
 
-WORDS = "the cat sat on a mat and then it ran far away from home to see what was there".split()
+WORDS = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "a",
+    "mat",
+    "and",
+    "then",
+    "it",
+    "ran",
+    "far",
+    "away",
+    "from",
+    "home",
+    "to",
+    "see",
+    "what",
+    "was",
+    "there",
+]
 
 
 def sentence(rng, n_words: int) -> str:
@@ -125,6 +145,10 @@ def test_token_logprobs(tiny, tokenizer):
 
 
 def test_bad_settings(tiny, tokenizer):
-    for kw, match in (({"batch_size": 0}, "batch_size"), ({"max_tokens": 1.5}, "max_tokens"), ({"stride": 64}, "stride")):
+    for kw, match in (
+        ({"batch_size": 0}, "batch_size"),
+        ({"max_tokens": 1.5}, "max_tokens"),
+        ({"stride": 64}, "stride"),
+    ):
         with pytest.raises(InputError, match=match):
             score_texts(tiny, tokenizer, ["a b"], **kw)

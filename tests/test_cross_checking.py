@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, SEED_ATTENTION_MASK, SEED_INPUT_IDS
+
 from gpt2np import GPT2
 from gpt2np.tools.compare import compare_traces, format_report, load_trace
 from gpt2np.tools.trace import write_trace
@@ -42,15 +42,23 @@ def traces(request, sharp, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"traces{fill}")
     ref = out / "reference.safetensors"
     model64 = GPT2.from_pretrained(sharp, dtype="float64", mask_fill=fill)
-    write_trace(ref, model64, SEED_INPUT_IDS, SEED_ATTENTION_MASK, model_name="tiny-sharp",
-                float32_model=GPT2.from_pretrained(sharp, mask_fill=fill))  # fmt: skip
+    write_trace(
+        ref,
+        model64,
+        SEED_INPUT_IDS,
+        SEED_ATTENTION_MASK,
+        model_name="tiny-sharp",
+        float32_model=GPT2.from_pretrained(sharp, mask_fill=fill),
+    )
     paths = {p.stem: p for p in wv.write_variants(ref, sharp, out / "variants")}
     return fill, ref, paths
 
 
 def test_the_sharp_head_has_scores_that_overflow_a_naive_softmax(sharp):
     model = GPT2.from_pretrained(sharp)
-    _, cache = model.run_with_cache(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, names_filter="blocks.0.attn.hook_attn_scores")
+    _, cache = model.run_with_cache(
+        SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, names_filter="blocks.0.attn.hook_attn_scores"
+    )
     scores = cache["blocks.0.attn.hook_attn_scores"]
     assert scores[scores > -1e30].max() > np.log(np.finfo(np.float32).max)  # 88.7
 
@@ -112,7 +120,9 @@ def test_the_page_shows_what_the_commands_print(model_dir, tokenizer_dir, tmp_pa
     for command, shown in commands:
         result = run_doc_command(command, tmp_path, tokenizer_dir, model_dir("tiny"))
         assert result.stderr == "", f"{command}: {result.stderr}"
-        assert comparable(result.stdout) == comparable(shown), f"docs/cross-checking.md shows stale output for `{command}`"
+        assert comparable(result.stdout) == comparable(shown), (
+            f"docs/cross-checking.md shows stale output for `{command}`"
+        )
 
 
 def test_the_pages_python_writer_writes_a_trace_compare_reads(traces, tmp_path):

@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import SEED_ATTENTION_MASK, SEED_INPUT_IDS
+
 from gpt2np import GPT2, GPT2npError
 from gpt2np.tools.cli import main
 from gpt2np.tools.crosscheck import TOLERANCES, Tolerance, compare, compare_greedy, crosscheck, format_report
@@ -30,7 +30,9 @@ def left_padded_random_batch(vocab_size: int, lengths=(7, 4, 2), seed=0):
 @pytest.mark.transformers
 def test_every_fill_and_dtype_agrees(transformers, model_dir):
     results = crosscheck(model_dir("tiny"), SEED_INPUT_IDS, SEED_ATTENTION_MASK, max_new_tokens=5)
-    assert [(r.dtype, r.fill) for r in results] == [(d, f) for d in ("float32", "float64") for f in ("-inf", "-1e9", "min")]
+    assert [(r.dtype, r.fill) for r in results] == [
+        (d, f) for d in ("float32", "float64") for f in ("-inf", "-1e9", "min")
+    ]
     for r in results:
         assert r.failures == [], r.failures
         assert len(r.hidden) == 3  # embeddings, after block 1, block 2 + ln_f
@@ -55,7 +57,15 @@ def test_a_wrong_model_is_caught(model_dir, hf_model):
     model = GPT2.from_pretrained(folder)
     w = model.weights
     broken = dataclasses.replace(w, ln_f=LayerNorm(w.ln_f.weight, w.ln_f.bias + np.float32(1e-3)))  # a tiny slip
-    result = compare(GPT2(model.config, broken), hf_model(folder), SEED_INPUT_IDS, SEED_ATTENTION_MASK, 3, TOLERANCES["float32"], 50256)
+    result = compare(
+        GPT2(model.config, broken),
+        hf_model(folder),
+        SEED_INPUT_IDS,
+        SEED_ATTENTION_MASK,
+        3,
+        TOLERANCES["float32"],
+        50256,
+    )
     assert any(f.startswith("logits") for f in result.failures)
     assert any(f.startswith("hidden state 2") for f in result.failures)  # the state after ln_f
     assert not any(f.startswith("hidden state 1") for f in result.failures)  # the blocks are untouched
@@ -70,7 +80,9 @@ def test_greedy_divergence_is_an_error_except_at_a_near_tie():
     logits = np.zeros((3, 2, 10))  # [steps, B, V]
     logits[1, 1, 6], logits[1, 1, 9] = 2.0, 1.0  # transformers' pick leads by 1.0: no excuse
     agree, total, failures, notes = compare_greedy(ours, theirs, logits, 3, pad=0, tol=tol)
-    assert (agree, total) == (4, 6) and len(failures) == 1 and "row 1 differs from step 1" in failures[0] and notes == []
+    assert (
+        (agree, total) == (4, 6) and len(failures) == 1 and "row 1 differs from step 1" in failures[0] and notes == []
+    )
     logits[1, 1, 9] = 2.0 - 1e-5  # now a near tie: either token is right
     _, _, failures, notes = compare_greedy(ours, theirs, logits, 3, pad=0, tol=tol)
     assert failures == [] and "near tie" in notes[0]
@@ -87,7 +99,19 @@ def test_greedy_runs_of_different_lengths_are_compared_padded():
 @pytest.mark.transformers
 def test_cli_prints_the_librarys_report(transformers, model_dir, tokenizer_dir, capsys):
     folder = model_dir("tiny")
-    code = main(["crosscheck", "--model", str(folder), "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "3", "--dtype", "float32"])
+    code = main(
+        [
+            "crosscheck",
+            "--model",
+            str(folder),
+            "--tokenizer",
+            str(tokenizer_dir),
+            "--max-new-tokens",
+            "3",
+            "--dtype",
+            "float32",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     results = crosscheck(folder, SEED_INPUT_IDS, SEED_ATTENTION_MASK, dtypes=("float32",), max_new_tokens=3)
@@ -111,7 +135,9 @@ def test_cli_exits_1_when_gpt2np_computes_something_else(transformers, model_dir
     # The sigmoid approximation of GELU instead of GPT-2's tanh one: close, but not the same.
     # (Patched where the forward pass looks it up: model.py imports gelu by name.)
     monkeypatch.setattr(gpt2np.model, "gelu", lambda x: x / (1 + np.exp(-1.702 * x)))
-    code = main(["crosscheck", "--model", str(model_dir("tiny")), "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "2"])
+    code = main(
+        ["crosscheck", "--model", str(model_dir("tiny")), "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "2"]
+    )
     out = capsys.readouterr().out
     assert code == 1 and "FAILED: 6 of 6 runs" in out
 

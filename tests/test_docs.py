@@ -18,8 +18,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import ROOT
+
 from gpt2np.tools.cli import main
 
 DOC = ROOT / "docs" / "how-it-works.md"
@@ -73,8 +73,10 @@ def test_every_block_is_checked():
 
 
 def test_the_build_command_builds_the_test_model(tmp_path, model_dir):
-    (command, shown), = [b for b in console_blocks() if b[0].startswith("python -c")]
-    out = subprocess.run([sys.executable, *shlex.split(command)[1:]], cwd=tmp_path, capture_output=True, text=True, check=True)
+    ((command, shown),) = [b for b in console_blocks() if b[0].startswith("python -c")]
+    out = subprocess.run(
+        [sys.executable, *shlex.split(command)[1:]], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
     assert out.stdout == shown == ""
     built = tmp_path / "weights" / "test-models" / "tiny" / "model.safetensors"
     assert built.read_bytes() == (model_dir("tiny") / "model.safetensors").read_bytes()  # the same seed, the same bytes
@@ -91,26 +93,37 @@ def test_plot_block_draws_the_picture_shown(capsys, tmp_path):
     pytest.importorskip("matplotlib", reason="gpt2np plot needs matplotlib (pip install -e '.[plot]')")
     import matplotlib.image
 
-    (command, shown), = [b for b in console_blocks() if b[0].startswith("gpt2np plot")]
+    ((command, shown),) = [b for b in console_blocks() if b[0].startswith("gpt2np plot")]
     args = shlex.split(command)[1:]
     out_dir = args[args.index("--out") + 1]
     args[args.index("--out") + 1] = str(tmp_path)
     assert main(args) == 0
     assert capsys.readouterr().out.replace(str(tmp_path), out_dir) == shown
-    drawn, in_docs = matplotlib.image.imread(tmp_path / "mask.png"), matplotlib.image.imread(ROOT / out_dir / "mask.png")
+    drawn, in_docs = (
+        matplotlib.image.imread(tmp_path / "mask.png"),
+        matplotlib.image.imread(ROOT / out_dir / "mask.png"),
+    )
     assert drawn.shape == in_docs.shape and np.abs(drawn - in_docs).max() < 0.02  # the same picture (fonts may differ)
 
 
 def test_crosscheck_block(capsys, model_dir, transformers):
-    (command, shown), = [b for b in console_blocks() if b[0].startswith("gpt2np crosscheck")]
+    ((command, shown),) = [b for b in console_blocks() if b[0].startswith("gpt2np crosscheck")]
     assert_same_output(shown, run_cli(capsys, command, model_dir), factor=2.0, what=command)
 
 
-@pytest.mark.parametrize("shown, actual, ok", [
-    ("-16.520 x", "-16.521 x", True), ("-16.520 x", "-16.522 x", False), ("2.992e+07", "2.993e+07", True),
-    ("2.992e+07", "2.994e+07", False), ("3.05e-05", "6.1e-05", False), ("text 0:", "text 1:", False), ("a b", "a  b", False),
-    ("16/16", "15/16", False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "shown, actual, ok",
+    [
+        ("-16.520 x", "-16.521 x", True),
+        ("-16.520 x", "-16.522 x", False),
+        ("2.992e+07", "2.993e+07", True),
+        ("2.992e+07", "2.994e+07", False),
+        ("3.05e-05", "6.1e-05", False),
+        ("text 0:", "text 1:", False),
+        ("a b", "a  b", False),
+        ("16/16", "15/16", False),
+    ],
+)
 def test_the_comparison_itself(shown, actual, ok):
     if ok:
         assert_same_output(shown, actual)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import copy
 import re
 import shlex
-from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, SEED_ATTENTION_MASK, SEED_INPUT_IDS, SEED_SENTENCES
+
 from gpt2np import GPT2
 from gpt2np.tools.cli import main
 from gpt2np.tools.explain import STEPS, show_padding
@@ -60,9 +59,9 @@ def test_batch_arrays_are_the_tokenizers(tiny_run, tokenizer):
 def test_nan_and_uniform_rows_and_what_attention_does(tiny_run):
     _, out = tiny_run
     T = SEED_INPUT_IDS.shape[1]
-    assert re.search(r"fill -inf = -inf +softmax = +(nan +){%d}" % (T - 1) + "nan\n", out)
+    assert re.search(r"fill -inf = -inf +softmax = +(nan +){%d}" % (T - 1) + "nan\n", out)  # noqa: UP031  (% keeps the regex's {n} braces single)
     uniform = f"{1 / T:.3f}"  # a finite fill spreads the row evenly over all T keys
-    assert re.search(r"fill -1e9 = -1e\+09 +softmax = +(%s +){%d}%s\n" % (uniform, T - 1, uniform), out)
+    assert re.search(r"fill -1e9 = -1e\+09 +softmax = +(%s +){%d}%s\n" % (uniform, T - 1, uniform), out)  # noqa: UP031
     assert "NaN anywhere in the output: False" in out
     assert "empty rows (mask.empty_rows): [0, 1, 2]; largest |output| of those rows: 0.0" in out
     assert "max |logits(fill) - logits(min)| over the real tokens:\n  -inf 0.0, -1e9 0.0, min 0.0" in out
@@ -133,7 +132,9 @@ def test_steps_can_be_chosen(tokenizer_dir, capsys):
 
 
 def test_user_sentences_and_row(tokenizer_dir, capsys):
-    code, out, _ = explain(capsys, "--tokenizer", tokenizer_dir, "--step", "mask", "--row", "1", "Hello", "Hello there world")
+    code, out, _ = explain(
+        capsys, "--tokenizer", tokenizer_dir, "--step", "mask", "--row", "1", "Hello", "Hello there world"
+    )
     assert code == 0 and "Row 1 of the batch ('Hello there world')" in out
     assert "No query of this row is a pad" in out
     code, _, err = explain(capsys, "--tokenizer", tokenizer_dir, "--row", "5", "Hello")
@@ -164,7 +165,9 @@ def test_docs_show_what_explain_prints(model_dir, capsys):
         args = [str(model_dir("tiny")) if a == "weights/test-models/tiny" else a for a in args]
         code, out, _ = explain(capsys, *args[1:])
         assert code == 0
-        assert out == shown, f"docs/how-it-works.md shows stale output for `{command}`; paste the command's output again"
+        assert out == shown, (
+            f"docs/how-it-works.md shows stale output for `{command}`; paste the command's output again"
+        )
 
 
 def test_docs_link_to_files_that_exist():
@@ -196,7 +199,7 @@ def test_explains_default_fill_is_minus_inf():
 
 def test_minus_1e9_is_uniform_in_float32_only(capsys, model_dir):
     """In float64, score - 1e9 keeps the scores' differences: the forbidden row is softmax(scores)."""
-    row = lambda out, fill: re.search(rf"fill {re.escape(fill)} = \S+ +softmax = (.*)\n", out).group(1).split()  # noqa: E731
+    row = lambda out, fill: re.search(rf"fill {re.escape(fill)} = \S+ +softmax = (.*)\n", out).group(1).split()
     code, out32, _ = explain(capsys, "--step", "empty-rows", "--model", model_dir("tiny"))
     code64, out64, _ = explain(capsys, "--step", "empty-rows", "--model", model_dir("tiny"), "--dtype", "float64")
     assert code == code64 == 0
@@ -219,7 +222,13 @@ def test_block_step_prints_the_cached_activations(model_dir, tokenizer_dir, caps
     model = GPT2.from_pretrained(folder)
     logits, cache = model.run_with_cache(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK)
     row, t = 0, 7  # the first padded row's last token
-    for name in ("hook_embed", "blocks.0.ln1.hook_normalized", "blocks.0.hook_attn_out", "blocks.0.mlp.hook_post", "blocks.0.hook_resid_post"):
+    for name in (
+        "hook_embed",
+        "blocks.0.ln1.hook_normalized",
+        "blocks.0.hook_attn_out",
+        "blocks.0.mlp.hook_post",
+        "blocks.0.hook_resid_post",
+    ):
         shown = " ".join(f"{x:.3f}" for x in cache[name][row, t][:6])
         assert re.search(rf"\[{re.escape(shown)} \.\.\.\] \(\d+\) +{re.escape(name)}", out), name
     pattern = cache["blocks.0.attn.hook_pattern"][row, 0, t]

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import SEED_ATTENTION_MASK, SEED_INPUT_IDS
+
 from gpt2np import GPT2
 
 FILLS = ["-inf", "-1e9", "min"]
@@ -25,7 +25,7 @@ def test_each_row_alone_equals_the_batch(model_dir, name, fill):
     batch = model.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=15)
     for row, mask in enumerate(SEED_ATTENTION_MASK.astype(bool)):
         alone = model.generate(SEED_INPUT_IDS[row][mask][None], max_new_tokens=15)
-        np.testing.assert_array_equal(alone[0, mask.sum():], batch[row, 8:])
+        np.testing.assert_array_equal(alone[0, mask.sum() :], batch[row, 8:])
 
 
 def test_generated_text_is_not_a_degenerate_loop(tiny):
@@ -47,7 +47,10 @@ def test_lengths_prompt_included(tiny):
     np.testing.assert_array_equal(out[:, :8], SEED_INPUT_IDS)  # the prompt comes back unchanged
     assert tiny.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK).shape == (3, 20)  # default max_length
     # max_new_tokens wins over max_length, as in transformers
-    assert tiny.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_length=9, max_new_tokens=4).shape == (3, 12)
+    assert tiny.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_length=9, max_new_tokens=4).shape == (
+        3,
+        12,
+    )
     one = tiny.generate(SEED_INPUT_IDS[1], max_new_tokens=3)
     assert one.shape == (11,)  # 1-D in, 1-D out
 
@@ -55,7 +58,9 @@ def test_lengths_prompt_included(tiny):
 def test_eos_finishes_rows_and_pads_them(tiny):
     free = tiny.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=10)
     eos = int(free[0, 8 + 2])  # what row 0 says third: make it the end of text
-    out = tiny.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=10, eos_token_id=eos, pad_token_id=7)
+    out = tiny.generate(
+        SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=10, eos_token_id=eos, pad_token_id=7
+    )
     for row in range(3):
         new = out[row, 8:]
         hits = np.flatnonzero(new == eos)
@@ -66,10 +71,14 @@ def test_eos_finishes_rows_and_pads_them(tiny):
     if not all((out[row, 8:] == eos).any() for row in range(3)):  # some row goes on: so does generation
         assert out.shape == (3, 18)
     # when every row has finished, generation stops early
-    lone = tiny.generate(SEED_INPUT_IDS[:1], attention_mask=SEED_ATTENTION_MASK[:1], max_new_tokens=10, eos_token_id=eos)
+    lone = tiny.generate(
+        SEED_INPUT_IDS[:1], attention_mask=SEED_ATTENTION_MASK[:1], max_new_tokens=10, eos_token_id=eos
+    )
     assert lone.shape == (1, 8 + 3)
     # eos_token_id=None: never stop
-    assert tiny.generate(SEED_INPUT_IDS[:1], attention_mask=SEED_ATTENTION_MASK[:1], max_new_tokens=10, eos_token_id=None).shape == (1, 18)
+    assert tiny.generate(
+        SEED_INPUT_IDS[:1], attention_mask=SEED_ATTENTION_MASK[:1], max_new_tokens=10, eos_token_id=None
+    ).shape == (1, 18)
 
 
 def test_streamer_sees_every_step(tiny):
@@ -102,5 +111,7 @@ def test_sampling_is_reproducible_and_varies_with_the_seed(tiny):
 
 def test_sampling_with_top_k_1_is_greedy(tiny):
     greedy = tiny.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=8)
-    sampled = tiny.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=8, do_sample=True, top_k=1, seed=0)
+    sampled = tiny.generate(
+        SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=8, do_sample=True, top_k=1, seed=0
+    )
     np.testing.assert_array_equal(greedy, sampled)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import SEED_ATTENTION_MASK, SEED_INPUT_IDS
+
 from gpt2np import GPT2, InputError
 from gpt2np.hooks import BLOCK_POINTS, activation_names, axes
 from gpt2np.layers import gelu, softmax
@@ -46,7 +46,11 @@ def test_names_in_forward_order(tiny):
     assert names[:2] == ["hook_embed", "hook_pos_embed"] and names[-2:] == ["ln_final.hook_normalized", "logits"]
     assert len(names) == 4 + L * len(BLOCK_POINTS) and len(set(names)) == len(names)
     assert names == activation_names(L)
-    assert names.index("blocks.0.attn.hook_z") < names.index("blocks.0.hook_attn_out") < names.index("blocks.1.hook_resid_pre")
+    assert (
+        names.index("blocks.0.attn.hook_z")
+        < names.index("blocks.0.hook_attn_out")
+        < names.index("blocks.1.hook_resid_pre")
+    )
 
 
 def test_cache_has_every_point_with_its_shape(tiny):
@@ -72,8 +76,12 @@ def test_cache_equals_the_plain_outputs_and_nothing_overwrites_it(tiny):
     for i in range(L):
         p = f"blocks.{i}."
         np.testing.assert_array_equal(cache[p + "hook_resid_pre"], out.hidden_states[i])
-        np.testing.assert_array_equal(cache[p + "hook_resid_mid"], cache[p + "hook_resid_pre"] + cache[p + "hook_attn_out"])
-        np.testing.assert_array_equal(cache[p + "hook_resid_post"], cache[p + "hook_resid_mid"] + cache[p + "hook_mlp_out"])
+        np.testing.assert_array_equal(
+            cache[p + "hook_resid_mid"], cache[p + "hook_resid_pre"] + cache[p + "hook_attn_out"]
+        )
+        np.testing.assert_array_equal(
+            cache[p + "hook_resid_post"], cache[p + "hook_resid_mid"] + cache[p + "hook_mlp_out"]
+        )
         np.testing.assert_array_equal(cache[p + "mlp.hook_post"], gelu(cache[p + "mlp.hook_pre"].copy()))
         np.testing.assert_array_equal(cache[p + "attn.hook_pattern"], out.attentions[i])
         probs = softmax(cache[p + "attn.hook_attn_scores"].copy())
@@ -85,18 +93,27 @@ def test_cache_equals_the_plain_outputs_and_nothing_overwrites_it(tiny):
 
 
 def test_names_filter_and_one_sequence(tiny):
-    _, cache = tiny.run_with_cache(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, names_filter="blocks.1.attn.hook_q")
+    _, cache = tiny.run_with_cache(
+        SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, names_filter="blocks.1.attn.hook_q"
+    )
     assert list(cache) == ["blocks.1.attn.hook_q"]
     _, cache = tiny.run_with_cache(SEED_INPUT_IDS, names_filter=lambda n: n.endswith("hook_normalized"))
-    assert list(cache) == ["blocks.0.ln1.hook_normalized", "blocks.0.ln2.hook_normalized", "blocks.1.ln1.hook_normalized",
-                           "blocks.1.ln2.hook_normalized", "ln_final.hook_normalized"]  # fmt: skip
+    assert list(cache) == [
+        "blocks.0.ln1.hook_normalized",
+        "blocks.0.ln2.hook_normalized",
+        "blocks.1.ln1.hook_normalized",
+        "blocks.1.ln2.hook_normalized",
+        "ln_final.hook_normalized",
+    ]
     logits, cache = tiny.run_with_cache(SEED_INPUT_IDS[1])  # 1-D: the batch axis is dropped, as for the outputs
     assert logits.shape == (8, tiny.config.vocab_size) and cache["blocks.0.attn.hook_pattern"].shape == (2, 8, 8)
     np.testing.assert_array_equal(logits, tiny(SEED_INPUT_IDS[1]).logits)
 
 
 def test_bad_names_list_the_nearest(tiny):
-    with pytest.raises(InputError, match=r"'blocks\.0\.hook_resid_pr' is not an activation point.*nearest: blocks\.0\.hook_resid_pre"):
+    with pytest.raises(
+        InputError, match=r"'blocks\.0\.hook_resid_pr' is not an activation point.*nearest: blocks\.0\.hook_resid_pre"
+    ):
         tiny.run_with_cache(SEED_INPUT_IDS, names_filter=["blocks.0.hook_resid_pr"])
     with pytest.raises(InputError, match=r"nearest: blocks\.0\.ln1\.hook_normalized"):
         tiny.run_with_hooks(SEED_INPUT_IDS, fwd_hooks=[("blocks.0.ln1.hook_normalised", lambda a, n: None)])
@@ -113,14 +130,20 @@ def test_bad_names_list_the_nearest(tiny):
 
 def test_hooks_see_every_point_in_forward_order_and_looking_changes_nothing(tiny):
     seen = []
-    logits = tiny.run_with_hooks(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, fwd_hooks=[(lambda n: True, lambda a, n: seen.append(n))])
+    logits = tiny.run_with_hooks(
+        SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, fwd_hooks=[(lambda n: True, lambda a, n: seen.append(n))]
+    )
     assert seen == tiny.activation_names()
     np.testing.assert_array_equal(logits, tiny(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK).logits)
 
 
 def test_what_a_hook_keeps_is_never_overwritten(tiny):
     kept = {}
-    tiny.run_with_hooks(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, fwd_hooks=[(lambda n: True, lambda a, n: kept.setdefault(n, a))])
+    tiny.run_with_hooks(
+        SEED_INPUT_IDS,
+        attention_mask=SEED_ATTENTION_MASK,
+        fwd_hooks=[(lambda n: True, lambda a, n: kept.setdefault(n, a))],
+    )
     _, cache = tiny.run_with_cache(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK)
     for name in cache:
         np.testing.assert_array_equal(kept[name], cache[name], err_msg=name)
@@ -147,9 +170,14 @@ def test_a_replacement_is_used_and_the_callers_array_is_left_alone(tiny):
 
 
 def test_wrong_shaped_replacement_names_the_point(tiny):
-    with pytest.raises(InputError, match=r"blocks\.0\.attn\.hook_q.*shape \[3, 2, 8, 16\].*\[3, 8, 2, 16\] \[B, T, H, D\]"):
-        tiny.run_with_hooks(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK,
-                            fwd_hooks=[("blocks.0.attn.hook_q", lambda a, n: a.swapaxes(1, 2))])  # fmt: skip
+    with pytest.raises(
+        InputError, match=r"blocks\.0\.attn\.hook_q.*shape \[3, 2, 8, 16\].*\[3, 8, 2, 16\] \[B, T, H, D\]"
+    ):
+        tiny.run_with_hooks(
+            SEED_INPUT_IDS,
+            attention_mask=SEED_ATTENTION_MASK,
+            fwd_hooks=[("blocks.0.attn.hook_q", lambda a, n: a.swapaxes(1, 2))],
+        )
     with pytest.raises(InputError, match=r"'logits' returned str"):
         tiny.run_with_hooks(SEED_INPUT_IDS, fwd_hooks=[("logits", lambda a, n: "zero")])
 
@@ -218,7 +246,11 @@ def test_zeroing_a_heads_z_equals_transformers_pre_hook_on_c_proj(model_dir, hf_
     handle = hf.transformer.h[layer].attn.c_proj.register_forward_pre_hook(zero_slice)
     try:
         with torch.no_grad():
-            theirs = hf(torch.tensor(ids), attention_mask=torch.tensor(mask), position_ids=torch.tensor(position_ids_from_mask(mask))).logits.numpy()
+            theirs = hf(
+                torch.tensor(ids),
+                attention_mask=torch.tensor(mask),
+                position_ids=torch.tensor(position_ids_from_mask(mask)),
+            ).logits.numpy()
     finally:
         handle.remove()
     real = mask.astype(bool)

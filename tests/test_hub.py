@@ -24,7 +24,14 @@ import pytest
 
 import gpt2np.hub as hub
 from gpt2np import GPT2, CheckpointError, GPT2Config, ModelNotFoundError, Tokenizer
-from gpt2np.hub import GPT2_TOKENIZER_FILES, HUB_REPOS, KNOWN_FILES, resolve_model_files, resolve_tokenizer_files, verify_file
+from gpt2np.hub import (
+    GPT2_TOKENIZER_FILES,
+    HUB_REPOS,
+    KNOWN_FILES,
+    resolve_model_files,
+    resolve_tokenizer_files,
+    verify_file,
+)
 from gpt2np.tools.random_model import make_random_checkpoint
 
 CONFIG = GPT2Config(vocab_size=60, n_positions=12, n_embd=8, n_layer=1, n_head=2, eos_token_id=59)
@@ -45,7 +52,9 @@ def blob_name(filename: str, data: bytes) -> str:
     return sha256(data) if filename.endswith(LFS_SUFFIXES) else git_sha1(data)
 
 
-def add_to_hub_cache(hf_home: Path, repo_id: str, files: dict[str, bytes], blob_names: dict[str, str] | None = None) -> Path:
+def add_to_hub_cache(
+    hf_home: Path, repo_id: str, files: dict[str, bytes], blob_names: dict[str, str] | None = None
+) -> Path:
     """Lay files out as huggingface_hub caches them; return the snapshot folder.
     blob_names overrides a file's blob name (to fake a blob whose content does not match)."""
     repo = hf_home / "hub" / ("models--" + repo_id.replace("/", "--"))
@@ -76,7 +85,11 @@ def free_port() -> int:
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """Fresh, empty caches and weights folder; offline unless a test says otherwise."""
-    env = {"HF_HOME": tmp_path / "hf", "GPT2NP_WEIGHTS": tmp_path / "weights", "GPT2NP_CACHE": tmp_path / "gpt2np-cache"}
+    env = {
+        "HF_HOME": tmp_path / "hf",
+        "GPT2NP_WEIGHTS": tmp_path / "weights",
+        "GPT2NP_CACHE": tmp_path / "gpt2np-cache",
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, str(value))
     for key in ("HF_HUB_CACHE", "HF_ENDPOINT"):
@@ -109,7 +122,9 @@ def sha_calls(monkeypatch) -> list:
 def test_known_files_hold_the_published_sizes_and_hashes():
     """The published numbers (issue 5; the hub's listing of openai-community/gpt2), typed in by hand."""
     assert KNOWN_FILES[("openai-community/gpt2", "model.safetensors")] == (
-        548105171, "248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707")  # fmt: skip
+        548105171,
+        "248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707",
+    )
     assert GPT2_TOKENIZER_FILES == {
         "vocab.json": (1042301, "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"),
         "merges.txt": (456318, "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"),
@@ -155,8 +170,11 @@ def test_a_model_folder_without_tokenizer_files_uses_gpt2s_when_its_config_has_g
     (folder / "config.json").write_text(json.dumps({**CONFIG.to_dict(), "vocab_size": 50257}))
     assert resolve_tokenizer_files(folder) == hub.packaged_tokenizer_files()
     (folder / "config.json").write_text(json.dumps(CONFIG.to_dict()))  # 60 tokens: not GPT-2's vocabulary
-    with pytest.raises(ModelNotFoundError, match=r"model has no tokenizer files \(vocab.json \+ merges.txt or tokenizer.json\).*"
-                                                 r"config.json has 60 tokens, not GPT-2's 50257.*--tokenizer FOLDER"):  # fmt: skip
+    with pytest.raises(
+        ModelNotFoundError,
+        match=r"model has no tokenizer files \(vocab.json \+ merges.txt or tokenizer.json\).*"
+        r"config.json has 60 tokens, not GPT-2's 50257.*--tokenizer FOLDER",
+    ):
         Tokenizer.from_pretrained(folder)
     (folder / "config.json").unlink()
     with pytest.raises(ModelNotFoundError, match=r"has no config.json.*--tokenizer FOLDER"):
@@ -179,11 +197,17 @@ def test_a_changed_tokenizer_file_is_refused(tokenizer_dir, tmp_path):
     vocab = bytearray((tokenizer_dir / "vocab.json").read_bytes())
     vocab[100] ^= 1  # same size, one bit different
     (tmp_path / "vocab.json").write_bytes(bytes(vocab))
-    with pytest.raises(CheckpointError, match=r"vocab.json has sha256 [0-9a-f]{64} but openai-community/gpt2's vocab.json has 196139668be6.*"
-                                              r"the file is corrupted; delete it and download it again.*verify=False / --no-verify"):  # fmt: skip
+    with pytest.raises(
+        CheckpointError,
+        match=r"vocab.json has sha256 [0-9a-f]{64} but openai-community/gpt2's vocab.json has 196139668be6.*"
+        r"the file is corrupted; delete it and download it again.*verify=False / --no-verify",
+    ):
         verify_file(tmp_path / "vocab.json", "openai-community/gpt2", "vocab.json")
     (tmp_path / "merges.txt").write_bytes((tokenizer_dir / "merges.txt").read_bytes()[:-10])
-    with pytest.raises(CheckpointError, match=r"merges.txt is 456308 bytes but openai-community/gpt2's merges.txt is 456318 bytes: it is truncated"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"merges.txt is 456308 bytes but openai-community/gpt2's merges.txt is 456318 bytes: it is truncated",
+    ):
         verify_file(tmp_path / "merges.txt", "openai-community/gpt2", "merges.txt")
 
 
@@ -232,7 +256,10 @@ def test_a_cached_gpt2_that_is_not_the_official_file_is_refused(tmp_path, hf_hom
     random model) is not GPT-2's, and verify=False is the explicit way to use it anyway."""
     files = model_files(tmp_path)
     snapshot = add_to_hub_cache(hf_home, cached_as, files)
-    with pytest.raises(CheckpointError, match=rf"is {len(files['model.safetensors'])} bytes but openai-community/gpt2's model.safetensors is 548105171 bytes"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"is {len(files['model.safetensors'])} bytes but openai-community/gpt2's model.safetensors is 548105171 bytes",
+    ):
         GPT2.from_pretrained("gpt2")
     assert GPT2.from_pretrained("gpt2", verify=False).config == CONFIG
     assert resolve_model_files("gpt2", verify=False)["model.safetensors"] == snapshot / "model.safetensors"
@@ -243,8 +270,13 @@ def test_a_blob_whose_content_does_not_match_its_name_is_refused(tmp_path, hf_ho
     damaged = bytearray(files["model.safetensors"])
     damaged[-1] ^= 0xFF  # the last weight's last byte: still a loadable file
     claimed = sha256(files["model.safetensors"])
-    add_to_hub_cache(hf_home, "acme/tiny", {**files, "model.safetensors": bytes(damaged)}, blob_names={"model.safetensors": claimed})
-    with pytest.raises(CheckpointError, match=rf"has sha256 {sha256(bytes(damaged))} but acme/tiny's model.safetensors has {claimed}: the file is corrupted"):
+    add_to_hub_cache(
+        hf_home, "acme/tiny", {**files, "model.safetensors": bytes(damaged)}, blob_names={"model.safetensors": claimed}
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=rf"has sha256 {sha256(bytes(damaged))} but acme/tiny's model.safetensors has {claimed}: the file is corrupted",
+    ):
         GPT2.from_pretrained("acme/tiny")
     assert GPT2.from_pretrained("acme/tiny", verify=False).config == CONFIG  # the explicit way out
 
@@ -295,11 +327,15 @@ def test_known_file_sizes_and_hashes_are_enforced(tmp_path, hf_home, monkeypatch
     add_to_hub_cache(hf_home, "acme/tiny", files)
     known = ("acme/tiny", "model.safetensors")
     monkeypatch.setattr(hub, "KNOWN_FILES", {known: (len(data) + 1, sha256(data))})
-    with pytest.raises(CheckpointError, match=rf"is {len(data)} bytes but acme/tiny's model.safetensors is {len(data) + 1} bytes"):
+    with pytest.raises(
+        CheckpointError, match=rf"is {len(data)} bytes but acme/tiny's model.safetensors is {len(data) + 1} bytes"
+    ):
         GPT2.from_pretrained("acme/tiny")
     assert sha_calls == []  # a wrong size is refused before hashing 500 MB
     monkeypatch.setattr(hub, "KNOWN_FILES", {known: (len(data), "0" * 64)})
-    with pytest.raises(CheckpointError, match=rf"has sha256 {sha256(data)} but acme/tiny's model.safetensors has 0{{64}}"):
+    with pytest.raises(
+        CheckpointError, match=rf"has sha256 {sha256(data)} but acme/tiny's model.safetensors has 0{{64}}"
+    ):
         GPT2.from_pretrained("acme/tiny")
     monkeypatch.setattr(hub, "KNOWN_FILES", {known: (len(data), sha256(data))})
     assert GPT2.from_pretrained("acme/tiny").config == CONFIG
@@ -319,8 +355,13 @@ def test_known_files_are_checked_in_the_weights_folder_too(tmp_path, monkeypatch
 def test_a_cached_repo_with_only_pytorch_model_bin_is_refused_unread(tmp_path, hf_home):
     marker = tmp_path / "the-pickle-ran"
     payload = pickle.dumps(_Payload(marker))
-    add_to_hub_cache(hf_home, "acme/old", {"config.json": json.dumps(CONFIG.to_dict()).encode(), "pytorch_model.bin": payload})
-    with pytest.raises(CheckpointError, match="the cached hub repo acme/old has only pytorch_model.bin, a pickle file. gpt2np never unpickles"):
+    add_to_hub_cache(
+        hf_home, "acme/old", {"config.json": json.dumps(CONFIG.to_dict()).encode(), "pytorch_model.bin": payload}
+    )
+    with pytest.raises(
+        CheckpointError,
+        match="the cached hub repo acme/old has only pytorch_model.bin, a pickle file. gpt2np never unpickles",
+    ):
         GPT2.from_pretrained("acme/old")
     assert not marker.exists()
 
@@ -389,7 +430,10 @@ def test_where_the_caches_are(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("name", ["gpt2", "acme/tiny", "distilgpt2"])
 def test_offline_and_not_cached_says_how_to_get_the_files(name):
-    with pytest.raises(ModelNotFoundError, match=rf"'{name}' is not downloaded and HF_HUB_OFFLINE is set.*Run `gpt2np download {name}` on a machine with network"):
+    with pytest.raises(
+        ModelNotFoundError,
+        match=rf"'{name}' is not downloaded and HF_HUB_OFFLINE is set.*Run `gpt2np download {name}` on a machine with network",
+    ):
         GPT2.from_pretrained(name)
     if name not in HUB_REPOS:  # GPT-2's own tokenizer ships with gpt2np; another repo's does not
         with pytest.raises(ModelNotFoundError, match=f"Run `gpt2np download {name}`"):
@@ -399,7 +443,10 @@ def test_offline_and_not_cached_says_how_to_get_the_files(name):
 def test_no_network_and_not_cached_says_how_to_get_the_files(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
-    with pytest.raises(ModelNotFoundError, match=r"cannot get 'gpt2': the Hugging Face hub is unreachable.*Run `gpt2np download gpt2` on a machine with network"):
+    with pytest.raises(
+        ModelNotFoundError,
+        match=r"cannot get 'gpt2': the Hugging Face hub is unreachable.*Run `gpt2np download gpt2` on a machine with network",
+    ):
         GPT2.from_pretrained("gpt2")
 
 
@@ -411,7 +458,10 @@ def test_local_files_only_never_downloads(monkeypatch):
 
 @pytest.mark.parametrize("name", ["bad name!", "--x", "x" * 200])
 def test_a_name_that_cannot_be_a_repo(name):
-    with pytest.raises(ModelNotFoundError, match=r"is not a model folder, not in .*, and not a valid hub repo id; known names: gpt2, gpt2-medium"):
+    with pytest.raises(
+        ModelNotFoundError,
+        match=r"is not a model folder, not in .*, and not a valid hub repo id; known names: gpt2, gpt2-medium",
+    ):
         GPT2.from_pretrained(name)
 
 
@@ -437,7 +487,9 @@ def test_a_file_given_as_the_model_folder(tmp_path):
 
 
 def test_download_refuses_when_offline(tmp_path):
-    with pytest.raises(ModelNotFoundError, match="cannot download 'gpt2': HF_HUB_OFFLINE is set; unset it on a machine with network"):
+    with pytest.raises(
+        ModelNotFoundError, match="cannot download 'gpt2': HF_HUB_OFFLINE is set; unset it on a machine with network"
+    ):
         hub.download("gpt2", dest=tmp_path / "dest")
     assert not (tmp_path / "dest").exists()
 
@@ -445,7 +497,10 @@ def test_download_refuses_when_offline(tmp_path):
 def test_download_without_network_says_so(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
-    with pytest.raises(ModelNotFoundError, match=r"cannot download 'gpt2': the Hugging Face hub \(http://127.0.0.1:\d+\) is unreachable.*copy weights/gpt2/ here"):
+    with pytest.raises(
+        ModelNotFoundError,
+        match=r"cannot download 'gpt2': the Hugging Face hub \(http://127.0.0.1:\d+\) is unreachable.*copy weights/gpt2/ here",
+    ):
         hub.download("gpt2", dest=tmp_path / "dest")
 
 
@@ -535,7 +590,9 @@ def fake_hub(monkeypatch):
         monkeypatch.setenv("HF_ENDPOINT", fake.url)
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.setattr(constants, "ENDPOINT", fake.url)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", fake.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(
+            constants, "HUGGINGFACE_CO_URL_TEMPLATE", fake.url + "/{repo_id}/resolve/{revision}/{filename}"
+        )
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
         monkeypatch.setattr(hf_api.api, "endpoint", fake.url)
         return fake
@@ -567,7 +624,9 @@ def test_a_download_damaged_on_the_way_is_refused(tmp_path, fake_hub):
 
 def test_a_download_that_is_not_the_known_file_is_refused(tmp_path, fake_hub, monkeypatch):
     files = model_files(tmp_path)
-    monkeypatch.setitem(hub.KNOWN_FILES, ("acme/tiny", "model.safetensors"), (len(files["model.safetensors"]), "1" * 64))
+    monkeypatch.setitem(
+        hub.KNOWN_FILES, ("acme/tiny", "model.safetensors"), (len(files["model.safetensors"]), "1" * 64)
+    )
     fake_hub({"acme/tiny": files})
     with pytest.raises(CheckpointError, match="but acme/tiny's model.safetensors has 1{64}"):
         GPT2.from_pretrained("acme/tiny")
@@ -576,26 +635,35 @@ def test_a_download_that_is_not_the_known_file_is_refused(tmp_path, fake_hub, mo
 
 def test_an_unknown_repo_on_a_reachable_hub(fake_hub):
     fake_hub({})
-    with pytest.raises(ModelNotFoundError, match="'acme/nothing' is neither a local folder nor a model on the Hugging Face hub; known names: gpt2"):
+    with pytest.raises(
+        ModelNotFoundError,
+        match="'acme/nothing' is neither a local folder nor a model on the Hugging Face hub; known names: gpt2",
+    ):
         GPT2.from_pretrained("acme/nothing")
 
 
 def test_a_hub_repo_with_only_pytorch_model_bin_is_refused(tmp_path, fake_hub):
     fake = fake_hub({"acme/old": {"config.json": b"{}", "pytorch_model.bin": b"\x80\x04pickle"}})
-    with pytest.raises(CheckpointError, match="the hub repo acme/old has only pytorch_model.bin, a pickle file. gpt2np never unpickles"):
+    with pytest.raises(
+        CheckpointError, match="the hub repo acme/old has only pytorch_model.bin, a pickle file. gpt2np never unpickles"
+    ):
         GPT2.from_pretrained("acme/old")
     assert ("GET", "/acme/old/resolve/main/pytorch_model.bin") not in fake.requests  # never even fetched
 
 
 def test_a_hub_repo_without_weights(fake_hub):
     fake_hub({"acme/empty": {"README.md": b"hi"}})
-    with pytest.raises(ModelNotFoundError, match=r"the hub repo acme/empty has none of config.json \+ model.safetensors"):
+    with pytest.raises(
+        ModelNotFoundError, match=r"the hub repo acme/empty has none of config.json \+ model.safetensors"
+    ):
         GPT2.from_pretrained("acme/empty")
 
 
 def test_the_tokenizer_is_downloaded_from_either_file_set(tokenizer_dir, tmp_path, fake_hub):
     vocab_merges = {f: (tokenizer_dir / f).read_bytes() for f in ("vocab.json", "merges.txt")}
-    Tokenizer.from_vocab_and_merges(tokenizer_dir / "vocab.json", tokenizer_dir / "merges.txt").backend.save(str(tmp_path / "tokenizer.json"))
+    Tokenizer.from_vocab_and_merges(tokenizer_dir / "vocab.json", tokenizer_dir / "merges.txt").backend.save(
+        str(tmp_path / "tokenizer.json")
+    )
     fake_hub({"acme/a": vocab_merges, "acme/b": {"tokenizer.json": (tmp_path / "tokenizer.json").read_bytes()}})
     for repo in ("acme/a", "acme/b"):
         assert Tokenizer.from_pretrained(repo).encode("My dog is") == [3666, 3290, 318], repo
@@ -621,12 +689,17 @@ def test_download_into_weights_is_found_by_name(tmp_path, fake_hub, monkeypatch)
     fake_hub({"acme/tiny": model_files(tmp_path)})
     assert hub.download("acme/tiny") == tmp_path / "weights" / "acme/tiny"
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert resolve_model_files("acme/tiny")["model.safetensors"] == tmp_path / "weights" / "acme" / "tiny" / "model.safetensors"
+    assert (
+        resolve_model_files("acme/tiny")["model.safetensors"]
+        == tmp_path / "weights" / "acme" / "tiny" / "model.safetensors"
+    )
 
 
 def test_download_verifies_known_files(tmp_path, fake_hub, monkeypatch):
     files = model_files(tmp_path)
-    monkeypatch.setitem(hub.KNOWN_FILES, ("acme/tiny", "model.safetensors"), (len(files["model.safetensors"]), "2" * 64))
+    monkeypatch.setitem(
+        hub.KNOWN_FILES, ("acme/tiny", "model.safetensors"), (len(files["model.safetensors"]), "2" * 64)
+    )
     fake_hub({"acme/tiny": files})
     with pytest.raises(CheckpointError, match="but acme/tiny's model.safetensors has 2{64}: the file is corrupted"):
         hub.download("acme/tiny", dest=tmp_path / "dest")
@@ -645,7 +718,10 @@ def test_download_checks_large_files_against_the_hubs_sha256(tmp_path, fake_hub,
 def test_download_refuses_a_file_damaged_on_the_way(tmp_path, fake_hub):
     files = model_files(tmp_path)
     fake_hub({"acme/tiny": files}, corrupt={"model.safetensors"})
-    with pytest.raises(CheckpointError, match=f"but acme/tiny's model.safetensors has {sha256(files['model.safetensors'])}: the file is corrupted; delete it"):
+    with pytest.raises(
+        CheckpointError,
+        match=f"but acme/tiny's model.safetensors has {sha256(files['model.safetensors'])}: the file is corrupted; delete it",
+    ):
         hub.download("acme/tiny", dest=tmp_path / "dest")
     assert hub.download("acme/tiny", dest=tmp_path / "dest2", verify=False) == tmp_path / "dest2"
 
@@ -656,7 +732,12 @@ def test_download_does_not_copy_a_damaged_cache_blob_silently(tmp_path, hf_home,
     files = model_files(tmp_path)
     damaged = bytearray(files["model.safetensors"])
     damaged[-1] ^= 1
-    add_to_hub_cache(hf_home, "acme/tiny", {"model.safetensors": bytes(damaged)}, blob_names={"model.safetensors": sha256(files["model.safetensors"])})
+    add_to_hub_cache(
+        hf_home,
+        "acme/tiny",
+        {"model.safetensors": bytes(damaged)},
+        blob_names={"model.safetensors": sha256(files["model.safetensors"])},
+    )
     fake_hub({"acme/tiny": files})
     with pytest.raises(CheckpointError, match="the file is corrupted"):
         hub.download("acme/tiny", dest=tmp_path / "dest")

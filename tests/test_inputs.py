@@ -15,7 +15,9 @@ from gpt2np.tools.random_model import random_tensors
 from gpt2np.weights import weights_from_tensors
 
 VOCAB, N_POS, EOS = 100, 16, 99
-CONFIG = GPT2Config(vocab_size=VOCAB, n_positions=N_POS, n_embd=16, n_layer=2, n_head=2, bos_token_id=EOS, eos_token_id=EOS)
+CONFIG = GPT2Config(
+    vocab_size=VOCAB, n_positions=N_POS, n_embd=16, n_layer=2, n_head=2, bos_token_id=EOS, eos_token_id=EOS
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,9 @@ def test_out_of_vocabulary_ids_are_refused(model, bad):
     ids = IDS.copy()
     ids[1, 2] = bad
     for call in (lambda: model(ids), lambda: model.generate(ids, max_new_tokens=1)):
-        with pytest.raises(InputError, match=rf"input_ids\[1, 2\] = {bad} is not a token id: ids must lie in 0 \.\. {VOCAB - 1}"):
+        with pytest.raises(
+            InputError, match=rf"input_ids\[1, 2\] = {bad} is not a token id: ids must lie in 0 \.\. {VOCAB - 1}"
+        ):
             call()
 
 
@@ -54,7 +58,9 @@ def test_the_largest_and_smallest_ids_are_accepted(model):
     ],
 )
 def test_non_integer_ids_are_refused(model, ids, dtype_word):
-    with pytest.raises(InputError, match=rf"input_ids must hold integers, got dtype {dtype_word}.*np\.asarray\(ids, dtype=np\.int64\)"):
+    with pytest.raises(
+        InputError, match=rf"input_ids must hold integers, got dtype {dtype_word}.*np\.asarray\(ids, dtype=np\.int64\)"
+    ):
         model(ids)
     with pytest.raises(InputError, match="must hold integers"):
         model.generate(ids, max_new_tokens=1)
@@ -80,11 +86,16 @@ def test_ragged_ids_are_refused_with_the_padding_recipe(model):
 
 @pytest.mark.parametrize("ids, shape", [(5, r"\[\]"), (np.zeros((1, 2, 3), dtype=np.int64), r"\[1, 2, 3\]")])
 def test_ids_of_the_wrong_rank_are_refused(model, ids, shape):
-    with pytest.raises(InputError, match=rf"input_ids must be 2-D \[batch, sequence\] \(or 1-D for one sequence\), got shape {shape}"):
+    with pytest.raises(
+        InputError, match=rf"input_ids must be 2-D \[batch, sequence\] \(or 1-D for one sequence\), got shape {shape}"
+    ):
         model(ids)
 
 
-@pytest.mark.parametrize("ids", [[], [[]], np.zeros((0,), dtype=np.int64), np.zeros((1, 0), dtype=np.int64), np.zeros((0, 3), dtype=np.int64)])
+@pytest.mark.parametrize(
+    "ids",
+    [[], [[]], np.zeros((0,), dtype=np.int64), np.zeros((1, 0), dtype=np.int64), np.zeros((0, 3), dtype=np.int64)],
+)
 def test_an_empty_prompt_is_refused_as_empty(model, ids):
     # np.asarray([]) is float64: the message must still say "empty", not "must hold integers".
     with pytest.raises(InputError, match="input_ids is empty .*give at least one token"):
@@ -197,14 +208,19 @@ def test_position_ids_of_the_wrong_shape_or_type_are_refused(model):
 
 
 def test_an_input_longer_than_n_positions_is_refused(model):
-    with pytest.raises(InputError, match=rf"the input is {N_POS + 1} tokens, more than this model's n_positions = {N_POS}.*shorten"):
+    with pytest.raises(
+        InputError, match=rf"the input is {N_POS + 1} tokens, more than this model's n_positions = {N_POS}.*shorten"
+    ):
         model(np.arange(N_POS + 1)[None, :])
     assert model(np.arange(N_POS)[None, :]).logits.shape == (1, N_POS, VOCAB)  # exactly n_positions is fine
 
 
 def test_prompt_plus_new_tokens_past_n_positions_is_refused(model):
     prompt = np.arange(10)[None, :]
-    with pytest.raises(InputError, match=rf"the prompt \(10\) plus 7 new tokens is 17 tokens, more than this model's n_positions = {N_POS}"):
+    with pytest.raises(
+        InputError,
+        match=rf"the prompt \(10\) plus 7 new tokens is 17 tokens, more than this model's n_positions = {N_POS}",
+    ):
         model.generate(prompt, max_new_tokens=N_POS - 10 + 1)
     with pytest.raises(InputError, match="more than this model's n_positions"):
         model.generate(prompt, max_length=N_POS + 1)
@@ -241,7 +257,14 @@ def test_a_negative_or_non_integer_top_k_is_refused(model, top_k):
 
 
 def test_boundary_sampling_settings_are_accepted(model):
-    for kwargs in (dict(top_p=1.0), dict(top_p=1e-9), dict(top_k=0), dict(top_k=1), dict(temperature=1e-3), dict(temperature=100.0)):
+    for kwargs in (
+        dict(top_p=1.0),
+        dict(top_p=1e-9),
+        dict(top_k=0),
+        dict(top_k=1),
+        dict(temperature=1e-3),
+        dict(temperature=100.0),
+    ):
         out = model.generate(IDS, max_new_tokens=2, do_sample=True, seed=0, eos_token_id=None, **kwargs)
         assert out.shape == (2, 6)
 
@@ -253,7 +276,9 @@ def test_max_new_tokens_below_1_or_not_an_integer_is_refused(model, n):
 
 
 def test_max_length_must_exceed_the_prompt(model):
-    with pytest.raises(InputError, match=r"max_length=4 counts the prompt too, and the prompt is already 4 tokens.*max_new_tokens"):
+    with pytest.raises(
+        InputError, match=r"max_length=4 counts the prompt too, and the prompt is already 4 tokens.*max_new_tokens"
+    ):
         model.generate(IDS, max_length=4)
     with pytest.raises(InputError, match="max_length=3 counts the prompt too"):
         model.generate(IDS, max_length=3)
@@ -267,7 +292,9 @@ def test_max_length_must_exceed_the_prompt(model):
 def test_the_default_max_length_of_20_is_named_when_the_prompt_reaches_it():
     config = GPT2Config(vocab_size=VOCAB, n_positions=64, n_embd=16, n_layer=1, n_head=2, eos_token_id=EOS)
     model = GPT2(config, weights_from_tensors(random_tensors(config, seed=2), config))
-    with pytest.raises(InputError, match=r"max_length=20 \(the default\) counts the prompt too, and the prompt is already 20 tokens"):
+    with pytest.raises(
+        InputError, match=r"max_length=20 \(the default\) counts the prompt too, and the prompt is already 20 tokens"
+    ):
         model.generate(np.arange(20)[None, :])
 
 
@@ -312,7 +339,9 @@ def test_an_unknown_generation_setting_is_a_type_error(model):
 
 @pytest.mark.parametrize("fill", [1, 1e9, 0, 0.0, -0.0, np.float32(3)])
 def test_a_positive_or_zero_mask_fill_is_refused(model, fill):
-    with pytest.raises(InputError, match=r"would not mask anything: it must be negative \(e\.g\. '-inf', '-1e9' or 'min'\)"):
+    with pytest.raises(
+        InputError, match=r"would not mask anything: it must be negative \(e\.g\. '-inf', '-1e9' or 'min'\)"
+    ):
         GPT2(CONFIG, model.weights, mask_fill=fill)
 
 
@@ -324,7 +353,9 @@ def test_a_nan_mask_fill_is_refused(model, fill):
 
 @pytest.mark.parametrize("fill", ["bogus", "inf", "nan", "-1e4", "MIN", ""])
 def test_an_unknown_mask_fill_string_is_refused(model, fill):
-    with pytest.raises(InputError, match=rf"mask_fill={fill!r} is not one of '-inf', '-1e9', 'min' or a negative number"):
+    with pytest.raises(
+        InputError, match=rf"mask_fill={fill!r} is not one of '-inf', '-1e9', 'min' or a negative number"
+    ):
         GPT2(CONFIG, model.weights, mask_fill=fill)
 
 

@@ -22,7 +22,9 @@ def residual_stream(n=64, C=768):
 
 
 def norm_params(C):
-    return LayerNorm((1 + 0.1 * rng.standard_normal(C)).astype(np.float32), (0.1 * rng.standard_normal(C)).astype(np.float32))
+    return LayerNorm(
+        (1 + 0.1 * rng.standard_normal(C)).astype(np.float32), (0.1 * rng.standard_normal(C)).astype(np.float32)
+    )
 
 
 def layer_norm_float64(x, norm, eps):

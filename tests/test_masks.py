@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import SEED_ATTENTION_MASK
+
 from gpt2np.errors import InputError
 from gpt2np.masks import build_attention_mask, position_ids_from_mask, resolve_fill
 
@@ -62,7 +62,9 @@ def test_position_ids_count_only_real_tokens():
 
 
 def test_position_ids_without_padding_are_arange():
-    np.testing.assert_array_equal(position_ids_from_mask(np.ones((2, 6), dtype=np.int64)), np.tile(np.arange(6), (2, 1)))
+    np.testing.assert_array_equal(
+        position_ids_from_mask(np.ones((2, 6), dtype=np.int64)), np.tile(np.arange(6), (2, 1))
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -9,8 +9,8 @@ import textwrap
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, SEED_ATTENTION_MASK, SEED_INPUT_IDS
+
 from gpt2np import GPT2, InputError
 
 FILLS = ["-inf", "-1e9", "min"]
@@ -34,8 +34,12 @@ def test_padded_real_tokens_equal_the_sequence_alone(model_dir, name, fill):
 
 
 def test_real_token_outputs_are_identical_for_every_fill(tiny):
-    outs = [GPT2.from_pretrained(tiny, mask_fill=f)(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, output_hidden_states=True)
-            for f in FILLS + [-5e4]]  # fmt: skip
+    outs = [
+        GPT2.from_pretrained(tiny, mask_fill=f)(
+            SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, output_hidden_states=True
+        )
+        for f in FILLS + [-5e4]
+    ]
     real = SEED_ATTENTION_MASK.astype(bool)
     for out in outs:
         assert np.isfinite(out.logits).all()
@@ -117,7 +121,9 @@ def test_cached_steps_equal_the_full_forward(tiny):
     cache = KVCache(cfg.n_layer, 3, cfg.n_head, 8, cfg.head_dim, np.float32)
     positions = position_ids_from_mask(mask)
     first = model.forward(ids[:, :5], mask[:, :5], positions[:, :5], cache).logits
-    steps = [model.forward(ids[:, t : t + 1], mask[:, : t + 1], positions[:, t : t + 1], cache).logits for t in range(5, 8)]
+    steps = [
+        model.forward(ids[:, t : t + 1], mask[:, : t + 1], positions[:, t : t + 1], cache).logits for t in range(5, 8)
+    ]
     stepped = np.concatenate([first] + steps, axis=1)
     real = mask.astype(bool)
     assert np.abs(stepped - full)[real].max() <= 1e-5
@@ -159,7 +165,9 @@ def test_logits_to_keep_gives_the_last_positions(tiny):
         assert out.logits.shape == (3, min(n, 8), full.shape[-1])
         np.testing.assert_allclose(out.logits, full[:, -n:], rtol=1e-5, atol=1e-5)
         assert all(h.shape[1] == 8 for h in out.hidden_states)
-    np.testing.assert_array_equal(model(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, logits_to_keep=0).logits, full)
+    np.testing.assert_array_equal(
+        model(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, logits_to_keep=0).logits, full
+    )
     one = model(SEED_INPUT_IDS[1], logits_to_keep=np.int64(2)).logits  # one sequence: the batch axis dropped
     np.testing.assert_allclose(one, full[1, -2:], rtol=1e-5, atol=1e-5)
 

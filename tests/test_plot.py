@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import SEED_ATTENTION_MASK, require_module
+
 from gpt2np import GPT2npError
 from gpt2np.tools.cli import main
 from gpt2np.tools.plot import ALLOWED, CATEGORY_COLORS, FUTURE, PAD, mask_categories, require_matplotlib
@@ -56,9 +56,23 @@ def test_mask_categories_follow_the_rules():
 
 def test_cli_writes_the_pngs(model_dir, tokenizer_dir, tmp_path, capsys):
     out = tmp_path / "pictures"
-    code, printed, _ = plot(capsys, "--model", model_dir("tiny"), "--tokenizer", tokenizer_dir, "--out", out, "--layers", 0, 1, "--heads", 0, 1)
+    code, printed, _ = plot(
+        capsys,
+        "--model",
+        model_dir("tiny"),
+        "--tokenizer",
+        tokenizer_dir,
+        "--out",
+        out,
+        "--layers",
+        0,
+        1,
+        "--heads",
+        0,
+        1,
+    )
     assert code == 0
-    names = ["mask.png"] + [f"attention_L{l}_H{h}.png" for l in (0, 1) for h in (0, 1)]
+    names = ["mask.png"] + [f"attention_L{layer}_H{h}.png" for layer in (0, 1) for h in (0, 1)]
     assert sorted(p.name for p in out.iterdir()) == sorted(names)
     for name in names:
         assert f"wrote {out / name}" in printed
@@ -73,7 +87,10 @@ def test_cli_writes_the_pngs(model_dir, tokenizer_dir, tmp_path, capsys):
 def test_dpi_sets_the_pixel_size(tokenizer_dir, tmp_path, capsys):
     sizes = {}
     for dpi in (50, 100):
-        assert plot(capsys, "--mask-only", "--tokenizer", tokenizer_dir, "--out", tmp_path / str(dpi), "--dpi", dpi)[0] == 0
+        assert (
+            plot(capsys, "--mask-only", "--tokenizer", tokenizer_dir, "--out", tmp_path / str(dpi), "--dpi", dpi)[0]
+            == 0
+        )
         sizes[dpi] = png_size(tmp_path / str(dpi) / "mask.png")
     assert abs(sizes[100][0] - 2 * sizes[50][0]) <= 2 and abs(sizes[100][1] - 2 * sizes[50][1]) <= 2
 
@@ -81,7 +98,12 @@ def test_dpi_sets_the_pixel_size(tokenizer_dir, tmp_path, capsys):
 def test_pads_are_highlighted_only_when_there_are_pads(tokenizer_dir, tmp_path, capsys):
     pad_color, allowed_color = CATEGORY_COLORS[PAD], CATEGORY_COLORS[ALLOWED]
     assert plot(capsys, "--mask-only", "--tokenizer", tokenizer_dir, "--out", tmp_path / "padded")[0] == 0
-    assert plot(capsys, "--mask-only", "--tokenizer", tokenizer_dir, "--out", tmp_path / "plain", "My dog is", "My cat is")[0] == 0
+    assert (
+        plot(
+            capsys, "--mask-only", "--tokenizer", tokenizer_dir, "--out", tmp_path / "plain", "My dog is", "My cat is"
+        )[0]
+        == 0
+    )
     padded, plain = tmp_path / "padded" / "mask.png", tmp_path / "plain" / "mask.png"
     assert pixels_of(padded, pad_color) > 1000
     assert pixels_of(plain, pad_color) == 0  # no pads, no orange (not even in the legend)
@@ -89,7 +111,9 @@ def test_pads_are_highlighted_only_when_there_are_pads(tokenizer_dir, tmp_path, 
 
 
 def test_a_layer_that_does_not_exist(model_dir, tokenizer_dir, tmp_path, capsys):
-    code, _, err = plot(capsys, "--model", model_dir("tiny"), "--tokenizer", tokenizer_dir, "--out", tmp_path / "x", "--layers", 2)
+    code, _, err = plot(
+        capsys, "--model", model_dir("tiny"), "--tokenizer", tokenizer_dir, "--out", tmp_path / "x", "--layers", 2
+    )
     assert code == 1 and "layer 2 does not exist: the model has 2 layers, numbered 0 .. 1" in err
     assert not (tmp_path / "x").exists()  # checked before anything was written
 

@@ -69,7 +69,12 @@ def padded_batches(draw, max_len: int | None = None):
     lengths = draw(st.lists(st.integers(1, limit), min_size=1, max_size=4))
     T = max(lengths)
     rows = [draw(st.lists(st.integers(0, config.vocab_size - 1), min_size=n, max_size=n)) for n in lengths]
-    ids = np.array([draw(st.lists(st.integers(0, config.vocab_size - 1), min_size=T - len(r), max_size=T - len(r))) + r for r in rows])
+    ids = np.array(
+        [
+            draw(st.lists(st.integers(0, config.vocab_size - 1), min_size=T - len(r), max_size=T - len(r))) + r
+            for r in rows
+        ]
+    )
     mask = np.array([[0] * (T - len(r)) + [1] * len(r) for r in rows])
     return model, ids, mask, rows
 
@@ -163,8 +168,9 @@ def test_sampling_never_draws_from_nan(batch, fill, seed):
     if n_new < 1:
         return
     with mock.patch.object(gpt2np.generation, "sample", checked_sample):
-        out = with_fill(model, fill).generate(ids, attention_mask=mask, max_new_tokens=n_new, do_sample=True, seed=seed,
-                                              top_k=5, top_p=0.9)  # fmt: skip
+        out = with_fill(model, fill).generate(
+            ids, attention_mask=mask, max_new_tokens=n_new, do_sample=True, seed=seed, top_k=5, top_p=0.9
+        )
     assert ((out >= 0) & (out < model.config.vocab_size)).all()
 
 

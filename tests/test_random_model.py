@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpt2np import GPT2
-from gpt2np.hub import sha256_of
 import gpt2np.attention
 import gpt2np.layers
 import gpt2np.model
+from gpt2np import GPT2
+from gpt2np.hub import sha256_of
 from gpt2np.tools.random_model import TEST_MODELS, build_test_model, random_tensors
 
 
@@ -33,7 +33,6 @@ def test_other_seed_other_weights():
 def test_gpt2_shaped_has_gpt2_small_parameter_count(model_dir, hf_model):
     folder = model_dir("gpt2-shaped")
     assert GPT2.from_pretrained(folder).num_parameters == hf_model(folder).num_parameters()
-
 
 
 def test_the_models_do_not_depend_on_the_forward_pass(tmp_path, monkeypatch):

@@ -25,7 +25,27 @@ except ImportError as e:  # pragma: no cover - depends on the machine
 
 from gpt2np.ray import Scorer, score_dataset
 
-WORDS = "the cat sat on a mat and then it ran far away from home to see what was there".split()
+WORDS = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "a",
+    "mat",
+    "and",
+    "then",
+    "it",
+    "ran",
+    "far",
+    "away",
+    "from",
+    "home",
+    "to",
+    "see",
+    "what",
+    "was",
+    "there",
+]
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +81,11 @@ def check_against_one_machine(rows, texts, model_dir, tokenizer_dir, stride):
         if want.error is None:
             assert row["n_scored"] == want.n_scored == want.n_tokens - 1
             assert abs(row["log_likelihood"] - want.log_likelihood) < 1e-4  # float32 noise: other batches
-            assert row["perplexity"] is None if want.n_scored == 0 else np.isclose(row["perplexity"], want.perplexity, rtol=1e-5)
+            assert (
+                row["perplexity"] is None
+                if want.n_scored == 0
+                else np.isclose(row["perplexity"], want.perplexity, rtol=1e-5)
+            )
         else:
             assert row["n_scored"] is None and row["log_likelihood"] is None and row["perplexity"] is None
     return expected
@@ -81,7 +105,9 @@ def test_stride_on_ray(local_ray, short_context, tokenizer_dir):
     texts = corpus(30, seed=1)
     texts[0] = " ".join(WORDS * 100)  # 2000 tokens, 250 windows: its block finishes long after the others
     ds = ray.data.from_items([{"id": i, "text": t} for i, t in enumerate(texts)], override_num_blocks=6)
-    rows = score_dataset(ds, model=short_context, tokenizer=tokenizer_dir, batch_size=8, concurrency=2, stride=8).take_all()
+    rows = score_dataset(
+        ds, model=short_context, tokenizer=tokenizer_dir, batch_size=8, concurrency=2, stride=8
+    ).take_all()
     check_against_one_machine(rows, texts, short_context, tokenizer_dir, stride=8)
     assert any(r["n_tokens"] and r["n_tokens"] > 32 and r["error"] is None for r in rows)  # long texts scored
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import SEED_ATTENTION_MASK, SEED_INPUT_IDS, SEED_SENTENCES
+
 from gpt2np import GPT2
 from gpt2np.hub import KNOWN_FILES, sha256_of
 
@@ -58,10 +58,18 @@ def test_seed_batch_matches_transformers(real_gpt2, hf_model, fill):
     for attn in ("eager", "sdpa"):
         hf = hf_model(real_gpt2, attn)
         with torch.no_grad():
-            ref = hf(torch.tensor(SEED_INPUT_IDS), attention_mask=torch.tensor(SEED_ATTENTION_MASK),
-                     position_ids=torch.tensor(positions)).logits.numpy()  # fmt: skip
-            expected = hf.generate(torch.tensor(SEED_INPUT_IDS), attention_mask=torch.tensor(SEED_ATTENTION_MASK),
-                                   max_new_tokens=20, do_sample=False, pad_token_id=50256).numpy()  # fmt: skip
+            ref = hf(
+                torch.tensor(SEED_INPUT_IDS),
+                attention_mask=torch.tensor(SEED_ATTENTION_MASK),
+                position_ids=torch.tensor(positions),
+            ).logits.numpy()
+            expected = hf.generate(
+                torch.tensor(SEED_INPUT_IDS),
+                attention_mask=torch.tensor(SEED_ATTENTION_MASK),
+                max_new_tokens=20,
+                do_sample=False,
+                pad_token_id=50256,
+            ).numpy()
         logits = model(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK).logits
         assert np.abs(logits - ref)[real].max() <= 1e-4
         got = model.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=20)
@@ -79,7 +87,9 @@ def test_real_float32_is_as_close_to_float64_as_transformers(real_gpt2, hf_model
     args = dict(attention_mask=torch.tensor(mask), position_ids=torch.tensor(positions))
     with torch.no_grad():
         truth = hf_model(real_gpt2, "eager", "float64")(torch.tensor(ids), **args).logits.numpy()[real]
-        theirs = hf_model(real_gpt2, "eager", "float32")(torch.tensor(ids), **args).logits.numpy()[real].astype(np.float64)
+        theirs = (
+            hf_model(real_gpt2, "eager", "float32")(torch.tensor(ids), **args).logits.numpy()[real].astype(np.float64)
+        )
     ours = GPT2.from_pretrained(real_gpt2)(ids, attention_mask=mask).logits[real].astype(np.float64)
 
     def rms(d):

@@ -20,8 +20,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import DATA, build_model
+
 from gpt2np import GPT2
 from gpt2np.hub import sha256_of
 
@@ -30,8 +30,19 @@ TOLERANCE_64 = 1e-9  # float64 against transformers in float64 (clean: <= 3e-14)
 META = json.loads((DATA / "references.json").read_text())
 REF = np.load(DATA / "references.npz")
 FILLS = ["-inf", "-1e9", "min"]
-CASES = ["tiny/random", "tiny/single", "tiny/seed", "small-outliers/random", "small-outliers/single", "small-outliers/seed",
-         "odd/random", "odd/single", "gpt2-shaped/random", "gpt2-shaped/single", "gpt2-shaped/seed"]  # fmt: skip
+CASES = [
+    "tiny/random",
+    "tiny/single",
+    "tiny/seed",
+    "small-outliers/random",
+    "small-outliers/single",
+    "small-outliers/seed",
+    "odd/random",
+    "odd/single",
+    "gpt2-shaped/random",
+    "gpt2-shaped/single",
+    "gpt2-shaped/seed",
+]
 ATTNS = ["eager", "sdpa"]
 N_WARPER_SETTINGS = 12
 
@@ -113,8 +124,14 @@ def test_greedy_generation_matches_transformers(models, case, fill, use_cache):
         np.testing.assert_array_equal(new_tokens, REF[f"{k}/generate_new_tokens"])
         np.testing.assert_array_equal(max_length, REF[f"{k}/generate_max_length"])
         eos = int(REF[f"{k}/eos_token_id"])
-        got = model.generate(ids, attention_mask=mask, max_new_tokens=META["new_tokens"], eos_token_id=eos, pad_token_id=0,
-                             use_cache=use_cache)  # fmt: skip
+        got = model.generate(
+            ids,
+            attention_mask=mask,
+            max_new_tokens=META["new_tokens"],
+            eos_token_id=eos,
+            pad_token_id=0,
+            use_cache=use_cache,
+        )
         np.testing.assert_array_equal(got, REF[f"{k}/generate_eos"])
 
 

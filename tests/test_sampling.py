@@ -22,7 +22,16 @@ def random_logits(rows=16, vocab=2000, scale=3.0):
 
 @pytest.mark.parametrize(
     "temperature,top_k,top_p",
-    [(1.0, 50, 1.0), (0.7, 0, 0.9), (1.3, 10, 0.5), (1.0, 0, 0.95), (0.5, 200, 0.8), (2.0, 1, 1.0), (1.0, 5000, 0.3), (1.0, 0, 1e-6)],
+    [
+        (1.0, 50, 1.0),
+        (0.7, 0, 0.9),
+        (1.3, 10, 0.5),
+        (1.0, 0, 0.95),
+        (0.5, 200, 0.8),
+        (2.0, 1, 1.0),
+        (1.0, 5000, 0.3),
+        (1.0, 0, 1e-6),
+    ],
 )
 def test_filters_match_transformers_warpers(transformers, temperature, top_k, top_p):
     import torch

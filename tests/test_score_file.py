@@ -20,7 +20,27 @@ from gpt2np.tools import score_file
 from gpt2np.tools.cli import main
 from gpt2np.tools.random_model import make_random_checkpoint
 
-WORDS = "the cat sat on a mat and then it ran far away from home to see what was there".split()
+WORDS = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "a",
+    "mat",
+    "and",
+    "then",
+    "it",
+    "ran",
+    "far",
+    "away",
+    "from",
+    "home",
+    "to",
+    "see",
+    "what",
+    "was",
+    "there",
+]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +74,14 @@ def test_jsonl_in_order_with_the_library_numbers(tmp_path, short_context, tokeni
     src = tmp_path / "corpus.jsonl"
     src.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(corpus)))
     out = tmp_path / "scores.jsonl"
-    assert run(["--file", str(src), "--out", str(out), "--batch-size", "4", "--max-tokens", "64"], short_context, tokenizer_dir) == 0
+    assert (
+        run(
+            ["--file", str(src), "--out", str(out), "--batch-size", "4", "--max-tokens", "64"],
+            short_context,
+            tokenizer_dir,
+        )
+        == 0
+    )
     records = read_jsonl(out)
     assert [r["line"] for r in records] == list(range(1, 41))
     for r, text in zip(records, corpus):
@@ -98,7 +125,12 @@ def test_bad_lines_get_error_records_naming_the_line(tmp_path, short_context, to
 
 def test_strict_stops_at_the_first_bad_line_after_writing_those_before(tmp_path, short_context, tokenizer_dir, capsys):
     src = tmp_path / "c.jsonl"
-    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["a b c", "d e f"]) + '{"txt": 1}\n' + json.dumps({"text": "g h"}) + "\n")
+    src.write_text(
+        "".join(json.dumps({"text": t}) + "\n" for t in ["a b c", "d e f"])
+        + '{"txt": 1}\n'
+        + json.dumps({"text": "g h"})
+        + "\n"
+    )
     out = tmp_path / "out.jsonl"
     assert run(["--file", str(src), "--out", str(out), "--strict"], short_context, tokenizer_dir) == 1
     err = capsys.readouterr().err
@@ -132,7 +164,14 @@ def test_stride_scores_long_lines(tmp_path, short_context, tokenizer_dir, model_
     src = tmp_path / "long.txt"
     src.write_text("\n".join(corpus) + "\n")
     out = tmp_path / "out.jsonl"
-    assert run(["--file", str(src), "--out", str(out), "--stride", "16", "--max-tokens", "96"], short_context, tokenizer_dir) == 0
+    assert (
+        run(
+            ["--file", str(src), "--out", str(out), "--stride", "16", "--max-tokens", "96"],
+            short_context,
+            tokenizer_dir,
+        )
+        == 0
+    )
     records = read_jsonl(out)
     assert all("error" not in r for r in records) and max(r["n_tokens"] for r in records) > 32
     for r, text in zip(records, corpus):
@@ -141,7 +180,9 @@ def test_stride_scores_long_lines(tmp_path, short_context, tokenizer_dir, model_
         assert abs(r["log_likelihood"] - alone.total_logprob[0]) < 1e-4
 
 
-def test_resume_after_an_interruption_redoes_and_duplicates_nothing(tmp_path, short_context, tokenizer_dir, monkeypatch):
+def test_resume_after_an_interruption_redoes_and_duplicates_nothing(
+    tmp_path, short_context, tokenizer_dir, monkeypatch
+):
     """Run once uninterrupted; run again but stop it in its third chunk (as Ctrl-C would) and
     cut its last record in half (as a kill during a write would); --resume must then give the
     uninterrupted file, scoring only the lines not yet written."""
@@ -171,7 +212,9 @@ def test_resume_after_an_interruption_redoes_and_duplicates_nothing(tmp_path, sh
         f.write('{"line": 17, "n_tok')  # a record cut short
 
     calls.clear()
-    monkeypatch.setattr(score_file, "score_texts", lambda *a, **kw: calls.append(len(a[2])) or real_score_texts(*a, **kw))
+    monkeypatch.setattr(
+        score_file, "score_texts", lambda *a, **kw: calls.append(len(a[2])) or real_score_texts(*a, **kw)
+    )
     assert run([*args, "--out", str(out), "--resume"], short_context, tokenizer_dir) == 0
     assert sum(calls) == 50 - 16  # only the lines not written yet were scored
     assert out.read_text() == full.read_text()  # no line lost, none twice, the cut one redone
@@ -203,7 +246,7 @@ def test_the_input_is_read_as_a_stream(short_context, tokenizer_dir, model_and_t
             pass
 
     def lines():
-        for i, text in enumerate(texts(20, seed=5)):
+        for text in texts(20, seed=5):
             written_when_read.append("".join(out).count("\n"))
             yield (text + "\n").encode()
 
@@ -217,12 +260,34 @@ def test_progress_bar_and_summary_on_stderr(tmp_path, short_context, tokenizer_d
     src.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts(5, seed=6)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     result = subprocess.run(
-        [sys.executable, "-m", "gpt2np", "score", "--model", str(short_context), "--tokenizer", str(tokenizer_dir),
-         "--file", "-", "--text-field", "text"],
-        input=src.read_bytes(), capture_output=True, env=env, timeout=120, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "gpt2np",
+            "score",
+            "--model",
+            str(short_context),
+            "--tokenizer",
+            str(tokenizer_dir),
+            "--file",
+            "-",
+            "--text-field",
+            "text",
+        ],
+        input=src.read_bytes(),
+        capture_output=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr.decode()
-    assert [json.loads(line)["line"] for line in result.stdout.decode().splitlines()] == [1, 2, 3, 4, 5]  # stdout: records only
+    assert [json.loads(line)["line"] for line in result.stdout.decode().splitlines()] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]  # stdout: records only
     err = result.stderr.decode()
     assert "5 texts" in err and "texts/s" in err and "tokens/s" in err  # tqdm's bar
     assert "scored 5 lines (0 errors" in err

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import SEED_ATTENTION_MASK, SEED_INPUT_IDS, SEED_SENTENCES
-from gpt2np import GPT2, InputError
+
 import gpt2np.model
 import gpt2np.scoring
-from gpt2np.tools.cli import main
+from gpt2np import GPT2, InputError
 from gpt2np.scoring import scored_positions, target_logprobs
+from gpt2np.tools.cli import main
 
 TOL = 1e-4  # the issue's bound against transformers' loss (float32)
 
@@ -26,8 +26,12 @@ def hf_loss(hf, ids, mask, labels):
 
     positions = np.where(mask == 1, np.cumsum(mask, axis=1) - 1, 0)
     with torch.no_grad():
-        out = hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), position_ids=torch.tensor(positions),
-                 labels=torch.tensor(labels))  # fmt: skip
+        out = hf(
+            input_ids=torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            position_ids=torch.tensor(positions),
+            labels=torch.tensor(labels),
+        )
     return float(out.loss), out.logits.double()
 
 
@@ -99,7 +103,9 @@ def test_target_logprobs_is_log_softmax_and_stable():
     logits = rng.standard_normal((130, 50)).astype(np.float32) * 3  # more rows than one chunk
     targets = rng.integers(0, 50, size=130)
     x = logits.astype(np.float64)
-    reference = np.log(np.exp(x) / np.exp(x).sum(axis=-1, keepdims=True))[np.arange(130), targets]  # naive, fine at this scale
+    reference = np.log(np.exp(x) / np.exp(x).sum(axis=-1, keepdims=True))[
+        np.arange(130), targets
+    ]  # naive, fine at this scale
     assert np.abs(target_logprobs(logits, targets) - reference).max() < 1e-12
     huge = logits + np.float32(1e4)  # exp would overflow without the max shift
     assert np.abs(target_logprobs(huge, targets) - reference).max() < 1e-3  # float32 lost digits at 1e4, not infinity

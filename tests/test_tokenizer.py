@@ -11,8 +11,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import SEED_ATTENTION_MASK, SEED_INPUT_IDS, SEED_SENTENCES
+
 from gpt2np import BatchEncoding, InputError, Tokenizer
 
 TRICKY = [
@@ -46,9 +46,13 @@ TRICKY = [
 
 @pytest.mark.parametrize(
     "text, ids",
-    [("It will rain in the", [1026, 481, 6290, 287, 262]), ("I want to eat a big bowl of", [40, 765, 284, 4483, 257, 1263, 9396, 286]),
-     ("My dog is", [3666, 3290, 318]), ("<|endoftext|>", [50256])],
-)  # fmt: skip
+    [
+        ("It will rain in the", [1026, 481, 6290, 287, 262]),
+        ("I want to eat a big bowl of", [40, 765, 284, 4483, 257, 1263, 9396, 286]),
+        ("My dog is", [3666, 3290, 318]),
+        ("<|endoftext|>", [50256]),
+    ],
+)
 def test_the_readme_facts(tokenizer, text, ids):
     assert tokenizer.encode(text) == ids
     assert tokenizer(text)["input_ids"].tolist() == [ids]
@@ -121,14 +125,19 @@ def test_padding_to_max_length(tok, side):
 
 
 def test_max_length_padding_refuses_a_longer_text_unless_truncating(gen_tok):
-    with pytest.raises(InputError, match="a text is longer than max_length=4 tokens; pass truncation=True or a larger max_length"):
+    with pytest.raises(
+        InputError, match="a text is longer than max_length=4 tokens; pass truncation=True or a larger max_length"
+    ):
         gen_tok(SEED_SENTENCES, padding="max_length", max_length=4)
     batch = gen_tok(SEED_SENTENCES, padding="max_length", max_length=4, truncation=True)
     assert batch["input_ids"].tolist() == [[1026, 481, 6290, 287], [40, 765, 284, 4483], [50256, 3666, 3290, 318]]
 
 
 def test_truncation_keeps_the_beginning(tok):
-    assert tok(SEED_SENTENCES[:2], truncation=True, max_length=3)["input_ids"].tolist() == [[1026, 481, 6290], [40, 765, 284]]
+    assert tok(SEED_SENTENCES[:2], truncation=True, max_length=3)["input_ids"].tolist() == [
+        [1026, 481, 6290],
+        [40, 765, 284],
+    ]
     long_text = "word " * 2000
     assert tok(long_text, truncation=True)["input_ids"].shape == (1, 1024)  # model_max_length
 
@@ -155,19 +164,27 @@ def test_ragged_texts_without_padding(tok):
 
 @pytest.mark.parametrize("padding", [True, "longest", "max_length"])
 def test_padding_without_a_pad_token(tok, padding):
-    with pytest.raises(InputError, match=r"asked to pad, but the tokenizer has no pad token \(GPT-2 has none\); set tok.pad_token = tok.eos_token first"):
+    with pytest.raises(
+        InputError,
+        match=r"asked to pad, but the tokenizer has no pad token \(GPT-2 has none\); set tok.pad_token = tok.eos_token first",
+    ):
         tok(SEED_SENTENCES, padding=padding, max_length=10)
 
 
 @pytest.mark.parametrize("side", ["middle", "LEFT", "", None, 0])
 def test_an_unknown_padding_side(tok, side):
-    with pytest.raises(InputError, match=r"padding_side must be 'left' or 'right', got .* \(use 'left' for generation\)"):
+    with pytest.raises(
+        InputError, match=r"padding_side must be 'left' or 'right', got .* \(use 'left' for generation\)"
+    ):
         tok.padding_side = side
     assert tok.padding_side == "right"  # unchanged
 
 
 def test_a_pad_token_outside_the_vocabulary(tok):
-    with pytest.raises(InputError, match="pad_token '<pad>' is not in the vocabulary; GPT-2 has no pad token, use tok.pad_token = tok.eos_token"):
+    with pytest.raises(
+        InputError,
+        match="pad_token '<pad>' is not in the vocabulary; GPT-2 has no pad token, use tok.pad_token = tok.eos_token",
+    ):
         tok.pad_token = "<pad>"
     assert tok.pad_token is None
     tok.pad_token = "!"  # any token of the vocabulary will do (id 0)
@@ -229,13 +246,19 @@ def test_batch_decode_of_the_seed_batch(tok):
 
 
 def test_decode_accepts_lists_and_integer_arrays(tok):
-    for ids in ([3666, 3290, 318], np.array([3666, 3290, 318], dtype=np.int32), np.array([3666, 3290, 318], dtype=np.uint16)):
+    for ids in (
+        [3666, 3290, 318],
+        np.array([3666, 3290, 318], dtype=np.int32),
+        np.array([3666, 3290, 318], dtype=np.uint16),
+    ):
         assert tok.decode(ids) == "My dog is"
     assert tok.decode([]) == "" and tok.decode(np.zeros(0, dtype=np.int64)) == ""
 
 
 def test_decode_errors(tok):
-    with pytest.raises(InputError, match=r"decode takes a 1-D sequence of token ids, got shape \[3, 8\].*use batch_decode for a batch"):
+    with pytest.raises(
+        InputError, match=r"decode takes a 1-D sequence of token ids, got shape \[3, 8\].*use batch_decode for a batch"
+    ):
         tok.decode(SEED_INPUT_IDS)
     with pytest.raises(InputError, match="decode takes a 1-D sequence of token ids, got shape \\[2\\] of float64"):
         tok.decode([1.0, 2.0])
@@ -322,9 +345,15 @@ def test_encode_and_decode_match_transformers(hf_tokenizer, tok, text):
 
 @pytest.mark.parametrize("side", ["left", "right"])
 @pytest.mark.parametrize(
-    "kwargs", [dict(padding=True), dict(padding="longest"), dict(padding="max_length", max_length=200),
-               dict(padding=True, truncation=True, max_length=6), dict(padding="max_length", max_length=6, truncation=True)],
-)  # fmt: skip
+    "kwargs",
+    [
+        dict(padding=True),
+        dict(padding="longest"),
+        dict(padding="max_length", max_length=200),
+        dict(padding=True, truncation=True, max_length=6),
+        dict(padding="max_length", max_length=6, truncation=True),
+    ],
+)
 def test_batches_match_transformers(hf_tokenizer, tok, side, kwargs):
     texts = TRICKY + SEED_SENTENCES
     hf_tokenizer.padding_side, hf_tokenizer.pad_token = side, hf_tokenizer.eos_token
@@ -336,4 +365,6 @@ def test_batches_match_transformers(hf_tokenizer, tok, side, kwargs):
     ours = tok(texts, **kwargs)
     np.testing.assert_array_equal(ours["input_ids"], expected["input_ids"])
     np.testing.assert_array_equal(ours["attention_mask"], expected["attention_mask"])
-    assert tok.batch_decode(ours["input_ids"], skip_special_tokens=True) == hf_tokenizer.batch_decode(expected["input_ids"], skip_special_tokens=True)
+    assert tok.batch_decode(ours["input_ids"], skip_special_tokens=True) == hf_tokenizer.batch_decode(
+        expected["input_ids"], skip_special_tokens=True
+    )

@@ -33,7 +33,9 @@ def batch(tokenizer_dir):
 
 def trace(tmp_path, tiny, tokenizer_dir, *extra, out="t.safetensors"):
     path = tmp_path / out
-    code = main(["trace", *PROMPTS, "--model", str(tiny), "--tokenizer", str(tokenizer_dir), "--out", str(path), *extra])
+    code = main(
+        ["trace", *PROMPTS, "--model", str(tiny), "--tokenizer", str(tokenizer_dir), "--out", str(path), *extra]
+    )
     return code, path
 
 
@@ -53,7 +55,11 @@ def test_trace_holds_every_point_the_inputs_and_metadata(tmp_path, tiny, tokeniz
     assert json.loads(meta["names"]) == model.activation_names()
     assert meta["format"] == "gpt2np-trace/1" and meta["gpt2np_version"] == __version__ and meta["model"] == str(tiny)
     assert meta["checkpoint_sha256"] == hashlib.sha256((tiny / "model.safetensors").read_bytes()).hexdigest()
-    assert meta["dtype"] == "float32" and meta["mask_fill"] == "min" and float(meta["fill"]) == float(np.finfo(np.float32).min)
+    assert (
+        meta["dtype"] == "float32"
+        and meta["mask_fill"] == "min"
+        and float(meta["fill"]) == float(np.finfo(np.float32).min)
+    )
     assert json.loads(meta["config"]) == model.config.to_dict() and json.loads(meta["texts"]) == PROMPTS
     assert "float32_error" not in meta  # only a float64 trace measures it
 

@@ -31,8 +31,11 @@ def test_shapes_follow_the_config():
     assert shapes["h.2.attn.c_attn.weight"] == (12, 36) and shapes["h.2.attn.c_attn.bias"] == (36,)
     assert shapes["h.0.mlp.c_fc.weight"] == (12, 20) and shapes["h.0.mlp.c_proj.weight"] == (20, 12)  # n_inner
     assert "h.3.ln_1.weight" not in shapes
-    untied = expected_shapes(GPT2Config(vocab_size=50, n_positions=10, n_embd=12, n_layer=1, n_head=3, tie_word_embeddings=False,
-                                        eos_token_id=49))  # fmt: skip
+    untied = expected_shapes(
+        GPT2Config(
+            vocab_size=50, n_positions=10, n_embd=12, n_layer=1, n_head=3, tie_word_embeddings=False, eos_token_id=49
+        )
+    )
     assert untied["lm_head.weight"] == (50, 12)
 
 
@@ -77,21 +80,34 @@ def test_prefix_and_ignored_buffers(tensors):
 
 @pytest.mark.parametrize(
     "name, ignored",
-    [("h.0.attn.bias", True), ("h.11.attn.masked_bias", True), ("h.0.attn.c_attn.bias", False),
-     ("h.0.attn.c_proj.bias", False), ("attn.bias", False), ("h.0.attn.bias.extra", False)],
-)  # fmt: skip
+    [
+        ("h.0.attn.bias", True),
+        ("h.11.attn.masked_bias", True),
+        ("h.0.attn.c_attn.bias", False),
+        ("h.0.attn.c_proj.bias", False),
+        ("attn.bias", False),
+        ("h.0.attn.bias.extra", False),
+    ],
+)
 def test_only_the_old_mask_buffers_are_ignored(name, ignored):
     assert bool(IGNORED.match(name)) is ignored
 
 
 def test_missing_tensor(tensors):
-    with pytest.raises(CheckpointError, match=r"my.safetensors has no tensor 'h.2.ln_2.bias' \(expected shape \[12\]\); the file is incomplete"):
-        weights_from_tensors({k: v for k, v in tensors.items() if k != "h.2.ln_2.bias"}, CONFIG, source="my.safetensors")
+    with pytest.raises(
+        CheckpointError,
+        match=r"my.safetensors has no tensor 'h.2.ln_2.bias' \(expected shape \[12\]\); the file is incomplete",
+    ):
+        weights_from_tensors(
+            {k: v for k, v in tensors.items() if k != "h.2.ln_2.bias"}, CONFIG, source="my.safetensors"
+        )
 
 
 def test_wrong_shape(tensors):
     bad = {**tensors, "h.1.attn.c_proj.weight": np.zeros((12, 13), dtype=np.float32)}
-    with pytest.raises(CheckpointError, match=r"tensor 'h.1.attn.c_proj.weight' has shape \[12, 13\] but the config implies \[12, 12\]"):
+    with pytest.raises(
+        CheckpointError, match=r"tensor 'h.1.attn.c_proj.weight' has shape \[12, 13\] but the config implies \[12, 12\]"
+    ):
         weights_from_tensors(bad, CONFIG)
 
 
@@ -105,7 +121,10 @@ def test_non_float_dtype(tensors, dtype):
 @pytest.mark.parametrize(
     "change, phrase",
     [
-        (dict(n_embd=24), r"wte.weight is \[50, 12\] \(vocab 50, n_embd 12\) but config.json says vocab_size=50, n_embd=24"),
+        (
+            dict(n_embd=24),
+            r"wte.weight is \[50, 12\] \(vocab 50, n_embd 12\) but config.json says vocab_size=50, n_embd=24",
+        ),
         (dict(vocab_size=51), r"but config.json says vocab_size=51, n_embd=12"),
         (dict(n_layer=2), r"holds 3 blocks \(h.0 .. h.2\) but config.json says n_layer=2"),
         (dict(n_layer=4), r"holds 3 blocks \(h.0 .. h.2\) but config.json says n_layer=4"),
@@ -130,13 +149,21 @@ def test_first_non_finite_counts_and_finds_the_first(dtype):
 
 def test_in_memory_tensors_are_checked_too(tensors):
     bad = {**tensors, "h.2.mlp.c_proj.bias": np.where(np.arange(12) == 4, np.nan, 0).astype(np.float32)}
-    with pytest.raises(CheckpointError, match=r"checkpoint: tensor 'h.2.mlp.c_proj.bias' holds 1 non-finite value \(NaN or inf; the first is nan at index \[4\]\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"checkpoint: tensor 'h.2.mlp.c_proj.bias' holds 1 non-finite value \(NaN or inf; the first is nan at index \[4\]\)",
+    ):
         weights_from_tensors(bad, CONFIG)
 
 
 def test_untied_config_on_a_tied_checkpoint_points_at_the_setting(tensors):
-    """"tie_word_embeddings": false asks for lm_head.weight, which a tied checkpoint lacks."""
-    untied = GPT2Config(**{**{k: v for k, v in CONFIG.to_dict().items() if k != "model_type"}, "tie_word_embeddings": False})
-    with pytest.raises(CheckpointError, match=r"has no tensor 'lm_head.weight', which config.json asks for with "
-                                              r"\"tie_word_embeddings\": false.*set \"tie_word_embeddings\" to true"):  # fmt: skip
+    """ "tie_word_embeddings": false asks for lm_head.weight, which a tied checkpoint lacks."""
+    untied = GPT2Config(
+        **{**{k: v for k, v in CONFIG.to_dict().items() if k != "model_type"}, "tie_word_embeddings": False}
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"has no tensor 'lm_head.weight', which config.json asks for with "
+        r"\"tie_word_embeddings\": false.*set \"tie_word_embeddings\" to true",
+    ):
         weights_from_tensors(tensors, untied)

@@ -51,7 +51,7 @@ def _join_negative_values(argv: list[str]) -> list[str]:
     """`--mask-fill -inf` -> `--mask-fill=-inf`. argparse takes "-inf" and "-1e9" for flags
     (only plain negative numbers like -5 or -0.5 look like values to it) and would reject the
     very values --help lists."""
-    out = []
+    out: list[str] = []
     for arg in argv:
         if out and out[-1] == "--mask-fill" and arg.startswith("-"):
             out[-1] = f"--mask-fill={arg}"
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("gpt2np: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001  a bug, or an error from a library below us: still one line
+    except Exception as e:
         if args.debug:
             raise
         _print_error(f"unexpected {type(e).__name__}: {e} (run with --debug for the traceback)")

@@ -11,13 +11,18 @@ from ..errors import InputError
 from ..model import GPT2
 from ..tokenizer import Tokenizer
 
-
 # The Python keywords in gpt2np's messages, and the flags a command-line user knows them by.
 FLAG_NAMES = {
-    r"\bmax_new_tokens\b": "--max-new-tokens", r"\bmax_length\b": "--max-length", r"\btop_k\b": "--top-k",
-    r"\btop_p\b": "--top-p", r"\bmask_fill\b": "--mask-fill", r"do_sample=False": "no --do-sample",
-    r"\bdo_sample\b": "--do-sample", r"^temperature\b": "--temperature", r"^seed\b": "--seed",
-}  # fmt: skip
+    r"\bmax_new_tokens\b": "--max-new-tokens",
+    r"\bmax_length\b": "--max-length",
+    r"\btop_k\b": "--top-k",
+    r"\btop_p\b": "--top-p",
+    r"\bmask_fill\b": "--mask-fill",
+    r"do_sample=False": "no --do-sample",
+    r"\bdo_sample\b": "--do-sample",
+    r"^temperature\b": "--temperature",
+    r"^seed\b": "--seed",
+}
 
 
 def in_flag_names(message: str) -> str:
@@ -46,11 +51,23 @@ def add_debug(p: argparse.ArgumentParser) -> None:
 def add_model_args(p: argparse.ArgumentParser, default_fill: str = "min") -> None:
     """--model, --tokenizer, --mask-fill, --dtype, --no-verify (and --debug)."""
     add_debug(p)
-    p.add_argument("--model", default="gpt2", help="gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2, a hub repo id or a folder (default: gpt2)")
-    p.add_argument("--tokenizer", default=None, help="where the tokenizer files are (default: the model's; GPT-2's own, which "
-                   "ships with gpt2np, for gpt2 .. distilgpt2 and for a model folder with GPT-2's vocabulary and no tokenizer files)")
-    p.add_argument("--mask-fill", type=mask_fill, default=default_fill,
-                   help=f"-inf, -1e9, min (transformers' choice) or a negative number (default: {default_fill})")
+    p.add_argument(
+        "--model",
+        default="gpt2",
+        help="gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2, a hub repo id or a folder (default: gpt2)",
+    )
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        help="where the tokenizer files are (default: the model's; GPT-2's own, which "
+        "ships with gpt2np, for gpt2 .. distilgpt2 and for a model folder with GPT-2's vocabulary and no tokenizer files)",
+    )
+    p.add_argument(
+        "--mask-fill",
+        type=mask_fill,
+        default=default_fill,
+        help=f"-inf, -1e9, min (transformers' choice) or a negative number (default: {default_fill})",
+    )
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--no-verify", action="store_true", help="skip the size/sha256 check of known checkpoint files")
 

@@ -48,14 +48,27 @@ FLOOR = 1e-6  # relative: ~8 float32 steps (2^-23 = 1.2e-7); where our float32 e
 UNCALIBRATED = 2e-5  # relative, when the reference carries no float32_error
 EXIT_SAME, EXIT_DIVERGES, EXIT_USAGE = 0, 1, 2
 DESCRIPTIONS = {  # the last part of a name -> what it is, for the "first divergence" line
-    "input_ids": "the token ids", "attention_mask": "the attention mask", "position_ids": "the position ids",
-    "hook_embed": "wte[input_ids]", "hook_pos_embed": "wpe[position_ids]", "hook_resid_pre": "the residual stream entering the block",
-    "hook_normalized": "a LayerNorm's output", "hook_q": "the queries", "hook_k": "the keys", "hook_v": "the values",
-    "hook_attn_scores": "the masked attention scores before softmax", "hook_pattern": "the softmax weights",
-    "hook_z": "the heads' weighted sums of values", "hook_attn_out": "attention's c_proj output",
-    "hook_resid_mid": "the residual after attention", "hook_pre": "the MLP's c_fc output", "hook_post": "GELU's output",
-    "hook_mlp_out": "the MLP's c_proj output", "hook_resid_post": "the residual stream leaving the block", "logits": "the logits",
-}  # fmt: skip
+    "input_ids": "the token ids",
+    "attention_mask": "the attention mask",
+    "position_ids": "the position ids",
+    "hook_embed": "wte[input_ids]",
+    "hook_pos_embed": "wpe[position_ids]",
+    "hook_resid_pre": "the residual stream entering the block",
+    "hook_normalized": "a LayerNorm's output",
+    "hook_q": "the queries",
+    "hook_k": "the keys",
+    "hook_v": "the values",
+    "hook_attn_scores": "the masked attention scores before softmax",
+    "hook_pattern": "the softmax weights",
+    "hook_z": "the heads' weighted sums of values",
+    "hook_attn_out": "attention's c_proj output",
+    "hook_resid_mid": "the residual after attention",
+    "hook_pre": "the MLP's c_fc output",
+    "hook_post": "GELU's output",
+    "hook_mlp_out": "the MLP's c_proj output",
+    "hook_resid_post": "the residual stream leaving the block",
+    "logits": "the logits",
+}
 
 
 @dataclass
@@ -126,12 +139,20 @@ def check_fill(scores: np.ndarray, forbidden: np.ndarray, fill: float) -> str | 
     if ok.all():
         return None
     bad = values[~ok]
-    doubled = np.isfinite(fill) and bool((np.isclose(bad, 2 * fill, rtol=1e-6) | (bad == -np.inf)).all())  # min + min = -inf
-    hint = "; the fill added twice (padding mask + causal mask) where a key is both a pad and in the future?" if doubled else ""
+    doubled = np.isfinite(fill) and bool(
+        (np.isclose(bad, 2 * fill, rtol=1e-6) | (bad == -np.inf)).all()
+    )  # min + min = -inf
+    hint = (
+        "; the fill added twice (padding mask + causal mask) where a key is both a pad and in the future?"
+        if doubled
+        else ""
+    )
     return f"{bad.size} forbidden cells hold e.g. {bad[0]:.4g}, not the fill {fill:.4g}{hint}"
 
 
-def measure(name: str, ref: np.ndarray, cand: np.ndarray, attention_mask: np.ndarray, metadata: dict[str, str]) -> Measurement:
+def measure(
+    name: str, ref: np.ndarray, cand: np.ndarray, attention_mask: np.ndarray, metadata: dict[str, str]
+) -> Measurement:
     """Compare one point of the same shape."""
     m = Measurement()
     cells = compared_cells(name, ref.shape, attention_mask)
@@ -141,7 +162,9 @@ def measure(name: str, ref: np.ndarray, cand: np.ndarray, attention_mask: np.nda
             d = np.abs(c - r)
         nan = ~np.isfinite(d)
         if nan.any():
-            m.problems.append(f"{int(nan.sum())} non-finite values (e.g. {c[nan][0]}) where the reference has finite ones")
+            m.problems.append(
+                f"{int(nan.sum())} non-finite values (e.g. {c[nan][0]}) where the reference has finite ones"
+            )
         m.diff = float(np.inf) if nan.any() else float(d.max())
         m.scale = float(np.abs(r).max())
     if name.endswith("hook_attn_scores"):
@@ -187,20 +210,28 @@ class Report:
         return next((r for r in self.rows if r.verdict in ("DIVERGES", "SHAPE")), None)
 
 
-def tolerances(ref_meta: dict[str, str], names: list[str], scales: dict[str, float], rtol: float | None) -> tuple[dict[str, float], str]:
+def tolerances(
+    ref_meta: dict[str, str], names: list[str], scales: dict[str, float], rtol: float | None
+) -> tuple[dict[str, float], str]:
     if rtol is not None:
-        return {n: rtol for n in names}, f"--rtol {rtol:g} relative to each point's scale"
+        return dict.fromkeys(names, rtol), f"--rtol {rtol:g} relative to each point's scale"
     measured = json.loads(ref_meta.get("float32_error", "{}"))
     if not measured:
-        return ({n: UNCALIBRATED for n in names},
+        return (
+            dict.fromkeys(names, UNCALIBRATED),
+            (
                 f"{UNCALIBRATED:g} relative to each point's scale (this reference carries no float32 error per point; "
-                "trace it with --dtype float64 for measured tolerances)")  # fmt: skip
+                "trace it with --dtype float64 for measured tolerances)"
+            ),
+        )
     out = {}
     for n in names:
         scale = scales.get(n) or 1.0
         out[n] = FACTOR * max(measured.get(n, 0.0) / scale, FLOOR) if n in measured else UNCALIBRATED
-    return out, (f"{FACTOR} x max(how far gpt2np's float32 lies from this reference at the point, {FLOOR:g}), "
-                 "relative to the point's scale (max |reference| over the compared cells)")  # fmt: skip
+    return out, (
+        f"{FACTOR} x max(how far gpt2np's float32 lies from this reference at the point, {FLOOR:g}), "
+        "relative to the point's scale (max |reference| over the compared cells)"
+    )
 
 
 def compare_traces(reference: str | Path, candidate: str | Path, rtol: float | None = None) -> Report:
@@ -225,9 +256,15 @@ def compare_traces(reference: str | Path, candidate: str | Path, rtol: float | N
         if c.shape != r.shape:
             rows.append(Row(name, list(c.shape), None, None, "SHAPE", shape_hint(name, r.shape, c.shape)))
         elif name in INPUTS:
-            cells = mask.astype(bool) if name == "position_ids" else np.ones(r.shape, bool)  # a pad's position is never read
+            cells = (
+                mask.astype(bool) if name == "position_ids" else np.ones(r.shape, bool)
+            )  # a pad's position is never read
             wrong = np.argwhere((c != r) & cells)
-            note = "" if not wrong.size else f"differs at [{', '.join(map(str, wrong[0]))}]: {c[tuple(wrong[0])]} instead of {r[tuple(wrong[0])]}"
+            note = (
+                ""
+                if not wrong.size
+                else f"differs at [{', '.join(map(str, wrong[0]))}]: {c[tuple(wrong[0])]} instead of {r[tuple(wrong[0])]}"
+            )
             rows.append(Row(name, list(r.shape), None, None, "DIVERGES" if wrong.size else "ok", note))
         else:
             m = measure(name, r, c, mask, ref_meta)
@@ -268,13 +305,18 @@ def format_report(report: Report, reference, candidate) -> str:
     for row in report.rows:
         m = row.measurement
         rel = None if m is None else (m.diff / m.scale if m.scale else m.diff)
-        lines.append(f"{row.name:<36} {str(row.shape):<18} {fmt(m and m.diff):>9} {fmt(m and m.scale):>9} {fmt(rel):>9} "
-                     f"{fmt(row.tolerance):>9}  {row.verdict}" + (f"  ({row.note})" if row.note else ""))  # fmt: skip
+        lines.append(
+            f"{row.name:<36} {row.shape!s:<18} {fmt(None if m is None else m.diff):>9} {fmt(None if m is None else m.scale):>9} {fmt(rel):>9} "
+            f"{fmt(row.tolerance):>9}  {row.verdict}" + (f"  ({row.note})" if row.note else "")
+        )
     lines.append("")
     compared = len(report.rows)
     if report.missing:
-        lines.append(f"missing in the candidate ({len(report.missing)} of {compared + len(report.missing)}, not compared): "
-                     + ", ".join(report.missing[:12]) + (" ..." if len(report.missing) > 12 else ""))  # fmt: skip
+        lines.append(
+            f"missing in the candidate ({len(report.missing)} of {compared + len(report.missing)}, not compared): "
+            + ", ".join(report.missing[:12])
+            + (" ..." if len(report.missing) > 12 else "")
+        )
     if report.unknown:
         lines.append(f"in the candidate but no point of the reference: {', '.join(report.unknown[:12])}")
     first = report.first
@@ -282,17 +324,20 @@ def format_report(report: Report, reference, candidate) -> str:
     if first is None:
         lines.append(f"no divergence: all {compared} compared points agree within tolerance")
     else:
-        lines.append(f"first divergence: {first.name} ({describe(first.name)}); {len(bad)} of {compared} compared points diverge, "
-                     "each after the first may only inherit it")  # fmt: skip
+        lines.append(
+            f"first divergence: {first.name} ({describe(first.name)}); {len(bad)} of {compared} compared points diverge, "
+            "each after the first may only inherit it"
+        )
     return "\n".join(lines)
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "compare", help="compare two traces point by point; name the first point that diverges",
+        "compare",
+        help="compare two traces point by point; name the first point that diverges",
         description="Compare a candidate trace with a reference trace (both safetensors, see `gpt2np trace`) in "
         "forward order. Exit 0 if no point diverges, 1 if one does, 2 on bad usage.",
-    )  # fmt: skip
+    )
     p.add_argument("reference", help="the reference trace (ideally `gpt2np trace --dtype float64`)")
     p.add_argument("candidate", help="the trace to check (any subset of the reference's names)")
     p.add_argument("--rtol", type=float, default=None, help="one tolerance for every point, relative to its scale")

@@ -89,8 +89,10 @@ def demo_row(attention_mask: np.ndarray) -> int:
 
 
 def show_tokens(tok, sentences) -> str:
-    lines = ['GPT-2 reads token ids, not characters. Its byte-level BPE cuts each sentence into pieces',
-             '("Ġ" is how the vocabulary writes a space: it belongs to the word after it):']  # fmt: skip
+    lines = [
+        "GPT-2 reads token ids, not characters. Its byte-level BPE cuts each sentence into pieces",
+        '("Ġ" is how the vocabulary writes a space: it belongs to the word after it):',
+    ]
     for s in sentences:
         ids = tok.encode(s)
         pieces = tok.convert_ids_to_tokens(ids)
@@ -103,15 +105,21 @@ def show_tokens(tok, sentences) -> str:
 
 def show_padding(tok, sentences) -> str:
     rows = [tok.encode(s) for s in sentences]
-    lines = [f"The rows have {', '.join(str(len(r)) for r in rows)} tokens. The model works on one [batch, sequence] array,"]
+    lines = [
+        f"The rows have {', '.join(str(len(r)) for r in rows)} tokens. The model works on one [batch, sequence] array,"
+    ]
     try:
         array = np.asarray(rows)
     except ValueError as e:  # NumPy refuses a ragged list of lists
-        lines += ["and a ragged list is not a rectangle. NumPy refuses it (np.asarray(rows) raises",
-                  f"ValueError: {str(e).split('.')[0]}), and so does the model, which checks its input first:"]  # fmt: skip
+        lines += [
+            "and a ragged list is not a rectangle. NumPy refuses it (np.asarray(rows) raises",
+            f"ValueError: {str(e).split('.')[0]}), and so does the model, which checks its input first:",
+        ]
     else:
-        lines += [f"and these happen to be equal, so np.asarray(rows) already has shape {list(array.shape)}:",
-                  "no padding is needed. Give sentences of different lengths to see why it usually is."]  # fmt: skip
+        lines += [
+            f"and these happen to be equal, so np.asarray(rows) already has shape {list(array.shape)}:",
+            "no padding is needed. Give sentences of different lengths to see why it usually is.",
+        ]
         return "\n".join(lines)
     try:
         check_input_ids(rows, tok.vocab_size)
@@ -130,21 +138,32 @@ def show_left_padding(tok, sentences) -> str:
     right = copy.copy(tok)
     right.padding_side, right.pad_token = "right", right.eos_token
     right_batch = right(list(sentences), padding=True)  # the same batch padded on the other side
-    right_last, right_pads = right_batch["input_ids"][:, -1], np.flatnonzero(right_batch["attention_mask"][:, -1] == 0)  # [B], rows
+    right_last, right_pads = (
+        right_batch["input_ids"][:, -1],
+        np.flatnonzero(right_batch["attention_mask"][:, -1] == 0),
+    )  # [B], rows
     last_left = ids[:, -1]  # [B] the column generation continues from
-    return "\n".join([
-        f"GPT-2 has no pad token, so the end-of-text token {tok.eos_token!r} (id {tok.eos_token_id}) is reused as the pad.",
-        f"Each row is filled up to the longest ({T} tokens); the attention mask says which cells are real (1) or pads (0).",
-        "tok.padding_side = 'left'; tok.pad_token = tok.eos_token; batch = tok(sentences, padding=True):",
-        f"  input_ids  [{B}, {T}]", fmt_array(ids),
-        f"  attention_mask  [{B}, {T}]", fmt_array(mask),
-        "Why on the left: the next token is predicted from the last column, and generation appends",
-        "a new column on the right. Padded on the right, the last column would hold",
-        f"    {right_last.tolist()}  " + (f"(pads in rows {right_pads.tolist()}: those rows would continue from a pad)"
-                                         if right_pads.size else "(no row is padded here, so both sides agree)"),
-        "Padded on the left it holds every row's own last token:",
-        f"    {last_left.tolist()} = {[tok.decode([i]) for i in last_left]}",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"GPT-2 has no pad token, so the end-of-text token {tok.eos_token!r} (id {tok.eos_token_id}) is reused as the pad.",
+            f"Each row is filled up to the longest ({T} tokens); the attention mask says which cells are real (1) or pads (0).",
+            "tok.padding_side = 'left'; tok.pad_token = tok.eos_token; batch = tok(sentences, padding=True):",
+            f"  input_ids  [{B}, {T}]",
+            fmt_array(ids),
+            f"  attention_mask  [{B}, {T}]",
+            fmt_array(mask),
+            "Why on the left: the next token is predicted from the last column, and generation appends",
+            "a new column on the right. Padded on the right, the last column would hold",
+            f"    {right_last.tolist()}  "
+            + (
+                f"(pads in rows {right_pads.tolist()}: those rows would continue from a pad)"
+                if right_pads.size
+                else "(no row is padded here, so both sides agree)"
+            ),
+            "Padded on the left it holds every row's own last token:",
+            f"    {last_left.tolist()} = {[tok.decode([i]) for i in last_left]}",
+        ]
+    )
 
 
 def show_positions(tok, sentences) -> str:
@@ -157,14 +176,18 @@ def show_positions(tok, sentences) -> str:
         "GPT-2 adds a learned vector per position (wpe) to each token's embedding. A real token's",
         "position must not count the pads in front of it, so positions come from the mask,",
         "cumsum(attention_mask) - 1, with pads set to 0 (no real token ever reads them):",
-        f"  position_ids  [{ids.shape[0]}, {ids.shape[1]}]", fmt_array(positions),
+        f"  position_ids  [{ids.shape[0]}, {ids.shape[1]}]",
+        fmt_array(positions),
     ]
     if real.all():
         return "\n".join(lines + [f"No row is padded, so these are just arange({ids.shape[1]})."])
-    return "\n".join(lines + [
-        f"With plain arange({ids.shape[1]}), {sentences[row]!r} would sit at positions {naive[row][real].tolist()}",
-        f"instead of {positions[row][real].tolist()}: the model would read it as if other words came before it.",
-    ])  # fmt: skip
+    return "\n".join(
+        lines
+        + [
+            f"With plain arange({ids.shape[1]}), {sentences[row]!r} would sit at positions {naive[row][real].tolist()}",
+            f"instead of {positions[row][real].tolist()}: the model would read it as if other words came before it.",
+        ]
+    )
 
 
 def fill_label(mask_fill, dtype) -> str:
@@ -178,17 +201,23 @@ def show_mask(tok, sentences, row: int, mask_fill="-inf", dtype=np.float32) -> s
     T = ids.shape[1]
     additive = build_attention_mask(mask, T, resolve_fill(mask_fill, dtype), dtype)  # [B, 1, T, T]
     labels = token_labels(tok, ids[row], mask[row])
-    empty = np.flatnonzero(additive.empty_rows[row, 0, :, 0])  # [n] queries that may see nothing
-    return "\n".join([
-        "Attention scores every (query, key) pair of tokens. Two kinds of pair are forbidden: a key in",
-        "the future (causal) and a key that is a pad. build_attention_mask turns both into ONE additive",
-        f"mask, 0 where allowed and the fill (here {fill_label(mask_fill, dtype)}) where forbidden, added to the scores before",
-        f"softmax. Row {row} of the batch ({sentences[row]!r}), mask [{T}, {T}]:",
-        fmt_matrix(additive.additive[row, 0], labels, width=6),
-        f"Queries {empty.tolist()} are pads: their own key is a pad, and so is every key before them,"
-        if empty.size else "No query of this row is a pad: only the causal part of the mask forbids anything.",
-        "so their whole row is forbidden. The next two steps show why that matters." if empty.size else "",
-    ]).rstrip()  # fmt: skip
+    # The ignore: empty_rows is None when no query is left without keys (no row is padded), and
+    # then this line raises TypeError; `explain --step mask` with equal-length sentences does
+    # (found by mypy; reported in issue 15, not fixed there: that change made no behaviour change).
+    empty = np.flatnonzero(additive.empty_rows[row, 0, :, 0])  # type: ignore[index]  # [n] queries that see nothing
+    return "\n".join(
+        [
+            "Attention scores every (query, key) pair of tokens. Two kinds of pair are forbidden: a key in",
+            "the future (causal) and a key that is a pad. build_attention_mask turns both into ONE additive",
+            f"mask, 0 where allowed and the fill (here {fill_label(mask_fill, dtype)}) where forbidden, added to the scores before",
+            f"softmax. Row {row} of the batch ({sentences[row]!r}), mask [{T}, {T}]:",
+            fmt_matrix(additive.additive[row, 0], labels, width=6),
+            f"Queries {empty.tolist()} are pads: their own key is a pad, and so is every key before them,"
+            if empty.size
+            else "No query of this row is a pad: only the causal part of the mask forbids anything.",
+            "so their whole row is forbidden. The next two steps show why that matters." if empty.size else "",
+        ]
+    ).rstrip()
 
 
 def demo_scores(T: int, dtype=np.float32) -> np.ndarray:
@@ -200,7 +229,9 @@ def describe_difference(diff: float, dtype=np.float32) -> str:
     """Say 'rounding' rather than print a last-digit number that varies from CPU to CPU."""
     if diff == 0:
         return "0"
-    return f"{np.dtype(dtype)} rounding only (below 1e-6; that sum also adds the zeros)" if diff < 1e-6 else f"{diff:.1e}"
+    return (
+        f"{np.dtype(dtype)} rounding only (below 1e-6; that sum also adds the zeros)" if diff < 1e-6 else f"{diff:.1e}"
+    )
 
 
 def column_width(*rows, least: int = 8) -> int:
@@ -221,17 +252,23 @@ def show_softmax(tok, sentences, row: int, mask_fill="-inf", dtype=np.float32) -
     alone = softmax(scores[real].copy())  # [n_real] the same row with the pad keys simply deleted
     diff = float(np.abs(probs[real] - alone).max())
     w = column_width(additive[query], masked)
-    why_zero = "exp(-inf) = 0" if fill == -np.inf else f"exp(score {fmt_number(fill)} - max) underflows to 0 in {np.dtype(dtype)}"
-    return "\n".join([
-        f"Query {query} (the last token of row {row}) with made-up scores, one per key:",
-        f"  scores            {fmt_row(scores, w)}",
-        f"  + mask row {query}      {fmt_row(additive[query], w)}",
-        f"  = masked scores   {fmt_row(masked, w)}",
-        f"  softmax           {fmt_row(probs, w)}   (sum {probs.sum():.6f})",
-        f"{why_zero}, so the pads get weight exactly 0 and the real keys share all of it. Softmax of",
-        f"the real keys' scores alone, with the pad keys deleted:  {fmt_row(alone).strip()}",
-        f"Largest difference: {describe_difference(diff, dtype)}. Masking a key is the same as deleting it.",
-    ])  # fmt: skip
+    why_zero = (
+        "exp(-inf) = 0"
+        if fill == -np.inf
+        else f"exp(score {fmt_number(fill)} - max) underflows to 0 in {np.dtype(dtype)}"
+    )
+    return "\n".join(
+        [
+            f"Query {query} (the last token of row {row}) with made-up scores, one per key:",
+            f"  scores            {fmt_row(scores, w)}",
+            f"  + mask row {query}      {fmt_row(additive[query], w)}",
+            f"  = masked scores   {fmt_row(masked, w)}",
+            f"  softmax           {fmt_row(probs, w)}   (sum {probs.sum():.6f})",
+            f"{why_zero}, so the pads get weight exactly 0 and the real keys share all of it. Softmax of",
+            f"the real keys' scores alone, with the pad keys deleted:  {fmt_row(alone).strip()}",
+            f"Largest difference: {describe_difference(diff, dtype)}. Masking a key is the same as deleting it.",
+        ]
+    )
 
 
 def forbidden_row_softmax(mask_row: np.ndarray, query: int, scores: np.ndarray, dtype) -> dict[str, np.ndarray]:
@@ -239,14 +276,17 @@ def forbidden_row_softmax(mask_row: np.ndarray, query: int, scores: np.ndarray, 
     T = mask_row.shape[0]
     rows = {}
     for name in MASK_FILLS:
-        additive = build_attention_mask(mask_row[None, :], T, resolve_fill(name, dtype), dtype).additive[0, 0, query]  # [T]
+        full = build_attention_mask(mask_row[None, :], T, resolve_fill(name, dtype), dtype).additive  # [1, 1, T, T]
+        additive = full[0, 0, query]  # [T]
         rows[name] = softmax(scores + additive)  # [T]
     return rows
 
 
 def fill_rows(rows: dict[str, np.ndarray], dtype) -> list[str]:
-    return [f"  fill {name + ' = ' + fmt_number(resolve_fill(name, dtype)):<17} softmax = {fmt_row(probs, 7)}"
-            for name, probs in rows.items()]  # fmt: skip
+    return [
+        f"  fill {name + ' = ' + fmt_number(resolve_fill(name, dtype)):<17} softmax = {fmt_row(probs, 7)}"
+        for name, probs in rows.items()
+    ]
 
 
 def finite_fills_story(rows: dict[str, np.ndarray], scores: np.ndarray, dtype) -> list[str]:
@@ -256,16 +296,22 @@ def finite_fills_story(rows: dict[str, np.ndarray], scores: np.ndarray, dtype) -
     kept = [name for name, p in rows.items() if name != "-inf" and np.ptp(p) != 0]
     lines = []
     if uniform:
-        lines += [f"With {' and '.join(uniform)}, the scores all round to the same huge negative number and the row is uniform:",
-                  "an average over keys this token must not see, including future ones."]  # fmt: skip
+        lines += [
+            f"With {' and '.join(uniform)}, the scores all round to the same huge negative number and the row is uniform:",
+            "an average over keys this token must not see, including future ones.",
+        ]
     for name in kept:
         fill = resolve_fill(name, dtype)
         gap = float(np.spacing(np.abs(np.asarray(fill, dtype))))  # distance between neighbouring numbers near the fill
         diff = float(np.abs(rows[name] - softmax(scores.copy())).max())
-        lines += [f"With {name}, the row is softmax(scores) itself (max difference {diff:.0e}), as if nothing were masked:",
-                  f"{dtype} numbers near {fmt_number(fill)} are {gap:.2g} apart, so score + ({fmt_number(fill)}) keeps the scores'",
-                  f"differences, and softmax ignores a shift. In float32 they are {float(np.spacing(np.float32(abs(fill)))):.2g} "
-                  "apart and the differences vanish."]  # fmt: skip
+        lines += [
+            f"With {name}, the row is softmax(scores) itself (max difference {diff:.0e}), as if nothing were masked:",
+            f"{dtype} numbers near {fmt_number(fill)} are {gap:.2g} apart, so score + ({fmt_number(fill)}) keeps the scores'",
+            (
+                f"differences, and softmax ignores a shift. In float32 they are {float(np.spacing(np.float32(abs(fill)))):.2g} "
+                "apart and the differences vanish."
+            ),
+        ]
     return lines
 
 
@@ -279,7 +325,8 @@ def attention_demo(mask_row: np.ndarray, dtype=np.float32) -> tuple[dict, np.nda
         m = build_attention_mask(mask_row[None, :], T, resolve_fill(name, dtype), dtype)
         out, probs = attention(q, k, v, m, scale=1 / np.sqrt(D))  # [1, 1, T, D], [1, 1, T, T]
         results[name] = (out[0, 0], probs[0, 0])
-    empty = build_attention_mask(mask_row[None, :], T, -np.inf, dtype).empty_rows[0, 0, :, 0]  # [T] bool
+    # (the ignore: the caller passes a padded row, so some query sees nothing and empty_rows is set)
+    empty = build_attention_mask(mask_row[None, :], T, -np.inf, dtype).empty_rows[0, 0, :, 0]  # type: ignore[index]
     return results, empty
 
 
@@ -288,8 +335,10 @@ def logits_across_fills(model, ids, mask) -> dict[str, float]:
     from ..model import GPT2
 
     real = mask == 1  # [B, T]
-    logits = {f: GPT2(model.config, model.weights, dtype=model.dtype, mask_fill=f)(ids, attention_mask=mask).logits[real]
-              for f in MASK_FILLS}  # fmt: skip
+    logits = {
+        f: GPT2(model.config, model.weights, dtype=model.dtype, mask_fill=f)(ids, attention_mask=mask).logits[real]
+        for f in MASK_FILLS
+    }
     return {f: float(np.abs(logits[f] - logits["min"]).max()) for f in MASK_FILLS}
 
 
@@ -297,8 +346,10 @@ def show_empty_rows(tok, sentences, row: int, model, model_problem: str | None, 
     ids, mask = left_padded(tok, sentences)
     T = ids.shape[1]
     if mask[row].all():
-        return (f"Row {row} has no padding, so none of its queries is left with nothing to see; choose a padded row "
-                "with --row, or give sentences of different lengths.")  # fmt: skip
+        return (
+            f"Row {row} has no padding, so none of its queries is left with nothing to see; choose a padded row "
+            "with --row, or give sentences of different lengths."
+        )
     query = 0  # a left pad: it may see no key at all
     scores = demo_scores(T, dtype)
     rows = forbidden_row_softmax(mask[row], query, scores, dtype)
@@ -322,9 +373,11 @@ def show_empty_rows(tok, sentences, row: int, model, model_problem: str | None, 
         f"  max |weights(fill) - weights(-inf)|: {', '.join(f'{f} {d}' for f, d in diffs.items())}",
     ]
     if model is not None:
-        lines += ["The model, on this batch: max |logits(fill) - logits(min)| over the real tokens:",
-                  "  " + ", ".join(f"{f} {d}" for f, d in logits_across_fills(model, ids, mask).items()),
-                  "Real tokens never look at pads, so every fill gives the same numbers."]  # fmt: skip
+        lines += [
+            "The model, on this batch: max |logits(fill) - logits(min)| over the real tokens:",
+            "  " + ", ".join(f"{f} {d}" for f, d in logits_across_fills(model, ids, mask).items()),
+            "Real tokens never look at pads, so every fill gives the same numbers.",
+        ]
     else:
         lines += [f"(That the model's real-token logits are identical for every fill needs the model: {model_problem})"]
     return "\n".join(lines)
@@ -332,24 +385,28 @@ def show_empty_rows(tok, sentences, row: int, model, model_problem: str | None, 
 
 def until_eos(tokens: np.ndarray, eos: int) -> list[int]:
     """New tokens up to and including the first eos (a finished row is then padded)."""
-    tokens = tokens.tolist()
-    return tokens[: tokens.index(eos) + 1] if eos in tokens else tokens
+    ids: list[int] = tokens.tolist()
+    return ids[: ids.index(eos) + 1] if eos in ids else ids
 
 
 def show_generation(tok, sentences, model, max_new_tokens: int) -> str:
     ids, mask = left_padded(tok, sentences)
     T = ids.shape[1]
-    out = model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id)  # [B, T + n]
+    out = model.generate(
+        ids, attention_mask=mask, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id
+    )  # [B, T + n]
     lines = [
         f"model.generate(input_ids, attention_mask, max_new_tokens={max_new_tokens}): one forward pass over the prompt,",
         "then one token per step through the KV cache, the most likely token each time (greedy):",
-        f"  new tokens  [{out.shape[0]}, {out.shape[1] - T}]", fmt_array(out[:, T:]),
+        f"  new tokens  [{out.shape[0]}, {out.shape[1] - T}]",
+        fmt_array(out[:, T:]),
     ]
     same = []
     for i, s in enumerate(sentences):
         lines.append(f"  {s!r} -> {tok.decode(out[i, T:], skip_special_tokens=True)!r}")
         alone_ids, alone_mask = left_padded(tok, [s])
-        alone = model.generate(alone_ids, attention_mask=alone_mask, max_new_tokens=max_new_tokens)[0, alone_ids.shape[1]:]  # [n]
+        alone_out = model.generate(alone_ids, attention_mask=alone_mask, max_new_tokens=max_new_tokens)  # [1, T1 + n]
+        alone = alone_out[0, alone_ids.shape[1] :]  # [n]
         same.append(until_eos(alone, tok.eos_token_id) == until_eos(out[i, T:], tok.eos_token_id))
     lines.append(f"Each sentence generated alone (no padding) gives the same tokens as in the batch: {same}")
     return "\n".join(lines)
@@ -398,9 +455,13 @@ def show_block(tok, sentences, row: int, model) -> str:
         line("(x - mean) / std", (x - x.mean()) / x.std(), "(LayerNorm before its gain and bias)"),
         line("ln_1(x)", at(b + "ln1.hook_normalized"), b + "ln1.hook_normalized"),
         f"c_attn(ln_1(x)): {3 * cfg.n_embd} numbers, cut into q, k, v of C each, and each into {cfg.n_head} heads of D:",
-        *[line(f"{name} head {h}", a[t, h], f"{b}attn.hook_{name}") for name, a in (("q", q), ("k", k), ("v", v)) for h in range(min(2, cfg.n_head))],
+        *[
+            line(f"{name} head {h}", a[t, h], f"{b}attn.hook_{name}")
+            for name, a in (("q", q), ("k", k), ("v", v))
+            for h in range(min(2, cfg.n_head))
+        ],
         f"Head 0: this token's query against the key of every token j (scale {model.scale(0):.4g} = 1/sqrt(D)):",
-        f"  {'key j':<28}" + "".join(f"{label[:width - 1]:>{width}}" for label in labels),
+        f"  {'key j':<28}" + "".join(f"{label[: width - 1]:>{width}}" for label in labels),
         f"  {'q . k_j * scale':<28}" + fmt_row(raw, width),
         f"  {'+ mask (fill: pads, future)':<28}" + fmt_row(additive, width),
         f"  {'= scores':<28}" + fmt_row(scores, width) + f"   {b}attn.hook_attn_scores",
@@ -412,16 +473,22 @@ def show_block(tok, sentences, row: int, model) -> str:
         line("ln_2", at(b + "ln2.hook_normalized"), b + "ln2.hook_normalized"),
         line("c_fc: widen to F", pre, b + "mlp.hook_pre"),
         line("GELU", post, b + "mlp.hook_post"),
-        f"  ({int(negative.sum())} of {pre.size} are negative before GELU; after it they lie in "
-        f"[{post[negative].min() if negative.any() else 0:.3f}, 0]: GELU passes positives, squashes negatives towards 0)",
+        (
+            f"  ({int(negative.sum())} of {pre.size} are negative before GELU; after it they lie in "
+            f"[{post[negative].min() if negative.any() else 0:.3f}, 0]: GELU passes positives, squashes negatives towards 0)"
+        ),
         line("c_proj: back to C", at(b + "hook_mlp_out"), b + "hook_mlp_out"),
         line("x + MLP output", at(b + "hook_resid_post"), b + "hook_resid_post"),
         {1: "The model has one block; then:", 2: "Block 1 does the same with its own weights; then:"}.get(
-            cfg.n_layer, f"Blocks 1 .. {cfg.n_layer - 1} do the same with their own weights; then:"),
+            cfg.n_layer, f"Blocks 1 .. {cfg.n_layer - 1} do the same with their own weights; then:"
+        ),
         line("ln_f", at("ln_final.hook_normalized"), "ln_final.hook_normalized"),
         line("logits = ln_f . wte", logits[row, t], "logits (one score per token)"),
         "The most likely next tokens (softmax of the logits):",
-        *[f"  {tok.convert_ids_to_tokens([int(i)])[0]!r:>16} id {int(i):>5}  logit {logits[row, t, i]:7.3f}  p = {probs[i]:.3f}" for i in top],
+        *[
+            f"  {tok.convert_ids_to_tokens([int(i)])[0]!r:>16} id {int(i):>5}  logit {logits[row, t, i]:7.3f}  p = {probs[i]:.3f}"
+            for i in top
+        ],
         f"Next token: {tok.decode([int(top[0])])!r}; model.generate picks {tok.decode([int(first)])!r} for {sentences[row]!r}.",
     ]
     return "\n".join(lines)
@@ -436,7 +503,10 @@ STEPS = {  # name: (title, where the code is)
     "positions": ("Position ids from the mask", "gpt2np/masks.py: position_ids_from_mask"),
     "mask": ("The additive attention mask", "gpt2np/masks.py: build_attention_mask"),
     "softmax": ("Softmax of a masked row", "gpt2np/layers.py: softmax"),
-    "empty-rows": ("A row with nothing to see: -inf, -1e9, min", "gpt2np/attention.py: attention, gpt2np/masks.py: resolve_fill"),
+    "empty-rows": (
+        "A row with nothing to see: -inf, -1e9, min",
+        "gpt2np/attention.py: attention, gpt2np/masks.py: resolve_fill",
+    ),
     "generate": ("Greedy generation of the batch", "gpt2np/generation.py: generate"),
     "block": ("Inside block 0: one token's path", "gpt2np/model.py: GPT2.forward, gpt2np/attention.py: self_attention"),
 }
@@ -445,15 +515,22 @@ NEEDS_MODEL = ("empty-rows", "generate", "block")  # empty-rows uses it only for
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "explain", help="walk through batched inference step by step, with the real numbers",
+        "explain",
+        help="walk through batched inference step by step, with the real numbers",
         description="Batched GPT-2 inference step by step: tokens, padding, masks, positions, softmax, the -inf/NaN "
         "question, generation. Every number shown is computed by gpt2np.",
-    )  # fmt: skip
-    p.add_argument("sentences", nargs="*", help=f"sentences to batch (default: {', '.join(repr(s) for s in SEED_SENTENCES)})")
+    )
+    p.add_argument(
+        "sentences", nargs="*", help=f"sentences to batch (default: {', '.join(repr(s) for s in SEED_SENTENCES)})"
+    )
     add_model_args(p, default_fill="-inf")  # the exact value: the mask then reads "forbidden"
     p.add_argument("--max-new-tokens", type=int, default=10, help="tokens to generate per sentence (default 10)")
-    p.add_argument("--step", action="append", choices=list(STEPS), help="show only this step (repeatable; default: all)")
-    p.add_argument("--row", type=int, default=None, help="sequence shown by the mask steps (default: the first padded one)")
+    p.add_argument(
+        "--step", action="append", choices=list(STEPS), help="show only this step (repeatable; default: all)"
+    )
+    p.add_argument(
+        "--row", type=int, default=None, help="sequence shown by the mask steps (default: the first padded one)"
+    )
     p.set_defaults(run=cmd_explain)
 
 
@@ -463,7 +540,11 @@ def load_tokenizer(args):
     try:
         return Tokenizer.from_pretrained(args.tokenizer or args.model, verify=not args.no_verify)
     except ModelNotFoundError as e:
-        how = "" if "--tokenizer" in str(e) else " (pass --tokenizer FOLDER, a folder with vocab.json + merges.txt or tokenizer.json)"
+        how = (
+            ""
+            if "--tokenizer" in str(e)
+            else " (pass --tokenizer FOLDER, a folder with vocab.json + merges.txt or tokenizer.json)"
+        )
         raise ModelNotFoundError(f"explain needs a tokenizer even without a model: {e}{how}") from None
 
 
@@ -473,7 +554,7 @@ def load_model_or_reason(args):
         model, _ = load_model_and_tokenizer(args)
     except ModelNotFoundError as e:
         problem = str(e)
-        looks_like_path = args.model.startswith((".", "/", "~")) or "/" in args.model and Path(args.model).exists()
+        looks_like_path = args.model.startswith((".", "/", "~")) or ("/" in args.model and Path(args.model).exists())
         if "gpt2np download" not in problem and not looks_like_path:  # a name: download can fetch it
             problem += f" Get the weights with `gpt2np download {args.model}` and run explain again."
         return None, problem

@@ -33,7 +33,9 @@ def require_matplotlib():
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as e:
-        raise GPT2npError(f"gpt2np plot draws with matplotlib, which is not installed ({e}); pip install -e '.[plot]'") from None
+        raise GPT2npError(
+            f"gpt2np plot draws with matplotlib, which is not installed ({e}); pip install -e '.[plot]'"
+        ) from None
     return Figure, FigureCanvasAgg
 
 
@@ -87,13 +89,19 @@ def plot_masks(tok, input_ids: np.ndarray, attention_mask: np.ndarray, path, dpi
         real = attention_mask[b] == 1
         ax.set_title(f"row {b}: {tok.decode(input_ids[b][real])!r}\n{int((~real).sum())} pads", fontsize=9)
     present = np.unique(categories)  # only the kinds of cell this batch has
-    fig.legend(handles=[Patch(color=CATEGORY_COLORS[c], label=CATEGORY_NAMES[c]) for c in present],
-               loc="outside lower center", ncols=len(present), fontsize=8)  # fmt: skip
+    fig.legend(
+        handles=[Patch(color=CATEGORY_COLORS[c], label=CATEGORY_NAMES[c]) for c in present],
+        loc="outside lower center",
+        ncols=len(present),
+        fontsize=8,
+    )
     fig.suptitle("attention mask of the left-padded batch (padding + causal)", fontsize=10)
     return save(fig, Path(path), dpi)
 
 
-def plot_attention(tok, ids: np.ndarray, mask: np.ndarray, weights: np.ndarray, layer: int, head: int, path, dpi: int = 100) -> Path:
+def plot_attention(
+    tok, ids: np.ndarray, mask: np.ndarray, weights: np.ndarray, layer: int, head: int, path, dpi: int = 100
+) -> Path:
     """One head's [T, T] softmax weights for one sequence, labelled with its tokens."""
     Figure, _ = require_matplotlib()
     T = len(ids)
@@ -119,7 +127,9 @@ def check_indices(values, limit: int, what: str) -> list[int]:
     return list(values)
 
 
-def plot_attentions(model, tok, input_ids, attention_mask, sequence: int, layers, heads, out_dir, dpi: int = 100) -> list[Path]:
+def plot_attentions(
+    model, tok, input_ids, attention_mask, sequence: int, layers, heads, out_dir, dpi: int = 100
+) -> list[Path]:
     """attention_L{l}_H{h}.png for every chosen layer and head, for one sequence of the batch."""
     layers = check_indices(layers, model.config.n_layer, "layer")
     heads = check_indices(heads, model.config.n_head, "head")
@@ -129,23 +139,31 @@ def plot_attentions(model, tok, input_ids, attention_mask, sequence: int, layers
         for head in heads:
             weights = out.attentions[layer][sequence, head]  # [T, T]
             path = Path(out_dir) / f"attention_L{layer}_H{head}.png"
-            paths.append(plot_attention(tok, input_ids[sequence], attention_mask[sequence], weights, layer, head, path, dpi))
+            paths.append(
+                plot_attention(tok, input_ids[sequence], attention_mask[sequence], weights, layer, head, path, dpi)
+            )
     return paths
 
 
 # --- the command ---------------------------------------------------------------------------
 
+
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "plot", help="PNG pictures of the batch's attention mask and of attention weights",
+        "plot",
+        help="PNG pictures of the batch's attention mask and of attention weights",
         description="Write DIR/mask.png (the padded batch's masks: padding + causal, pads highlighted) and "
         "DIR/attention_L{layer}_H{head}.png (one head's weights for one sequence, labelled with tokens). "
         "Needs matplotlib: pip install -e '.[plot]'.",
-    )  # fmt: skip
-    p.add_argument("sentences", nargs="*", help=f"sentences to batch (default: {', '.join(repr(s) for s in SEED_SENTENCES)})")
+    )
+    p.add_argument(
+        "sentences", nargs="*", help=f"sentences to batch (default: {', '.join(repr(s) for s in SEED_SENTENCES)})"
+    )
     p.add_argument("--out", required=True, help="folder to write the PNGs into (created if needed)")
     p.add_argument("--layers", type=int, nargs="+", default=[0], help="layers to draw attention for (default: 0)")
-    p.add_argument("--heads", type=int, nargs="+", default=[0], help="heads to draw in each of those layers (default: 0)")
+    p.add_argument(
+        "--heads", type=int, nargs="+", default=[0], help="heads to draw in each of those layers (default: 0)"
+    )
     p.add_argument("--sequence", type=int, default=0, help="which sentence's attention to draw (default: 0, the first)")
     p.add_argument("--mask-only", action="store_true", help="only mask.png: needs the tokenizer but no model weights")
     p.add_argument("--dpi", type=int, default=100, help="resolution of the PNGs (default 100)")
@@ -170,7 +188,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
         try:
             model, tok = load_model_and_tokenizer(args)
         except ModelNotFoundError as e:
-            raise ModelNotFoundError(f"{e} (--mask-only draws the mask alone, which needs only the tokenizer)") from None
+            raise ModelNotFoundError(
+                f"{e} (--mask-only draws the mask alone, which needs only the tokenizer)"
+            ) from None
         check_indices(args.layers, model.config.n_layer, "layer")  # before writing anything
         check_indices(args.heads, model.config.n_head, "head")
     input_ids, attention_mask = left_padded(tok, sentences)  # [B, T] each
@@ -178,7 +198,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [plot_masks(tok, input_ids, attention_mask, out_dir / "mask.png", args.dpi)]
     if model is not None:
-        paths += plot_attentions(model, tok, input_ids, attention_mask, args.sequence, args.layers, args.heads, out_dir, args.dpi)
+        paths += plot_attentions(
+            model, tok, input_ids, attention_mask, args.sequence, args.layers, args.heads, out_dir, args.dpi
+        )
     for path in paths:
         print(f"wrote {path}")
     return 0

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,9 @@ from ..config import GPT2Config
 from ..weights import expected_shapes
 
 
-def random_tensors(config: GPT2Config, seed: int = 0, outlier_dims: int = 0, outlier_scale: float = 300.0) -> dict[str, np.ndarray]:
+def random_tensors(
+    config: GPT2Config, seed: int = 0, outlier_dims: int = 0, outlier_scale: float = 300.0
+) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     C = config.n_embd
 
@@ -86,7 +89,9 @@ def _calibrate_layer_norms(tensors: dict[str, np.ndarray], config: GPT2Config, d
         gain[dims] = 0.05
 
 
-def make_random_checkpoint(folder: str | Path, config: GPT2Config, seed: int = 0, outlier_dims: int = 0, outlier_scale: float = 300.0) -> Path:
+def make_random_checkpoint(
+    folder: str | Path, config: GPT2Config, seed: int = 0, outlier_dims: int = 0, outlier_scale: float = 300.0
+) -> Path:
     """Write config.json + model.safetensors for a random GPT-2 into `folder` (created)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -95,7 +100,10 @@ def make_random_checkpoint(folder: str | Path, config: GPT2Config, seed: int = 0
     # the loader's prefix handling is exercised; the hub's gpt2 file has no prefix.
     # (No metadata beyond safetensors' "format": the package writes a metadata dict in hash
     # order, which would make the bytes, and so the sha256 the tests check, vary run to run.)
-    save_checkpoint(folder / "model.safetensors", {("" if k == "lm_head.weight" else "transformer.") + k: v for k, v in tensors.items()})
+    save_checkpoint(
+        folder / "model.safetensors",
+        {("" if k == "lm_head.weight" else "transformer.") + k: v for k, v in tensors.items()},
+    )
     (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     return folder
 
@@ -106,14 +114,24 @@ def make_random_checkpoint(folder: str | Path, config: GPT2Config, seed: int = 0
 # by an older recipe are then rebuilt instead of silently reused.
 RECIPE_VERSION = 2
 
-TEST_MODELS = {
+TEST_MODELS: dict[str, dict[str, Any]] = {
     "tiny": dict(config=GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64), seed=1),
     "small-outliers": dict(config=GPT2Config(n_layer=4, n_head=4, n_embd=64, n_positions=128), seed=2, outlier_dims=3),
     "odd": dict(
-        config=GPT2Config(vocab_size=1000, n_layer=3, n_head=3, n_embd=48, n_inner=100, n_positions=40,
-                          scale_attn_by_inverse_layer_idx=True, tie_word_embeddings=False, bos_token_id=999, eos_token_id=999),
+        config=GPT2Config(
+            vocab_size=1000,
+            n_layer=3,
+            n_head=3,
+            n_embd=48,
+            n_inner=100,
+            n_positions=40,
+            scale_attn_by_inverse_layer_idx=True,
+            tie_word_embeddings=False,
+            bos_token_id=999,
+            eos_token_id=999,
+        ),
         seed=3,
-    ),  # fmt: skip
+    ),
     "gpt2-shaped": dict(config=GPT2Config(), seed=4, outlier_dims=3),  # 124M parameters, ~500 MB
 }
 

@@ -16,25 +16,44 @@ from .common import add_model_args, load_model_and_tokenizer, read_prompts
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "score", help="log-probability of every token, log-likelihood and perplexity of texts",
+        "score",
+        help="log-probability of every token, log-likelihood and perplexity of texts",
         description="Score texts (one left-padded batch): log p(token | tokens before it) for every token, "
         "each text's log-likelihood and perplexity, and the batch's mean loss.",
-    )  # fmt: skip
+    )
     p.add_argument("texts", nargs="*", help="texts to score (default: one per line from stdin)")
     add_model_args(p)
-    p.add_argument("--stride", type=int, default=None,
-                   help="score texts longer than the context in sliding windows of n_positions tokens moved by this many "
-                        "(each token scored once, with at least n_positions - stride tokens of context); e.g. 512 for gpt2")
+    p.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help="score texts longer than the context in sliding windows of n_positions tokens moved by this many "
+        "(each token scored once, with at least n_positions - stride tokens of context); e.g. 512 for gpt2",
+    )
     f = p.add_argument_group("a corpus file (see gpt2np/tools/score_file.py)")
-    f.add_argument("--file", help="score a file into JSON lines: one text per line, or JSONL if it ends in .jsonl or "
-                                  "--text-field is given; '-' reads stdin")
+    f.add_argument(
+        "--file",
+        help="score a file into JSON lines: one text per line, or JSONL if it ends in .jsonl or "
+        "--text-field is given; '-' reads stdin",
+    )
     f.add_argument("--text-field", default=None, help="the JSONL field that holds the text (default: text)")
     f.add_argument("--out", help="where to write the JSON lines (default: stdout)")
     f.add_argument("--batch-size", type=int, default=8, help="at most this many texts per forward pass (default: 8)")
-    f.add_argument("--max-tokens", type=int, default=4096, help="at most this many tokens, pads included, per forward pass (default: 4096)")
-    f.add_argument("--token-logprobs", action="store_true", help="also write each token's log-prob (null for the first)")
-    f.add_argument("--strict", action="store_true", help="stop at the first bad line instead of writing an error record")
-    f.add_argument("--resume", action="store_true", help="continue an interrupted run: keep the lines in --out, score the rest")
+    f.add_argument(
+        "--max-tokens",
+        type=int,
+        default=4096,
+        help="at most this many tokens, pads included, per forward pass (default: 4096)",
+    )
+    f.add_argument(
+        "--token-logprobs", action="store_true", help="also write each token's log-prob (null for the first)"
+    )
+    f.add_argument(
+        "--strict", action="store_true", help="stop at the first bad line instead of writing an error record"
+    )
+    f.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run: keep the lines in --out, score the rest"
+    )
     f.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(run=cmd_score)
 
@@ -63,14 +82,18 @@ def format_scores(scores: Scores, tokenizer) -> str:
             shown = f"{lp:9.3f}" if scores.scored[b, col] else "(first token: no context)"
             lines.append(f"  {pos:>4}  {piece!r:<16} {int(scores.input_ids[b, col]):>6}  {shown}")
         if scores.n_scored[b] == 0:
-            lines.append("  nothing to score: a single token, and nothing comes before a text's first token to predict it")
+            lines.append(
+                "  nothing to score: a single token, and nothing comes before a text's first token to predict it"
+            )
             continue
         lines.append(
             f"  log-likelihood {scores.total_logprob[b]:.3f} over {plural(int(scores.n_scored[b]), 'scored token')}, "
             f"perplexity {scores.perplexity[b]:.4g}"
         )
-    lines.append(f"batch: mean loss {scores.loss:.4f} over {plural(int(scores.n_scored.sum()), 'scored token')} "
-                 f"(perplexity {np.exp(scores.loss):.4g})")  # fmt: skip
+    lines.append(
+        f"batch: mean loss {scores.loss:.4f} over {plural(int(scores.n_scored.sum()), 'scored token')} "
+        f"(perplexity {np.exp(scores.loss):.4g})"
+    )
     return "\n".join(lines)
 
 
@@ -89,8 +112,17 @@ def check_lengths(texts: list[str], tok, n_positions: int) -> None:
 def cmd_score(args: argparse.Namespace) -> int:
     if args.file is not None:
         return cmd_score_file(args)
-    file_only = [flag for flag, given in (("--out", args.out), ("--resume", args.resume), ("--strict", args.strict),
-                 ("--text-field", args.text_field), ("--token-logprobs", args.token_logprobs)) if given]  # fmt: skip
+    file_only = [
+        flag
+        for flag, given in (
+            ("--out", args.out),
+            ("--resume", args.resume),
+            ("--strict", args.strict),
+            ("--text-field", args.text_field),
+            ("--token-logprobs", args.token_logprobs),
+        )
+        if given
+    ]
     if file_only:
         raise InputError(f"{file_only[0]} goes with --file (scoring a corpus into JSON lines)")
     args.prompts = args.texts  # read_prompts reads args.prompts (or stdin)
@@ -114,11 +146,18 @@ def cmd_score_file(args: argparse.Namespace) -> int:
     score_file.check_paths(args.file, args.out, args.resume)  # before the model is loaded
     model, tok = load_model_and_tokenizer(args)
     jsonl = score_file.is_jsonl(args.file, args.text_field)
-    opts = score_file.Options(text_field=(args.text_field or "text") if jsonl else None, batch_size=args.batch_size,
-                              max_tokens=args.max_tokens, stride=args.stride, token_logprobs=args.token_logprobs,
-                              strict=args.strict)  # fmt: skip
+    opts = score_file.Options(
+        text_field=(args.text_field or "text") if jsonl else None,
+        batch_size=args.batch_size,
+        max_tokens=args.max_tokens,
+        stride=args.stride,
+        token_logprobs=args.token_logprobs,
+        strict=args.strict,
+    )
     done = score_file.run(model, tok, args.file, args.out, opts, resume=args.resume, show_progress=not args.no_progress)
     resumed = f"lines 1-{done['resumed_after']} were already done; " if done["resumed_after"] else ""
-    sys.stderr.write(f"{resumed}scored {done['lines']} lines ({done['errors']} errors, {done['tokens']} tokens scored)"
-                     f"{' into ' + args.out if args.out else ''}\n")  # fmt: skip
+    sys.stderr.write(
+        f"{resumed}scored {done['lines']} lines ({done['errors']} errors, {done['tokens']} tokens scored)"
+        f"{' into ' + args.out if args.out else ''}\n"
+    )
     return 0

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from ..corpus import TextScore, score_texts
 from ..errors import InputError
@@ -68,10 +68,15 @@ def record(line: int, s: TextScore, token_logprobs: bool) -> dict:
     """A TextScore -> the JSON object written for input line `line`."""
     if s.error is not None:
         return {"line": line, "error": s.error}
-    r = {"line": line, "n_tokens": s.n_tokens, "n_scored": s.n_scored, "log_likelihood": s.log_likelihood,
-         "perplexity": None if math.isnan(s.perplexity) else s.perplexity}  # fmt: skip
+    r: dict[str, Any] = {
+        "line": line,
+        "n_tokens": s.n_tokens,
+        "n_scored": s.n_scored,
+        "log_likelihood": s.log_likelihood,
+        "perplexity": None if math.isnan(s.perplexity) else s.perplexity,
+    }
     if token_logprobs:
-        r["token_logprobs"] = [None if math.isnan(x) else float(x) for x in s.token_logprobs]
+        r["token_logprobs"] = [None if math.isnan(x) else float(x) for x in s.token_logprobs]  # type: ignore[union-attr]
     return r
 
 
@@ -120,14 +125,18 @@ def score_chunk(model, tokenizer, chunk: list[tuple[int, bytes]], opts: Options)
     """Parse, score and turn into records one chunk of input lines."""
     parsed = [parse_line(raw, opts.text_field) for _, raw in chunk]
     texts = [text for text, error in parsed if error is None]
-    scores = iter(score_texts(model, tokenizer, texts, opts.batch_size, opts.max_tokens, opts.stride, opts.token_logprobs))
+    scores = iter(
+        score_texts(model, tokenizer, texts, opts.batch_size, opts.max_tokens, opts.stride, opts.token_logprobs)
+    )
     return [
         record(number, TextScore(None, error=error) if error else next(scores), opts.token_logprobs)
         for (number, _), (_, error) in zip(chunk, parsed)
     ]
 
 
-def score_lines(model, tokenizer, lines: Iterable[bytes], out: TextIO, opts: Options, start: int = 0, progress=None) -> dict:
+def score_lines(
+    model, tokenizer, lines: Iterable[bytes], out: TextIO, opts: Options, start: int = 0, progress=None
+) -> dict:
     """Score input lines (after the first `start`) into JSON lines on `out`, a chunk at a time.
     With opts.strict the first bad line stops the run, after every line before it is written.
     Returns counts: texts scored, errors, tokens scored."""
@@ -145,8 +154,10 @@ def score_lines(model, tokenizer, lines: Iterable[bytes], out: TextIO, opts: Opt
         if progress is not None:
             progress(len(records), done)
         if opts.strict and bad is not None:
-            raise InputError(f"line {bad['line']}: {bad['error']} (--strict stops at the first bad line; "
-                             f"lines before it are written)")  # fmt: skip
+            raise InputError(
+                f"line {bad['line']}: {bad['error']} (--strict stops at the first bad line; "
+                f"lines before it are written)"
+            )
     return done
 
 
@@ -158,7 +169,9 @@ def check_paths(path: str, out_path: str | None, resume: bool) -> None:
         raise InputError(f"no such file: {path}")
 
 
-def run(model, tokenizer, path: str, out_path: str | None, opts: Options, resume: bool = False, show_progress: bool = True) -> dict:
+def run(
+    model, tokenizer, path: str, out_path: str | None, opts: Options, resume: bool = False, show_progress: bool = True
+) -> dict:
     """The command: open the input (a file, or '-' for stdin) and the output (a file, or stdout),
     resume if asked, and score with a progress bar on stderr."""
     from tqdm import tqdm
@@ -167,8 +180,9 @@ def run(model, tokenizer, path: str, out_path: str | None, opts: Options, resume
     start = lines_done(Path(out_path)) if resume and out_path and Path(out_path).exists() else 0
     # Bytes, split at b"\n" only: line numbers are those of `wc -l` and `sed -n 5p`, and a line
     # that is not UTF-8 becomes an error record instead of stopping the run.
-    source = sys.stdin.buffer if path == "-" else open(path, "rb")
-    sink = sys.stdout if out_path is None else open(out_path, "a" if resume else "w", encoding="utf-8")
+    # (noqa SIM115: stdin/stdout or a file, so no `with`; the files are closed in the `finally` below)
+    source = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    sink = sys.stdout if out_path is None else open(out_path, "a" if resume else "w", encoding="utf-8")  # noqa: SIM115
     bar = tqdm(unit=" texts", file=sys.stderr, disable=not show_progress, initial=start, dynamic_ncols=True)
 
     def progress(n: int, done: dict) -> None:

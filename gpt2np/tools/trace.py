@@ -41,7 +41,9 @@ def trace_tensors(model, input_ids: np.ndarray, attention_mask: np.ndarray) -> d
     return {**{k: np.asarray(v, dtype=np.int64) for k, v in inputs.items()}, **cache}
 
 
-def generation_tensors(model, input_ids: np.ndarray, attention_mask: np.ndarray, n_new: int, pad_token_id: int | None) -> dict[str, np.ndarray]:
+def generation_tensors(
+    model, input_ids: np.ndarray, attention_mask: np.ndarray, n_new: int, pad_token_id: int | None
+) -> dict[str, np.ndarray]:
     """Greedy continuation and each step's next-token logits [B, N, V].
 
     The logits come from one forward pass over prompt + generated tokens (the generated ones
@@ -49,19 +51,28 @@ def generation_tensors(model, input_ids: np.ndarray, attention_mask: np.ndarray,
     what each cached decode step computes, up to float rounding; `generate` picked exactly
     argmax of these (checked here)."""
     T = input_ids.shape[1]
-    ids = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=n_new, pad_token_id=pad_token_id)  # [B, T + n]
+    ids = model.generate(
+        input_ids, attention_mask=attention_mask, max_new_tokens=n_new, pad_token_id=pad_token_id
+    )  # [B, T + n]
     n = ids.shape[1] - T
-    mask = np.concatenate([attention_mask, np.ones((ids.shape[0], n), dtype=attention_mask.dtype)], axis=1)  # [B, T + n]
+    mask = np.concatenate(
+        [attention_mask, np.ones((ids.shape[0], n), dtype=attention_mask.dtype)], axis=1
+    )  # [B, T + n]
     logits = model(ids[:, :-1], attention_mask=mask[:, :-1]).logits[:, T - 1 :]  # [B, n, V]
     return {"generated_ids": ids[:, T:].astype(np.int64), "generated_logits": np.ascontiguousarray(logits)}
 
 
-def float32_errors(reference: dict[str, np.ndarray], float32: dict[str, np.ndarray], metadata: dict[str, str]) -> dict[str, float]:
+def float32_errors(
+    reference: dict[str, np.ndarray], float32: dict[str, np.ndarray], metadata: dict[str, str]
+) -> dict[str, float]:
     """Per point, max |float32 - reference| as `gpt2np compare` measures it (same cells)."""
     from .compare import measure
 
     mask = reference["attention_mask"]
-    return {name: measure(name, reference[name], float32[name], mask, metadata).diff for name in activation_names_in(reference)}
+    return {
+        name: measure(name, reference[name], float32[name], mask, metadata).diff
+        for name in activation_names_in(reference)
+    }
 
 
 def activation_names_in(tensors) -> list[str]:
@@ -95,8 +106,18 @@ def save_trace(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=metadata)
 
 
-def write_trace(path, model, input_ids, attention_mask, model_name="", checkpoint_sha256=None, texts=(),
-                generate: int = 0, pad_token_id=None, float32_model=None) -> dict[str, str]:  # fmt: skip
+def write_trace(
+    path,
+    model,
+    input_ids,
+    attention_mask,
+    model_name="",
+    checkpoint_sha256=None,
+    texts=(),
+    generate: int = 0,
+    pad_token_id=None,
+    float32_model=None,
+) -> dict[str, str]:
     """Trace `model` on the batch and save it; with float32_model (for a float64 model), also
     measure how far that float32 model lies from this trace at each point. -> the metadata."""
     tensors = trace_tensors(model, input_ids, attention_mask)
@@ -115,15 +136,18 @@ def write_trace(path, model, input_ids, attention_mask, model_name="", checkpoin
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "trace", help="save every intermediate of a forward pass to a safetensors file",
+        "trace",
+        help="save every intermediate of a forward pass to a safetensors file",
         description="Run the prompts as one left-padded batch and save every activation point (hook_embed, "
         "blocks.{i}.attn.hook_q, ..., logits), the inputs and metadata to one safetensors file, for "
         "`gpt2np compare` or your own implementation (docs/cross-checking.md).",
-    )  # fmt: skip
+    )
     p.add_argument("prompts", nargs="*", help="prompts (default: one per line from stdin)")
     add_model_args(p)
     p.add_argument("--out", required=True, help="the .safetensors file to write")
-    p.add_argument("--generate", type=int, default=0, metavar="N", help="also N greedy tokens and each step's next-token logits")
+    p.add_argument(
+        "--generate", type=int, default=0, metavar="N", help="also N greedy tokens and each step's next-token logits"
+    )
     p.set_defaults(run=cmd_trace)
 
 
@@ -149,13 +173,26 @@ def cmd_trace(args) -> int:
         raise InputError("a prompt is empty (it has no tokens); give some text")
     float32_model = None
     if model.dtype == np.float64:  # the truth: also measure how far a float32 run lies from it
-        float32_model = GPT2.from_pretrained(args.model, mask_fill=args.mask_fill, verify=False)  # the same file, mapped again
-    metadata = write_trace(args.out, model, batch["input_ids"], batch["attention_mask"], model_name=args.model,
-                           checkpoint_sha256=checkpoint_sha256(args.model, not args.no_verify), texts=prompts,
-                           generate=args.generate, pad_token_id=tok.pad_token_id, float32_model=float32_model)  # fmt: skip
+        float32_model = GPT2.from_pretrained(
+            args.model, mask_fill=args.mask_fill, verify=False
+        )  # the same file, mapped again
+    metadata = write_trace(
+        args.out,
+        model,
+        batch["input_ids"],
+        batch["attention_mask"],
+        model_name=args.model,
+        checkpoint_sha256=checkpoint_sha256(args.model, not args.no_verify),
+        texts=prompts,
+        generate=args.generate,
+        pad_token_id=tok.pad_token_id,
+        float32_model=float32_model,
+    )
     B, T = batch["input_ids"].shape
     n_points = len(json.loads(metadata["names"]))
-    print(f"wrote {args.out}: {n_points} points of a [{B}, {T}] batch, {metadata['dtype']}, mask_fill {metadata['mask_fill']}"
-          + (f", {args.generate} generated tokens" if args.generate else "")
-          + (", with float32 error per point" if float32_model is not None else ""))  # fmt: skip
+    print(
+        f"wrote {args.out}: {n_points} points of a [{B}, {T}] batch, {metadata['dtype']}, mask_fill {metadata['mask_fill']}"
+        + (f", {args.generate} generated tokens" if args.generate else "")
+        + (", with float32 error per point" if float32_model is not None else "")
+    )
     return 0

@@ -22,18 +22,41 @@ QUICK_TASKS = "load,prefill,decode1,decode8,prefill_curve,prefill8_long,decode_c
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m scripts.bench", description=OVERVIEW, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="a model folder (config.json + model.safetensors) or name; default: real gpt2 if present, else the random 124M-shaped model")
-    p.add_argument("--repeats", type=int, default=None, help="worker runs per (implementation, task) (default 3, --quick 1)")
+    p = argparse.ArgumentParser(
+        prog="python -m scripts.bench", description=OVERVIEW, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="a model folder (config.json + model.safetensors) or name; default: real gpt2 if present, else the random 124M-shaped model",
+    )
+    p.add_argument(
+        "--repeats", type=int, default=None, help="worker runs per (implementation, task) (default 3, --quick 1)"
+    )
     p.add_argument("--quick", action="store_true", help="1 repeat, fewer iterations and tasks, no family: a fast check")
-    p.add_argument("--tasks", default=None, help=f"comma-separated subset of {','.join(TASKS)} (default: all; --quick: {QUICK_TASKS})")
-    p.add_argument("--family", default=None, help=f"comma-separated subset of {','.join(FAMILY)} for the family task (default: all; --quick: none)")
+    p.add_argument(
+        "--tasks",
+        default=None,
+        help=f"comma-separated subset of {','.join(TASKS)} (default: all; --quick: {QUICK_TASKS})",
+    )
+    p.add_argument(
+        "--family",
+        default=None,
+        help=f"comma-separated subset of {','.join(FAMILY)} for the family task (default: all; --quick: none)",
+    )
     p.add_argument("--threads", type=int, default=2, help="threads for both implementations (default 2)")
     p.add_argument("--json", type=Path, default=ROOT / "bench-results.json", help="where to write all raw numbers")
-    p.add_argument("--pictures", type=Path, default=None, help="folder for decode.png and prefill.png (default: none; the README's are in docs/img)")
+    p.add_argument(
+        "--pictures",
+        type=Path,
+        default=None,
+        help="folder for decode.png and prefill.png (default: none; the README's are in docs/img)",
+    )
     p.add_argument("--no-transformers", action="store_true", help="run gpt2np only")
     p.add_argument("--no-machine", action="store_true", help="skip measuring bandwidth and GEMM rate")
-    p.add_argument("--max-wait", type=float, default=3.0, help="seconds to wait for an idle machine before each worker (0: don't)")
+    p.add_argument(
+        "--max-wait", type=float, default=3.0, help="seconds to wait for an idle machine before each worker (0: don't)"
+    )
     p.add_argument("--timeout", type=float, default=900.0, help="seconds before a worker is abandoned")
     # internal: what the parent passes to a worker
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -69,7 +92,10 @@ def resolve_model(arg: str | None) -> tuple[Path, str]:
         return resolve_model_files("gpt2", local_files_only=True)["model.safetensors"].parent, "real GPT-2 124M (gpt2)"
     except GPT2npError:
         root = Path(os.environ.get("GPT2NP_TEST_MODELS", ROOT / "weights" / "test-models"))
-        print(f"real GPT-2 weights not found; using the random 124M-shaped model in {root / 'gpt2-shaped'}", file=sys.stderr)
+        print(
+            f"real GPT-2 weights not found; using the random 124M-shaped model in {root / 'gpt2-shaped'}",
+            file=sys.stderr,
+        )
         return build_test_model("gpt2-shaped", root), "random 124M-shaped (real GPT-2 weights not on this machine)"
 
 
@@ -78,7 +104,12 @@ def describe_model(folder: Path) -> dict:
 
     config = GPT2Config.from_json_file(folder / "config.json")
     ckpt = folder / "model.safetensors"
-    return {"folder": folder, "config": config, "checkpoint_bytes": ckpt.stat().st_size, **weight_bytes_and_flops(config)}
+    return {
+        "folder": folder,
+        "config": config,
+        "checkpoint_bytes": ckpt.stat().st_size,
+        **weight_bytes_and_flops(config),
+    }
 
 
 def machine_info() -> dict:
@@ -88,15 +119,28 @@ def machine_info() -> dict:
         except OSError:
             return default
 
-    cpu = next((ln.split(":", 1)[1].strip() for ln in (read("/proc/cpuinfo") or "").splitlines() if ln.startswith("model name")), None)
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in (read("/proc/cpuinfo") or "").splitlines()
+            if ln.startswith("model name")
+        ),
+        None,
+    )
     versions = {}
     for pkg in ("numpy", "torch", "transformers", "threadpoolctl"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "versions": versions, "env": {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS_", "OMP_", "MKL_"))}}  # fmt: skip
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "env": {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS_", "OMP_", "MKL_"))},
+    }
 
 
 def kernels(results) -> dict:
@@ -105,7 +149,9 @@ def kernels(results) -> dict:
     for r in results:
         for lib in r.get("blas_after", []):
             if lib.get("user_api") == "blas":
-                out.setdefault(r["impl"], set()).add(f"{lib.get('internal_api')} {lib.get('version')} {lib.get('architecture')} ({lib.get('num_threads')} threads)")
+                out.setdefault(r["impl"], set()).add(
+                    f"{lib.get('internal_api')} {lib.get('version')} {lib.get('architecture')} ({lib.get('num_threads')} threads)"
+                )
     return {k: sorted(v) for k, v in out.items()}
 
 
@@ -122,15 +168,23 @@ def main(argv=None) -> int:
     for name in args.family_list:
         print(f"family model {name}: {family_root() / name}", flush=True)
         models[name] = describe_model(build_family_model(name))
-    with_tf = util.find_spec("torch") is not None and util.find_spec("transformers") is not None and not args.no_transformers
+    with_tf = (
+        util.find_spec("torch") is not None and util.find_spec("transformers") is not None and not args.no_transformers
+    )
     impls = implementations(with_tf)
     for m in models.values():
-        with open(m["folder"] / "model.safetensors", "rb") as f:  # into the OS page cache: every load is a warm-cache load
+        with open(
+            m["folder"] / "model.safetensors", "rb"
+        ) as f:  # into the OS page cache: every load is a warm-cache load
             while f.read(1 << 26):
                 pass
-    print(f"model: {source} ({models['gpt2']['checkpoint_bytes'] / 1e6:.0f} MB); family: {', '.join(args.family_list) or 'none'}")
-    print(f"threads {args.threads}, repeats {args.repeats}{' (quick)' if args.quick else ''}, implementations {', '.join(impls)}; "
-          f"kernel forced by the environment: {blas_forced() or 'no'}")  # fmt: skip
+    print(
+        f"model: {source} ({models['gpt2']['checkpoint_bytes'] / 1e6:.0f} MB); family: {', '.join(args.family_list) or 'none'}"
+    )
+    print(
+        f"threads {args.threads}, repeats {args.repeats}{' (quick)' if args.quick else ''}, implementations {', '.join(impls)}; "
+        f"kernel forced by the environment: {blas_forced() or 'no'}"
+    )
     work = [(t, "gpt2") for t in args.task_list] + [(FAMILY_TASK, name) for name in args.family_list]
     results, started = [], time.time()
     for rep in range(args.repeats):
@@ -145,49 +199,93 @@ def main(argv=None) -> int:
                 results.append(r)
                 shown = ", ".join(f"{k} {v:.4g}" for k, v in task_metrics(r).items())
                 load = r["monitor"]["other_load_cores"]
-                print(f"[repeat {rep + 1}/{args.repeats}] {impl:19s} {r['key']:18s} {shown}  (other load {load:.2f} cores)", flush=True)
+                print(
+                    f"[repeat {rep + 1}/{args.repeats}] {impl:19s} {r['key']:18s} {shown}  (other load {load:.2f} cores)",
+                    flush=True,
+                )
 
     agg, machine = aggregate(results), aggregate_machine(results)
     report = build_report(agg, machine, models, impls)
     info = machine_info()
     loads = [r["monitor"]["other_load_cores"] for r in results]
     shared = median(loads) > BUSY_CORES
-    out = ["", f"gpt2np vs transformers: {source}, float32, {args.threads} threads; median of {args.repeats} worker runs each, "
-               f"implementations taking turns"]  # fmt: skip
-    out.append(f"machine: {info['cpu']}, {info['cores']} cores; kernels (threadpoolctl): " +
-               "; ".join(f"{i}: {', '.join(k)}" for i, k in kernels(results).items()))  # fmt: skip
-    out.append(f"kernel forced by the environment: {blas_forced() or 'nothing (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE unset): gpt2np runs OpenBLAS own choice'}")
+    out = [
+        "",
+        (
+            f"gpt2np vs transformers: {source}, float32, {args.threads} threads; median of {args.repeats} worker runs each, "
+            f"implementations taking turns"
+        ),
+    ]
+    out.append(
+        f"machine: {info['cpu']}, {info['cores']} cores; kernels (threadpoolctl): "
+        + "; ".join(f"{i}: {', '.join(k)}" for i, k in kernels(results).items())
+    )
+    out.append(
+        f"kernel forced by the environment: {blas_forced() or 'nothing (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE unset): gpt2np runs OpenBLAS own choice'}"
+    )
     if machine:
         lo, hi = machine["bandwidth_range_gbps"]
-        out.append(f"bandwidth {machine['bandwidth_best_gbps']:.1f} GB/s (median of {machine['runs']} runs, {lo:.1f} to {hi:.1f}); "
-                   f"peak GEMM {machine['gemm_peak_gflops']:.0f} GFLOP/s")  # fmt: skip
+        out.append(
+            f"bandwidth {machine['bandwidth_best_gbps']:.1f} GB/s (median of {machine['runs']} runs, {lo:.1f} to {hi:.1f}); "
+            f"peak GEMM {machine['gemm_peak_gflops']:.0f} GFLOP/s"
+        )
     out.append("")
     out += report.lines()
     out.append("")
-    out.append("speedup = transformers time / gpt2np time (>1: gpt2np faster); spread = (max-min)/median over repeats, per implementation")
+    out.append(
+        "speedup = transformers time / gpt2np time (>1: gpt2np faster); spread = (max-min)/median over repeats, per implementation"
+    )
     losses = {i: report.get(i, "score8_long", "loss") for i in impls}
     if any(v is not None for v in losses.values()):
-        out.append("score 8x1024 loss (both must agree): " + ", ".join(f"{i} {v:.6f}" for i, v in losses.items() if v is not None))
-    out.append(f"other processes' CPU use during workers: median {median(loads):.2f}, max {max(loads):.2f} cores"
-               + (" -- the machine was shared: timings are noisier and slower than on an idle machine" if shared else ""))  # fmt: skip
+        out.append(
+            "score 8x1024 loss (both must agree): "
+            + ", ".join(f"{i} {v:.6f}" for i, v in losses.items() if v is not None)
+        )
+    out.append(
+        f"other processes' CPU use during workers: median {median(loads):.2f}, max {max(loads):.2f} cores"
+        + (" -- the machine was shared: timings are noisier and slower than on an idle machine" if shared else "")
+    )
     errors = [r for r in results if "error" in r]
     if errors:
-        out.append(f"WARNING: {len(errors)} worker(s) failed: " + "; ".join(f"{r['impl']} {r.get('key')}" for r in errors))
+        out.append(
+            f"WARNING: {len(errors)} worker(s) failed: " + "; ".join(f"{r['impl']} {r.get('key')}" for r in errors)
+        )
     out.append(f"total time {time.time() - started:.0f} s; raw numbers in {args.json}")
     print("\n".join(out))
     if args.pictures:
         from .pictures import draw
 
-        note = f"{args.threads} thread{'s' if args.threads > 1 else ''}, median of {args.repeats}" + (", machine shared with other jobs" if shared else "")
+        note = f"{args.threads} thread{'s' if args.threads > 1 else ''}, median of {args.repeats}" + (
+            ", machine shared with other jobs" if shared else ""
+        )
         for path in draw(report, args.pictures, note):
             print(f"wrote {path}")
 
     def plain(m):
         return {k: (v.to_dict() if k == "config" else str(v) if k == "folder" else v) for k, v in m.items()}
 
-    args.json.write_text(json.dumps({
-        "source": source, "models": {n: plain(m) for n, m in models.items()}, "implementations": impls,
-        "settings": {"threads": args.threads, "repeats": args.repeats, "quick": args.quick, "tasks": args.task_list, "family": args.family_list},
-        "machine": {**info, "limits": machine}, "summary": agg, "targets": report.targets, "table": out, "workers": results,
-    }, indent=1, default=str) + "\n")  # fmt: skip
+    args.json.write_text(
+        json.dumps(
+            {
+                "source": source,
+                "models": {n: plain(m) for n, m in models.items()},
+                "implementations": impls,
+                "settings": {
+                    "threads": args.threads,
+                    "repeats": args.repeats,
+                    "quick": args.quick,
+                    "tasks": args.task_list,
+                    "family": args.family_list,
+                },
+                "machine": {**info, "limits": machine},
+                "summary": agg,
+                "targets": report.targets,
+                "table": out,
+                "workers": results,
+            },
+            indent=1,
+            default=str,
+        )
+        + "\n"
+    )
     return 0

@@ -47,14 +47,21 @@ class Gpt2np:
         cache.keys[:, :, :, :n] = old.keys[:, :1, :, :n]  # broadcast row 0 to every row
         cache.values[:, :, :, :n] = old.values[:, :1, :, :n]
         cache.length = n
-        return {"cache": cache, "mask": np.ones((batch, max_len), dtype=np.int64), "logits": np.repeat(state["logits"], batch, 0), "length": n}
+        return {
+            "cache": cache,
+            "mask": np.ones((batch, max_len), dtype=np.int64),
+            "logits": np.repeat(state["logits"], batch, 0),
+            "length": n,
+        }
 
     def step(self, state: dict) -> None:
         """One greedy decode step: argmax of the last logits in, next logits out."""
         B, length = state["logits"].shape[0], state["length"] + 1
         next_ids = state["logits"].argmax(axis=-1)[:, None]  # [B, 1]
         positions = np.full((B, 1), length - 1, dtype=np.int64)
-        state["logits"] = self.model.forward(next_ids, state["mask"][:, :length], positions, state["cache"], logits_to_keep=1).logits[:, -1]
+        state["logits"] = self.model.forward(
+            next_ids, state["mask"][:, :length], positions, state["cache"], logits_to_keep=1
+        ).logits[:, -1]
         state["length"] = length
 
     def generate(self, ids: np.ndarray, new_tokens: int) -> np.ndarray:

@@ -40,28 +40,50 @@ class Transformers:
         ids = torch.from_numpy(ids)
         B, T = ids.shape
         mask = torch.ones((B, max_len), dtype=torch.int64)
-        out = self.model(input_ids=ids, attention_mask=mask[:, :T], position_ids=torch.arange(T).expand(B, -1), use_cache=True, logits_to_keep=1)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask[:, :T],
+            position_ids=torch.arange(T).expand(B, -1),
+            use_cache=True,
+            logits_to_keep=1,
+        )
         return {"past": out.past_key_values, "mask": mask, "logits": out.logits[:, -1], "length": T}
 
     def repeat_rows(self, state: dict, batch: int) -> dict:
         state["past"].batch_repeat_interleave(batch)  # transformers' own (beam search uses it)
         mask = self.torch.ones((batch, state["mask"].shape[1]), dtype=self.torch.int64)
-        return {"past": state["past"], "mask": mask, "logits": state["logits"].repeat(batch, 1), "length": state["length"]}
+        return {
+            "past": state["past"],
+            "mask": mask,
+            "logits": state["logits"].repeat(batch, 1),
+            "length": state["length"],
+        }
 
     def step(self, state: dict) -> None:
         torch = self.torch
         B, length = state["logits"].shape[0], state["length"] + 1
         next_ids = state["logits"].argmax(dim=-1)[:, None]
         positions = torch.full((B, 1), length - 1, dtype=torch.int64)
-        out = self.model(input_ids=next_ids, attention_mask=state["mask"][:, :length], position_ids=positions,
-                         past_key_values=state["past"], use_cache=True)  # fmt: skip
+        out = self.model(
+            input_ids=next_ids,
+            attention_mask=state["mask"][:, :length],
+            position_ids=positions,
+            past_key_values=state["past"],
+            use_cache=True,
+        )
         state["past"], state["logits"], state["length"] = out.past_key_values, out.logits[:, -1], length
 
     def generate(self, ids: np.ndarray, new_tokens: int) -> np.ndarray:
         ids = self.torch.from_numpy(ids)
         self.model.generation_config.eos_token_id = None  # exactly new_tokens tokens, as gpt2np's eos_token_id=None
-        out = self.model.generate(ids, attention_mask=self.torch.ones_like(ids), max_new_tokens=new_tokens, do_sample=False,
-                                  pad_token_id=self.model.config.eos_token_id, use_cache=True)  # fmt: skip
+        out = self.model.generate(
+            ids,
+            attention_mask=self.torch.ones_like(ids),
+            max_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=self.model.config.eos_token_id,
+            use_cache=True,
+        )
         return out.numpy()
 
     def loss(self, ids: np.ndarray, mask: np.ndarray) -> float:
@@ -79,11 +101,20 @@ def torch_info() -> dict:
     import torch
 
     parallel = torch.__config__.parallel_info()
-    backend = next((line.split(":", 1)[1].strip() for line in parallel.splitlines() if "parallel backend" in line), None)
+    backend = next(
+        (line.split(":", 1)[1].strip() for line in parallel.splitlines() if "parallel backend" in line), None
+    )
     return {
         "num_threads": torch.get_num_threads(),
         "parallel_backend": backend,
         "mkldnn": torch.backends.mkldnn.is_available(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "blas": next((p.split("=", 1)[1] for p in torch.__config__.show().replace(",", " ").split() if p.startswith("BLAS_INFO=")), None),
+        "blas": next(
+            (
+                p.split("=", 1)[1]
+                for p in torch.__config__.show().replace(",", " ").split()
+                if p.startswith("BLAS_INFO=")
+            ),
+            None,
+        ),
     }

@@ -27,7 +27,7 @@ def machine_limits(model: str, threads: int, iters: str) -> dict:
 
     from gpt2np.config import GPT2Config
 
-    _limits = limit_blas_threads(threads)  # noqa: F841
+    _limits = limit_blas_threads(threads)
     cfg = GPT2Config.from_json_file(Path(model) / "config.json")
     C, F, V = cfg.n_embd, cfg.mlp_width, cfg.vocab_size
     nbytes = weight_bytes_and_flops(cfg)["decode_bytes"]
@@ -42,14 +42,15 @@ def machine_limits(model: str, threads: int, iters: str) -> dict:
     x_c, x_r = np.ones(C, np.float32), np.ones(rows, np.float32)
     flat = A.reshape(-1)
 
+    # The noqa F821s: pyflakes sees the `del` below, but every function here has run before it.
     def gbps(fn):
-        return A.nbytes / median(timed(fn, 1, reps)) / 1e9
+        return A.nbytes / median(timed(fn, 1, reps)) / 1e9  # noqa: F821
 
     bandwidth = {
-        "gemv_rows": gbps(lambda: A @ x_c),  # [N, C] @ [C]: one dot product per row
-        "gemv_cols": gbps(lambda: x_r @ A),  # [N] @ [N, C]: gpt2np's x @ W layout
-        "sdot": gbps(lambda: np.dot(flat, flat)),  # raw read through BLAS
-        "np_sum": gbps(lambda: flat.sum()),  # raw read, NumPy's own single-threaded loop
+        "gemv_rows": gbps(lambda: A @ x_c),  # noqa: F821  [N, C] @ [C]: one dot product per row
+        "gemv_cols": gbps(lambda: x_r @ A),  # noqa: F821  [N] @ [N, C]: gpt2np's x @ W layout
+        "sdot": gbps(lambda: np.dot(flat, flat)),  # noqa: F821  raw read through BLAS
+        "np_sum": gbps(lambda: flat.sum()),  # noqa: F821  raw read, NumPy's own single-threaded loop
     }
     del A, flat, x_r
 
@@ -62,11 +63,11 @@ def machine_limits(model: str, threads: int, iters: str) -> dict:
         entry, blocks = {}, 0.0
         for name, (k, n) in shapes.items():
             a, b = rng.standard_normal((M, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
-            t = median(timed(lambda: a @ b, 1, reps))
+            t = median(timed(lambda: a @ b, 1, reps))  # noqa: B023  timed() calls it in this iteration
             entry[name] = {"shape": [M, k, n], "s": t, "gflops": 2 * M * k * n / t / 1e9}
             blocks += cfg.n_layer * t
         a = rng.standard_normal((M, C), dtype=np.float32)
-        t = median(timed(lambda: a @ wte.T, 1, reps if M <= PROMPT_LEN else 2))
+        t = median(timed(lambda: a @ wte.T, 1, reps if M <= PROMPT_LEN else 2))  # noqa: B023  (as above)
         entry["lm_head"] = {"shape": [M, C, V], "s": t, "gflops": 2 * M * C * V / t / 1e9}
         gemm[str(M)] = {"matmuls": entry, "blocks_s": blocks, "lm_head_s": t}
     return {"impl": "machine", "bandwidth_gbps": bandwidth, "gemm": gemm, "blas": blas_info()}
@@ -74,7 +75,6 @@ def machine_limits(model: str, threads: int, iters: str) -> dict:
 
 def prefill_floors(machine: dict, cfg) -> dict:
     """Aggregated machine numbers -> the floor (seconds) of each prefill figure, by name."""
-    bw = machine["bandwidth_best_gbps"] * 1e9
     peak = machine["gemm_peak_gflops"] * 1e9
     gemm = machine["gemm"]
     C, L = cfg.n_embd, cfg.n_layer
@@ -98,4 +98,6 @@ def decode_floor(machine: dict, cfg, decode_bytes: int, matmul_params: int, batc
     parameter per row: the slower of bytes / bandwidth and FLOPs / peak GEMM rate."""
     kv_bytes = 2 * cfg.n_layer * batch * context * cfg.n_embd * 4  # the cache's keys and values
     flops = 2 * batch * (matmul_params + 2 * cfg.n_layer * context * cfg.n_embd)  # weights, then q k^T and p v
-    return max((decode_bytes + kv_bytes) / (machine["bandwidth_best_gbps"] * 1e9), flops / (machine["gemm_peak_gflops"] * 1e9))
+    return max(
+        (decode_bytes + kv_bytes) / (machine["bandwidth_best_gbps"] * 1e9), flops / (machine["gemm_peak_gflops"] * 1e9)
+    )

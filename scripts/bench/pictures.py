@@ -12,14 +12,22 @@ from pathlib import Path
 from .tasks import DECODE_CONTEXTS, PREFILL_LENGTHS
 
 STYLE = {"gpt2np": ("tab:blue", "o"), "gpt2np-default-blas": ("tab:green", "s"), "transformers": ("tab:orange", "^")}
-LABEL = {"gpt2np": "gpt2np", "gpt2np-default-blas": "gpt2np (OpenBLAS's own kernel)", "transformers": "transformers (sdpa)"}
+LABEL = {
+    "gpt2np": "gpt2np",
+    "gpt2np-default-blas": "gpt2np (OpenBLAS's own kernel)",
+    "transformers": "transformers (sdpa)",
+}
 
 
 def _series(rep, impl, key, metric, xs, scale):
     pts = [(x, rep.agg.get(impl, {}).get(key, {}).get(f"{metric}@{x}")) for x in xs]
     pts = [(x, e) for x, e in pts if e]
-    return ([x for x, _ in pts], [scale * e["median"] for _, e in pts], [scale * (e["median"] - e["min"]) for _, e in pts],
-            [scale * (e["max"] - e["median"]) for _, e in pts])  # fmt: skip
+    return (
+        [x for x, _ in pts],
+        [scale * e["median"] for _, e in pts],
+        [scale * (e["median"] - e["min"]) for _, e in pts],
+        [scale * (e["max"] - e["median"]) for _, e in pts],
+    )
 
 
 def _plot(ax, rep, key, metric, xs, scale, floors, title, xlabel, ylabel):
@@ -47,7 +55,18 @@ def draw(rep, folder: Path, note: str) -> list[Path]:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, b in zip(axes, (1, 8)):
         floors = [rep.decode_floor("gpt2", b, c) for c in DECODE_CONTEXTS]
-        _plot(ax, rep, f"decode_curve{b}", "step_s", DECODE_CONTEXTS, 1e3, floors, f"decode step, batch {b}", "context (tokens in the cache)", "ms per step")
+        _plot(
+            ax,
+            rep,
+            f"decode_curve{b}",
+            "step_s",
+            DECODE_CONTEXTS,
+            1e3,
+            floors,
+            f"decode step, batch {b}",
+            "context (tokens in the cache)",
+            "ms per step",
+        )
     fig.suptitle(f"GPT-2 124M shapes, float32 — {note}", fontsize=9)
     fig.tight_layout()
     paths.append(folder / "decode.png")
@@ -56,7 +75,18 @@ def draw(rep, folder: Path, note: str) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(6, 4.2))
     floors = [rep.floors.get(f"prefill_last_{T}") for T in PREFILL_LENGTHS]
-    _plot(ax, rep, "prefill_curve", "time_s", PREFILL_LENGTHS, 1e3, floors, "prefill 1 x T, last position's logits", "prompt length T (tokens)", "ms")
+    _plot(
+        ax,
+        rep,
+        "prefill_curve",
+        "time_s",
+        PREFILL_LENGTHS,
+        1e3,
+        floors,
+        "prefill 1 x T, last position's logits",
+        "prompt length T (tokens)",
+        "ms",
+    )
     fig.suptitle(f"GPT-2 124M shapes, float32 — {note}", fontsize=9)
     fig.tight_layout()
     paths.append(folder / "prefill.png")

@@ -16,7 +16,11 @@ def task_metrics(r: dict) -> dict:
         return {}
     task, batch = r["task"], TASKS[r["task"]][0]
     if task == "load":
-        return {"load_s": r["load_s"], "load_first_forward_s": r["load_s"] + r["first_forward_s"], "import_s": r["import_s"]}
+        return {
+            "load_s": r["load_s"],
+            "load_first_forward_s": r["load_s"] + r["first_forward_s"],
+            "import_s": r["import_s"],
+        }
     if task in ("prefill", "forward8", "prefill8_long"):
         return {"time_s": median(r["times"])}
     if task in ("decode1", "decode8", "family"):
@@ -25,7 +29,12 @@ def task_metrics(r: dict) -> dict:
         return out | ({"load_s": r["load_s"], "peak_rss": r["rss"]["VmHWM"]} if task == "family" else {})
     if task.startswith("generate"):
         t = median(r["times"])
-        return {"time_s": t, "tokens_per_s": batch * NEW_TOKENS / t, "ms_per_step": 1e3 * t / NEW_TOKENS, "peak_rss": r["rss"]["VmHWM"]}
+        return {
+            "time_s": t,
+            "tokens_per_s": batch * NEW_TOKENS / t,
+            "ms_per_step": 1e3 * t / NEW_TOKENS,
+            "peak_rss": r["rss"]["VmHWM"],
+        }
     if task == "prefill_curve":
         return {f"time_s@{T}": median(ts) for T, ts in r["curve_times"].items()}
     if task.startswith("decode_curve"):
@@ -47,9 +56,12 @@ def aggregate(results: list[dict]) -> dict:
     for (impl, key, name), values in by_key.items():
         m = median(values)
         agg.setdefault(impl, {}).setdefault(key, {})[name] = {
-            "median": m, "min": min(values), "max": max(values), "n": len(values),
+            "median": m,
+            "min": min(values),
+            "max": max(values),
+            "n": len(values),
             "spread": (max(values) - min(values)) / m if m else None,
-        }  # fmt: skip
+        }
     return agg
 
 
@@ -58,15 +70,27 @@ def aggregate_machine(results: list[dict]) -> dict:
     if not ms:
         return {}
     bw = {k: median([m["bandwidth_gbps"][k] for m in ms]) for k in ms[0]["bandwidth_gbps"]}
-    gemm = {M: {"blocks_s": median([m["gemm"][M]["blocks_s"] for m in ms]), "lm_head_s": median([m["gemm"][M]["lm_head_s"] for m in ms]),
-                "gflops": {n: median([m["gemm"][M]["matmuls"][n]["gflops"] for m in ms]) for n in ms[0]["gemm"][M]["matmuls"]}}
-            for M in ms[0]["gemm"]}  # fmt: skip
+    gemm = {
+        M: {
+            "blocks_s": median([m["gemm"][M]["blocks_s"] for m in ms]),
+            "lm_head_s": median([m["gemm"][M]["lm_head_s"] for m in ms]),
+            "gflops": {
+                n: median([m["gemm"][M]["matmuls"][n]["gflops"] for m in ms]) for n in ms[0]["gemm"][M]["matmuls"]
+            },
+        }
+        for M in ms[0]["gemm"]
+    }
     return {
-        "bandwidth_gbps": bw, "bandwidth_best_gbps": max(bw["gemv_rows"], bw["gemv_cols"], bw["sdot"]), "gemm": gemm,
-        "gemm_peak_gflops": max(g for e in gemm.values() for g in e["gflops"].values()), "runs": len(ms),
-        "bandwidth_range_gbps": [min(max(m["bandwidth_gbps"][k] for k in ("gemv_rows", "gemv_cols", "sdot")) for m in ms),
-                                 max(max(m["bandwidth_gbps"][k] for k in ("gemv_rows", "gemv_cols", "sdot")) for m in ms)],
-    }  # fmt: skip
+        "bandwidth_gbps": bw,
+        "bandwidth_best_gbps": max(bw["gemv_rows"], bw["gemv_cols"], bw["sdot"]),
+        "gemm": gemm,
+        "gemm_peak_gflops": max(g for e in gemm.values() for g in e["gflops"].values()),
+        "runs": len(ms),
+        "bandwidth_range_gbps": [
+            min(max(m["bandwidth_gbps"][k] for k in ("gemv_rows", "gemv_cols", "sdot")) for m in ms),
+            max(max(m["bandwidth_gbps"][k] for k in ("gemv_rows", "gemv_cols", "sdot")) for m in ms),
+        ],
+    }
 
 
 def fmt(v, digits=3):
@@ -95,7 +119,11 @@ class Report:
 
     def decode_floor(self, model, batch, context):
         m = self.models[model]
-        return decode_floor(self.machine, m["config"], m["decode_bytes"], m["matmul_params"], batch, context) if self.machine else None
+        return (
+            decode_floor(self.machine, m["config"], m["decode_bytes"], m["matmul_params"], batch, context)
+            if self.machine
+            else None
+        )
 
     def row(self, label, key, name, scale=1.0, unit="", higher=False, floor=None):
         values = {i: self.get(i, key, name) for i in self.impls}
@@ -122,7 +150,11 @@ class Report:
             cells.append("-" if values[i] is None or tf is None else f"{values[i] / tf:.2f}x (np/tf)")
         n = values[self.np_impls[0]]
         cells.append(f"{n / ckpt_bytes:.2f}x checkpoint{extra}" if n else "")
-        cells.append("/".join("-" if (s := self.get(i, key, "peak_rss", "spread")) is None else f"{100 * s:.0f}%" for i in self.impls))
+        cells.append(
+            "/".join(
+                "-" if (s := self.get(i, key, "peak_rss", "spread")) is None else f"{100 * s:.0f}%" for i in self.impls
+            )
+        )
         self.rows.append(cells)
 
     def target(self, issue, label, value, goal, op, unit, shown=None):
@@ -131,18 +163,26 @@ class Report:
         else:
             ok = value >= goal if op == ">=" else value <= goal
             verdict, text = ("PASS" if ok else "MISS"), shown or f"{value:.2f}{unit}"
-        self.targets.append({"issue": issue, "target": label, "value": value, "goal": goal, "op": op, "result": verdict, "shown": text})
+        self.targets.append(
+            {"issue": issue, "target": label, "value": value, "goal": goal, "op": op, "result": verdict, "shown": text}
+        )
 
     def speedup(self, impl, key, name, higher=False):
         n, t = self.get(impl, key, name), self.get(TF, key, name)
         return None if n is None or t is None else (n / t if higher else t / n)
 
     def lines(self) -> list[str]:
-        header = ["figure (median)"] + self.impls + [f"speedup {i}" for i in self.np_impls] + ["vs machine limit", "spread"]
+        header = (
+            ["figure (median)"] + self.impls + [f"speedup {i}" for i in self.np_impls] + ["vs machine limit", "spread"]
+        )
         widths = [max(len(str(r[i])) for r in self.rows + [header]) for i in range(len(header))]
         left = {0, len(header) - 2}
-        out = ["  ".join(str(c).ljust(w) if i in left else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-               for r in [header] + self.rows]  # fmt: skip
+        out = [
+            "  ".join(
+                str(c).ljust(w) if i in left else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+            ).rstrip()
+            for r in [header] + self.rows
+        ]
         out.insert(1, "-" * len(out[0]))
         out += ["", "targets"]
         for t in self.targets:
@@ -162,48 +202,110 @@ def build_report(agg, machine, models, impls) -> Report:
     rep.row("prefill 1x128, all logits (ms)", "prefill", "time_s", 1e3, floor=f.get("prefill"))
     rep.row("forward 8x128, all logits (ms)", "forward8", "time_s", 1e3, floor=f.get("forward8"))
     for T in PREFILL_LENGTHS:
-        rep.row(f"prefill 1x{T}, last logits (ms)", "prefill_curve", f"time_s@{T}", 1e3, floor=f.get(f"prefill_last_{T}"))
+        rep.row(
+            f"prefill 1x{T}, last logits (ms)", "prefill_curve", f"time_s@{T}", 1e3, floor=f.get(f"prefill_last_{T}")
+        )
     rep.row("prefill 8x1024, last logits (s)", "prefill8_long", "time_s", floor=f.get("prefill8_long"))
     rep.row("decode b1 at context ~150 (ms/step)", "decode1", "step_s", 1e3, floor=rep.decode_floor("gpt2", 1, 150))
     rep.row("decode b8 at context ~150 (ms/step)", "decode8", "step_s", 1e3, floor=rep.decode_floor("gpt2", 8, 150))
     for b in (1, 8):
         for c in DECODE_CONTEXTS:
-            rep.row(f"decode b{b} at context {c} (ms/step)", f"decode_curve{b}", f"step_s@{c}", 1e3, floor=rep.decode_floor("gpt2", b, c))
+            rep.row(
+                f"decode b{b} at context {c} (ms/step)",
+                f"decode_curve{b}",
+                f"step_s@{c}",
+                1e3,
+                floor=rep.decode_floor("gpt2", b, c),
+            )
     for b in (1, 8):
         rep.row(f"generate b{b}, {NEW_TOKENS} new tokens (s)", f"generate{b}", "time_s")
     rep.row("score 8x1024, padded (s)", "score8_long", "time_s")
     rep.rss_row("peak RSS, generate b1 (MB)", "generate1", ckpt)
     rep.rss_row("peak RSS, generate b8 (MB)", "generate8", ckpt)
-    rep.rss_row("peak RSS, score 8x1024 (MB)", "score8_long", ckpt, f", ckpt + {(rep.get(np0, 'score8_long', 'peak_rss') or 0) / 1e6 - ckpt / 1e6:.0f} MB")
+    rep.rss_row(
+        "peak RSS, score 8x1024 (MB)",
+        "score8_long",
+        ckpt,
+        f", ckpt + {(rep.get(np0, 'score8_long', 'peak_rss') or 0) / 1e6 - ckpt / 1e6:.0f} MB",
+    )
     for name, m in models.items():
         if name == "gpt2":
             continue
         key = f"family:{name}"
         rep.row(f"{name}: load (s)", key, "load_s")
-        rep.row(f"{name}: decode b1 at context ~150 (ms/step)", key, "step_s", 1e3, floor=rep.decode_floor(name, 1, 150))
+        rep.row(
+            f"{name}: decode b1 at context ~150 (ms/step)", key, "step_s", 1e3, floor=rep.decode_floor(name, 1, 150)
+        )
         rep.rss_row(f"{name}: peak RSS decoding b1 (MB)", key, m["checkpoint_bytes"])
 
     # Issue 13's targets.
     forced = "gpt2np-default-blas" in impls
     tag = "" if forced else " (nothing forced: one kernel)"
-    rep.target(13, f"prefill 1x1024 >= 1.3x transformers, forced kernel{tag}", rep.speedup(np0, "prefill_curve", "time_s@1024"), 1.3, ">=", "x")
-    rep.target(13, f"prefill 1x1024 >= 1.5x transformers, default kernel{tag}", rep.speedup(npd, "prefill_curve", "time_s@1024"), 1.5, ">=", "x")
-    rep.target(13, "prefill 8x1024 (last logits) >= 1.3x, forced kernel", rep.speedup(np0, "prefill8_long", "time_s"), 1.3, ">=", "x")
+    rep.target(
+        13,
+        f"prefill 1x1024 >= 1.3x transformers, forced kernel{tag}",
+        rep.speedup(np0, "prefill_curve", "time_s@1024"),
+        1.3,
+        ">=",
+        "x",
+    )
+    rep.target(
+        13,
+        f"prefill 1x1024 >= 1.5x transformers, default kernel{tag}",
+        rep.speedup(npd, "prefill_curve", "time_s@1024"),
+        1.5,
+        ">=",
+        "x",
+    )
+    rep.target(
+        13,
+        "prefill 8x1024 (last logits) >= 1.3x, forced kernel",
+        rep.speedup(np0, "prefill8_long", "time_s"),
+        1.3,
+        ">=",
+        "x",
+    )
     rss = rep.get(np0, "score8_long", "peak_rss")
-    rep.target(13, "score 8x1024: peak RSS <= checkpoint + 600 MB", None if rss is None else (rss - ckpt) / 1e6, 600, "<=", " MB over")
-    rep.target(13, "score 8x1024 faster than transformers' loss", rep.speedup(np0, "score8_long", "time_s"), 1.0, ">=", "x")
+    rep.target(
+        13,
+        "score 8x1024: peak RSS <= checkpoint + 600 MB",
+        None if rss is None else (rss - ckpt) / 1e6,
+        600,
+        "<=",
+        " MB over",
+    )
+    rep.target(
+        13, "score 8x1024 faster than transformers' loss", rep.speedup(np0, "score8_long", "time_s"), 1.0, ">=", "x"
+    )
     c = max(DECODE_CONTEXTS)
-    rep.target(13, f"decode b1 at context {c} >= 1.8x", rep.speedup(np0, "decode_curve1", f"step_s@{c}"), 1.8, ">=", "x")
-    rep.target(13, f"decode b8 at context {c} >= 2.5x", rep.speedup(np0, "decode_curve8", f"step_s@{c}"), 2.5, ">=", "x")
+    rep.target(
+        13, f"decode b1 at context {c} >= 1.8x", rep.speedup(np0, "decode_curve1", f"step_s@{c}"), 1.8, ">=", "x"
+    )
+    rep.target(
+        13, f"decode b8 at context {c} >= 2.5x", rep.speedup(np0, "decode_curve8", f"step_s@{c}"), 2.5, ">=", "x"
+    )
     for name, m in models.items():
         key, step = ("decode1", "step_s") if name == "gpt2" else (f"family:{name}", "step_s")
         s, floor = rep.get(np0, key, step), rep.decode_floor(name, 1, 150)
-        rep.target(13, f"{name}: decode b1 <= 1.2x bandwidth floor", s / floor if s and floor else None, 1.2, "<=", "x floor")
+        rep.target(
+            13, f"{name}: decode b1 <= 1.2x bandwidth floor", s / floor if s and floor else None, 1.2, "<=", "x floor"
+        )
         peak = rep.get(np0, "generate1" if name == "gpt2" else key, "peak_rss")
-        rep.target(13, f"{name}: peak RSS generating b1 <= 1.15x checkpoint", peak / m["checkpoint_bytes"] if peak else None, 1.15, "<=", "x ckpt")
+        rep.target(
+            13,
+            f"{name}: peak RSS generating b1 <= 1.15x checkpoint",
+            peak / m["checkpoint_bytes"] if peak else None,
+            1.15,
+            "<=",
+            "x ckpt",
+        )
     # Issue 4's, still informative.
-    rep.target(4, "decode b1 tokens/s >= 2.5x transformers", rep.speedup(np0, "decode1", "tokens_per_s", True), 2.5, ">=", "x")
-    rep.target(4, "decode b8 tokens/s >= 2.0x transformers", rep.speedup(np0, "decode8", "tokens_per_s", True), 2.0, ">=", "x")
+    rep.target(
+        4, "decode b1 tokens/s >= 2.5x transformers", rep.speedup(np0, "decode1", "tokens_per_s", True), 2.5, ">=", "x"
+    )
+    rep.target(
+        4, "decode b8 tokens/s >= 2.0x transformers", rep.speedup(np0, "decode8", "tokens_per_s", True), 2.0, ">=", "x"
+    )
     rep.target(4, "prefill 1x128 >= 1.5x transformers", rep.speedup(np0, "prefill", "time_s"), 1.5, ">=", "x")
     rep.target(4, "load (local files) <= 0.3 s", rep.get(np0, "load", "load_s"), 0.3, "<=", " s")
     return rep

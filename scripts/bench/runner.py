@@ -78,8 +78,19 @@ def wait_until_idle(max_wait: float) -> float:
 
 def run_worker(impl: str, task: str | None, model_dir: Path, args) -> dict:
     """One worker process; its JSON result plus how busy the rest of the machine was."""
-    cmd = [sys.executable, "-m", "scripts.bench", "--worker", impl, "--model", str(model_dir),
-           "--threads", str(args.threads), "--iters", "quick" if args.quick else "full"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "scripts.bench",
+        "--worker",
+        impl,
+        "--model",
+        str(model_dir),
+        "--threads",
+        str(args.threads),
+        "--iters",
+        "quick" if args.quick else "full",
+    ]
     if task:
         cmd += ["--task", task]
     idle_before = wait_until_idle(args.max_wait) if args.max_wait > 0 else None
@@ -87,7 +98,9 @@ def run_worker(impl: str, task: str | None, model_dir: Path, args) -> dict:
     busy0, steal0 = cpu_seconds()
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, env=worker_env(impl, args.threads), cwd=ROOT, capture_output=True, text=True, timeout=args.timeout)
+        proc = subprocess.run(
+            cmd, env=worker_env(impl, args.threads), cwd=ROOT, capture_output=True, text=True, timeout=args.timeout
+        )
         returncode, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired as e:
         returncode, stdout, stderr = "timeout", e.stdout or "", f"timed out after {args.timeout} s"

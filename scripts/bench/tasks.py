@@ -41,8 +41,24 @@ FAMILY_TASK = "family"  # run once per family model, with that model
 
 # (warmup, iterations) per kind of task inside one worker; --quick uses the second set.
 ITERS = {
-    "full": {"prefill": (2, 10), "forward8": (1, 4), "decode": (1, 3), "generate": (1, 2), "curve": (1, 3), "long": (0, 2), "score": (0, 1)},
-    "quick": {"prefill": (1, 3), "forward8": (1, 2), "decode": (1, 1), "generate": (1, 1), "curve": (1, 1), "long": (0, 1), "score": (0, 1)},
+    "full": {
+        "prefill": (2, 10),
+        "forward8": (1, 4),
+        "decode": (1, 3),
+        "generate": (1, 2),
+        "curve": (1, 3),
+        "long": (0, 2),
+        "score": (0, 1),
+    },
+    "quick": {
+        "prefill": (1, 3),
+        "forward8": (1, 2),
+        "decode": (1, 1),
+        "generate": (1, 1),
+        "curve": (1, 1),
+        "long": (0, 1),
+        "score": (0, 1),
+    },
 }
 
 

@@ -14,8 +14,19 @@ import time
 import numpy as np
 
 from .measure import blas_info, proc_status, timed
-from .tasks import (CURVE_STEPS, DECODE_CONTEXTS, DECODE_STEPS, DECODE_WARMUP, ITERS, LONG, NEW_TOKENS, PREFILL_LENGTHS,
-                    PROMPT_LEN, TASKS, prompt_ids)  # fmt: skip
+from .tasks import (
+    CURVE_STEPS,
+    DECODE_CONTEXTS,
+    DECODE_STEPS,
+    DECODE_WARMUP,
+    ITERS,
+    LONG,
+    NEW_TOKENS,
+    PREFILL_LENGTHS,
+    PROMPT_LEN,
+    TASKS,
+    prompt_ids,
+)
 
 RESULT_MARK = "BENCH-RESULT "  # the worker's JSON line on stdout starts with this
 
@@ -97,7 +108,7 @@ def prefill_curve(impl, batch, it):
     out = {}
     for length in PREFILL_LENGTHS:
         ids = prompt_ids(1, length, impl.vocab_size)
-        out[str(length)] = timed(lambda: impl.forward(ids, logits_to_keep=1), *it["curve"])
+        out[str(length)] = timed(lambda: impl.forward(ids, logits_to_keep=1), *it["curve"])  # noqa: B023  called at once
     return {"curve_times": out}
 
 
@@ -151,10 +162,20 @@ def family(impl, batch, it):
 
 
 RUN = {
-    "load": first_forward, "prefill": prefill, "forward8": prefill, "decode1": decode, "decode8": decode,
-    "generate1": generate, "generate8": generate, "prefill_curve": prefill_curve, "prefill8_long": prefill_long,
-    "decode_curve1": decode_curve, "decode_curve8": decode_curve, "score8_long": score_long, "family": family,
-}  # fmt: skip
+    "load": first_forward,
+    "prefill": prefill,
+    "forward8": prefill,
+    "decode1": decode,
+    "decode8": decode,
+    "generate1": generate,
+    "generate8": generate,
+    "prefill_curve": prefill_curve,
+    "prefill8_long": prefill_long,
+    "decode_curve1": decode_curve,
+    "decode_curve8": decode_curve,
+    "score8_long": score_long,
+    "family": family,
+}
 
 
 def worker_main(impl_name: str, task: str, model: str, threads: int, iters: str) -> None:
@@ -165,8 +186,14 @@ def worker_main(impl_name: str, task: str, model: str, threads: int, iters: str)
         result = machine_limits(model, threads, iters)
     else:
         impl = make_impl(impl_name, threads)
-        result = {"impl": impl_name, "task": task, "import_s": time.perf_counter() - t0, "rss_before_load": proc_status(),
-                  "versions": impl.versions, **impl.info}  # fmt: skip
+        result = {
+            "impl": impl_name,
+            "task": task,
+            "import_s": time.perf_counter() - t0,
+            "rss_before_load": proc_status(),
+            "versions": impl.versions,
+            **impl.info,
+        }
         start = time.perf_counter()
         impl.load(model)
         result["load_s"] = time.perf_counter() - start
