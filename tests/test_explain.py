@@ -146,6 +146,14 @@ def test_equal_lengths_need_no_padding(tokenizer):
     assert "shape [2, 3]" in text and "no padding is needed" in text
 
 
+def test_the_mask_step_of_a_batch_with_no_padding(tokenizer_dir, capsys):
+    """No row padded: the mask has no empty rows at all (empty_rows is None), which the mask
+    step once indexed anyway (a TypeError)."""
+    code, out, err = explain(capsys, "--tokenizer", tokenizer_dir, "--step", "mask", "My dog is", "My cat is")
+    assert code == 0, err
+    assert "No query of this row is a pad" in out
+
+
 # --- the docs show real output ------------------------------------------------------------
 
 

@@ -201,10 +201,8 @@ def show_mask(tok, sentences, row: int, mask_fill="-inf", dtype=np.float32) -> s
     T = ids.shape[1]
     additive = build_attention_mask(mask, T, resolve_fill(mask_fill, dtype), dtype)  # [B, 1, T, T]
     labels = token_labels(tok, ids[row], mask[row])
-    # The ignore: empty_rows is None when no query is left without keys (no row is padded), and
-    # then this line raises TypeError; `explain --step mask` with equal-length sentences does
-    # (found by mypy; reported in issue 15, not fixed there: that change made no behaviour change).
-    empty = np.flatnonzero(additive.empty_rows[row, 0, :, 0])  # type: ignore[index]  # [n] queries that see nothing
+    # [n] the queries that see nothing; empty_rows is None when no row of the batch is padded
+    empty = np.flatnonzero(additive.empty_rows[row, 0, :, 0]) if additive.empty_rows is not None else np.array([], int)
     return "\n".join(
         [
             "Attention scores every (query, key) pair of tokens. Two kinds of pair are forbidden: a key in",
