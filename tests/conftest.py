@@ -42,6 +42,41 @@ def build_model(name: str) -> Path:
     return build_test_model(name, TEST_MODELS_DIR)
 
 
+# Made-up texts for the scoring tests are drawn from these words: each is one GPT-2 token
+# (with its space), so a text of n words is n tokens.
+WORDS = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "a",
+    "mat",
+    "and",
+    "then",
+    "it",
+    "ran",
+    "far",
+    "away",
+    "from",
+    "home",
+    "to",
+    "see",
+    "what",
+    "was",
+    "there",
+]
+
+
+@pytest.fixture(scope="session")
+def short_context(tmp_path_factory) -> Path:
+    """The folder of a random GPT-2 with a 32-token context: some texts are longer than it (stride)."""
+    from gpt2np.config import GPT2Config
+    from gpt2np.tools.random_model import make_random_checkpoint
+
+    config = GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=32)
+    return make_random_checkpoint(tmp_path_factory.mktemp("ctx32"), config, seed=11)
+
+
 @pytest.fixture(scope="session")
 def model_dir():
     """model_dir("tiny") -> folder of that random test model (built once)."""

@@ -5,33 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import WORDS
 
 from gpt2np import GPT2, InputError
-from gpt2np.config import GPT2Config
 from gpt2np.corpus import length_batches, score_texts, score_token_lists
-from gpt2np.tools.random_model import make_random_checkpoint
-
-WORDS = [
-    "the",
-    "cat",
-    "sat",
-    "on",
-    "a",
-    "mat",
-    "and",
-    "then",
-    "it",
-    "ran",
-    "far",
-    "away",
-    "from",
-    "home",
-    "to",
-    "see",
-    "what",
-    "was",
-    "there",
-]
 
 
 def sentence(rng, n_words: int) -> str:
@@ -39,14 +16,13 @@ def sentence(rng, n_words: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny(model_dir):
-    return GPT2.from_pretrained(model_dir("tiny"))  # n_positions 64
+def short_model(short_context):
+    return GPT2.from_pretrained(short_context)  # n_positions 32
 
 
 @pytest.fixture(scope="module")
-def short_context(tmp_path_factory):
-    config = GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=32)
-    return GPT2.from_pretrained(make_random_checkpoint(tmp_path_factory.mktemp("ctx32"), config, seed=11))
+def tiny(model_dir):
+    return GPT2.from_pretrained(model_dir("tiny"))  # n_positions 64
 
 
 class CountingModel:
@@ -125,14 +101,14 @@ def test_bad_texts_are_reported_and_the_others_scored(tiny, tokenizer):
     assert abs(results[0].log_likelihood - tiny.score("My dog is", tokenizer=tokenizer).total_logprob[0]) < 1e-4
 
 
-def test_long_texts_with_stride_equal_scoring_them_alone(short_context, tokenizer):
+def test_long_texts_with_stride_equal_scoring_them_alone(short_model, tokenizer):
     rng = np.random.default_rng(3)
     texts = [sentence(rng, n) for n in (100, 5, 60, 2, 30)]  # some longer than 32 tokens
-    spy = CountingModel(short_context)
+    spy = CountingModel(short_model)
     results = score_texts(spy, tokenizer, texts, batch_size=3, max_tokens=96, stride=12)
     assert all(t <= 32 for _, t in spy.shapes) and all(b * t <= 96 for b, t in spy.shapes)
     for text, r in zip(texts, results):
-        alone = short_context.score(text, tokenizer=tokenizer, stride=12)
+        alone = short_model.score(text, tokenizer=tokenizer, stride=12)
         assert r.n_scored == r.n_tokens - 1
         assert abs(r.log_likelihood - alone.total_logprob[0]) < 1e-4
 

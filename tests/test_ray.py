@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import IN_CI
+from conftest import IN_CI, WORDS
 
 from gpt2np import GPT2, InputError, Tokenizer
-from gpt2np.config import GPT2Config
 from gpt2np.corpus import score_texts
-from gpt2np.tools.random_model import make_random_checkpoint
 
 try:
     import pandas as pd
@@ -25,41 +23,12 @@ except ImportError as e:  # pragma: no cover - depends on the machine
 
 from gpt2np.ray import Scorer, score_dataset
 
-WORDS = [
-    "the",
-    "cat",
-    "sat",
-    "on",
-    "a",
-    "mat",
-    "and",
-    "then",
-    "it",
-    "ran",
-    "far",
-    "away",
-    "from",
-    "home",
-    "to",
-    "see",
-    "what",
-    "was",
-    "there",
-]
-
 
 @pytest.fixture(scope="module")
 def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def short_context(tmp_path_factory):
-    """A random GPT-2 with a 32-token context, so that some texts need --stride."""
-    config = GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=32)
-    return make_random_checkpoint(tmp_path_factory.mktemp("ctx32"), config, seed=11)
 
 
 def corpus(n: int, seed: int) -> list:

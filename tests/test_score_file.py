@@ -12,42 +12,12 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import WORDS
 
 from gpt2np import GPT2, Tokenizer
-from gpt2np.config import GPT2Config
 from gpt2np.corpus import score_texts
 from gpt2np.tools import score_file
 from gpt2np.tools.cli import main
-from gpt2np.tools.random_model import make_random_checkpoint
-
-WORDS = [
-    "the",
-    "cat",
-    "sat",
-    "on",
-    "a",
-    "mat",
-    "and",
-    "then",
-    "it",
-    "ran",
-    "far",
-    "away",
-    "from",
-    "home",
-    "to",
-    "see",
-    "what",
-    "was",
-    "there",
-]
-
-
-@pytest.fixture(scope="module")
-def short_context(tmp_path_factory):
-    """A random GPT-2 with a 32-token context: some lines are longer than it."""
-    config = GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=32)
-    return make_random_checkpoint(tmp_path_factory.mktemp("ctx32"), config, seed=11)
 
 
 @pytest.fixture(scope="module")

@@ -8,18 +8,9 @@ import numpy as np
 import pytest
 
 from gpt2np import GPT2, InputError
-from gpt2np.config import GPT2Config
 from gpt2np.scoring import check_stride, sliding_windows
-from gpt2np.tools.random_model import make_random_checkpoint
 
 TOL = 1e-4  # float32 noise per token, as in tests/test_scoring.py
-
-
-@pytest.fixture(scope="module")
-def short_context(tmp_path_factory):
-    """A random GPT-2 that sees only 32 tokens: texts of a few hundred tokens need many windows."""
-    config = GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=32)
-    return make_random_checkpoint(tmp_path_factory.mktemp("ctx32"), config, seed=11)
 
 
 def docs_method(hf, ids: np.ndarray, max_length: int, stride: int) -> tuple[float, int, int]:
