@@ -99,9 +99,8 @@ def doc_commands(text: str):
         yield command.removeprefix("$ "), output
 
 
-def run_doc_command(command: str, cwd: Path, tokenizer_dir: Path, tiny: Path) -> subprocess.CompletedProcess:
-    """Run a command of the page from `cwd`, with this machine's tokenizer and tiny model."""
-    command = command.replace("../shared/gpt2-tokenizer", shlex.quote(str(tokenizer_dir)))
+def run_doc_command(command: str, cwd: Path, tiny: Path) -> subprocess.CompletedProcess:
+    """Run a command of the page from `cwd`, with this checkout's tiny model (the tokenizer ships in the package)."""
     command = command.replace("weights/test-models/tiny ", f"{shlex.quote(str(tiny))} ")
     command = command.replace("python scripts/", f"{shlex.quote(sys.executable)} {shlex.quote(str(ROOT / 'scripts'))}/")
     command = re.sub(r"^gpt2np ", f"{shlex.quote(sys.executable)} -m gpt2np ", command)
@@ -114,11 +113,11 @@ def comparable(output: str) -> list:
     return [m.group(1, 2, 3) if (m := ROW.match(line)) else line for line in output.splitlines()]
 
 
-def test_the_page_shows_what_the_commands_print(model_dir, tokenizer_dir, tmp_path):
+def test_the_page_shows_what_the_commands_print(model_dir, tmp_path):
     commands = list(doc_commands(DOC.read_text(encoding="utf-8")))
     assert len(commands) >= 9
     for command, shown in commands:
-        result = run_doc_command(command, tmp_path, tokenizer_dir, model_dir("tiny"))
+        result = run_doc_command(command, tmp_path, model_dir("tiny"))
         assert result.stderr == "", f"{command}: {result.stderr}"
         assert comparable(result.stdout) == comparable(shown), (
             f"docs/cross-checking.md shows stale output for `{command}`"
