@@ -16,7 +16,8 @@ from .layers import linear, softmax
 from .masks import AttentionMask
 from .weights import Attention
 
-SCORES_BUDGET = 1 << 20  # scores attention_in_blocks holds at once: 4 MB of float32, about a cache's size
+SCORES_BUDGET = 1 << 18  # scores attention_in_blocks holds at once: 1 MB of float32, about a core's L2 cache
+QUERY_BLOCK = 64  # at most this many queries per block: the causal skip leaves out more of the future
 ZERO_WEIGHT_FILL = -1e4  # a mask fill at or below this gives masked keys a weight of exactly 0 (see below)
 
 
@@ -46,8 +47,10 @@ def attention(
     q [B, H, Tq, D], k and v [B, H, Tk, D], mask.additive [B, 1, Tq, Tk].
     Returns the output [B, H, Tq, D] and the attention weights [B, H, Tq, Tk].
     """
-    scores = q @ k.swapaxes(-1, -2)  # [B, H, Tq, Tk] how well each query matches each key
-    scores *= scale  # 1/sqrt(D): keeps the scores' spread independent of the head size
+    # 1/sqrt(D) keeps the scores' spread independent of the head size. Applied to q (Tq x D
+    # numbers) rather than to the scores (Tq x Tk), and the same way in attend() below, so the
+    # two paths give the same bits.
+    scores = (q * q.dtype.type(scale)) @ k.swapaxes(-1, -2)  # [B, H, Tq, Tk] how well each query matches each key
     scores += mask.additive  # forbidden cells (pads, the future) -> fill
     scores = hook(f"blocks.{layer}.attn.hook_attn_scores", scores)
     probs = softmax(scores)  # [B, H, Tq, Tk] each row sums to 1 over the allowed keys
@@ -78,42 +81,75 @@ def future_weights_are_zero(mask: AttentionMask) -> bool:
     return Tq < 2 or mask.additive[0, 0, 0, -1] <= ZERO_WEIGHT_FILL
 
 
+def attend(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, additive: np.ndarray, empty_rows: np.ndarray | None, scores: np.ndarray
+) -> np.ndarray:
+    """attention()'s output, lean: q already scaled, scores written into the given buffer, no weights kept.
+
+    q [..., n, D], k and v [..., keys, D], scores [..., n, keys] (any contents; overwritten).
+    additive [..., n, m]: the mask of the last m keys; the keys before those are allowed for
+    every query here, so nothing is added to them (for a causal block with no pads, only the
+    diagonal square can be masked). The same operations in the same order as attention(), so
+    the same bits: adding a 0 of the mask changes nothing, nor do the skipped future keys,
+    whose weights are exactly 0.
+    """
+    np.matmul(q, k.swapaxes(-1, -2), out=scores)  # [..., n, keys]
+    lo = scores.shape[-1] - additive.shape[-1]
+    scores[..., lo:] += additive  # forbidden cells -> fill
+    out = softmax(scores) @ v  # [..., n, D] (softmax in place: the buffer now holds the weights)
+    if empty_rows is not None:  # a query with nothing to attend to attends to nothing (see attention())
+        np.copyto(out, 0, where=empty_rows)
+    return out
+
+
 def attention_in_blocks(
     q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: AttentionMask, scale: float, budget: int | None = None
 ) -> np.ndarray:
     """attention()'s output without its weights, holding at most `budget` scores at a time.
 
     The full [B, H, Tq, Tk] scores of a long batch are large (8 x 1024 tokens: 400 MB per
-    layer) and mostly wasted: in causal attention the upper triangle is masked away. So we take
-    one sequence and a block of queries at a time, and give each block only the keys up to its
-    last query: the keys after that are every query's future, weight 0. This halves the work
-    of a long prefill, and the scores of a block ([1, H, rows, keys]) stay in the CPU's cache.
-    Each block is ordinary attention() on slices (views), so the arithmetic is the same.
+    layer) and mostly wasted: in causal attention the upper triangle is masked away. So a
+    long input is taken one sequence, one head (or a few) and one block of queries at a time, and each
+    block gets only the keys up to its last query: the keys after that are every query's
+    future, weight 0. This halves the work of a long prefill, and a block's scores
+    ([rows, keys], at most `budget` of them: 1 MB) stay in the CPU's cache through the five
+    passes softmax makes over them. A decode step or a short prompt fits the budget whole and
+    is done in one go, every head at once. The arithmetic is attention()'s (see attend()).
 
-    The bound: max(budget, H * Tk) scores (a block has at least one query row); budget
-    defaults to SCORES_BUDGET.
+    The bound: max(budget, Tk) scores (a block has at least one query row); budget defaults
+    to SCORES_BUDGET.
     """
     budget = SCORES_BUDGET if budget is None else budget
     B, H, Tq, D = q.shape
     Tk = k.shape[2]
+    q = q * q.dtype.type(scale)  # [B, H, Tq, D] scaled once, as attention() does
     if B * H * Tq * Tk <= budget:  # a decode step, a short prompt: one block, nothing to save
-        return attention(q, k, v, mask, scale)[0]
+        scores = np.empty((B, H, Tq, Tk), dtype=q.dtype)
+        return attend(q, k, v, mask.additive, mask.empty_rows, scores)
     past = Tk - Tq  # keys from the cache: query i sits at absolute position past + i
-    rows = max(1, budget // (H * Tk))  # queries per block
+    rows = min(Tq, QUERY_BLOCK, max(1, budget // Tk))  # queries per block
+    heads = min(H, max(1, budget // (rows * Tk)))  # heads per block: all of them for a short sequence
     skip_future = future_weights_are_zero(mask)
+    buffer = np.empty(heads * rows * Tk, dtype=q.dtype)  # one block's scores, reused by every block
     out = np.empty_like(q)  # [B, H, Tq, D]
     for b in range(B):
-        one = slice(b, b + 1)  # one sequence, kept as a batch of 1
+        # The mask's last row is the last query's, which may see every key but the pads: its
+        # non-zero cells are the columns no query of this sequence may see.
+        masked_columns = np.flatnonzero(mask.additive[b, 0, -1])
+        first_masked = masked_columns[0] if masked_columns.size else Tk
         for start in range(0, Tq, rows):
             stop = min(start + rows, Tq)
             keys = past + stop if skip_future else Tk  # the block's last query sees keys [0, past + stop)
-            block_mask = AttentionMask(
-                additive=mask.additive[one, :, start:stop, :keys],  # [1, 1, rows, keys] a view
-                empty_rows=None if mask.empty_rows is None else mask.empty_rows[one, :, start:stop],  # [1, 1, rows, 1]
-            )
-            out[one, :, start:stop], _ = attention(
-                q[one, :, start:stop], k[one, :, :keys], v[one, :, :keys], block_mask, scale
-            )
+            lo = min(first_masked, past + start)  # keys before lo: allowed for every query of the block
+            additive = mask.additive[b, :, start:stop, lo:keys]  # [1, rows, keys - lo] a view, for every head
+            empty = None if mask.empty_rows is None else mask.empty_rows[b, :, start:stop]  # [1, rows, 1]
+            for h in range(0, H, heads):
+                n_heads = min(heads, H - h)
+                group = slice(h, h + n_heads)  # a few heads, or just one when the sequence is long
+                scores = buffer[: n_heads * (stop - start) * keys].reshape(n_heads, stop - start, keys)
+                out[b, group, start:stop] = attend(
+                    q[b, group, start:stop], k[b, group, :keys], v[b, group, :keys], additive, empty, scores
+                )
     return out
 
 
@@ -127,12 +163,14 @@ def self_attention(
     layer: int = 0,
     need_weights: bool = False,
     hook: Hooks = NO_HOOKS,
+    queries: int = 0,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """One attention sub-layer: project to q, k, v; attend; project back. x: [B, T, C].
 
     Returns the output [B, T, C] and, when need_weights (output_attentions), the full attention
     weights [B, H, T, past + T]; otherwise None, and the scores are made a block at a time.
-    The hook points show q, k, v and z as [B, T, H, D] (TransformerLens's layout)."""
+    queries=N > 0: outputs for the last N positions only ([B, N, C]); keys and values still
+    come from all T. The hook points show q, k, v and z as [B, T, H, D] (TransformerLens's layout)."""
     qkv = linear(x, attn.c_attn)  # [B, T, C] -> [B, T, 3C]
     C = x.shape[-1]
     q, k, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]  # 3 x [B, T, C] views
@@ -143,6 +181,12 @@ def self_attention(
     if cache is not None:
         k, v = cache.update(layer, k, v)  # [B, H, past + T, D]: this step's keys after the cached ones
     points = (f"blocks.{layer}.attn.hook_attn_scores", f"blocks.{layer}.attn.hook_pattern")
+    if queries:  # only the last N queries' outputs are wanted (GPT2.transformer's keep)
+        q = q[:, :, -queries:]  # [B, H, N, D]
+        rows = slice(-queries, None)
+        mask = AttentionMask(
+            mask.additive[:, :, rows], None if mask.empty_rows is None else mask.empty_rows[:, :, rows]
+        )
     if need_weights or any(hook.wants(p) for p in points):  # the whole weights are asked for
         out, probs = attention(q, k, v, mask, scale, hook, layer)  # [B, H, T, D], [B, H, T, past + T]
     else:

@@ -194,7 +194,14 @@ class GPT2:
         attention_mask: [B, past + T] covering the cached tokens too. Each `hook(name, x)` is
         x itself unless run_with_cache / run_with_hooks asked for that point (hooks.py)."""
         x, hidden, attentions = self.transformer(
-            input_ids, attention_mask, position_ids, cache, output_hidden_states, output_attentions, hook
+            input_ids,
+            attention_mask,
+            position_ids,
+            cache,
+            output_hidden_states,
+            output_attentions,
+            hook,
+            logits_to_keep,
         )
         if logits_to_keep:
             x = x[:, -logits_to_keep:, :]  # [B, N, C]: only the last N positions' scores are wanted
@@ -211,10 +218,21 @@ class GPT2:
         output_hidden_states: bool = False,
         output_attentions: bool = False,
         hook: Hooks = NO_HOOKS,
+        keep: int = 0,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None, tuple[np.ndarray, ...] | None]:
         """Everything before the output layer (transformers' GPT2Model): the final hidden states
-        [B, T, C] after ln_f, and the hidden states and attention weights when asked for."""
+        [B, T, C] after ln_f, and the hidden states and attention weights when asked for.
+
+        keep=N > 0: only the last N positions' final states are wanted ([B, N, C] out). The last
+        block's outputs at the other positions would never be read (no later block looks at
+        them), so its queries, MLP and ln_f run on the N positions only: 1/n_layer of a long
+        prefill saved. Its keys and values still cover every position (the kept queries
+        attend to them, and the cache keeps them). Not when every position's states or
+        weights, or any hook, are asked for.
+        """
         w, cfg = self.weights, self.config
+        if output_hidden_states or output_attentions or hook is not NO_HOOKS:
+            keep = 0
         eps, n_head = cfg.layer_norm_epsilon, cfg.n_head
         mask = build_attention_mask(attention_mask, input_ids.shape[1], self.fill, self.dtype)  # [B, 1, T, past + T]
         # what each token is + where it stands
@@ -224,8 +242,13 @@ class GPT2:
         for i, block in enumerate(w.h):
             x = hook(f"blocks.{i}.hook_resid_pre", x)  # [B, T, C] the residual stream
             h = hook(f"blocks.{i}.ln1.hook_normalized", layer_norm(x, block.ln_1, eps))  # [B, T, C]
-            # [B, T, C] -> [B, T, C]
-            a, probs = self_attention(h, block.attn, mask, n_head, self.scale(i), cache, i, output_attentions, hook)
+            queries = keep if i == cfg.n_layer - 1 else 0  # 0: every position (see keep above)
+            # [B, T, C] -> [B, T, C] ([B, keep, C] in the last block when keep > 0)
+            a, probs = self_attention(
+                h, block.attn, mask, n_head, self.scale(i), cache, i, output_attentions, hook, queries
+            )
+            if queries:
+                x = x[:, -queries:]  # [B, keep, C] the only positions read from here on
             # the residual: attention adds what it gathered from other tokens
             x += hook(f"blocks.{i}.hook_attn_out", a)  # [B, T, C]
             x = hook(f"blocks.{i}.hook_resid_mid", x)

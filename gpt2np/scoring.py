@@ -67,19 +67,24 @@ def target_logprobs(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """[N, V] logits, [N] token ids -> [N] float64 log softmax(logits)[target].
 
     log_softmax(x)[i] = x[i] - logsumexp(x), with logsumexp(x) = m + log(sum(exp(x - m))) and
-    m = max(x), so exp never overflows. In float64: the sum runs over 50257 terms, and a
-    float32 sum would round at every one of them. Done on a few positions at a time, so the
-    float64 copy stays small even for a long text (1024 x 50257 float64 would be 400 MB).
+    m = max(x), so exp never overflows (nor underflows to an all-zero sum: GPT-2's logits sit
+    around -100). The sum of the 50257 terms is accumulated in float64. The exponentials are
+    taken in the logits' own dtype: for float32 logits each is within about an ulp (relative
+    1e-7), so the result is within ~1e-7 of the float64 log-softmax of the same logits (far
+    below the logits' own float32 error), at less than half the cost of float64 exponentials
+    (3.6 against 8.3 ns per logit, measured; 8 x 1024 tokens make 411 million logits).
+    Float64 logits stay float64 throughout. Done on a few positions at a time, so the
+    temporaries stay small even for a long text.
     """
     out = np.empty(len(targets), dtype=np.float64)  # [N]
     for start in range(0, len(targets), POSITIONS_PER_CHUNK):
         rows = slice(start, start + POSITIONS_PER_CHUNK)
-        x = logits[rows].astype(np.float64)  # [n, V]
-        m = x.max(axis=-1)  # [n]
-        target = x[np.arange(len(x)), targets[rows]]  # [n] read before x is overwritten below
-        x -= m[:, None]  # in place, and exp too: one [n, V] float64 array instead of three
-        logsumexp = m + np.log(np.exp(x, out=x).sum(axis=-1))  # [n]
-        out[rows] = target - logsumexp  # [n]
+        x = logits[rows]  # [n, V]
+        m = x.max(axis=-1, keepdims=True)  # [n, 1]
+        target = x[np.arange(len(x)), targets[rows]].astype(np.float64)  # [n]
+        shifted = np.subtract(x, m)  # [n, V] <= 0: exp never overflows (exact near the max, Sterbenz)
+        total = np.exp(shifted, out=shifted).sum(axis=-1, dtype=np.float64)  # [n] float64 sum
+        out[rows] = target - (m[:, 0].astype(np.float64) + np.log(total))  # [n]
     return out
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, SEED_ATTENTION_MASK, SEED_INPUT_IDS
 
+import gpt2np.model
 from gpt2np import GPT2, InputError
 
 FILLS = ["-inf", "-1e9", "min"]
@@ -170,6 +171,26 @@ def test_logits_to_keep_gives_the_last_positions(tiny):
     )
     one = model(SEED_INPUT_IDS[1], logits_to_keep=np.int64(2)).logits  # one sequence: the batch axis dropped
     np.testing.assert_allclose(one, full[1, -2:], rtol=1e-5, atol=1e-5)
+
+
+def test_logits_to_keep_runs_the_last_block_on_the_kept_positions_only(tiny, monkeypatch):
+    """Nothing reads the last block's other positions, so its MLP sees only the kept ones; the
+    logits are those of the full pass (to float32 noise: the matrix shapes differ)."""
+    model = GPT2.from_pretrained(tiny)  # 2 layers
+    full = model(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK).logits  # [3, 8, V]
+    shapes, real = [], gpt2np.model.linear
+
+    def spy(x, layer):  # model.py's linear: the MLP's c_fc and c_proj
+        shapes.append(x.shape[:-1])
+        return real(x, layer)
+
+    monkeypatch.setattr(gpt2np.model, "linear", spy)
+    out = model(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, logits_to_keep=2)
+    assert shapes == [(3, 8), (3, 8), (3, 2), (3, 2)]
+    np.testing.assert_allclose(out.logits, full[:, -2:], rtol=1e-5, atol=1e-5)
+    shapes.clear()  # hidden states asked for: every position of every block, as before
+    model(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, logits_to_keep=2, output_hidden_states=True)
+    assert shapes == [(3, 8)] * 4
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "2", None])

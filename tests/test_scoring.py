@@ -106,9 +106,25 @@ def test_target_logprobs_is_log_softmax_and_stable():
     reference = np.log(np.exp(x) / np.exp(x).sum(axis=-1, keepdims=True))[
         np.arange(130), targets
     ]  # naive, fine at this scale
-    assert np.abs(target_logprobs(logits, targets) - reference).max() < 1e-12
+    # float64 logits: float64 all the way
+    assert np.abs(target_logprobs(x, targets) - reference).max() < 1e-12
+    # float32 logits: float32 exponentials (each within ~1 ulp), summed in float64
+    assert np.abs(target_logprobs(logits, targets) - reference).max() < 1e-6
     huge = logits + np.float32(1e4)  # exp would overflow without the max shift
     assert np.abs(target_logprobs(huge, targets) - reference).max() < 1e-3  # float32 lost digits at 1e4, not infinity
+
+
+def test_target_logprobs_of_a_whole_vocabulary_of_very_negative_logits():
+    """GPT-2's logits sit far below 0 (around -100): exp of them underflows to 0 in float32,
+    so the shift by the max must come before exp. 50257 terms, within 1e-6 of the float64
+    log-softmax of the same float32 logits."""
+    rng = np.random.default_rng(2)
+    logits = (rng.standard_normal((4, 50257)) * 2 - 120).astype(np.float32)
+    targets = rng.integers(0, 50257, size=4)
+    x = logits.astype(np.float64)
+    shifted = x - x.max(axis=-1, keepdims=True)
+    reference = (shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True)))[np.arange(4), targets]
+    assert np.abs(target_logprobs(logits, targets) - reference).max() < 1e-6
 
 
 def test_undefined_positions_are_nan_and_totals_add_up(tiny):
