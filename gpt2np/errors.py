@@ -25,3 +25,7 @@ class CheckpointError(GPT2npError):
 class ModelNotFoundError(GPT2npError):
     """The model name matches no local folder, no file in weights/, nothing in the Hugging Face
     cache, and could not be downloaded."""
+
+
+class GenerationError(GPT2npError, FloatingPointError):
+    """Generation cannot go on: the model's logits for the next token are NaN or +inf."""

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .errors import InputError
+from .errors import GenerationError, InputError
 from .inputs import check_attention_mask, check_input_ids, check_length
 from .kv_cache import KVCache
 from .masks import position_ids_from_mask
@@ -139,6 +139,7 @@ def generate(
     logits = model.forward(ids, mask, positions, cache, logits_to_keep=1).logits[:, -1]  # [B, vocab]
     n_done = 0
     for step in range(n_new):
+        check_logits(logits, step)
         if do_sample:
             next_tokens = sample(filter_logits(logits, temperature, top_k, top_p), rng)  # [B]
         else:
@@ -167,6 +168,18 @@ def generate(
     _stream_end(streamer)
     result = tokens[:, : T + n_done]
     return result[0] if one_sequence else result
+
+
+def check_logits(logits: np.ndarray, step: int) -> None:
+    """NaN or +inf logits have no next token: argmax of an all-NaN row is 0, and sampling from
+    it gives 0 too, so without this check generation would quietly write token 0 ("!")."""
+    bad = np.flatnonzero(np.isnan(logits).any(axis=-1) | np.isposinf(logits).any(axis=-1))
+    if bad.size:
+        raise GenerationError(
+            f"the logits of row {int(bad[0])} at generation step {step} are NaN or +inf, so no next token can be chosen; "
+            "the forward pass overflowed or was fed NaN (a hook that writes NaN or inf, or float32 overflow: "
+            "try dtype='float64' to find out)"
+        )
 
 
 def _stream(streamer: Any, next_tokens: np.ndarray) -> None:

@@ -47,7 +47,18 @@ from error_fixtures import (  # sets up an offline temporary home first; the voc
     without,
 )
 
-from gpt2np import GPT2, CheckpointError, ConfigError, InputError, ModelNotFoundError, hub
+from gpt2np import GPT2, CheckpointError, ConfigError, GenerationError, InputError, ModelNotFoundError, hub
+
+
+def overflowing_model():
+    """The tiny model with ln_f's scale at 3e38: finite, but its logits overflow float32 to inf or NaN."""
+    import dataclasses
+
+    from gpt2np.weights import LayerNorm
+
+    w = MODEL.weights
+    return GPT2(CONFIG, dataclasses.replace(w, ln_f=LayerNorm(np.full_like(w.ln_f.weight, 3e38), w.ln_f.bias)))
+
 
 CASES = [
     ("Model", [
@@ -219,6 +230,9 @@ CASES = [
         ("do_sample not a boolean", InputError, lambda: MODEL.generate(IDS, max_new_tokens=1, do_sample="no"), f"{T_INPUTS}::test_do_sample_must_be_a_boolean"),
         ("eos_token_id / pad_token_id outside the vocabulary", InputError, lambda: MODEL.generate(IDS, max_new_tokens=1, pad_token_id=100),
          f"{T_INPUTS}::test_eos_and_pad_ids_must_be_token_ids"),
+        ("logits NaN or +inf while generating (finite weights so large that float32 overflows)", GenerationError,
+         lambda: overflowing_model().generate(IDS, max_new_tokens=1),
+         "test_generation.py::test_overflowing_logits_stop_generation_with_a_clear_error"),
         ("mask_fill positive", InputError, lambda: GPT2(CONFIG, MODEL.weights, mask_fill=1.0), f"{T_INPUTS}::test_a_positive_or_zero_mask_fill_is_refused"),
         ("mask_fill zero", InputError, lambda: GPT2(CONFIG, MODEL.weights, mask_fill=0), f"{T_INPUTS}::test_a_positive_or_zero_mask_fill_is_refused"),
         ("mask_fill NaN", InputError, lambda: GPT2(CONFIG, MODEL.weights, mask_fill=float("nan")), f"{T_INPUTS}::test_a_nan_mask_fill_is_refused"),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import SEED_ATTENTION_MASK, SEED_INPUT_IDS
 
-from gpt2np import GPT2
+from gpt2np import GPT2, GenerationError
 
 FILLS = ["-inf", "-1e9", "min"]
 
@@ -115,3 +115,34 @@ def test_sampling_with_top_k_1_is_greedy(tiny):
         SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=8, do_sample=True, top_k=1, seed=0
     )
     np.testing.assert_array_equal(greedy, sampled)
+
+
+@pytest.mark.parametrize("do_sample", [False, True])
+def test_nan_logits_stop_generation_with_a_clear_error(tiny, monkeypatch, do_sample):
+    """argmax of an all-NaN row is 0, and so is a draw from it: without the check, generation
+    would quietly write token 0. (Real weights cannot be NaN, load refuses them; float32
+    overflow of huge finite weights can still make NaN or inf.)"""
+    model = tiny
+    real = model.forward
+
+    def nan_forward(*args, **kwargs):
+        out = real(*args, **kwargs)
+        out.logits[1] = np.nan  # row 1 breaks
+        return out
+
+    monkeypatch.setattr(model, "forward", nan_forward)
+    with pytest.raises(GenerationError, match="row 1 at generation step 0 are NaN or"):
+        model.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=3, do_sample=do_sample)
+
+
+def test_overflowing_logits_stop_generation_with_a_clear_error(tiny):
+    """Finite weights, but so large that the logits overflow float32 to inf or NaN: refused at the first step."""
+    import dataclasses
+
+    from gpt2np.weights import LayerNorm
+
+    w = tiny.weights
+    scale = np.full_like(w.ln_f.weight, 3e38)  # finite, but most normalised values times it are not
+    huge = GPT2(tiny.config, dataclasses.replace(w, ln_f=LayerNorm(scale, w.ln_f.bias)))
+    with pytest.raises(GenerationError, match="at generation step 0 are NaN or"):
+        huge.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=2)

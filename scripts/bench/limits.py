@@ -70,7 +70,31 @@ def machine_limits(model: str, threads: int, iters: str) -> dict:
         t = median(timed(lambda: a @ wte.T, 1, reps if M <= PROMPT_LEN else 2))  # noqa: B023  (as above)
         entry["lm_head"] = {"shape": [M, C, V], "s": t, "gflops": 2 * M * C * V / t / 1e9}
         gemm[str(M)] = {"matmuls": entry, "blocks_s": blocks, "lm_head_s": t}
-    return {"impl": "machine", "bandwidth_gbps": bandwidth, "gemm": gemm, "blas": blas_info()}
+
+    # What NumPy itself charges where BLAS cannot help, for the "NumPy floor" (numpy_floors):
+    # exp, per float32 element, in cache (softmax needs one per causal score, GELU one per MLP
+    # activation); and a decode step's matmuls with 1 and 8 rows (BLAS's small-M GEMM), over
+    # as many distinct matrices as the model has, so that they come from memory as in a real
+    # step (one matrix timed again and again would sit in the cache).
+    e = rng.standard_normal(1 << 16, dtype=np.float32)
+    e_out = np.empty_like(e)
+    exp_ns = median(timed(lambda: np.exp(e, out=e_out), 5, 20 * reps)) / e.size * 1e9
+    matrices = [rng.standard_normal(kn, dtype=np.float32) for _ in range(cfg.n_layer) for kn in shapes.values()]
+    step = {}
+    for M in (1, 8):
+        xs = {k: rng.standard_normal((M, k), dtype=np.float32) for k in (C, F)}
+        blocks = median(timed(lambda: [xs[w.shape[0]] @ w for w in matrices], 1, reps))  # noqa: B023, F821  (as above)
+        a = xs[C]
+        step[str(M)] = {"blocks_s": blocks, "lm_head_s": median(timed(lambda: a @ wte.T, 1, 2 * reps))}  # noqa: B023
+    del matrices
+    return {
+        "impl": "machine",
+        "bandwidth_gbps": bandwidth,
+        "gemm": gemm,
+        "exp_ns": exp_ns,
+        "decode_gemm": step,
+        "blas": blas_info(),
+    }
 
 
 def prefill_floors(machine: dict, cfg) -> dict:
@@ -101,3 +125,25 @@ def decode_floor(machine: dict, cfg, decode_bytes: int, matmul_params: int, batc
     return max(
         (decode_bytes + kv_bytes) / (machine["bandwidth_best_gbps"] * 1e9), flops / (machine["gemm_peak_gflops"] * 1e9)
     )
+
+
+def numpy_floors(machine: dict, cfg) -> dict:
+    """Tighter floors for a NumPy implementation (seconds): the prefill floor plus the
+    exponentials NumPy must take at its measured rate (softmax: one per causal score; GELU:
+    one per MLP activation), and for a decode step at context 900 (batch 1 and 8), the step's
+    matmuls timed alone at that many rows plus the KV cache read at the measured bandwidth. No NumPy code can
+    go below these on this machine; a target needing less is out of its reach."""
+    if "exp_ns" not in machine:
+        return {}
+    exp_s, L, H, F = machine["exp_ns"] * 1e-9, cfg.n_layer, cfg.n_head, cfg.mlp_width
+    floors = prefill_floors(machine, cfg)
+    T = max(PREFILL_LENGTHS)
+    exps = L * (H * T * (T + 1) / 2 + T * F)  # 1 sequence of T tokens
+    out = {"prefill_last_1024": floors[f"prefill_last_{T}"] + exps * exp_s, "exps_1024": exps}
+    out["prefill8_long"] = floors["prefill8_long"] + 8 * exps * exp_s
+    context, bandwidth = 900, machine["bandwidth_best_gbps"] * 1e9
+    for batch in (1, 8):
+        g = machine["decode_gemm"][str(batch)]
+        kv_bytes = 2 * L * batch * context * cfg.n_embd * 4  # the cache's keys and values, read once
+        out[f"decode{batch}_{context}"] = g["blocks_s"] + g["lm_head_s"] + kv_bytes / bandwidth
+    return out

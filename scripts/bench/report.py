@@ -3,7 +3,7 @@ issues' targets as PASS/MISS."""
 
 from __future__ import annotations
 
-from .limits import decode_floor, prefill_floors
+from .limits import decode_floor, numpy_floors, prefill_floors
 from .measure import median
 from .tasks import DECODE_CONTEXTS, NEW_TOKENS, PREFILL_LENGTHS, TASKS
 
@@ -80,7 +80,14 @@ def aggregate_machine(results: list[dict]) -> dict:
         }
         for M in ms[0]["gemm"]
     }
-    return {
+    extra = {}
+    if all("exp_ns" in m for m in ms):  # the NumPy-floor measurements (limits.numpy_floors)
+        extra["exp_ns"] = median([m["exp_ns"] for m in ms])
+        extra["decode_gemm"] = {
+            M: {k: median([m["decode_gemm"][M][k] for m in ms]) for k in ("blocks_s", "lm_head_s")}
+            for M in ms[0]["decode_gemm"]
+        }
+    return extra | {
         "bandwidth_gbps": bw,
         "bandwidth_best_gbps": max(bw["gemv_rows"], bw["gemv_cols"], bw["sdot"]),
         "gemm": gemm,
@@ -113,6 +120,7 @@ class Report:
         self.rows, self.targets = [], []
         main = models["gpt2"]
         self.floors = prefill_floors(machine, main["config"]) if machine else {}
+        self.numpy_floors = numpy_floors(machine, main["config"]) if machine else {}
 
     def get(self, impl, key, name, what="median"):
         return self.agg.get(impl, {}).get(key, {}).get(name, {}).get(what)
@@ -187,6 +195,38 @@ class Report:
         out += ["", "targets"]
         for t in self.targets:
             out.append(f"  [{t['issue']}] {t['target']:<64s} {t['shown']:>22s}   {t['result']}")
+        return out + self.reach_lines()
+
+    def reach_lines(self) -> list[str]:
+        """For the speed targets, is the goal within a NumPy implementation's reach on this
+        machine at all? The NumPy floor (limits.numpy_floors) against transformers' time / goal."""
+        nf = self.numpy_floors
+        if not nf:
+            return []
+        c = max(DECODE_CONTEXTS)
+        cases = [
+            ("prefill 1x1024 >= 1.3x", "prefill_curve", "time_s@1024", nf["prefill_last_1024"], 1.3, 1e3, "ms"),
+            ("prefill 8x1024 >= 1.3x", "prefill8_long", "time_s", nf["prefill8_long"], 1.3, 1, "s"),
+            (f"decode b1 at context {c} >= 1.8x", "decode_curve1", f"step_s@{c}", nf["decode1_900"], 1.8, 1e3, "ms"),
+            (f"decode b8 at context {c} >= 2.5x", "decode_curve8", f"step_s@{c}", nf["decode8_900"], 2.5, 1e3, "ms"),
+        ]
+        out = [
+            "",
+            (
+                f"within NumPy's reach? (NumPy floor: the GEMMs timed alone, plus exps at {self.machine['exp_ns']:.2f} ns "
+                "each for prefill, or plus the KV cache at the bandwidth for decode)"
+            ),
+        ]
+        for label, key, name, floor, goal, scale, unit in cases:
+            tf, np_ = self.get(TF, key, name), self.get(self.np_impls[0], key, name)
+            if tf is None:
+                continue
+            need = tf / goal
+            verdict = "reachable in principle" if floor <= need else "OUT OF REACH for NumPy on this machine"
+            now = "" if np_ is None else f"; gpt2np {fmt(np_ * scale)} {unit} = {np_ / floor:.2f}x the floor"
+            out.append(
+                f"  {label}: needs <= {fmt(need * scale)} {unit}, NumPy floor {fmt(floor * scale)} {unit}{now}: {verdict}"
+            )
         return out
 
 
