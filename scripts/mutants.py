@@ -87,7 +87,7 @@ MUTANTS = [
       "x64 /= np.sqrt(var + eps)", "x64 /= np.sqrt(var) + eps",
       "tests/test_layers.py::test_layer_norm_float64_is_the_formula"),
     m("layernorm-unbiased-variance", "gpt2np/layers.py",
-      "var = np.mean(x64 * x64, axis=-1, keepdims=True)", "var = np.sum(x64 * x64, axis=-1, keepdims=True) / (x64.shape[-1] - 1)",
+      "var = np.add.reduce(x64 * x64, axis=-1, keepdims=True) / C", "var = np.add.reduce(x64 * x64, axis=-1, keepdims=True) / (C - 1)",
       "tests/test_layers.py::test_layer_norm_float64_is_the_formula"),
     m("layernorm-in-float32", "gpt2np/layers.py",
       "x64 = rows[start : start + LAYER_NORM_ROWS].astype(np.float64)", "x64 = rows[start : start + LAYER_NORM_ROWS].astype(x.dtype)",
