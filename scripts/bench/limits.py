@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .measure import blas_info, limit_blas_threads, median, timed
-from .tasks import PREFILL_LENGTHS, PROMPT_LEN, weight_bytes_and_flops
+from .tasks import DECODE_CONTEXTS, PREFILL_LENGTHS, PROMPT_LEN, weight_bytes_and_flops
 
 GEMM_ROWS = tuple(sorted({PROMPT_LEN, *PREFILL_LENGTHS, 8 * PROMPT_LEN}))
 
@@ -130,7 +130,7 @@ def decode_floor(machine: dict, cfg, decode_bytes: int, matmul_params: int, batc
 def numpy_floors(machine: dict, cfg) -> dict:
     """Tighter floors for a NumPy implementation (seconds): the prefill floor plus the
     exponentials NumPy must take at its measured rate (softmax: one per causal score; GELU:
-    one per MLP activation), and for a decode step at context 900 (batch 1 and 8), the step's
+    one per MLP activation), and for a decode step at the longest context (batch 1 and 8), the step's
     matmuls timed alone at that many rows plus the KV cache read at the measured bandwidth. No NumPy code can
     go below these on this machine; a target needing less is out of its reach."""
     if "exp_ns" not in machine:
@@ -141,9 +141,9 @@ def numpy_floors(machine: dict, cfg) -> dict:
     exps = L * (H * T * (T + 1) / 2 + T * F)  # 1 sequence of T tokens
     out = {"prefill_last_1024": floors[f"prefill_last_{T}"] + exps * exp_s, "exps_1024": exps}
     out["prefill8_long"] = floors["prefill8_long"] + 8 * exps * exp_s
-    context, bandwidth = 900, machine["bandwidth_best_gbps"] * 1e9
+    context, bandwidth = max(DECODE_CONTEXTS), machine["bandwidth_best_gbps"] * 1e9
     for batch in (1, 8):
         g = machine["decode_gemm"][str(batch)]
         kv_bytes = 2 * L * batch * context * cfg.n_embd * 4  # the cache's keys and values, read once
-        out[f"decode{batch}_{context}"] = g["blocks_s"] + g["lm_head_s"] + kv_bytes / bandwidth
+        out[f"decode{batch}"] = g["blocks_s"] + g["lm_head_s"] + kv_bytes / bandwidth
     return out
