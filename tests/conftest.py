@@ -36,6 +36,18 @@ SEED_INPUT_IDS = np.array(
 SEED_ATTENTION_MASK = (SEED_INPUT_IDS != 50256).astype(np.int64)  # no real token of the seed is 50256
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_stamp_cache(tmp_path_factory):
+    """The run's "verified"/"finite" stamps (checkpoint.py) go to a directory of this test run,
+    not to the user's ~/.cache/gpt2np: tests never write outside their own tree and tmp (tests
+    that check the stamps' location set GPT2NP_CACHE or XDG_CACHE_HOME themselves)."""
+    mp = pytest.MonkeyPatch()
+    if "GPT2NP_CACHE" not in os.environ:
+        mp.setenv("GPT2NP_CACHE", str(tmp_path_factory.mktemp("gpt2np-cache")))
+    yield
+    mp.undo()
+
+
 def build_model(name: str) -> Path:
     from gpt2np.tools.random_model import build_test_model
 

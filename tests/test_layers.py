@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
+import gpt2np.layers
 from gpt2np.layers import gelu, layer_norm, linear, lm_head, softmax
 from gpt2np.weights import LayerNorm, Linear
 
@@ -45,6 +46,19 @@ def test_layer_norm_is_float32_rounding_of_the_exact_value():
     exact = layer_norm_float64(x, norm, 1e-5)
     ulps = np.abs(out - exact) / np.spacing(np.abs(out))  # [64, 768] error in units of float32's last place
     assert ulps.max() <= 0.5 + 1e-3
+
+
+@pytest.mark.parametrize("rows", [1, 7, 64])
+def test_layer_norm_in_chunks_of_rows_is_still_exact(monkeypatch, rows):
+    """layer_norm normalises LAYER_NORM_ROWS tokens at a time. With chunks of 1, 7 and 64 over
+    2 x 100 tokens (boundaries everywhere, a partial last chunk), every token still gets the
+    float32 rounding of its own exact value: no chunk is skipped, mixed up or half written."""
+    monkeypatch.setattr(gpt2np.layers, "LAYER_NORM_ROWS", rows)
+    x, norm = residual_stream(n=200), norm_params(768)
+    out = layer_norm(x.reshape(2, 100, 768), norm, 1e-5)
+    assert out.shape == (2, 100, 768)
+    exact = layer_norm_float64(x, norm, 1e-5).reshape(2, 100, 768)
+    assert (np.abs(out - exact) / np.spacing(np.abs(out))).max() <= 0.5 + 1e-3
 
 
 @pytest.mark.parametrize("eps", [1e-5, 1e-2])
@@ -85,6 +99,19 @@ def test_gelu_matches_gpt2_tanh_formula():
     out = gelu(x.copy())
     assert out.dtype == np.float32
     assert np.abs(out - ref).max() <= 2e-6  # clean: 5e-7 (float32 steps)
+
+
+@pytest.mark.parametrize("chunk", [1000, 4096])
+def test_gelu_in_chunks_is_the_formula_and_the_same_bits(monkeypatch, chunk):
+    """gelu works GELU_CHUNK elements at a time; with small chunks over [3, 10001] elements
+    (boundaries inside rows, a partial last chunk) the result is still the formula, and the
+    same bits as in one chunk."""
+    x = (rng.standard_normal((3, 10001)) * 4).astype(np.float32)
+    whole = gelu(x.copy())  # 30003 elements: one chunk of the default size
+    monkeypatch.setattr(gpt2np.layers, "GELU_CHUNK", chunk)
+    out = gelu(x.copy())
+    assert np.abs(out - gelu_reference(x)).max() <= 2e-6
+    np.testing.assert_array_equal(out, whole)
 
 
 def test_gelu_float64_is_the_formula():

@@ -84,7 +84,7 @@ def aggregate_machine(results: list[dict]) -> dict:
     if all("exp_ns" in m for m in ms):  # the NumPy-floor measurements (limits.numpy_floors)
         extra["exp_ns"] = median([m["exp_ns"] for m in ms])
         extra["decode_gemm"] = {
-            M: {k: median([m["decode_gemm"][M][k] for m in ms]) for k in ("blocks_s", "lm_head_s")}
+            M: {k: median([m["decode_gemm"][M][k] for m in ms]) for k in ms[0]["decode_gemm"][M]}
             for M in ms[0]["decode_gemm"]
         }
     return extra | {
@@ -214,7 +214,7 @@ class Report:
             "",
             (
                 f"within NumPy's reach? (NumPy floor: the GEMMs timed alone, plus exps at {self.machine['exp_ns']:.2f} ns "
-                "each for prefill, or plus the KV cache at the bandwidth for decode)"
+                "each for prefill, or plus the attention products over the KV cache timed alone for decode)"
             ),
         ]
         for label, key, name, floor, goal, scale, unit in cases:
@@ -222,7 +222,10 @@ class Report:
             if tf is None:
                 continue
             need = tf / goal
-            verdict = "reachable in principle" if floor <= need else "OUT OF REACH for NumPy on this machine"
+            if floor > need:
+                verdict = "OUT OF REACH for NumPy on this machine"
+            else:  # the share of the time budget that the floor leaves to everything else NumPy must do
+                verdict = f"reachable in principle, leaving {1 - floor / need:.0%} of the budget to the rest"
             now = "" if np_ is None else f"; gpt2np {fmt(np_ * scale)} {unit} = {np_ / floor:.2f}x the floor"
             out.append(
                 f"  {label}: needs <= {fmt(need * scale)} {unit}, NumPy floor {fmt(floor * scale)} {unit}{now}: {verdict}"
