@@ -27,7 +27,7 @@ def linear(x: np.ndarray, layer: Linear) -> np.ndarray:
     return out.reshape(*x.shape[:-1], out.shape[-1])  # [..., n_out]
 
 
-LAYER_NORM_ROWS = 64  # tokens normalised at a time: their float64 copies (384 KB) stay in a core's L2 cache
+LAYER_NORM_ROWS = 64  # tokens normalised at a time: their float64 copies are 384 KB, within a core's L2 cache
 
 
 def layer_norm(x: np.ndarray, norm: LayerNorm, eps: float) -> np.ndarray:
