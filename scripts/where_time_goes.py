@@ -30,12 +30,12 @@ sys.path.insert(0, str(ROOT))
 def components(kind: str, batch: int, length: int, repeats: int) -> None:
     import gpt2np.attention as attention
     import gpt2np.model as model
-    from gpt2np import GPT2
-    from gpt2np.kv_cache import KVCache
     from gpt2np.tools.random_model import build_test_model
+    from scripts.bench.impl_gpt2np import Gpt2np  # the bench's own prefill / decode-state code
 
-    m = GPT2.from_pretrained(build_test_model("gpt2-shaped", ROOT / "weights" / "test-models"))
-    cfg, rng = m.config, np.random.default_rng(0)
+    impl = Gpt2np(threads=2)
+    impl.load(build_test_model("gpt2-shaped", ROOT / "weights" / "test-models"))
+    rng = np.random.default_rng(0)
     spent: dict[str, float] = defaultdict(float)
 
     def timed(module, name: str, label: str) -> None:
@@ -57,26 +57,17 @@ def components(kind: str, batch: int, length: int, repeats: int) -> None:
     timed(model, "lm_head", "output layer")
 
     if kind == "prefill":
-        ids = rng.integers(0, cfg.vocab_size, (batch, length))
+        ids = rng.integers(0, impl.vocab_size, (batch, length))
 
         def run() -> None:
-            m.forward(ids, np.ones_like(ids), np.broadcast_to(np.arange(length), ids.shape), logits_to_keep=1)
-    else:  # one row prefilled to `length` tokens, its cache copied to every row, then steps
-        cache = KVCache(cfg.n_layer, 1, cfg.n_head, length + 1, cfg.head_dim, m.dtype)
-        ids = rng.integers(0, cfg.vocab_size, (1, length))
-        m.forward(ids, np.ones_like(ids), np.arange(length)[None], cache, logits_to_keep=1)
-        big = KVCache(cfg.n_layer, batch, cfg.n_head, length + 1, cfg.head_dim, m.dtype)
-        big.keys[:, :, :, :length] = cache.keys[:, :1, :, :length]
-        big.values[:, :, :, :length] = cache.values[:, :1, :, :length]
-        mask, positions, token = (
-            np.ones((batch, length + 1), np.int64),
-            np.full((batch, 1), length),
-            np.ones((batch, 1), int),
-        )
+            impl.forward(ids, logits_to_keep=1)
+    else:  # one row prefilled to `length` tokens, repeated to `batch` rows (as the bench does), then steps
+        ids = rng.integers(0, impl.vocab_size, (1, length))
+        state = impl.repeat_rows(impl.prefill(ids, length + 1), batch)
 
         def run() -> None:
-            big.length = length
-            m.forward(token, mask, positions, big, logits_to_keep=1)
+            state["cache"].length = state["length"] = length  # the same step again, at the same context
+            impl.step(state)
 
     run()  # warm up: pages in, buffers allocated
     totals, per_call = [], defaultdict(list)
@@ -145,8 +136,7 @@ def main(argv=None) -> int:
     if args.kind == "split-attention":
         split_attention(args.batch)
     else:
-        with threadpool_limits(2):
-            components(args.kind, args.batch, args.length, args.repeats)
+        components(args.kind, args.batch, args.length, args.repeats)  # 2 BLAS threads, as Gpt2np(threads=2) sets
     return 0
 
 
