@@ -4,6 +4,8 @@ computing the same numbers, in one run; and the Ray integration at 1 and 2 actor
     /work/venv/bin/python scripts/bench_score.py                  # gpt2np vs transformers, 5 repeats
     /work/venv/bin/python scripts/bench_score.py --repeats 3 --texts 200
     /work/venv/bin/python scripts/bench_score.py --ray 1,2 --tokenizer DIR   # + Ray Data, 1 and 2 actors
+    /work/venv/bin/python scripts/bench_score.py --skip-single --ray 1,2 --ray-batch-size 16 --tokenizer DIR
+                                                                    # Ray only, smaller Ray batches
 
 The corpus: --texts token-id sequences (seed 0) with lengths spread like lines of real text,
 log-normal with median 64 tokens, clipped to 8..512, so both short and long texts occur and
@@ -134,7 +136,9 @@ def ray_worker(args, lists, actors: int) -> dict:
     ray.init(num_cpus=actors, include_dashboard=False, log_to_driver=False)
     ds = ray.data.from_items([{"id": i, "text": t} for i, t in enumerate(texts)], override_num_blocks=4 * actors)
     start = time.perf_counter()
-    rows = score_dataset(ds, model=args.model, tokenizer=args.tokenizer, batch_size=64, concurrency=actors).take_all()
+    rows = score_dataset(
+        ds, model=args.model, tokenizer=args.tokenizer, batch_size=args.ray_batch_size, concurrency=actors
+    ).take_all()
     seconds = time.perf_counter() - start
     ray.shutdown()
     assert [r["id"] for r in rows] == list(range(len(texts)))
@@ -181,6 +185,8 @@ def run_worker(kind: str, args) -> dict:
         str(args.batch_size),
         "--max-tokens",
         str(args.max_tokens),
+        "--ray-batch-size",
+        str(args.ray_batch_size),
     ]
     if args.tokenizer:
         cmd += ["--tokenizer", str(args.tokenizer)]
@@ -224,12 +230,15 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-tokens", type=int, default=4096)
     p.add_argument("--ray", default="", help="also Ray Data with these actor counts, e.g. 1,2")
+    p.add_argument("--ray-batch-size", type=int, default=64, help="rows per Ray batch (score_dataset's batch_size)")
+    p.add_argument("--skip-single", action="store_true", help="run the Ray kinds only (no gpt2np / transformers)")
     p.add_argument("--json", default=None, help="write every raw number here")
     args = p.parse_args()
     if args.worker:
         return worker_main(args)
     args.model = resolve_model(args.model)
-    kinds = ["gpt2np", "transformers", "transformers-sorted"] + [f"ray-{n}" for n in args.ray.split(",") if n]
+    single = [] if args.skip_single else ["gpt2np", "transformers", "transformers-sorted"]
+    kinds = single + [f"ray-{n}" for n in args.ray.split(",") if n]
     results = {k: [] for k in kinds}
     print(
         f"model {args.model}, {args.texts} texts, {args.threads} threads, batch {args.batch_size} / {args.max_tokens} tokens, "
@@ -241,21 +250,24 @@ def main() -> None:
         for kind in order:
             res = run_worker(kind, args)
             results[kind].append(res)
+            ray_note = ": Ray's actors and daemons count as others" if kind.startswith("ray-") else ""
             print(
                 f"  repeat {r + 1} {kind:<20} {res['tokens'] / res['seconds']:8.0f} tokens/s  "
-                f"({res['seconds']:.2f} s; others used {res['others_cores']:.2f} cores)",
+                f"({res['seconds']:.2f} s; others used {res['others_cores']:.2f} cores{ray_note})",
                 flush=True,
             )
-    ref = results["gpt2np"][0]["loglik"]
-    for kind in ("transformers", "transformers-sorted"):
-        diff = max(abs(a - b) for a, b in zip(ref, results[kind][0]["loglik"]))
-        print(f"same numbers: max |log-likelihood gpt2np - {kind}| over the texts = {diff:.2e}")
+    if single:
+        ref = results["gpt2np"][0]["loglik"]
+        for kind in ("transformers", "transformers-sorted"):
+            diff = max(abs(a - b) for a, b in zip(ref, results[kind][0]["loglik"]))
+            print(f"same numbers: max |log-likelihood gpt2np - {kind}| over the texts = {diff:.2e}")
     tps = {k: statistics.median(x["tokens"] / x["seconds"] for x in v) for k, v in results.items()}
-    n_tokens = results["gpt2np"][0]["tokens"]
+    n_tokens = results[kinds[0]][0]["tokens"]
+    base = kinds[0]  # gpt2np, or the first Ray kind
     print(f"\n{n_tokens} scored tokens per run; medians of {args.repeats}")
-    print("| what | tokens/s | texts/s | gpt2np / this |\n| --- | ---: | ---: | ---: |")
+    print(f"| what | tokens/s | texts/s | {base} / this |\n| --- | ---: | ---: | ---: |")
     for k in kinds:
-        print(f"| {k} | {tps[k]:.0f} | {tps[k] * args.texts / n_tokens:.1f} | {tps['gpt2np'] / tps[k]:.2f}x |")
+        print(f"| {k} | {tps[k]:.0f} | {tps[k] * args.texts / n_tokens:.1f} | {tps[base] / tps[k]:.2f}x |")
     if args.json:
         Path(args.json).write_text(
             json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=1)

@@ -1,19 +1,33 @@
-"""Where a forward's time goes, component by component, and one experiment that did not pay.
+"""Where a forward's time goes, component by component, and experiments that did not pay.
 
-    python scripts/where_time_goes.py prefill 1 1024     # a 1x1024 prefill (last logits)
-    python scripts/where_time_goes.py decode 8 900       # a decode step at batch 8, context 900
-    python scripts/where_time_goes.py split-attention 8  # decode attention split over 2 threads
+    python scripts/where_time_goes.py prefill 1 1024       # a 1x1024 prefill (last logits)
+    python scripts/where_time_goes.py decode 8 900         # a decode step at batch 8, context 900
+    python scripts/where_time_goes.py split-attention 8    # decode attention split over 2 threads
+    python scripts/where_time_goes.py weights-in-memory 1  # decode, weights mapped or copied into memory
+    python scripts/where_time_goes.py transposed-weights 1 # decode, weights stored [in, out] or [out, in]
 
 The first two time each call of linear, attention, LayerNorm, GELU and the output layer inside a
-real forward of the random 124M-shaped model (weights/test-models/gpt2-shaped, built if absent),
+real forward of the random 124M-shaped model (weights/test-models/gpt2-shaped, built if absent;
+$GPT2NP_TEST_MODELS instead of weights/test-models, as for the bench),
 2 BLAS threads, median over repeats. "split-attention" times a decode step's attention products
 over 12 layers of a cold KV cache at context 900, each layer after a GEMM (as in a real step),
-done by NumPy as one stack, or split over two Python threads, with BLAS at 2 threads and at 1.
+done by NumPy as one stack, or split over two Python threads, with BLAS at 2 threads and at 1;
+and the same with einsum, which uses no BLAS and releases the GIL: if its split gains only when
+BLAS has 1 thread, what holds the second core is BLAS's idle worker, not a lock inside BLAS.
+
+The last two time decode steps (batch B at context 150 and 900) of two copies of the model in one
+process, taking turns and alternating which goes first (a fixed order favoured the second by up to
+10% here): "weights-in-memory" compares the memory-mapped checkpoint (how much of it the kernel
+maps with 2 MB pages is printed: that depends on how the file came into the page cache) with the
+same weights copied into ordinary memory, which NumPy asks to back with 2 MB pages;
+"transposed-weights" compares GPT-2's [in, out] linear weights with the same weights stored
+[out, in] (what a torch Linear holds; the same [in, out] view of them), both copied into memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections import defaultdict
@@ -27,14 +41,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+MODELS = Path(os.environ.get("GPT2NP_TEST_MODELS", ROOT / "weights" / "test-models"))  # as the bench
+
+
+def _load_124m_shaped():
+    from gpt2np.tools.random_model import build_test_model
+    from scripts.bench.impl_gpt2np import Gpt2np
+
+    impl = Gpt2np(threads=2)
+    impl.load(build_test_model("gpt2-shaped", MODELS))
+    return impl
+
+
 def components(kind: str, batch: int, length: int, repeats: int) -> None:
     import gpt2np.attention as attention
     import gpt2np.model as model
-    from gpt2np.tools.random_model import build_test_model
-    from scripts.bench.impl_gpt2np import Gpt2np  # the bench's own prefill / decode-state code
 
-    impl = Gpt2np(threads=2)
-    impl.load(build_test_model("gpt2-shaped", ROOT / "weights" / "test-models"))
+    impl = _load_124m_shaped()  # the bench's own prefill / decode-state code
     rng = np.random.default_rng(0)
     spent: dict[str, float] = defaultdict(float)
 
@@ -94,16 +117,20 @@ def split_attention(batch: int, context: int = 900, n_layer: int = 12, n_head: i
     flush = np.ones(60_000_000, np.float32)  # 240 MB read between runs: the cache starts cold
     pool = ThreadPoolExecutor(1)
 
-    def products(layer: int, rows: slice) -> None:
+    def products(layer: int, rows: slice) -> None:  # BLAS: one call per sequence and head
         scores = q[rows] @ keys[layer, rows].swapaxes(-1, -2)  # [b, H, 1, T]
         _ = scores @ values[layer, rows]  # [b, H, 1, D]
 
-    def stacked(layer: int) -> None:
-        products(layer, slice(None))
+    def products_einsum(layer: int, rows: slice) -> None:  # NumPy's own loops: no BLAS, the GIL released
+        scores = np.einsum("bhd,bhtd->bht", q[rows, :, 0], keys[layer, rows])  # [b, H, T]
+        _ = np.einsum("bht,bhtd->bhd", scores, values[layer, rows])  # [b, H, D]
 
-    def split(layer: int) -> None:
-        half = pool.submit(products, layer, slice(0, batch // 2))
-        products(layer, slice(batch // 2, batch))
+    def stacked(layer: int, fn=products) -> None:
+        fn(layer, slice(None))
+
+    def split(layer: int, fn=products) -> None:
+        half = pool.submit(fn, layer, slice(0, batch // 2))
+        fn(layer, slice(batch // 2, batch))
         half.result()
 
     def run(fn, threads: int) -> float:
@@ -122,21 +149,103 @@ def split_attention(batch: int, context: int = 900, n_layer: int = 12, n_head: i
     print(f"decode attention products, batch {batch}, context {context}, {n_layer} layers ({mb:.0f} MB of K and V)")
     for threads in (2, 1):
         base = run(lambda layer: None, threads)  # the GEMMs alone, subtracted below
-        for name, fn in (("one stack", stacked), ("split over 2 threads", split)):
+        variants = (
+            ("one stack", stacked),
+            ("split over 2 threads", split),
+            ("einsum, one thread", lambda layer: stacked(layer, products_einsum)),
+            ("einsum, split over 2", lambda layer: split(layer, products_einsum)),
+        )
+        for name, fn in variants:
             print(f"  BLAS {threads} thread(s), {name:22s} {(run(fn, threads) - base) * 1e3:7.1f} ms")
+
+
+def _with_arrays(impl, fn, linear_weight=None):
+    """The model again, every weight array replaced by fn(array) (a linear layer's weight by
+    linear_weight(array) when given)."""
+    import dataclasses
+
+    from gpt2np import GPT2
+    from gpt2np.weights import Linear
+
+    def swap(node):
+        if node is None:
+            return None
+        if isinstance(node, np.ndarray):
+            return fn(node)
+        if isinstance(node, list):
+            return [swap(n) for n in node]
+        if isinstance(node, Linear) and linear_weight is not None:
+            return Linear(linear_weight(node.weight), fn(node.bias))
+        return dataclasses.replace(node, **{f.name: swap(getattr(node, f.name)) for f in dataclasses.fields(node)})
+
+    w = impl.model.weights
+    wte = fn(w.wte)  # tied: lm_head is the same array
+    weights = dataclasses.replace(swap(dataclasses.replace(w, wte=None, lm_head=None)), wte=wte, lm_head=wte)
+    copy = _load_124m_shaped()
+    copy.model = GPT2(impl.model.config, weights)
+    return copy
+
+
+def _file_pmd_mapped(path: Path) -> str:
+    """How much of the file's mapping in this process uses 2 MB pages (/proc/self/smaps)."""
+    inside, rss = False, "?"
+    with open("/proc/self/smaps") as f:
+        lines = f.readlines()
+    for line in lines:
+        if not line[0].isupper():  # a mapping's first line: "start-end perms offset dev inode path"
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            rss = line.split()[1]
+        elif inside and line.startswith("FilePmdMapped:"):
+            return f"{int(line.split()[1]) // 1024} MB of {int(rss) // 1024} MB resident"
+    return "not mapped"
+
+
+def decode_ab(kind: str, batch: int, repeats: int) -> None:
+    impl = _load_124m_shaped()
+    if kind == "weights-in-memory":
+        variants = {"memory-mapped": impl, "copied into memory": _with_arrays(impl, np.array)}
+    else:
+        variants = {
+            "[in, out], in memory": _with_arrays(impl, np.array),
+            "[out, in], in memory": _with_arrays(impl, np.array, lambda a: np.ascontiguousarray(a.T).T),
+        }
+        del impl
+    rng = np.random.default_rng(0)
+    for context in (150, 900):
+        ids = rng.integers(0, 50257, (1, context))
+        states = {name: m.repeat_rows(m.prefill(ids, context + 1), batch) for name, m in variants.items()}
+        times: dict[str, list[float]] = defaultdict(list)
+        for r in range(repeats):
+            for name in list(variants)[:: 1 if r % 2 else -1]:
+                state, m = states[name], variants[name]
+                steps = []
+                for _ in range(4):
+                    state["cache"].length = state["length"] = context  # the same step again
+                    t = time.perf_counter()
+                    m.step(state)
+                    steps.append(time.perf_counter() - t)
+                times[name].append(float(np.median(steps)))
+        cells = ", ".join(f"{name} {np.median(times[name]) * 1e3:.1f} ms" for name in variants)
+        print(f"decode step, batch {batch}, context {context}, median of {repeats} turns: {cells}")
+    if kind == "weights-in-memory":
+        path = MODELS / "gpt2-shaped" / "model.safetensors"
+        print(f"the mapped checkpoint in 2 MB pages: {_file_pmd_mapped(path)}")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("kind", choices=["prefill", "decode", "split-attention"])
+    p.add_argument("kind", choices=["prefill", "decode", "split-attention", "weights-in-memory", "transposed-weights"])
     p.add_argument("batch", type=int, help="batch size")
     p.add_argument("length", type=int, nargs="?", default=900, help="prompt length (prefill) or context (decode)")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, help="default: 5 (components), 9 (the two-model experiments)")
     args = p.parse_args(argv)
     if args.kind == "split-attention":
         split_attention(args.batch)
+    elif args.kind in ("weights-in-memory", "transposed-weights"):
+        decode_ab(args.kind, args.batch, args.repeats or 9)
     else:
-        components(args.kind, args.batch, args.length, args.repeats)  # 2 BLAS threads, as Gpt2np(threads=2) sets
+        components(args.kind, args.batch, args.length, args.repeats or 5)  # 2 BLAS threads, as Gpt2np(threads=2) sets
     return 0
 
 
