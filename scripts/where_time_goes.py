@@ -5,6 +5,8 @@
     python scripts/where_time_goes.py split-attention 8    # decode attention split over 2 threads
     python scripts/where_time_goes.py weights-in-memory 1  # decode, weights mapped or copied into memory
     python scripts/where_time_goes.py transposed-weights 1 # decode, weights stored [in, out] or [out, in]
+    python scripts/where_time_goes.py blas-threads 8       # decode, BLAS at 2 threads or 1
+    python scripts/where_time_goes.py own-threads 8        # decode split over our own 2 threads, BLAS at 1
 
 The first two time each call of linear, attention, LayerNorm, GELU and the output layer inside a
 real forward of the random 124M-shaped model (weights/test-models/gpt2-shaped, built if absent;
@@ -21,12 +23,16 @@ process, taking turns and alternating which goes first (a fixed order favoured t
 maps with 2 MB pages is printed: that depends on how the file came into the page cache) with the
 same weights copied into ordinary memory, which NumPy asks to back with 2 MB pages;
 "transposed-weights" compares GPT-2's [in, out] linear weights with the same weights stored
-[out, in] (what a torch Linear holds; the same [in, out] view of them), both copied into memory.
+[out, in] (what a torch Linear holds; the same [in, out] view of them), both copied into memory;
+"blas-threads" runs one model with BLAS at 2 threads and at 1; "own-threads" compares BLAS at 2
+threads with BLAS at 1 and the step split over two Python threads instead (linear layers and the
+output layer by columns, decode attention by heads).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -201,30 +207,92 @@ def _file_pmd_mapped(path: Path) -> str:
     return "not mapped"
 
 
+@contextlib.contextmanager
+def _own_threads(on: bool):
+    """While on: linear layers and the output layer split their columns, decode attention its
+    heads, over two Python threads (this one and a pool's), the way BLAS's own threads would."""
+    if not on:
+        yield
+        return
+    import gpt2np.attention as attention
+    import gpt2np.model as model
+
+    pool = ThreadPoolExecutor(1)
+    real_linear, real_attention, real_lm_head = model.linear, attention.attention_in_blocks, model.lm_head
+
+    def linear(x, layer):
+        rows, w = x.reshape(-1, x.shape[-1]), layer.weight  # [N, n_in], [n_in, n_out]
+        half = w.shape[1] // 32 * 16
+        out = np.empty((rows.shape[0], w.shape[1]), rows.dtype)
+        left = pool.submit(lambda: np.add(rows @ w[:, :half], layer.bias[:half], out=out[:, :half]))
+        np.add(rows @ w[:, half:], layer.bias[half:], out=out[:, half:])
+        left.result()
+        return out.reshape(*x.shape[:-1], w.shape[1])
+
+    def attention_in_blocks(q, k, v, mask, scale, budget=None):
+        if q.shape[2] != 1:  # not a decode step
+            return real_attention(q, k, v, mask, scale, budget)
+        out, half = np.empty_like(q), q.shape[1] // 2
+
+        def heads(h: slice) -> None:
+            out[:, h] = real_attention(q[:, h], k[:, h], v[:, h], mask, scale, budget)
+
+        left = pool.submit(heads, slice(0, half))
+        heads(slice(half, None))
+        left.result()
+        return out
+
+    def lm_head(x, weight):
+        rows = x.reshape(-1, x.shape[-1])
+        if rows.shape[0] != 1:
+            return real_lm_head(x, weight)
+        out, half = np.empty((1, weight.shape[0]), x.dtype), weight.shape[0] // 2
+        left = pool.submit(lambda: np.matmul(rows, weight[:half].T, out=out[:, :half]))
+        np.matmul(rows, weight[half:].T, out=out[:, half:])
+        left.result()
+        return out.reshape(*x.shape[:-1], weight.shape[0])
+
+    model.linear = attention.linear = linear
+    attention.attention_in_blocks, model.lm_head = attention_in_blocks, lm_head
+    try:
+        yield
+    finally:
+        model.linear = attention.linear = real_linear
+        attention.attention_in_blocks, model.lm_head = real_attention, real_lm_head
+        pool.shutdown()
+
+
 def decode_ab(kind: str, batch: int, repeats: int) -> None:
+    """Decode steps of two variants, taking turns; a variant is (model, BLAS threads, own threads)."""
     impl = _load_124m_shaped()
     if kind == "weights-in-memory":
-        variants = {"memory-mapped": impl, "copied into memory": _with_arrays(impl, np.array)}
-    else:
+        variants = {"memory-mapped": (impl, 2, False), "copied into memory": (_with_arrays(impl, np.array), 2, False)}
+    elif kind == "transposed-weights":
+        transposed = _with_arrays(impl, np.array, lambda a: np.ascontiguousarray(a.T).T)
         variants = {
-            "[in, out], in memory": _with_arrays(impl, np.array),
-            "[out, in], in memory": _with_arrays(impl, np.array, lambda a: np.ascontiguousarray(a.T).T),
+            "[in, out], in memory": (_with_arrays(impl, np.array), 2, False),
+            "[out, in], in memory": (transposed, 2, False),
         }
         del impl
+    elif kind == "blas-threads":
+        variants = {"BLAS at 2 threads": (impl, 2, False), "BLAS at 1 thread": (impl, 1, False)}
+    else:  # own-threads
+        variants = {"BLAS at 2 threads": (impl, 2, False), "2 Python threads, BLAS at 1": (impl, 1, True)}
     rng = np.random.default_rng(0)
     for context in (150, 900):
         ids = rng.integers(0, 50257, (1, context))
-        states = {name: m.repeat_rows(m.prefill(ids, context + 1), batch) for name, m in variants.items()}
+        states = {name: m.repeat_rows(m.prefill(ids, context + 1), batch) for name, (m, _, _) in variants.items()}
         times: dict[str, list[float]] = defaultdict(list)
         for r in range(repeats):
             for name in list(variants)[:: 1 if r % 2 else -1]:
-                state, m = states[name], variants[name]
+                (m, threads, own), state = variants[name], states[name]
                 steps = []
-                for _ in range(4):
-                    state["cache"].length = state["length"] = context  # the same step again
-                    t = time.perf_counter()
-                    m.step(state)
-                    steps.append(time.perf_counter() - t)
+                with threadpool_limits(threads), _own_threads(own):
+                    for _ in range(4):
+                        state["cache"].length = state["length"] = context  # the same step again
+                        t = time.perf_counter()
+                        m.step(state)
+                        steps.append(time.perf_counter() - t)
                 times[name].append(float(np.median(steps)))
         cells = ", ".join(f"{name} {np.median(times[name]) * 1e3:.1f} ms" for name in variants)
         print(f"decode step, batch {batch}, context {context}, median of {repeats} turns: {cells}")
@@ -235,14 +303,15 @@ def decode_ab(kind: str, batch: int, repeats: int) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("kind", choices=["prefill", "decode", "split-attention", "weights-in-memory", "transposed-weights"])
+    experiments = ["split-attention", "weights-in-memory", "transposed-weights", "blas-threads", "own-threads"]
+    p.add_argument("kind", choices=["prefill", "decode", *experiments])
     p.add_argument("batch", type=int, help="batch size")
     p.add_argument("length", type=int, nargs="?", default=900, help="prompt length (prefill) or context (decode)")
     p.add_argument("--repeats", type=int, help="default: 5 (components), 9 (the two-model experiments)")
     args = p.parse_args(argv)
     if args.kind == "split-attention":
         split_attention(args.batch)
-    elif args.kind in ("weights-in-memory", "transposed-weights"):
+    elif args.kind in experiments:
         decode_ab(args.kind, args.batch, args.repeats or 9)
     else:
         components(args.kind, args.batch, args.length, args.repeats or 5)  # 2 BLAS threads, as Gpt2np(threads=2) sets
