@@ -192,21 +192,6 @@ def _with_arrays(impl, fn, linear_weight=None):
     return copy
 
 
-def _file_pmd_mapped(path: Path) -> str:
-    """How much of the file's mapping in this process uses 2 MB pages (/proc/self/smaps)."""
-    inside, rss = False, "?"
-    with open("/proc/self/smaps") as f:
-        lines = f.readlines()
-    for line in lines:
-        if not line[0].isupper():  # a mapping's first line: "start-end perms offset dev inode path"
-            inside = line.rstrip().endswith(str(path))
-        elif inside and line.startswith("Rss:"):
-            rss = line.split()[1]
-        elif inside and line.startswith("FilePmdMapped:"):
-            return f"{int(line.split()[1]) // 1024} MB of {int(rss) // 1024} MB resident"
-    return "not mapped"
-
-
 @contextlib.contextmanager
 def _own_threads(on: bool):
     """While on: linear layers and the output layer split their columns, decode attention its
@@ -298,7 +283,11 @@ def decode_ab(kind: str, batch: int, repeats: int) -> None:
         print(f"decode step, batch {batch}, context {context}, median of {repeats} turns: {cells}")
     if kind == "weights-in-memory":
         path = MODELS / "gpt2-shaped" / "model.safetensors"
-        print(f"the mapped checkpoint in 2 MB pages: {_file_pmd_mapped(path)}")
+        from scripts.bench.measure import mapped_pages
+
+        pages = mapped_pages(path)
+        mb = "not mapped" if pages is None else f"{pages['pmd'] >> 20} MB of {pages['resident'] >> 20} MB resident"
+        print(f"the mapped checkpoint in 2 MB pages: {mb}")
 
 
 def main(argv=None) -> int:

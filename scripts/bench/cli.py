@@ -229,6 +229,12 @@ def main(argv=None) -> int:
             f"bandwidth {machine['bandwidth_best_gbps']:.1f} GB/s (median of {machine['runs']} runs, {lo:.1f} to {hi:.1f}); "
             f"peak GEMM {machine['gemm_peak_gflops']:.0f} GFLOP/s"
         )
+    huge = [p["pmd"] / p["resident"] for r in results if (p := r.get("checkpoint_pages")) and p["resident"]]
+    if huge:
+        out.append(
+            f"gpt2np's memory-mapped checkpoint: {min(huge):.0%} to {max(huge):.0%} of its resident pages in 2 MB pages "
+            "(the rest 4 KB; it depends on how the file came into the page cache, and moves decode a few percent)"
+        )
     out.append("")
     out += report.lines()
     out.append("")

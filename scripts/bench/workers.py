@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 
-from .measure import blas_info, proc_status, timed
+from .measure import blas_info, mapped_pages, proc_status, timed
 from .tasks import (
     CURVE_STEPS,
     DECODE_CONTEXTS,
@@ -199,6 +200,7 @@ def worker_main(impl_name: str, task: str, model: str, threads: int, iters: str)
         result["load_s"] = time.perf_counter() - start
         result |= RUN[task](impl, TASKS[task][0], ITERS[iters])
         result["blas_after"] = blas_info()  # OpenBLAS starts its threads lazily: report them in use
+        result["checkpoint_pages"] = mapped_pages(Path(model) / "model.safetensors")
         result["info"] = getattr(impl, "info", {})
     result["rss"] = proc_status()
     result["worker_wall_s"] = time.perf_counter() - t0
