@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import os
 import sys
 import time
@@ -187,9 +188,9 @@ def _with_arrays(impl, fn, linear_weight=None):
     w = impl.model.weights
     wte = fn(w.wte)  # tied: lm_head is the same array
     weights = dataclasses.replace(swap(dataclasses.replace(w, wte=None, lm_head=None)), wte=wte, lm_head=wte)
-    copy = _load_124m_shaped()
-    copy.model = GPT2(impl.model.config, weights)
-    return copy
+    other = copy.copy(impl)  # the same bench wrapper (prefill, step), another model inside
+    other.model = GPT2(impl.model.config, weights)
+    return other
 
 
 @contextlib.contextmanager

@@ -33,15 +33,15 @@ def mapped_pages(path) -> dict[str, int] | None:
         lines = Path("/proc/self/smaps").read_text().splitlines()
     except OSError:
         return None
-    target, inside, found = str(Path(path).resolve()), False, None
+    target, inside, mapped = str(Path(path).resolve()), False, False
+    found = {"resident": 0, "pmd": 0}
     for line in lines:
         if not line[:1].isupper():  # a mapping's first line: "start-end perms offset dev inode path"
             inside = line.rstrip().endswith(target)
-            if inside and found is None:
-                found = {"resident": 0, "pmd": 0}
-        elif inside and found is not None and line.startswith(("Rss:", "FilePmdMapped:")):
+            mapped = mapped or inside
+        elif inside and line.startswith(("Rss:", "FilePmdMapped:")):
             found["resident" if line.startswith("Rss:") else "pmd"] += int(line.split()[1]) * 1024
-    return found
+    return found if mapped else None
 
 
 def proc_status() -> dict[str, int]:
