@@ -12,13 +12,21 @@ README.md and docs/ say the rest.
 """
 
 from .config import GPT2Config
-from .errors import CheckpointError, ConfigError, GenerationError, GPT2npError, InputError, ModelNotFoundError
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    GenerationError,
+    GPT2npError,
+    InputError,
+    ModelError,
+    ModelNotFoundError,
+)
 from .model import GPT2, GPT2Output
 from .tokenizer import BatchEncoding, Tokenizer
 
 # Two lines, the model API then the errors (hence the noqa and fmt: skip): clearer than ten sorted.
 __all__ = [  # noqa: RUF022
     "GPT2", "GPT2Config", "GPT2Output", "Tokenizer", "BatchEncoding",
-    "GPT2npError", "InputError", "ConfigError", "CheckpointError", "ModelNotFoundError", "GenerationError",
+    "GPT2npError", "InputError", "ConfigError", "CheckpointError", "ModelNotFoundError", "ModelError", "GenerationError",
 ]  # fmt: skip
 __version__ = "0.1.0"

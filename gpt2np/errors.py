@@ -27,5 +27,10 @@ class ModelNotFoundError(GPT2npError):
     cache, and could not be downloaded."""
 
 
-class GenerationError(GPT2npError, FloatingPointError):
+class ModelError(GPT2npError, FloatingPointError):
+    """The forward pass produced NaN or inf from finite inputs and weights (float32 overflow, or a
+    hook that wrote one): the message names the first point whose output is not finite."""
+
+
+class GenerationError(ModelError):
     """Generation cannot go on: the model's logits for the next token are NaN or +inf."""
