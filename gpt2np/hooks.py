@@ -34,7 +34,7 @@ import difflib
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, DTypeLike
 
 from .errors import InputError
 
@@ -118,9 +118,16 @@ class Hooks:
     """
 
     def __init__(
-        self, names: Sequence[str] = (), fwd_hooks: Iterable[tuple[Where, HookFn]] = (), record: Iterable[str] = ()
+        self,
+        names: Sequence[str] = (),
+        fwd_hooks: Iterable[tuple[Where, HookFn]] = (),
+        record: Iterable[str] = (),
+        dtype: DTypeLike | None = None,
     ) -> None:
         self.cache: dict[str, np.ndarray] = {}
+        # The dtype every point is shown in (the model's): the residual stream, which the forward
+        # pass keeps in float64, is shown rounded to it, like every other point. None: as it is.
+        self.dtype = None if dtype is None else np.dtype(dtype)
         self.record = set(record)
         self.fns: dict[str, list[HookFn]] = {}
         for pair in fwd_hooks:
@@ -138,15 +145,22 @@ class Hooks:
             for fn in fns:
                 x = self._apply(fn, name, x)
         if name in self.record:
-            self.cache[name] = x.copy()  # a copy: the forward pass may overwrite x in place later
+            self.cache[name] = self._shown(x)  # a copy: the forward pass may overwrite x in place later
         return x
 
-    @staticmethod
-    def _apply(fn: HookFn, name: str, x: np.ndarray) -> np.ndarray:
-        given = x.copy()  # the function's own: it may keep it, the forward pass won't touch it
+    def _shown(self, x: np.ndarray) -> np.ndarray:
+        """A copy of x in the dtype the points are shown in."""
+        return x.astype(x.dtype if self.dtype is None else self.dtype)
+
+    def _apply(self, fn: HookFn, name: str, x: np.ndarray) -> np.ndarray:
+        shown = self._shown(x)
+        given = shown.copy()  # the function's own: it may keep it, the forward pass won't touch it
         out = fn(given, name)
-        if out is None:  # changed in place, or only looked: carry its changes back into x
-            np.copyto(x, given)
+        if out is None or out is given:  # changed in place, or only looked: carry its changes back into x
+            # only the cells it changed: the others keep x's own values (the float64 residual
+            # stream must not be rounded to float32 by a hook that only looked)
+            changed = given != shown
+            x[changed] = given[changed]
             return x
         returned = type(out).__name__
         try:

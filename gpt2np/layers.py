@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from .weights import LayerNorm, Linear
 
@@ -30,10 +31,11 @@ def linear(x: np.ndarray, layer: Linear) -> np.ndarray:
 LAYER_NORM_ROWS = 64  # tokens normalised at a time: their float64 copies are 384 KB, within a core's L2 cache
 
 
-def layer_norm(x: np.ndarray, norm: LayerNorm, eps: float) -> np.ndarray:
+def layer_norm(x: np.ndarray, norm: LayerNorm, eps: float, dtype: DTypeLike | None = None) -> np.ndarray:
     """Normalise each token's vector to mean 0, variance 1, then scale and shift.
 
-    Computed in float64 and rounded once to x's dtype. LayerNorm is cheap (O(C) per token,
+    Computed in float64 and rounded once to `dtype` (default: x's; the model passes its own
+    float32 for the float64 residual stream, see GPT2.transformer). LayerNorm is cheap (O(C) per token,
     against O(C^2) for the matmuls around it) and it is where GPT-2's outlier dimensions
     (residual values in the hundreds) meet float32's 7 digits: done in float32, each of its
     steps rounds (thousands of ulps off the exact value on an outlier model), while rounded
@@ -44,7 +46,7 @@ def layer_norm(x: np.ndarray, norm: LayerNorm, eps: float) -> np.ndarray:
     """
     rows = x.reshape(-1, x.shape[-1])  # [N, C]
     C = rows.shape[-1]
-    out = np.empty_like(rows)  # [N, C] in x's dtype
+    out = np.empty(rows.shape, dtype=x.dtype if dtype is None else dtype)  # [N, C]
     for start in range(0, len(rows), LAYER_NORM_ROWS):
         x64 = rows[start : start + LAYER_NORM_ROWS].astype(np.float64)  # [n, C] a fresh copy we may overwrite
         # sum / C is what np.mean computes (the same bits), without its Python wrapper: a decode

@@ -156,7 +156,7 @@ class GPT2:
         a copy nothing later overwrites. names_filter: None (every point), a name, a list of
         names, or a predicate name -> bool. For a 1-D input, logits and cache drop the batch axis."""
         names = self.activation_names()
-        hooks = Hooks(names, record=names if names_filter is None else select(names_filter, names))
+        hooks = Hooks(names, record=names if names_filter is None else select(names_filter, names), dtype=self.dtype)
         ids, mask, positions, one_sequence = self._check_inputs(input_ids, attention_mask, position_ids)
         logits = self.forward(ids, mask, positions, hook=hooks).logits
         cache = {name: hooks.cache[name] for name in names if name in hooks.cache}  # forward order
@@ -174,7 +174,7 @@ class GPT2:
         """-> logits, with fwd_hooks = [(name or predicate, fn), ...] applied: fn(activation, name)
         sees each chosen point in forward order and may return a replacement of the same shape
         (ablation, patching) or None to leave it (hooks.py says what it may keep)."""
-        hooks = Hooks(self.activation_names(), fwd_hooks=fwd_hooks)
+        hooks = Hooks(self.activation_names(), fwd_hooks=fwd_hooks, dtype=self.dtype)
         ids, mask, positions, one_sequence = self._check_inputs(input_ids, attention_mask, position_ids)
         logits = self.forward(ids, mask, positions, hook=hooks).logits
         return logits[0] if one_sequence else logits
@@ -235,13 +235,18 @@ class GPT2:
             keep = 0
         eps, n_head = cfg.layer_norm_epsilon, cfg.n_head
         mask = build_attention_mask(attention_mask, input_ids.shape[1], self.fill, self.dtype)  # [B, 1, T, past + T]
-        # what each token is + where it stands
-        x = hook("hook_embed", w.wte[input_ids]) + hook("hook_pos_embed", w.wpe[position_ids])  # [B, T, C]
-        hidden: list[np.ndarray] | None = [x.copy()] if output_hidden_states else None
+        # what each token is + where it stands: the residual stream, which every block reads and adds to.
+        # It is kept in float64 whatever the model's dtype: GPT-2 holds a few of its dimensions in
+        # the hundreds and adds small updates to them 2 x n_layer times, and in float32 each add
+        # would round at the large values' ulp. LayerNorm reads it in float64 anyway, so this costs
+        # two [B, T, C] float64 adds per block; the layers' inputs and outputs stay in self.dtype.
+        embed, pos = hook("hook_embed", w.wte[input_ids]), hook("hook_pos_embed", w.wpe[position_ids])
+        x = np.add(embed, pos, dtype=np.float64)  # [B, T, C] float64
+        hidden: list[np.ndarray] | None = [x.astype(self.dtype)] if output_hidden_states else None
         attentions: list[np.ndarray] | None = [] if output_attentions else None
         for i, block in enumerate(w.h):
             x = hook(f"blocks.{i}.hook_resid_pre", x)  # [B, T, C] the residual stream
-            h = hook(f"blocks.{i}.ln1.hook_normalized", layer_norm(x, block.ln_1, eps))  # [B, T, C]
+            h = hook(f"blocks.{i}.ln1.hook_normalized", layer_norm(x, block.ln_1, eps, self.dtype))  # [B, T, C]
             queries = keep if i == cfg.n_layer - 1 else 0  # 0: every position (see keep above)
             # [B, T, C] -> [B, T, C] ([B, keep, C] in the last block when keep > 0)
             a, probs = self_attention(
@@ -252,17 +257,17 @@ class GPT2:
             # the residual: attention adds what it gathered from other tokens
             x += hook(f"blocks.{i}.hook_attn_out", a)  # [B, T, C]
             x = hook(f"blocks.{i}.hook_resid_mid", x)
-            h = hook(f"blocks.{i}.ln2.hook_normalized", layer_norm(x, block.ln_2, eps))  # [B, T, C]
+            h = hook(f"blocks.{i}.ln2.hook_normalized", layer_norm(x, block.ln_2, eps, self.dtype))  # [B, T, C]
             h = hook(f"blocks.{i}.mlp.hook_pre", linear(h, block.mlp.c_fc))  # [B, T, C] -> [B, T, F] the MLP widens
             h = hook(f"blocks.{i}.mlp.hook_post", gelu(h))  # [B, T, F] (in place: a recorded hook_pre was copied)
             # the residual: each token thinks alone
             x += hook(f"blocks.{i}.hook_mlp_out", linear(h, block.mlp.c_proj))  # [B, T, F] -> [B, T, C]
             x = hook(f"blocks.{i}.hook_resid_post", x)
             if hidden is not None and i < cfg.n_layer - 1:
-                hidden.append(x.copy())
+                hidden.append(x.astype(self.dtype))
             if attentions is not None and probs is not None:  # probs: [B, H, T, past + T]
                 attentions.append(probs)
-        x = hook("ln_final.hook_normalized", layer_norm(x, w.ln_f, eps))  # [B, T, C]
+        x = hook("ln_final.hook_normalized", layer_norm(x, w.ln_f, eps, self.dtype))  # [B, T, C]
         if hidden is not None:
             hidden.append(x)  # transformers' last hidden state is after ln_f
         if cache is not None:

@@ -1,11 +1,17 @@
 """How far are float32 logits from the float64 truth: gpt2np's and transformers', side by side.
 
     python scripts/fidelity.py [--models tiny small-outliers odd gpt2-shaped] [--real]
+    python scripts/fidelity.py --gemm      # how much this BLAS kernel's float32 matmul rounds
 
 The truth is transformers run in float64 (gpt2np's own float64 mode agrees with it to ~1e-13).
 For each model and a few random batches, prints the RMS and the max of |logits - truth| over
 all logits, for gpt2np float32 and transformers float32, and their ratio (< 1: gpt2np is
 closer). --real adds the real GPT-2 124M when it is on disk. Needs torch + transformers.
+
+--gemm prints which OpenBLAS kernel NumPy runs (threadpoolctl) and the RMS error, relative to
+float64, of a float32 matmul at GPT-2's shapes: [24, 768] @ [768, N] and 3072-long sums. Run it
+once as the environment has OPENBLAS_CORETYPE and once with it unset (`env -u OPENBLAS_CORETYPE
+-u OPENBLAS_L2_SIZE python scripts/fidelity.py --gemm`) to compare two kernels on one CPU.
 """
 
 from __future__ import annotations
@@ -27,15 +33,32 @@ def rms(d):
     return float(np.sqrt(np.mean(d**2)))
 
 
-def main(argv=None) -> None:
-    import torch
-    from transformers import GPT2LMHeadModel
+def gemm_errors() -> None:
+    """Relative RMS error of float32 x @ W against float64, at GPT-2 124M's matmul shapes."""
+    from threadpoolctl import threadpool_info
 
+    kernels = [f"{i['internal_api']} {i.get('architecture')}" for i in threadpool_info() if i["user_api"] == "blas"]
+    print(f"BLAS: {', '.join(kernels)}")
+    rng = np.random.default_rng(0)
+    for M, K, N in [(24, 768, 2304), (24, 768, 3072), (24, 3072, 768), (1, 768, 2304), (24, 768, 50257)]:
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        W = (rng.standard_normal((K, N)) / np.sqrt(K)).astype(np.float32)
+        exact = x.astype(np.float64) @ W.astype(np.float64)
+        print(f"  [{M}, {K}] @ [{K}, {N}]: relative RMS error {rms(x @ W - exact) / rms(exact):.3g}")
+
+
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*", default=list(TEST_MODELS))
     parser.add_argument("--real", action="store_true", help="also the real GPT-2 124M, if on disk")
     parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("--gemm", action="store_true", help="the BLAS kernel's matmul rounding only (no torch)")
     args = parser.parse_args(argv)
+    if args.gemm:
+        return gemm_errors()
+    import torch
+    from transformers import GPT2LMHeadModel
+
     torch.set_num_threads(2)
     folders = {name: build_test_model(name, ROOT / "weights" / "test-models") for name in args.models}
     if args.real:

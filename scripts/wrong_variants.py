@@ -63,10 +63,10 @@ def erf_gelu(x):
     return (0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))).astype(x.dtype)
 
 
-def ddof1_layer_norm(x, norm, eps):
+def ddof1_layer_norm(x, norm, eps, dtype=None):
     x64 = x.astype(np.float64)
     y = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, ddof=1, keepdims=True) + eps)
-    return (y * norm.weight + norm.bias).astype(x.dtype)
+    return (y * norm.weight + norm.bias).astype(x.dtype if dtype is None else dtype)
 
 
 def mask_added_twice(attention_mask, n_queries, fill, dtype):

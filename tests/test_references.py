@@ -218,4 +218,11 @@ def test_float32_is_as_close_to_the_float64_truth_as_transformers(models, name):
     def rms(d):
         return float(np.sqrt(np.mean(np.concatenate(d) ** 2)))
 
-    assert rms(ours) <= rms(theirs)
+    ratio = rms(ours) / rms(theirs)
+    print(f"{name}: rms ours {rms(ours):.3g} vs transformers {rms(theirs):.3g} (ratio {ratio:.2f})")
+    assert ratio <= 1
+    if name == "small-outliers":
+        # Where the residual stream holds values in the hundreds, keeping it in float64 (model.py)
+        # is what puts us well ahead: 0.35 (Haswell kernel) and 0.37 (SkylakeX) measured, against
+        # 0.64 with a float32 stream, which this bound catches.
+        assert ratio <= 0.5
