@@ -136,6 +136,13 @@ class Hooks:
             for name in select(pair[0], names):
                 self.fns.setdefault(name, []).append(pair[1])
 
+    def watched(self, names: Sequence[str], fn: HookFn) -> Hooks:
+        """These hooks, plus fn(activation, name) at every point of `names`, after the point's own
+        functions (so fn sees what the forward pass goes on with). Records nothing."""
+        watching = Hooks(dtype=self.dtype)
+        watching.fns = {name: [*self.fns.get(name, []), fn] for name in names}
+        return watching
+
     def wants(self, name: str) -> bool:
         return name in self.record or name in self.fns
 

@@ -15,8 +15,8 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from .attention import self_attention
 from .config import GPT2Config
-from .errors import InputError
-from .hooks import NO_HOOKS, HookFn, Hooks, Where, activation_names, select
+from .errors import InputError, ModelError
+from .hooks import NO_HOOKS, HookFn, Hooks, Where, activation_names, axes, select
 from .inputs import check_attention_mask, check_input_ids, check_length, check_position_ids
 from .kv_cache import KVCache
 from .layers import gelu, layer_norm, linear, lm_head
@@ -37,6 +37,40 @@ def _check_dtype(dtype: DTypeLike) -> None:
         ok = False
     if not ok:
         raise InputError(f"dtype must be 'float32' or 'float64', got {dtype!r} (float16 would lose too much precision)")
+
+
+def all_finite(x: np.ndarray) -> bool:
+    """Is every value of x finite? x's min and max are NaN if any value is, and +-inf if any value
+    is infinite: two passes that allocate nothing (np.isfinite(x).all() would make a boolean copy
+    of x, 100 MB for the logits of 8 x 256 tokens)."""
+    return bool(np.isfinite(x.min()) and np.isfinite(x.max()))
+
+
+def non_finite_cells(a: np.ndarray, name: str) -> np.ndarray:
+    """Where a point holds a value it should not: NaN or +-inf; in the masked scores -inf is the
+    fill of the forbidden cells (mask_fill='-inf'), so there only NaN and +inf count."""
+    if name.endswith("hook_attn_scores"):
+        return np.isnan(a) | np.isposinf(a)
+    return ~np.isfinite(a)
+
+
+def describe_non_finite(
+    a: np.ndarray, bad: np.ndarray, name: str, attention_mask: np.ndarray, dtype: np.dtype, hooked: bool
+) -> str:
+    """What the forward pass's first non-finite point holds, where, and what to do about it."""
+    index = dict(zip(axes(name), np.argwhere(bad)[0]))  # the first bad cell, by axis name
+    row = int(index["B"])
+    column = attention_mask.shape[1] - a.shape[axes(name).index("T")] + int(index["T"])  # past tokens + t
+    token = f"row {row}, token {column}" + (" (a pad)" if attention_mask[row, column] == 0 else "")
+    found = [kind for kind, test in (("NaN", np.isnan), ("inf", np.isinf)) if test(a[bad]).any()]
+    where = f"the forward pass went non-finite at {name} ({token}): {int(bad.sum())} values are {' and '.join(found)}"
+    if hooked:
+        return f"{where}, after a hook on {name} changed it; a hook must return finite numbers"
+    return (
+        f"{where}. The weights and inputs are finite, so the values outgrew {dtype} (max "
+        f"{float(np.finfo(dtype).max):.3g}): the weights are too large for it (converted with a wrong scale?); "
+        "try dtype='float64'"
+    )
 
 
 def _check_logits_to_keep(logits_to_keep: int) -> None:
@@ -193,21 +227,65 @@ class GPT2:
         """The forward pass on checked inputs. input_ids, position_ids: [B, T] new tokens;
         attention_mask: [B, past + T] covering the cached tokens too. Each `hook(name, x)` is
         x itself unless run_with_cache / run_with_hooks asked for that point (hooks.py)."""
-        x, hidden, attentions = self.transformer(
-            input_ids,
-            attention_mask,
-            position_ids,
-            cache,
-            output_hidden_states,
-            output_attentions,
-            hook,
-            logits_to_keep,
-        )
-        if logits_to_keep:
-            x = x[:, -logits_to_keep:, :]  # [B, N, C]: only the last N positions' scores are wanted
-        # a score for every token of the vocabulary
-        logits = hook("logits", lm_head(x, self.weights.lm_head))  # [B, T, C] -> [B, T, vocab]
+        # An overflow shows as inf or NaN in the logits, which the check below turns into our own
+        # error naming where it began; NumPy's warnings on the way would only be noise before it.
+        with np.errstate(over="ignore", invalid="ignore"):
+            x, hidden, attentions = self.transformer(
+                input_ids,
+                attention_mask,
+                position_ids,
+                cache,
+                output_hidden_states,
+                output_attentions,
+                hook,
+                logits_to_keep,
+            )
+            if logits_to_keep:
+                x = x[:, -logits_to_keep:, :]  # [B, N, C]: only the last N positions' scores are wanted
+            # a score for every token of the vocabulary
+            logits = hook("logits", lm_head(x, self.weights.lm_head))  # [B, T, C] -> [B, T, vocab]
+        if not all_finite(logits):  # a NaN anywhere upstream reaches the logits (0 * NaN = NaN)
+            raise self.non_finite_error(input_ids, attention_mask, position_ids, cache, hook)
         return GPT2Output(logits, hidden, attentions)
+
+    def non_finite_error(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        position_ids: np.ndarray,
+        cache: KVCache | None = None,
+        hook: Hooks = NO_HOOKS,
+    ) -> ModelError:
+        """The error for a forward pass whose output came out NaN or inf, naming where it began.
+
+        The weights are checked finite at load and the inputs are token ids, so either a value
+        overflowed the dtype (float32 tops out at 3.4e38: finite weights can still be too large)
+        or a hook wrote NaN or inf. To say which point, the pass runs again with every point
+        watched (the caller's hooks included), and the first one holding a non-finite value is
+        named. Only a failed pass pays for this; a good one pays for one min and one max of its
+        logits."""
+
+        def first_non_finite(a: np.ndarray, name: str) -> None:
+            bad = non_finite_cells(a, name)
+            if bad.any():
+                raise ModelError(describe_non_finite(a, bad, name, attention_mask, self.dtype, hooked=name in hook.fns))
+
+        if cache is not None:
+            cache.length -= input_ids.shape[1]  # the same step again: back to the cache it started from
+        try:
+            self.forward(
+                input_ids,
+                attention_mask,
+                position_ids,
+                cache,
+                hook=hook.watched(self.activation_names(), first_non_finite),
+            )
+        except ModelError as e:
+            return e
+        return ModelError(  # every point was finite the second time: nothing to point at
+            "the logits came out NaN or inf, but every point was finite when the pass was run again "
+            "(a hook that behaves differently on a second call?)"
+        )
 
     def transformer(
         self,

@@ -174,9 +174,19 @@ def score(
         logprobs, scored = strided_logprobs(model, ids, mask, stride)
         return summarize(ids, mask, logprobs, scored)
     check_length(ids.shape[1], model.config.n_positions, "the input")
-    hidden, _, _ = model.transformer(ids, mask, position_ids_from_mask(mask))  # [B, T, C], after ln_f
-    logprobs, scored = logprobs_from_hidden(hidden, model.weights.lm_head, ids, mask)
+    positions = position_ids_from_mask(mask)  # [B, T]
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, as model.forward does
+        hidden, _, _ = model.transformer(ids, mask, positions)  # [B, T, C], after ln_f
+        logprobs, scored = logprobs_from_hidden(hidden, model.weights.lm_head, ids, mask)
+    check_finite(model, logprobs[scored], ids, mask, positions)
     return summarize(ids, mask, logprobs, scored)
+
+
+def check_finite(model: Any, logprobs: np.ndarray, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray) -> None:
+    """A score is never NaN: log-probs from non-finite logits (an overflow) are an error naming
+    where the forward pass of (ids, mask, positions) went non-finite (model.non_finite_error)."""
+    if not np.isfinite(logprobs).all():
+        raise model.non_finite_error(ids, mask, positions)
 
 
 # --- Texts longer than the context: sliding windows ----------------------------------------
@@ -257,10 +267,13 @@ def strided_logprobs(
     for start in range(0, len(windows), per_pass):
         group = windows[start : start + per_pass]
         ids, mask, targets, source = pack_windows(input_ids, group)  # [W, L] each
-        # each window's positions start at 0
-        hidden, _, _ = model.transformer(ids, mask, position_ids_from_mask(mask))  # [W, L, C]
+        positions = position_ids_from_mask(mask)  # [W, L]: each window's positions start at 0
         w, t = np.nonzero(targets)  # the (window, column) pairs this pass scores
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below
+            hidden, _, _ = model.transformer(ids, mask, positions)  # [W, L, C]
+            window_logprobs = next_token_logprobs(hidden, model.weights.lm_head, ids, w, t)  # [N]
+        check_finite(model, window_logprobs, ids, mask, positions)
         rows = np.array([row for row, _, _ in group])[w]  # [N] their batch rows
-        logprobs[rows, source[w, t]] = next_token_logprobs(hidden, model.weights.lm_head, ids, w, t)  # [N]
+        logprobs[rows, source[w, t]] = window_logprobs
         scored[rows, source[w, t]] = True
     return logprobs, scored

@@ -47,7 +47,7 @@ from error_fixtures import (  # sets up an offline temporary home first; the voc
     without,
 )
 
-from gpt2np import GPT2, CheckpointError, ConfigError, GenerationError, InputError, ModelNotFoundError, hub
+from gpt2np import GPT2, CheckpointError, ConfigError, InputError, ModelError, ModelNotFoundError, hub
 
 
 def overflowing_model():
@@ -230,9 +230,15 @@ CASES = [
         ("do_sample not a boolean", InputError, lambda: MODEL.generate(IDS, max_new_tokens=1, do_sample="no"), f"{T_INPUTS}::test_do_sample_must_be_a_boolean"),
         ("eos_token_id / pad_token_id outside the vocabulary", InputError, lambda: MODEL.generate(IDS, max_new_tokens=1, pad_token_id=100),
          f"{T_INPUTS}::test_eos_and_pad_ids_must_be_token_ids"),
-        ("logits NaN or +inf while generating (finite weights so large that float32 overflows)", GenerationError,
-         lambda: overflowing_model().generate(IDS, max_new_tokens=1),
+        ("finite weights so large that float32 overflows: model(...)", ModelError, lambda: overflowing_model()(IDS),
+         "test_model.py::test_an_overflow_is_an_error_naming_where_it_began"),
+        ("... while generating", ModelError, lambda: overflowing_model().generate(IDS, max_new_tokens=1),
          "test_generation.py::test_overflowing_logits_stop_generation_with_a_clear_error"),
+        ("... while scoring", ModelError, lambda: overflowing_model().score(IDS),
+         "test_scoring.py::test_an_overflow_is_an_error_never_a_nan_score"),
+        ("a hook that writes NaN or inf", ModelError,
+         lambda: MODEL.run_with_hooks(IDS, fwd_hooks=[("blocks.1.hook_mlp_out", lambda a, n: a * np.inf)]),
+         "test_model.py::test_a_hook_that_writes_nan_is_named_even_under_a_minus_inf_fill"),
         ("mask_fill positive", InputError, lambda: GPT2(CONFIG, MODEL.weights, mask_fill=1.0), f"{T_INPUTS}::test_a_positive_or_zero_mask_fill_is_refused"),
         ("mask_fill zero", InputError, lambda: GPT2(CONFIG, MODEL.weights, mask_fill=0), f"{T_INPUTS}::test_a_positive_or_zero_mask_fill_is_refused"),
         ("mask_fill NaN", InputError, lambda: GPT2(CONFIG, MODEL.weights, mask_fill=float("nan")), f"{T_INPUTS}::test_a_nan_mask_fill_is_refused"),

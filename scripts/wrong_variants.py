@@ -107,7 +107,13 @@ def variant_trace(model: GPT2, variant: str | None, input_ids, attention_mask) -
     if variant == "positions-not-offset":
         positions = np.broadcast_to(np.arange(input_ids.shape[1]), input_ids.shape)
     if variant in swaps:
-        with swapped(*swaps[variant]), np.errstate(over="ignore", invalid="ignore"):
+        # Another implementation with this bug would write its NaNs into the trace: so must its
+        # emulation, where gpt2np's own forward pass would refuse them (a ModelError).
+        with (
+            swapped(*swaps[variant]),
+            swapped(gpt2np.model, "all_finite", lambda x: True),
+            np.errstate(over="ignore", invalid="ignore"),
+        ):
             _, cache = model.run_with_cache(input_ids, attention_mask=attention_mask, position_ids=positions)
     else:
         _, cache = model.run_with_cache(input_ids, attention_mask=attention_mask, position_ids=positions)

@@ -90,6 +90,24 @@ def short_context(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def overflowing_model_dir(tmp_path_factory) -> Path:
+    """The folder of `tiny` with ln_f's gain at 3e38: every weight finite (the load accepts it),
+    but float32 overflows to inf in ln_f's output, as a checkpoint converted with a wrong scale
+    would."""
+    from safetensors.numpy import load_file
+
+    from gpt2np.checkpoint import save_checkpoint
+
+    tiny = build_model("tiny")
+    tensors = load_file(str(tiny / "model.safetensors"))
+    tensors["transformer.ln_f.weight"] = np.full_like(tensors["transformer.ln_f.weight"], 3e38)
+    folder = tmp_path_factory.mktemp("overflowing")
+    save_checkpoint(folder / "model.safetensors", tensors)
+    (folder / "config.json").write_text((tiny / "config.json").read_text())
+    return folder
+
+
+@pytest.fixture(scope="session")
 def model_dir():
     """model_dir("tiny") -> folder of that random test model (built once)."""
     return build_model

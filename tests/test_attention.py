@@ -7,9 +7,10 @@ import pytest
 from conftest import SEED_ATTENTION_MASK, SEED_INPUT_IDS
 
 import gpt2np.model
-from gpt2np import GPT2
+from gpt2np import GPT2, ModelError
 from gpt2np.attention import attention, attention_in_blocks, merge_heads, split_heads
-from gpt2np.masks import AttentionMask, build_attention_mask
+from gpt2np.layers import lm_head
+from gpt2np.masks import AttentionMask, build_attention_mask, position_ids_from_mask
 
 rng = np.random.default_rng(0)
 
@@ -85,8 +86,15 @@ def test_the_models_raw_nan_and_its_handling(model_dir, monkeypatch):
         return AttentionMask(build_attention_mask(*args).additive, empty_rows=None)
 
     monkeypatch.setattr(gpt2np.model, "build_attention_mask", without_guard)
-    with np.errstate(invalid="ignore"):
-        raw = GPT2.from_pretrained(folder, mask_fill="-inf")(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK).logits
+    unguarded = GPT2.from_pretrained(folder, mask_fill="-inf")
+    # The model refuses NaN logits, naming where the NaN began: a pad's all-masked softmax row.
+    with pytest.raises(ModelError, match=r"non-finite at blocks\.0\.attn\.hook_pattern \(row 0, token 0 \(a pad\)\)"):
+        unguarded(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK)
+    with np.errstate(invalid="ignore"):  # the pass without that check, to watch the NaN spread
+        hidden, _, _ = unguarded.transformer(
+            SEED_INPUT_IDS, SEED_ATTENTION_MASK, position_ids_from_mask(SEED_ATTENTION_MASK)
+        )
+        raw = lm_head(hidden, unguarded.weights.lm_head)
     assert np.isnan(raw[0][real[0]]).all() and np.isnan(raw[2][real[2]]).all()  # padded rows: NaN everywhere
     assert np.isfinite(raw[1]).all()  # the unpadded row is untouched
     for fill in ("-1e9", "min"):  # finite fills never make NaN: pad rows are just uniform

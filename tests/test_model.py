@@ -1,5 +1,6 @@
 """The model's own promises: padding changes nothing for real tokens, every fill agrees, no
-NaN ever, dtypes are kept, weights are mapped not copied, torch is never needed."""
+NaN ever (an overflow is an error naming where it began), dtypes are kept, weights are mapped
+not copied, torch is never needed."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from conftest import ROOT, SEED_ATTENTION_MASK, SEED_INPUT_IDS
 
 import gpt2np.model
-from gpt2np import GPT2, InputError
+from gpt2np import GPT2, InputError, ModelError
 
 FILLS = ["-inf", "-1e9", "min"]
 
@@ -197,3 +198,66 @@ def test_logits_to_keep_runs_the_last_block_on_the_kept_positions_only(tiny, mon
 def test_a_bad_logits_to_keep_is_refused(tiny, bad):
     with pytest.raises(InputError, match="logits_to_keep must be an integer >= 0"):
         GPT2.from_pretrained(tiny)(SEED_INPUT_IDS, logits_to_keep=bad)
+
+
+# --- never NaN: an overflow is an error naming where it began -------------------------------
+
+
+def test_an_overflow_is_an_error_naming_where_it_began(overflowing_model_dir):
+    """Finite weights too large for float32: the logits would be inf and NaN. Instead, our error
+    names the first point that went non-finite, and NumPy prints no warnings on the way."""
+    import warnings
+
+    model = GPT2.from_pretrained(overflowing_model_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "overflow encountered" noise before our error
+        with pytest.raises(
+            ModelError,
+            match=r"non-finite at ln_final\.hook_normalized \(row 0, token 0 \(a pad\)\).*inf. .*outgrew float32.*dtype='float64'",
+        ):
+            model(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK)
+        with pytest.raises(ModelError, match=r"non-finite at ln_final\.hook_normalized \(row 0, token 0\)"):
+            model(SEED_INPUT_IDS[1], logits_to_keep=1)  # the last position's logits are all it computes
+    # float64 holds these values: the same weights run there
+    assert np.isfinite(GPT2.from_pretrained(overflowing_model_dir, dtype="float64")(SEED_INPUT_IDS[1]).logits).all()
+
+
+def test_a_hook_that_writes_nan_is_named_even_under_a_minus_inf_fill(tiny):
+    """With mask_fill='-inf' the masked scores hold -inf on purpose: that is no error, so the point
+    named is the one the hook broke."""
+    model = GPT2.from_pretrained(tiny, mask_fill="-inf")
+
+    def break_it(a, name):
+        a[0, 5] = np.nan
+
+    with pytest.raises(
+        ModelError, match=r"non-finite at blocks\.1\.hook_mlp_out \(row 0, token 5\): 32 values are NaN, after a hook"
+    ):
+        model.run_with_hooks(
+            SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, fwd_hooks=[("blocks.1.hook_mlp_out", break_it)]
+        )
+
+
+def test_a_decode_step_that_goes_non_finite_names_its_token(tiny):
+    """The search for where it began runs the failed step again from the same cache: it must
+    first take the step's keys and values back out (or the step would see them twice)."""
+    from gpt2np.hooks import Hooks
+    from gpt2np.kv_cache import KVCache
+    from gpt2np.masks import position_ids_from_mask
+
+    model = GPT2.from_pretrained(tiny)
+    cfg = model.config
+    ids, mask = SEED_INPUT_IDS, SEED_ATTENTION_MASK
+    cache = KVCache(cfg.n_layer, 3, cfg.n_head, 10, cfg.head_dim, model.dtype)
+    logits = model.forward(ids, mask, position_ids_from_mask(mask), cache, logits_to_keep=1).logits  # [3, 1, V]
+    step = logits[:, -1].argmax(axis=-1)[:, None]  # [3, 1]
+    full = np.concatenate([mask, np.ones((3, 1), dtype=mask.dtype)], axis=1)  # [3, 9]
+
+    def break_row_2(a, name):
+        a[2] = np.inf
+
+    hooks = Hooks(model.activation_names(), fwd_hooks=[("blocks.0.hook_attn_out", break_row_2)], dtype=model.dtype)
+    with pytest.raises(
+        ModelError, match=r"non-finite at blocks\.0\.hook_attn_out \(row 2, token 8\): 32 values are inf"
+    ):
+        model.forward(step, full, position_ids_from_mask(full)[:, -1:], cache, hook=hooks)

@@ -8,7 +8,7 @@ from conftest import SEED_ATTENTION_MASK, SEED_INPUT_IDS, SEED_SENTENCES
 
 import gpt2np.model
 import gpt2np.scoring
-from gpt2np import GPT2, InputError
+from gpt2np import GPT2, InputError, ModelError
 from gpt2np.scoring import scored_positions, target_logprobs
 from gpt2np.tools.cli import main
 
@@ -204,6 +204,15 @@ def test_cli_error_is_one_line(model_dir, tokenizer_dir, capsys):
     assert code == 1 and err.count("\n") == 1 and "empty" in err
 
 
+def test_cli_reports_an_overflow_as_one_line_never_nan(overflowing_model_dir, capsys):
+    """`gpt2np score "The cat sat"` on finite but overflowing weights printed "log-likelihood nan"
+    and exited 0: now our error, one line, exit 1, and nothing on stdout."""
+    code = main(["score", "--model", str(overflowing_model_dir), "The cat sat"])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert "non-finite at ln_final.hook_normalized" in err and "nan" not in err.lower().replace("non-finite", "")
+
+
 # --- a block of positions at a time ---------------------------------------------------------
 
 
@@ -242,3 +251,13 @@ def test_blockwise_scoring_equals_full_logits_scoring(tiny, monkeypatch, block):
     assert sum(s[0] for s in shapes) == scores.scored.sum()  # every scored position once, nothing else
     np.testing.assert_array_equal(np.isnan(scores.token_logprobs), np.isnan(ref))
     np.testing.assert_allclose(scores.token_logprobs, ref, rtol=0, atol=2e-5, equal_nan=True)
+
+
+def test_an_overflow_is_an_error_never_a_nan_score(overflowing_model_dir, tokenizer):
+    """Scoring runs its own forward pass (hidden states, then logits a block at a time): a model
+    whose values overflow float32 gives our error, not a NaN log-likelihood; strided too."""
+    model = GPT2.from_pretrained(overflowing_model_dir)
+    with pytest.raises(ModelError, match=r"non-finite at ln_final\.hook_normalized \(row 0, token 0\)"):
+        model.score("The cat sat", tokenizer=tokenizer)
+    with pytest.raises(ModelError, match=r"non-finite at ln_final\.hook_normalized"):
+        model.score(["The cat sat on the mat"] * 2, tokenizer=tokenizer, stride=3)
