@@ -60,6 +60,22 @@ def overflowing_model():
     return GPT2(CONFIG, dataclasses.replace(w, ln_f=LayerNorm(np.full_like(w.ln_f.weight, 3e38), w.ln_f.bias)))
 
 
+def reference_with(name: str, extra: dict | None = None, **metadata) -> str:
+    """A trace of MODEL on IDS (with `extra` tensors), saved with some metadata fields replaced: a
+    malformed reference."""
+    from gpt2np.tools.trace import save_trace, trace_metadata, trace_tensors
+
+    path = TMP / f"{name}.safetensors"
+    tensors = trace_tensors(MODEL, IDS, np.ones_like(IDS))
+    save_trace(path, {**tensors, **(extra or {})}, {**trace_metadata(MODEL, "m", None, []), **metadata})
+    return str(path)
+
+
+def crafted_blocks() -> str:
+    """A reference naming blocks.99999999999.hook_resid_pre (compare once built 10^11 names for it)."""
+    return reference_with("crafted", extra={"blocks.99999999999.hook_resid_pre": np.zeros((2, 4, 8), np.float32)})
+
+
 CASES = [
     ("Model", [
         ("unknown name, offline (HF_HUB_OFFLINE=1), not cached", ModelNotFoundError, lambda: GPT2.from_pretrained("no-such-model"),
@@ -215,6 +231,14 @@ CASES = [
          "test_hooks.py::test_wrong_shaped_replacement_names_the_point"),
         ("compare: a candidate file that does not exist (exit 2)", InputError,
          lambda: cli_error("compare", str(TMP / "nope.safetensors"), str(TMP / "nope2.safetensors")), "test_compare.py::test_bad_usage"),
+        ("compare: a reference whose metadata cannot be trusted (exit 2)", InputError,
+         lambda: cli_error("compare", reference_with("nan", float32_error='{"logits": NaN}'), reference_with("ok")),
+         "test_compare.py::test_a_malformed_reference_is_bad_usage_naming_the_field"),
+        ("compare: a reference with blocks not numbered 0, 1, ... (exit 2)", InputError,
+         lambda: cli_error("compare", crafted_blocks(), reference_with("ok")),
+         "test_compare.py::test_a_crafted_block_number_is_refused_at_once"),
+        ("trace: --out names a directory", InputError,
+         lambda: cli_error("trace", "x", "--model", TINY, "--out", str(folder("dir.safetensors"))), "test_trace.py::test_trace_bad_usage"),
     ]),
     ("Generation settings", [
         ("temperature <= 0 with sampling", InputError, lambda: MODEL.generate(IDS, max_new_tokens=1, do_sample=True, temperature=0),

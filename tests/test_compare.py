@@ -11,6 +11,7 @@ from conftest import SEED_ATTENTION_MASK, SEED_INPUT_IDS
 
 from gpt2np import GPT2, InputError
 from gpt2np.masks import position_ids_from_mask
+from gpt2np.tools.cli import main
 from gpt2np.tools.compare import FACTOR, FLOOR, compare_traces, format_report, load_trace
 from gpt2np.tools.trace import save_trace, trace_metadata, trace_tensors, write_trace
 
@@ -153,6 +154,99 @@ def test_bad_usage(tiny_traces, tmp_path):
     save_trace(tmp_path / "bare.safetensors", {"logits": np.zeros(3, np.float32)}, {})
     with pytest.raises(InputError, match="no input_ids/attention_mask"):
         compare_traces(tmp_path / "bare.safetensors", ref)
+
+
+def edited_reference(traces, tmp_path, name, tensors_change=None, **metadata_change):
+    """A copy of tiny's float64 reference with some tensors or metadata fields changed."""
+    tensors, metadata = load_trace(traces[0])
+    tensors = {k: np.array(v) for k, v in tensors.items()}
+    if tensors_change is not None:
+        tensors_change(tensors)
+    path = tmp_path / f"{name}.safetensors"
+    save_trace(path, tensors, {**metadata, **metadata_change})
+    return path
+
+
+@pytest.mark.parametrize(
+    "case, change, message",
+    [
+        (
+            "nan-error",
+            dict(float32_error='{"logits": NaN}'),
+            r"'float32_error' gives logits nan: each must be a finite number >= 0",
+        ),
+        ("string-error", dict(float32_error='{"logits": "small"}'), r"gives logits 'small'"),
+        ("negative-error", dict(float32_error='{"logits": -1}'), r"gives logits -1"),
+        ("not-json", dict(float32_error="{logits: 1e-6"), r"'float32_error' is not JSON"),
+        ("a-list", dict(float32_error="[1e-6]"), r"'float32_error' is a JSON list, not an object"),
+        (
+            "unknown-point",
+            dict(float32_error='{"blocks.0.hook_q": 1e-6}'),
+            r"names 'blocks.0.hook_q', which is no point",
+        ),
+        ("fill-text", dict(fill="lots"), r"'fill' is 'lots', not a number"),
+        ("fill-nan", dict(fill="nan"), r"'fill' is 'nan', not a negative number"),
+        ("config-not-json", dict(config="{"), r"'config' is not JSON"),
+    ],
+)
+def test_a_malformed_reference_is_bad_usage_naming_the_field(tiny_traces, tmp_path, case, change, message):
+    """A reference whose metadata compare cannot trust is refused (exit 2), never a verdict:
+    a NaN float32_error made every tolerance NaN, and NaN comparisons pass anything."""
+    ref = edited_reference(tiny_traces, tmp_path, case, **change)
+    with pytest.raises(InputError, match=message):
+        compare_traces(ref, tiny_traces[3] / "f32.safetensors")
+    assert main(["compare", str(ref), str(tiny_traces[3] / "f32.safetensors")]) == 2
+
+
+@pytest.mark.parametrize(
+    "case, change, message",
+    [
+        (
+            "mask-shape",
+            lambda t: t.update(attention_mask=t["attention_mask"][:, :-1]),
+            r"attention_mask has shape \[3, 7\], not input_ids' \[B, T\] = \[3, 8\]",
+        ),
+        (
+            "mask-values",
+            lambda t: t.update(attention_mask=t["attention_mask"] * 2),
+            r"attention_mask holds values other than 0 and 1",
+        ),
+        (
+            "1-D-point",
+            lambda t: t.update({"blocks.0.hook_resid_pre": t["blocks.0.hook_resid_pre"].ravel()}),
+            r"blocks\.0\.hook_resid_pre is float64 \[768\], not a float \[B, T, C\] point of a \[3, 8\] batch",
+        ),
+        ("other-T", lambda t: t.update({"logits": t["logits"][:, :4]}), r"logits is float64 \[3, 4, 50257\]"),
+        ("int-point", lambda t: t.update({"logits": t["logits"].astype(np.int64)}), r"logits is int64"),
+    ],
+)
+def test_a_malformed_reference_tensor_is_bad_usage(tiny_traces, tmp_path, case, change, message):
+    ref = edited_reference(tiny_traces, tmp_path, case, change)
+    with pytest.raises(InputError, match=message):
+        compare_traces(ref, tiny_traces[3] / "f32.safetensors")
+
+
+def test_a_crafted_block_number_is_refused_at_once(tiny_traces, tmp_path):
+    """blocks.99999999999.hook_resid_pre made compare build 10^11 names (OOM after 116 s): the
+    names come from the file now, and blocks must be numbered 0, 1, ... as gpt2np trace writes."""
+    import time
+
+    def crafted(t):
+        t["blocks.99999999999.hook_resid_pre"] = t["blocks.0.hook_resid_pre"]
+
+    ref = edited_reference(tiny_traces, tmp_path, "crafted", crafted)
+    start = time.perf_counter()
+    with pytest.raises(InputError, match=r"blocks are numbered \[0, 1, 99999999999\] \.\.\. 99999999999, not 0, 1"):
+        compare_traces(ref, tiny_traces[3] / "f32.safetensors")
+    assert time.perf_counter() - start < 10  # seconds, not minutes: no list of 10^11 names
+
+    def a_block_too_many(t):
+        t["blocks.2.hook_resid_pre"] = t["blocks.0.hook_resid_pre"]
+
+    with pytest.raises(InputError, match=r"it holds 3 blocks, its config 2"):
+        compare_traces(
+            edited_reference(tiny_traces, tmp_path, "three", a_block_too_many), tiny_traces[3] / "f32.safetensors"
+        )
 
 
 # --- the tolerances pass other correct float32 code: transformers' --------------------------

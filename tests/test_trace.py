@@ -92,6 +92,10 @@ def test_trace_bad_usage(tmp_path, tiny, tokenizer_dir, capsys):
     assert code == 1 and "name the file *.safetensors" in capsys.readouterr().err
     code, _ = trace(tmp_path, tiny, tokenizer_dir, "--generate", "-1")
     assert code == 1 and "--generate must be 0 or more" in capsys.readouterr().err
+    (tmp_path / "dir.safetensors").mkdir()  # was "unexpected SafetensorError"
+    code, _ = trace(tmp_path, tiny, tokenizer_dir, out="dir.safetensors")
+    err = capsys.readouterr().err
+    assert code == 1 and "is a directory; name the file to write" in err and err.count("\n") == 1
 
 
 def test_compare_exit_codes(tmp_path, tiny, tokenizer_dir, capsys):

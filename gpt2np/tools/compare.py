@@ -7,7 +7,8 @@
 One row per point: max |difference|, the point's scale (max |reference|), their ratio, the
 tolerance and a verdict; then the first point that diverges, where the bug is (every later
 point inherits it). Exit status: 0 no point diverges, 1 some point does, 2 bad usage
-(a missing or unreadable file, a trace without inputs).
+(a missing or unreadable file, a trace without inputs, a reference compare cannot trust:
+metadata that is not finite numbers, points of the wrong shape, blocks not numbered 0, 1, ...).
 
 What is compared: the values at real tokens only (a pad's values mean nothing, and
 implementations fill them differently on purpose). For hook_attn_scores, the allowed cells
@@ -34,6 +35,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +43,7 @@ from ..errors import GPT2npError, InputError
 from ..hooks import axes
 from ..masks import build_attention_mask
 from .common import add_debug
-from .trace import FORMAT, INPUTS, activation_names_in
+from .trace import FORMAT, INPUTS, activation_names_in, forward_position
 
 FACTOR = 10  # how much further than gpt2np's float32 a correct float32 candidate may lie
 FLOOR = 1e-6  # relative: ~8 float32 steps (2^-23 = 1.2e-7); where our float32 error is 0 (embeddings)
@@ -210,12 +212,82 @@ class Report:
         return next((r for r in self.rows if r.verdict in ("DIVERGES", "SHAPE")), None)
 
 
+# --- the reference must be one compare can trust -------------------------------------------
+
+
+def check_reference(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> dict[str, float]:
+    """Refuse (InputError: exit 2, never a verdict) a reference that is not a gpt2np trace compare
+    can trust, naming what is wrong. Everything compare derives from the file is bounded by what
+    the file holds. -> its float32_error per point ({} when it has none)."""
+
+    def bad(what: str) -> InputError:
+        return InputError(f"{path} is not a usable reference: {what}; write it with `gpt2np trace`")
+
+    if "attention_mask" not in tensors or "input_ids" not in tensors:
+        raise InputError(f"{path} has no input_ids/attention_mask: a reference must be written by `gpt2np trace`")
+    if metadata.get("format", FORMAT) != FORMAT:
+        raise InputError(f"{path} has format {metadata.get('format')!r}; this gpt2np reads {FORMAT!r}")
+    ids, mask = tensors["input_ids"], tensors["attention_mask"]
+    if ids.ndim != 2 or ids.shape[1] == 0:
+        raise bad(f"input_ids has shape {list(ids.shape)}, not [B, T]")
+    B, T = ids.shape
+    for name in ("attention_mask", "position_ids"):
+        if name in tensors and tensors[name].shape != ids.shape:
+            raise bad(f"{name} has shape {list(tensors[name].shape)}, not input_ids' [B, T] = [{B}, {T}]")
+    if not np.isin(mask, (0, 1)).all():
+        raise bad("attention_mask holds values other than 0 and 1")
+    sizes = {"B": B, "T": T, "Tk": T}  # a trace is one forward pass of [B, T] tokens: the keys are its T
+    for name in activation_names_in(tensors):
+        a, names = tensors[name], axes(name)
+        if (
+            a.dtype.kind != "f"
+            or a.ndim != len(names)
+            or any(a.shape[names.index(k)] != n for k, n in sizes.items() if k in names)
+        ):
+            raise bad(
+                f"{name} is {a.dtype} {list(a.shape)}, not a float [{', '.join(names)}] point of a [{B}, {T}] batch"
+            )
+    layers = sorted({int(n.split(".")[1]) for n in tensors if n.startswith("blocks.") and forward_position(n)})
+    if layers != list(range(len(layers))):
+        raise bad(f"its blocks are numbered {layers[:3]} ... {layers[-1]}, not 0, 1, ... in order")
+    config = _json_field(metadata, "config", dict, bad)
+    if config is not None and "n_layer" in config and len(layers) not in (0, config["n_layer"]):
+        raise bad(f"it holds {len(layers)} blocks, its config {config['n_layer']}")
+    if "fill" in metadata:
+        try:
+            fill = float(metadata["fill"])
+        except ValueError:
+            raise bad(f"its metadata 'fill' is {metadata['fill']!r}, not a number") from None
+        if not fill < 0:  # NaN fails this too
+            raise bad(f"its metadata 'fill' is {metadata['fill']!r}, not a negative number (or -inf)")
+    errors = _json_field(metadata, "float32_error", dict, bad) or {}
+    points = set(activation_names_in(tensors))
+    for name, value in errors.items():
+        if name not in points:
+            raise bad(f"its metadata 'float32_error' names {name!r}, which is no point of the trace")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+            raise bad(f"its metadata 'float32_error' gives {name} {value!r}: each must be a finite number >= 0")
+    return {name: float(value) for name, value in errors.items()}
+
+
+def _json_field(metadata: dict[str, str], field: str, kind: type, bad) -> Any:
+    """metadata[field] parsed as JSON of the given kind, or None when absent."""
+    if field not in metadata:
+        return None
+    try:
+        value = json.loads(metadata[field])
+    except ValueError:
+        raise bad(f"its metadata {field!r} is not JSON: {metadata[field][:40]!r}") from None
+    if not isinstance(value, kind):
+        raise bad(f"its metadata {field!r} is a JSON {type(value).__name__}, not an object")
+    return value
+
+
 def tolerances(
-    ref_meta: dict[str, str], names: list[str], scales: dict[str, float], rtol: float | None
+    measured: dict[str, float], names: list[str], scales: dict[str, float], rtol: float | None
 ) -> tuple[dict[str, float], str]:
     if rtol is not None:
         return dict.fromkeys(names, rtol), f"--rtol {rtol:g} relative to each point's scale"
-    measured = json.loads(ref_meta.get("float32_error", "{}"))
     if not measured:
         return (
             dict.fromkeys(names, UNCALIBRATED),
@@ -237,15 +309,12 @@ def tolerances(
 def compare_traces(reference: str | Path, candidate: str | Path, rtol: float | None = None) -> Report:
     ref, ref_meta = load_trace(reference)
     cand, cand_meta = load_trace(candidate)
-    if "attention_mask" not in ref or "input_ids" not in ref:
-        raise InputError(f"{reference} has no input_ids/attention_mask: a reference must be written by `gpt2np trace`")
-    if ref_meta.get("format", FORMAT) != FORMAT:
-        raise InputError(f"{reference} has format {ref_meta.get('format')!r}; this gpt2np reads {FORMAT!r}")
+    measured = check_reference(reference, ref, ref_meta)
     mask = ref["attention_mask"]
     points = activation_names_in(ref)
     order = [n for n in INPUTS if n in ref] + points
     scales = {n: measure(n, ref[n], ref[n], mask, ref_meta).scale for n in points}
-    tol, rule = tolerances(ref_meta, points, scales, rtol)
+    tol, rule = tolerances(measured, points, scales, rtol)
     rows, missing = [], []
     for name in order:
         r = ref[name]

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..hooks import activation_names
+from ..hooks import BLOCK_POINTS
 from ..masks import position_ids_from_mask
 from ..model import GPT2
 from .common import add_model_args, load_model_and_tokenizer, read_prompts
@@ -75,11 +75,27 @@ def float32_errors(
     }
 
 
+def forward_position(name: str) -> tuple[int, int, int] | None:
+    """Where an activation point comes in the forward pass, as a sort key; None for a name that is
+    no point. 'hook_embed' -> (0, 0, 0), 'blocks.3.attn.hook_q' -> (1, 3, 2), 'logits' -> (2, 0, 1)."""
+    first, last = ["hook_embed", "hook_pos_embed"], ["ln_final.hook_normalized", "logits"]
+    if name in first:
+        return 0, 0, first.index(name)
+    if name in last:
+        return 2, 0, last.index(name)
+    parts = name.split(".", 2)  # "blocks", "3", "attn.hook_q"
+    if len(parts) == 3 and parts[0] == "blocks" and parts[2] in BLOCK_POINTS:
+        layer = parts[1]
+        if layer.isdigit() and str(int(layer)) == layer:  # "3", not "03" nor "٣"
+            return 1, int(layer), BLOCK_POINTS.index(parts[2])
+    return None
+
+
 def activation_names_in(tensors) -> list[str]:
-    """The activation points a trace holds, in forward order (its number of blocks from its names)."""
-    layers = [int(k.split(".")[1]) for k in tensors if k.startswith("blocks.") and k.split(".")[1].isdigit()]
-    names = activation_names(max(layers) + 1 if layers else 0)
-    return [n for n in names if n in tensors]
+    """The activation points a trace holds, in forward order: its own names sorted, never a list
+    built from a block count (a name like blocks.99999999999.hook_q must not make us build 10^11)."""
+    points = [n for n in tensors if forward_position(n) is not None]
+    return sorted(points, key=lambda n: forward_position(n) or (3, 0, 0))
 
 
 def trace_metadata(model, model_name: str, checkpoint_sha256: str | None, texts: list[str]) -> dict[str, str]:
@@ -165,6 +181,10 @@ def cmd_trace(args) -> int:
         raise InputError(f"--generate must be 0 or more tokens, got {args.generate}")
     if not str(args.out).endswith(".safetensors"):
         raise InputError(f"--out {args.out!r}: name the file *.safetensors (it is a safetensors file)")
+    if Path(args.out).is_dir():  # before the model runs: safetensors' own error would come after it
+        raise InputError(
+            f"--out {args.out!r} is a directory; name the file to write, e.g. {Path(args.out) / 'trace.safetensors'}"
+        )
     prompts = read_prompts(args)
     model, tok = load_model_and_tokenizer(args)
     tok.padding_side, tok.pad_token = "left", tok.eos_token
