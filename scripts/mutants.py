@@ -156,7 +156,7 @@ MUTANTS = [
       "k, q, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]",
       f"{REF64}[tiny/seed-min]"),
     m("mlp-reads-ln_1", "gpt2np/model.py",
-      "layer_norm(x, block.ln_2, eps))  # [B, T, C]", "layer_norm(x, block.ln_1, eps))  # [B, T, C]",
+      "layer_norm(x, block.ln_2, eps, self.dtype))  # [B, T, C]", "layer_norm(x, block.ln_1, eps, self.dtype))  # [B, T, C]",
       f"{REF64}[tiny/seed-min]"),
     # --- KV cache and generation -----------------------------------------------------------
     m("kv-cache-never-advances", "gpt2np/kv_cache.py",
