@@ -15,7 +15,8 @@ config.json has GPT-2's vocabulary (50257 tokens) gets it too.
 
 Known files (GPT-2's weights and tokenizer) are checked against their published size and
 sha256 the first time we see them; so is any file in the hub cache, whose blob is named by
-its sha256. A successful check is remembered (by path, size and mtime) so it costs once.
+its sha256. A successful check is remembered (by path, size, mtime, ctime, inode and a sample of
+the content: checkpoint.py) so it costs once.
 """
 
 from __future__ import annotations
@@ -356,7 +357,7 @@ def expected_digest(path: Path, repo: str, filename: str, sha256: str | None = N
 
 def verify_file(path: Path, repo: str, filename: str, sha256: str | None = None) -> None:
     """Refuse a known file whose size or sha256 is not the published one. Hashing happens once
-    per file version: the result is remembered by (path, size, mtime)."""
+    per file version: the result is remembered (checkpoint.remember)."""
     expected = expected_digest(Path(path), repo, filename, sha256)
     if expected is None:
         return

@@ -207,6 +207,13 @@ MUTANTS = [
     m("loss-is-a-mean-of-row-means", "gpt2np/scoring.py",
       "loss = float(-total.sum() / n_scored.sum())", "loss = float(-np.mean(total / n_scored))",
       "tests/test_scoring.py::test_undefined_positions_are_nan_and_totals_add_up"),
+    # --- remembered checks (checkpoint.py) --------------------------------------------------
+    m("stamp-ignores-ctime", "gpt2np/checkpoint.py",
+      "{stat.st_mtime_ns} {stat.st_ctime_ns} {stat.st_ino}", "{stat.st_mtime_ns} {stat.st_ino}",
+      "tests/test_checkpoint.py::test_a_nan_written_with_the_mtime_put_back_is_found"),
+    m("stamp-ignores-the-content-sample", "gpt2np/checkpoint.py",
+      "{stat.st_ino} {content_sample(path)} {fact}", "{stat.st_ino} {fact}",
+      "tests/test_checkpoint.py::test_the_stamp_samples_the_content_where_the_times_say_nothing"),
     # --- tokenizer -------------------------------------------------------------------------
     m("padding-side-ignored", "gpt2np/tokenizer.py",
       'cols = slice(width - len(r), width) if self._padding_side == "left" else slice(0, len(r))', "cols = slice(0, len(r))",
