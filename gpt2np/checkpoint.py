@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import mmap
 import os
 import struct
@@ -85,9 +86,13 @@ def read_header(path: Path) -> tuple[dict, int, int]:
             raise CheckpointError(
                 f"{path}: the header entry of tensor {name!r} is malformed ({entry!r}); download the file again"
             ) from None
+        # math.prod: Python's integers do not overflow (np.prod in int64 wraps a shape such as
+        # [2**62, 2**62] to 0 elements, which would then "agree" with an empty byte range). And
+        # NumPy refuses a shape over 2**63 bytes even when another dimension is 0 ([0, 2**62]).
         if (
             any(d < 0 for d in shape)
-            or end - begin != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            or end - begin != math.prod(shape) * dtype.itemsize
+            or math.prod(d for d in shape if d > 0) * dtype.itemsize >= 2**63
             or begin < 0
         ):
             raise CheckpointError(

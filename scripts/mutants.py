@@ -214,6 +214,20 @@ MUTANTS = [
     m("stamp-ignores-the-content-sample", "gpt2np/checkpoint.py",
       "{stat.st_ino} {content_sample(path)} {fact}", "{stat.st_ino} {fact}",
       "tests/test_checkpoint.py::test_the_stamp_samples_the_content_where_the_times_say_nothing"),
+    # --- model folders (checkpoint.py, hub.py, the commands' loading) -----------------------
+    m("tensor-size-in-int64", "gpt2np/checkpoint.py",
+      "end - begin != math.prod(shape) * dtype.itemsize", "end - begin != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize",
+      "tests/test_checkpoint.py::test_offsets_that_disagree_with_shape_and_dtype"),
+    m("a-pickle-beside-costs-the-tokenizer", "gpt2np/hub.py",
+      "if folder.is_dir() and _pick(folder, TOKENIZER_FILES) is None:",
+      'if folder.is_dir() and _pick(folder, TOKENIZER_FILES) is None and not (folder / "pytorch_model.bin").is_file():',
+      "tests/test_hub.py::test_a_pickle_beside_the_safetensors_does_not_cost_the_folder_gpt2s_tokenizer"),
+    m("commands-load-the-tokenizer-first", "gpt2np/tools/common.py",
+      "    model = GPT2.from_pretrained(args.model, dtype=args.dtype, mask_fill=args.mask_fill, verify=not args.no_verify)\n"
+      "    tok = Tokenizer.from_pretrained(args.tokenizer or args.model, verify=not args.no_verify)\n",
+      "    tok = Tokenizer.from_pretrained(args.tokenizer or args.model, verify=not args.no_verify)\n"
+      "    model = GPT2.from_pretrained(args.model, dtype=args.dtype, mask_fill=args.mask_fill, verify=not args.no_verify)\n",
+      "tests/test_cli.py::test_the_model_folder_is_checked_before_its_tokenizer"),
     # --- tokenizer -------------------------------------------------------------------------
     m("padding-side-ignored", "gpt2np/tokenizer.py",
       'cols = slice(width - len(r), width) if self._padding_side == "left" else slice(0, len(r))', "cols = slice(0, len(r))",

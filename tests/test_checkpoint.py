@@ -277,8 +277,13 @@ def _damage(good: Path, name: str, change) -> None:
         lambda e: e.__setitem__("shape", [e["shape"][0] + 1]),
         lambda e: e.__setitem__("shape", [-8]),
         lambda e: e.__setitem__("data_offsets", [-32, 0]),
+        # shapes whose element count overflows int64: np.prod wrapped [2**62, 2**62] to 0 elements,
+        # [2**64] raised a raw OverflowError, and NumPy refuses [0, 2**62] (a ValueError) although it is empty
+        lambda e: (e.__setitem__("shape", [2**62, 2**62]), e.__setitem__("data_offsets", [0, 0])),
+        lambda e: e.__setitem__("shape", [2**64]),
+        lambda e: (e.__setitem__("shape", [0, 2**62]), e.__setitem__("data_offsets", [0, 0])),
     ],
-    ids=["end+4", "end-4", "shape+1", "negative shape", "negative begin"],
+    ids=["end+4", "end-4", "shape+1", "negative shape", "negative begin", "2^124 wraps to 0", "2^64", "0 x 2^62"],
 )
 def test_offsets_that_disagree_with_shape_and_dtype(good, change):
     _damage(good, "transformer.ln_f.bias", change)
