@@ -22,6 +22,9 @@ FLAG_NAMES = {
     r"\bdo_sample\b": "--do-sample",
     r"^temperature\b": "--temperature",
     r"^seed\b": "--seed",
+    r"\bbatch_size\b": "--batch-size",
+    r"\bmax_tokens\b": "--max-tokens",
+    r"(?<!-)\bstride\b": "--stride",  # not the "stride" of a "--stride" already in the message
 }
 
 
