@@ -211,8 +211,8 @@ def check_paths(path: str, out_path: str | None, resume: bool) -> None:
     for written in (out, part_path(out), meta_path(out), lock_path(out)):
         if given is not None and written.exists() and os.path.samestat(os.stat(written), given):
             raise InputError(
-                f"--out {out_path} would overwrite the input: {written} is the same file as "
-                f"{'stdin' if path == '-' else path}; give another --out"
+                f"--out {out_path} would overwrite the input: {'it' if written == out else written} is the same file "
+                f"as {'stdin' if path == '-' else path}; give another --out"
             )
 
 
@@ -302,6 +302,8 @@ def differences(then: dict, now: dict) -> list[str]:
     """The settings that differ between a sidecar and this run, as a reader would name them."""
     out = []
     for key, name in SETTING_NAMES.items():
+        if key == "chunk_lines" and then.get("batch_size") != now.get("batch_size"):
+            continue  # follows from the batch size, named already
         if then.get(key) != now.get(key):
             out.append(f"{name}: another one" if key in HASHED else f"{name}: {then.get(key)} then, {now.get(key)} now")
     return out
