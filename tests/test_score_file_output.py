@@ -178,15 +178,17 @@ def test_the_lock_is_the_file_the_name_names(tmp_path, monkeypatch):
 
 def test_two_processes_on_one_out(tmp_path, short_context, tokenizer_dir):
     """The refusal across processes, as the issue met it: a second command while the first runs."""
-    src, out = corpus_file(tmp_path, 300, seed=7), tmp_path / "out.jsonl"
-    first = start(src, out, short_context, tokenizer_dir, "--batch-size", "1")
+    src, out = corpus_file(tmp_path, 40, seed=7), tmp_path / "out.jsonl"
+    first = start_half_fed(src, 20, out, short_context, tokenizer_dir, "--batch-size", "1")  # chunks of 16 lines
     try:
-        wait_for_records(out, 16, first)
+        wait_for_lines_done(out, 16, first)
         second = subprocess.run(command(src, out, short_context, tokenizer_dir), capture_output=True, text=True, env=ENV, timeout=120)  # fmt: skip
         assert second.returncode == 1 and f"another `gpt2np score --file` is writing {out}" in second.stderr
     finally:
         first.kill()
         first.wait()
+        first.stdin.close()
+        first.stderr.close()
 
 
 # --- item 4: --resume continues only its own job -------------------------------------------------
@@ -363,19 +365,28 @@ def command(src, out, model, tokenizer_dir, *flags) -> list[str]:
             "--file", str(src), "--out", str(out), "--no-progress", *flags]  # fmt: skip
 
 
-def start(src, out, model, tokenizer_dir, *flags) -> subprocess.Popen:
-    return subprocess.Popen(command(src, out, model, tokenizer_dir, *flags), stderr=subprocess.PIPE, text=True, env=ENV)
+def start_half_fed(src, n_lines: int, out, model, tokenizer_dir, *flags) -> subprocess.Popen:
+    """A run reading its corpus from a pipe (--file -) that is given only the first n_lines of
+    `src`: it scores the chunks it can, then waits for more lines. So it is surely running when
+    the test stops it, however fast the machine."""
+    process = subprocess.Popen(
+        command("-", out, model, tokenizer_dir, *flags), stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV
+    )
+    process.stdin.write(b"".join(src.read_bytes().splitlines(keepends=True)[:n_lines]))
+    process.stdin.flush()
+    return process
 
 
-def wait_for_records(out, n: int, process: subprocess.Popen) -> None:
-    """Until OUT.part holds n records (the process still running), or fail."""
+def wait_for_lines_done(out, n: int, process: subprocess.Popen) -> None:
+    """Until the sidecar says n lines are done (the process still running), or fail."""
+    meta = out.with_name(out.name + ".meta.json")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if part(out).exists() and part(out).read_bytes().count(b"\n") >= n:
-            assert process.poll() is None, "the run finished before it could be stopped: give it more lines"
+        if meta.exists() and json.loads(meta.read_text())["done"]["lines"] >= n:
+            assert process.poll() is None, process.stderr.read().decode()
             return
         time.sleep(0.01)
-    raise AssertionError(f"{part(out)} did not get {n} records in 120 s")
+    raise AssertionError(f"{meta} did not reach {n} lines done in 120 s")
 
 
 KILL_FLAGS = ("--batch-size", "2")  # chunks of 32 lines
@@ -383,9 +394,9 @@ KILL_FLAGS = ("--batch-size", "2")  # chunks of 32 lines
 
 @pytest.fixture(scope="module")
 def killable(tmp_path_factory, short_context, tokenizer_dir):
-    """A corpus long enough to be stopped in its third chunk, and its uninterrupted output."""
+    """A corpus of 100 lines, and its uninterrupted output."""
     folder = tmp_path_factory.mktemp("killable")
-    src, full = corpus_file(folder, 300, seed=16), folder / "full.jsonl"
+    src, full = corpus_file(folder, 100, seed=16), folder / "full.jsonl"
     assert run(["--file", str(src), "--out", str(full), *KILL_FLAGS], short_context, tokenizer_dir) == 0
     return src, full.read_bytes()
 
@@ -393,25 +404,31 @@ def killable(tmp_path_factory, short_context, tokenizer_dir):
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
 def test_a_killed_run_resumes_to_the_uninterrupted_bytes(tmp_path, short_context, tokenizer_dir, killable, how):
     """kill -9 (no cleanup at all: the lock file stays, unlocked) or Ctrl-C (exit 130, saying
-    where the records are), then --resume: the file of an uninterrupted run, byte for byte."""
+    where the records are) in the third chunk, then --resume: the file of an uninterrupted run,
+    byte for byte. The corpus comes through a pipe (--file -), as `zcat corpus.gz |` would."""
     src, full = killable
     out = tmp_path / "out.jsonl"
-    process = start(src, out, short_context, tokenizer_dir, *KILL_FLAGS)
-    wait_for_records(out, 70, process)  # into the third chunk
+    process = start_half_fed(src, 80, out, short_context, tokenizer_dir, *KILL_FLAGS)  # chunks 1-2, half of 3
+    wait_for_lines_done(out, 64, process)
     process.send_signal(getattr(signal, how))
-    _, stderr = process.communicate(timeout=60)
+    process.wait(timeout=60)  # (stdin still open: the run cannot finish instead)
+    stderr = process.stderr.read().decode()
+    process.stdin.close()
+    process.stderr.close()
     if how == "SIGKILL":
         assert process.returncode == -signal.SIGKILL
         assert (tmp_path / "out.jsonl.lock").exists()  # left behind, but no process holds it
     else:
         assert process.returncode == 130, stderr
-        assert f"lines are done and kept in {part(out)}; the same command with --resume continues from line" in stderr
+        assert (
+            f"64 lines are done and kept in {part(out)}; the same command with --resume continues from line 65"
+            in stderr
+        )
         assert "gpt2np: interrupted" in stderr
     assert not out.exists()
-    resumed = subprocess.run(command(src, out, short_context, tokenizer_dir, *KILL_FLAGS, "--resume"), capture_output=True, text=True, env=ENV, timeout=600)  # fmt: skip
+    resumed = subprocess.run(command("-", out, short_context, tokenizer_dir, *KILL_FLAGS, "--resume"), input=src.read_bytes(), capture_output=True, env=ENV, timeout=600)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
-    done = int(resumed.stderr.split("lines 1-")[1].split(" ")[0])
-    assert done >= 64 and done % 32 == 0  # whole chunks kept
+    assert "lines 1-64 were already done; scored 36 lines" in resumed.stderr.decode()
     assert out.read_bytes() == full and leftovers(out) == []
 
 
