@@ -252,7 +252,8 @@ def output_lock(out_path: str | None) -> Iterator[None]:
     try:
         yield
     finally:
-        os.unlink(path)  # while still locked: whoever opens the name after this gets a new file
+        with contextlib.suppress(FileNotFoundError):  # (removed by hand meanwhile: nothing to remove)
+            os.unlink(path)  # while still locked: whoever opens the name after this gets a new file
         os.close(fd)
 
 
