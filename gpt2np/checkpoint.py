@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import mmap
 import os
 import struct
@@ -85,9 +86,13 @@ def read_header(path: Path) -> tuple[dict, int, int]:
             raise CheckpointError(
                 f"{path}: the header entry of tensor {name!r} is malformed ({entry!r}); download the file again"
             ) from None
+        # math.prod: Python's integers do not overflow (np.prod in int64 wraps a shape such as
+        # [2**62, 2**62] to 0 elements, which would then "agree" with an empty byte range). And
+        # NumPy refuses a shape over 2**63 bytes even when another dimension is 0 ([0, 2**62]).
         if (
             any(d < 0 for d in shape)
-            or end - begin != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            or end - begin != math.prod(shape) * dtype.itemsize
+            or math.prod(d for d in shape if d > 0) * dtype.itemsize >= 2**63
             or begin < 0
         ):
             raise CheckpointError(
@@ -131,9 +136,45 @@ def map_tensors(path: str | Path) -> dict[str, np.ndarray]:
 # --- remembered checks --------------------------------------------------------------------
 # Some checks read every byte of a file (its sha256 in hub.py, "every weight is finite" in
 # weights.py): ~0.2 s or more for GPT-2 124M, on a load that otherwise takes milliseconds.
-# Their success is remembered in a small stamp file keyed by the file's path, size and mtime,
-# so each version of a file is checked once; any change to the file (a new download, an edit)
-# changes its mtime, and the check runs again.
+# Their success is remembered in a small stamp file, so each version of a file is checked once.
+# The stamp holds what changes when the file does, cheaply (no full read):
+# - size and mtime: any ordinary write changes them;
+# - ctime: `cp -p`, `rsync -t`, tar and `touch -r` put an old mtime back after writing, but
+#   cannot set ctime, which the kernel sets to "now" on every change of the file;
+# - the inode number: a file replaced by another one (a rename over it) has another inode;
+# - a sample of the content (see content_sample): its header and 64 blocks spread through it,
+#   for a filesystem that keeps no ctime (some network and FUSE filesystems).
+# What it cannot see: a change written to the disk behind the filesystem's back (a raw block
+# device, a backup restored with the clock turned back) that falls outside the sampled blocks.
+# Then `verify=False` aside, delete ~/.cache/gpt2np (or $GPT2NP_CACHE) to check everything again.
+
+SAMPLE_HEAD = 1 << 20  # the first MiB: a safetensors header (gpt2's is 15 kB, gpt2-xl's 60 kB) and the first weights
+SAMPLE_BLOCKS = 64  # then this many blocks ...
+SAMPLE_BLOCK = 4096  # ... of this many bytes, spread evenly over the rest of the file
+
+
+def sample_offsets(size: int) -> list[int]:
+    """Where content_sample's blocks start in a file of `size` bytes: after the first MiB, evenly
+    spaced, the last one ending at the end of the file. (None for a file of up to 1 MiB.)"""
+    if size <= SAMPLE_HEAD:
+        return []
+    last = max(SAMPLE_HEAD, size - SAMPLE_BLOCK)  # where the last block starts
+    return [SAMPLE_HEAD + (last - SAMPLE_HEAD) * k // (SAMPLE_BLOCKS - 1) for k in range(SAMPLE_BLOCKS)]
+
+
+def content_sample(path: str | Path) -> str:
+    """A fingerprint of a file that reads 1.25 MiB of it whatever its size: the sha256 of its
+    size, its first MiB and 64 blocks of 4 KiB spread evenly over the rest (a file of up to
+    1 MiB is read whole). Another checkpoint, or another version of one, differs in it; an edit
+    of a few bytes between the sampled blocks does not change it."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        h = hashlib.sha256(str(size).encode())
+        h.update(f.read(SAMPLE_HEAD))
+        for offset in sample_offsets(size):
+            f.seek(offset)
+            h.update(f.read(SAMPLE_BLOCK))
+    return h.hexdigest()
 
 
 def cache_dir() -> Path:
@@ -149,8 +190,9 @@ def stamp_path(path: Path, kind: str) -> Path:
 
 
 def stamp_key(path: Path, fact: str) -> str:
-    stat = Path(path).stat()
-    return f"{stat.st_size} {stat.st_mtime_ns} {fact}"
+    """What a stamp holds: the file's state (see above) and the fact checked."""
+    stat = os.stat(path)
+    return f"{stat.st_size} {stat.st_mtime_ns} {stat.st_ctime_ns} {stat.st_ino} {content_sample(path)} {fact}"
 
 
 def is_remembered(path: Path, kind: str, fact: str) -> bool:

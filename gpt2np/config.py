@@ -84,18 +84,7 @@ class GPT2Config:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> GPT2Config:
-        path = Path(path)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(
-                f"{path} does not exist: a model folder needs config.json next to model.safetensors"
-            ) from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path} is not valid JSON ({e}); restore it from the model's repository") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path} must hold a JSON object, found {type(raw).__name__}")
-        return cls.from_dict(raw, source=str(path))
+        return cls.from_dict(read_config_json(path), source=str(path))
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config") -> GPT2Config:
@@ -119,3 +108,26 @@ class GPT2Config:
 
     def to_dict(self) -> dict:
         return {"model_type": "gpt2", **asdict(self)}
+
+
+def read_config_json(path: str | Path) -> dict:
+    """config.json -> its JSON object; a missing, empty or malformed file, or one holding
+    something else than an object, is a ConfigError saying which."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path} does not exist: a model folder needs config.json next to model.safetensors"
+        ) from None
+    if not data.strip():
+        raise ConfigError(f"{path} is empty; restore it from the model's repository")
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: [[[[... nested too deep
+        raise ConfigError(f"{path} is not valid JSON ({e}); restore it from the model's repository") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path} must hold a JSON object, found {type(raw).__name__}; restore it from the model's repository"
+        )
+    return raw

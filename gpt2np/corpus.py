@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .errors import InputError
+from .errors import GPT2npError, InputError
 from .scoring import check_stride, score
 
 
@@ -80,6 +80,32 @@ def check_text(text: object, n_tokens: int | None, n_positions: int, stride: int
     return None
 
 
+def score_batch(model: Any, arrays: list[np.ndarray], stride: int | None, token_logprobs: bool) -> list[TextScore]:
+    """Score token id arrays as one left-padded batch (in sliding windows if one is longer than
+    the context); one TextScore per array."""
+    ids, mask = left_pad(arrays)  # [B, T]
+    long = ids.shape[1] > model.config.n_positions  # windows only where needed: a batch that fits runs as one pass
+    scores = score(model, ids, attention_mask=mask, stride=stride if long else None)
+    return [
+        TextScore(
+            n_tokens=len(t),
+            n_scored=int(scores.n_scored[b]),
+            log_likelihood=float(scores.total_logprob[b]),
+            perplexity=float(scores.perplexity[b]),
+            token_logprobs=scores.token_logprobs[b, ids.shape[1] - len(t) :] if token_logprobs else None,
+        )
+        for b, t in enumerate(arrays)
+    ]
+
+
+def score_alone(model: Any, array: np.ndarray, stride: int | None, token_logprobs: bool) -> TextScore:
+    """One text in a batch of its own; if even that fails, a TextScore saying why."""
+    try:
+        return score_batch(model, [array], stride, token_logprobs)[0]
+    except GPT2npError as e:
+        return TextScore(n_tokens=len(array), error=str(e))
+
+
 # model: a GPT2 (model.py sits beside this module, so it is not imported here).
 def score_token_lists(
     model: Any,
@@ -90,32 +116,47 @@ def score_token_lists(
     token_logprobs: bool = False,
 ) -> list[TextScore]:
     """Score token id lists of any lengths, batched by length; results in the given order.
-    Lists longer than n_positions need `stride` (see scoring.sliding_windows)."""
+    Lists longer than n_positions need `stride` (see scoring.sliding_windows).
+
+    A batch that fails (the forward pass of one text overflows to inf: a ModelError) is scored
+    again one text at a time, so that only the text that fails gets an error (its TextScore's
+    `error`) and its batch-mates get their numbers: one bad text never stops the others."""
     n_positions = model.config.n_positions
     if stride is not None:
         check_stride(stride, n_positions)
-    for name, value in (("batch_size", batch_size), ("max_tokens", max_tokens)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InputError(f"{name} must be a positive whole number, got {value!r}")
+    check_batch_limits(batch_size, max_tokens)
     arrays = [np.asarray(t, dtype=np.int64) for t in token_lists]  # one [n] int64 array per list
     # A text longer than the context runs in windows of n_positions: that is its cost per row.
     cost = [min(len(t), n_positions) for t in arrays]
     results: list[TextScore | None] = [None] * len(arrays)
     for batch in length_batches(cost, batch_size, max_tokens):
-        ids, mask = left_pad([arrays[i] for i in batch])  # [B, T]
-        long = ids.shape[1] > n_positions  # windows only where needed: a batch that fits runs as one pass
-        scores = score(model, ids, attention_mask=mask, stride=stride if long else None)
-        for b, i in enumerate(batch):
-            n = len(arrays[i])
-            results[i] = TextScore(
-                n_tokens=n,
-                n_scored=int(scores.n_scored[b]),
-                log_likelihood=float(scores.total_logprob[b]),
-                perplexity=float(scores.perplexity[b]),
-                token_logprobs=scores.token_logprobs[b, ids.shape[1] - n :] if token_logprobs else None,
-            )
+        try:
+            scored = score_batch(model, [arrays[i] for i in batch], stride, token_logprobs)
+        except GPT2npError:
+            # Which text failed is not known, and the others must not lose their numbers: score
+            # each alone. (Deterministic, so an interrupted and resumed run gives the same bytes.)
+            scored = [score_alone(model, arrays[i], stride, token_logprobs) for i in batch]
+        for i, s in zip(batch, scored):
+            results[i] = s
     # every slot is filled: each index is in exactly one batch (hence the ignore)
     return results  # type: ignore[return-value]
+
+
+def check_batch_limits(batch_size: object, max_tokens: object) -> None:
+    """batch_size and max_tokens must be positive whole numbers (checked before any work)."""
+    for name, value in (("batch_size", batch_size), ("max_tokens", max_tokens)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"{name} must be a positive whole number, got {value!r}")
+
+
+def tokenize(tokenizer: Any, text: object) -> tuple[list[int] | None, str | None]:
+    """A text's token ids, or (None, why it has none). Not a string: (None, None), check_text says why."""
+    if not isinstance(text, str):
+        return None, None
+    try:
+        return tokenizer.encode(text), None
+    except InputError as e:  # a lone surrogate: not Unicode text (tokenizer.check_unicode)
+        return None, str(e)
 
 
 def score_texts(
@@ -128,13 +169,17 @@ def score_texts(
     token_logprobs: bool = False,
 ) -> list[TextScore]:
     """Score a list of texts, batched by length; one TextScore per text, in order. A text that
-    cannot be scored (not a string, empty, longer than the context without `stride`) gets a
-    TextScore with `error` set; the others are scored as usual."""
+    cannot be scored (not a string, not Unicode text, empty, longer than the context without
+    `stride`, or one whose forward pass fails) gets a TextScore with `error` set; the others are
+    scored as usual."""
     texts = list(texts)
-    tokens = [tokenizer.encode(t) if isinstance(t, str) else None for t in texts]
-    n_tokens = [None if t is None else len(t) for t in tokens]
-    errors = [check_text(t, n, model.config.n_positions, stride) for t, n in zip(texts, n_tokens)]
+    tokenized = [tokenize(tokenizer, t) for t in texts]
+    n_tokens = [None if ids is None else len(ids) for ids, _ in tokenized]
+    errors = [
+        error or check_text(t, n, model.config.n_positions, stride)
+        for t, n, (_, error) in zip(texts, n_tokens, tokenized)
+    ]
     good = [i for i, e in enumerate(errors) if e is None]
-    good_tokens = [tokens[i] for i in good]  # every text without an error is a string, so it has tokens
+    good_tokens = [tokenized[i][0] for i in good]  # every text without an error has tokens
     scored = iter(score_token_lists(model, good_tokens, batch_size, max_tokens, stride, token_logprobs))  # type: ignore[arg-type]
     return [TextScore(n_tokens[i], error=errors[i]) if errors[i] else next(scored) for i in range(len(texts))]

@@ -15,18 +15,19 @@ config.json has GPT-2's vocabulary (50257 tokens) gets it too.
 
 Known files (GPT-2's weights and tokenizer) are checked against their published size and
 sha256 the first time we see them; so is any file in the hub cache, whose blob is named by
-its sha256. A successful check is remembered (by path, size and mtime) so it costs once.
+its sha256. A successful check is remembered (by path, size, mtime, ctime, inode and a sample of
+the content: checkpoint.py) so it costs once.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from pathlib import Path
 
 from .checkpoint import is_remembered, remember
+from .config import read_config_json
 from .errors import CheckpointError, ModelNotFoundError
 
 # The short names people use, and the hub repositories that hold them.
@@ -288,14 +289,18 @@ def resolve_tokenizer_files(name: str | Path, verify: bool = True, local_files_o
     if isinstance(name, str) and (name in HUB_REPOS or name in HUB_REPOS.values()) and not Path(name).is_dir():
         return packaged_tokenizer_files(verify)
     folder = Path(name).expanduser()
-    if folder.is_dir() and _pick(folder, TOKENIZER_FILES) is None and not (folder / "pytorch_model.bin").is_file():
+    # (Whatever the weights' format: a folder with a pytorch_model.bin as well gets GPT-2's
+    # tokenizer too, and loading its model is what refuses the pickle.)
+    if folder.is_dir() and _pick(folder, TOKENIZER_FILES) is None:
         vocab_size = _config_vocab_size(folder)
         if vocab_size == GPT2_VOCAB_SIZE:
             return packaged_tokenizer_files(verify)
         said = (
             "has no config.json"
-            if vocab_size is None
+            if not (folder / "config.json").exists()
             else f"config.json has {vocab_size} tokens, not GPT-2's {GPT2_VOCAB_SIZE}"
+            if vocab_size is not None
+            else "config.json has no vocab_size"
         )
         raise ModelNotFoundError(
             f"{folder} has no tokenizer files ({_describe(TOKENIZER_FILES)}), and GPT-2's own tokenizer, used by default "
@@ -321,12 +326,12 @@ def packaged_tokenizer_files(verify: bool = True) -> dict[str, Path]:
 
 
 def _config_vocab_size(folder: Path) -> int | None:
-    """vocab_size of folder/config.json, or None when there is no readable one."""
-    try:
-        value = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("vocab_size")
-    except (OSError, ValueError, AttributeError):
+    """vocab_size of folder/config.json; None when it has none (or there is no config.json). A
+    config.json that cannot be read (empty, not JSON, not an object) is a ConfigError saying so."""
+    if not (folder / "config.json").exists():
         return None
-    return value if isinstance(value, int) else None
+    value = read_config_json(folder / "config.json").get("vocab_size")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 # --- integrity -----------------------------------------------------------------------------
@@ -356,7 +361,7 @@ def expected_digest(path: Path, repo: str, filename: str, sha256: str | None = N
 
 def verify_file(path: Path, repo: str, filename: str, sha256: str | None = None) -> None:
     """Refuse a known file whose size or sha256 is not the published one. Hashing happens once
-    per file version: the result is remembered by (path, size, mtime)."""
+    per file version: the result is remembered (checkpoint.remember)."""
     expected = expected_digest(Path(path), repo, filename, sha256)
     if expected is None:
         return

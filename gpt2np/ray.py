@@ -102,7 +102,7 @@ def score_dataset(
     batch_size: int = 64,
     concurrency: int = 1,
     stride=None,
-    num_cpus: float = 1,
+    num_cpus: float | None = None,
     max_tokens: int = 4096,
     dtype: str = "float32",
 ):
@@ -111,13 +111,20 @@ def score_dataset(
 
     batch_size: rows per Ray batch (sorted by length inside it, and scored at most 8 texts or
     max_tokens tokens per forward pass); concurrency: how many actors, each with its model;
-    num_cpus: CPUs per actor (its BLAS threads). The returned dataset keeps the input's row
-    order: this sets Ray Data's preserve_order in the dataset's DataContext (which Ray shares
-    between a dataset and the datasets derived from it; the global context is untouched)."""
+    num_cpus: CPUs each actor reserves (its BLAS threads: Ray sets OMP_NUM_THREADS to it, and to
+    1 below 1); by default 1, or less so that the actors leave one CPU of the cluster free (see
+    `actor_cpus`). The returned dataset keeps the input's row order: this sets Ray Data's
+    preserve_order in the dataset's DataContext (which Ray shares between a dataset and the
+    datasets derived from it; the global context is untouched)."""
     import ray.data
 
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise InputError(f"concurrency must be a positive whole number of actors, got {concurrency!r}")
+    if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, (int, float)) or num_cpus < 0):
+        raise InputError(f"num_cpus must be a number of CPUs >= 0 (or None), got {num_cpus!r}")
+    if not ray.is_initialized():
+        ray.init()  # what Ray Data does when the dataset first runs; done here to see the cluster's CPUs
+    cpus = actor_cpus(concurrency, num_cpus, float(ray.cluster_resources().get("CPU", 0)))
     scorer_kwargs = {
         "model": str(model),
         "tokenizer": None if tokenizer is None else str(tokenizer),
@@ -136,8 +143,36 @@ def score_dataset(
         # 120 texts in 2 batches ran wholly on one (70.5 s), and 75/45 with this (48.6 s;
         # scripts/ray_balance.py). A batch takes seconds, so a deeper queue gains nothing.
         compute=ray.data.ActorPoolStrategy(size=concurrency, max_tasks_in_flight_per_actor=1),
-        num_cpus=num_cpus,
+        num_cpus=cpus,
         udf_modifying_row_count=False,  # one row out per row in
     )
     scored.context.execution_options.preserve_order = True  # blocks come back in the input's order
     return scored
+
+
+def actor_cpus(concurrency: int, num_cpus: float | None, cluster_cpus: float) -> float:
+    """The CPUs each actor reserves, leaving one CPU of the cluster to the tasks around them.
+
+    Ray Data starts the actor pool first; the tasks that read the data (read_json, ...) and
+    repartition it each need one CPU of Ray's accounting. If the actors reserve every CPU, those
+    tasks never start and the dataset waits forever, silently ("backpressured", ray-project/ray
+    issue 44687): `ray.init(num_cpus=2)` with 2 actors of 1 CPU each hung. So by default each actor
+    reserves 1 CPU, or (cluster CPUs - 1) / concurrency when that is less: 0.5 each for 2 actors
+    on 2 CPUs. A reservation is bookkeeping, not a limit: an actor below 1 CPU still runs one BLAS
+    thread and uses a core while it scores, and the reads share the cores for the moments they
+    take. A num_cpus given explicitly is kept, unless the actors would take every CPU: then the
+    run would hang, and we say so instead.
+
+    actor_cpus(2, None, 2.0) -> 0.5; actor_cpus(2, None, 8.0) -> 1.0; actor_cpus(2, 1, 2.0) -> InputError
+    """
+    free = cluster_cpus - 1  # one CPU for the reads
+    if num_cpus is None:
+        return max(0.0, min(1.0, free / concurrency))
+    if concurrency * num_cpus > free:
+        raise InputError(
+            f"concurrency={concurrency} actors of num_cpus={num_cpus:g} reserve {concurrency * num_cpus:g} of this "
+            f"Ray cluster's {cluster_cpus:g} CPUs, and Ray Data's tasks that read the data need one CPU left "
+            f"free: the dataset would wait forever. Give num_cpus={max(0.0, free / concurrency):.3g} or less, fewer "
+            "actors, or leave num_cpus out (each actor then reserves at most 1 CPU and one is left free)"
+        )
+    return float(num_cpus)

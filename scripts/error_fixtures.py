@@ -46,8 +46,9 @@ CONFIG = GPT2Config(vocab_size=100, n_positions=16, n_embd=8, n_layer=2, n_head=
 MODEL = GPT2(CONFIG, weights_from_tensors(random_tensors(CONFIG, seed=0), CONFIG))
 IDS = np.array([[5, 6, 7, 8], [9, 10, 11, 12]])
 GOOD = make_random_checkpoint(TMP / "good", CONFIG)
-T_INPUTS, T_CONFIG, T_CKPT, T_HUB, T_TOK, T_CLI, T_W = (
-    f"test_{n}.py" for n in ("inputs", "config", "checkpoint", "hub", "tokenizer", "cli", "weights")
+T_INPUTS, T_CONFIG, T_CKPT, T_HUB, T_TOK, T_CLI, T_W, T_SFO = (
+    f"test_{n}.py"
+    for n in ("inputs", "config", "checkpoint", "hub", "tokenizer", "cli", "weights", "score_file_output")
 )
 
 
@@ -229,3 +230,68 @@ def cli_unexpected():
 
     with mock.patch.object(gpt2np.tools.generate, "load_model_and_tokenizer", boom):
         cli_error("generate", "x", "--model", TINY)
+
+
+# --- `gpt2np score --file`: corpora and outputs ------------------------------------------------
+
+
+def corpus(name: str, lines: list[str]) -> str:
+    """A plain-text corpus in TMP, one text per line; returns its path."""
+    path = TMP / name
+    path.write_text("".join(line + "\n" for line in lines))
+    return str(path)
+
+
+def scored(name: str, *flags: str) -> tuple[str, str]:
+    """A corpus of 5 lines and the finished output of `score --file` on it: (corpus, out)."""
+    src, out = (
+        corpus(f"{name}.txt", ["My dog is", "The cat sat.", "It will rain", "Hi", "a b c d"]),
+        str(TMP / f"{name}.jsonl"),
+    )
+    code, err = cli("score", "--file", src, "--out", out, "--model", TINY, "--tokenizer", TOK, "--no-progress", *flags)
+    assert code == 0, err
+    return src, out
+
+
+def score_file_error(src: str, out: str, *flags: str):
+    cli_error("score", "--file", src, "--out", out, "--model", TINY, "--tokenizer", TOK, "--no-progress", *flags)
+
+
+def locked_out():
+    """A second run on an --out whose lock another run holds."""
+    from gpt2np.tools.score_file import output_lock
+
+    src = corpus("locked.txt", ["My dog is"])
+    with output_lock(str(TMP / "locked.jsonl")):
+        score_file_error(src, str(TMP / "locked.jsonl"))
+
+
+def resume_with_another_input():
+    src, out = scored("edited")
+    Path(src).write_text(Path(src).read_text().replace("The cat sat.", "The cat sat down."))
+    score_file_error(src, out, "--resume")
+
+
+def resume_without_sidecar():
+    """--resume of a file of records that no sidecar describes."""
+    src, out = corpus("nometa.txt", ["My dog is"]), TMP / "nometa.jsonl"
+    out.write_text('{"line": 1, "n_tokens": 3}\n')
+    score_file_error(src, str(out), "--resume")
+
+
+def interrupted_part():
+    """An OUT.part left by an interrupted run, and a run without --resume."""
+    src = corpus("part.txt", ["My dog is"])
+    (TMP / "part.jsonl.part").write_text('{"line": 1, "n_tokens": 3}\n')
+    score_file_error(src, str(TMP / "part.jsonl"))
+
+
+def tokenizer_folder(name: str, filename: str, content: str) -> Path:
+    """GPT-2's tokenizer files with one of them replaced."""
+    f = TMP / name
+    shutil.copytree(TOKENIZER_DIR, f, dirs_exist_ok=True)
+    if filename == "tokenizer.json":
+        for other in ("vocab.json", "merges.txt"):
+            (f / other).unlink()
+    (f / filename).write_text(content)
+    return f

@@ -67,7 +67,19 @@ Choices made:
   weight once per version of the file (max and min of each tensor; the first load of the 124M
   model pays it) and is remembered like the sha256 check; it runs even with `verify=False`.
 - A model folder without tokenizer files gets GPT-2's own tokenizer (it ships with gpt2np) when
-  its config.json has GPT-2's vocabulary (50257 tokens); otherwise it needs `--tokenizer FOLDER`.
+  its config.json has GPT-2's vocabulary (50257 tokens), whether or not a `pytorch_model.bin` lies
+  beside its `model.safetensors`; otherwise it needs `--tokenizer FOLDER`. The commands load the
+  model before its tokenizer, so a problem of the model folder is reported as the model's.
+- Scoring many texts (`gpt2np score --file`, `score_texts`, Ray's `score_dataset`), one bad text
+  never stops the others: it gets an error record (`{"line": 7, "error": "..."}`, the `error`
+  column) saying why. So do a line that is not UTF-8, not JSON, nested too deeply for the JSON
+  parser or without the field; a text that is not a string, empty, holding a lone surrogate or
+  too long without `--stride`; and a text whose forward pass fails (its batch is scored again one
+  text at a time) or whose scores are not finite. A UTF-8 byte order mark at the start of a file
+  is not text. `--strict` stops at the first bad line instead.
+- `gpt2np score --file --out OUT` writes `OUT.part` and renames it to `OUT` when done (an existing
+  `OUT` is never emptied first), holds `OUT.lock` while it runs, and keeps its settings and
+  progress in `OUT.meta.json`; `--resume` continues only the same job (docs/scale.md).
 
 What cannot be detected:
 - A wrong `n_head` in config.json: no tensor's shape depends on it (`c_attn` is `[C, 3C]` for any

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpt2np import GPT2, CheckpointError, GPT2Config, ModelNotFoundError
+from gpt2np import GPT2, CheckpointError, GPT2Config, ModelNotFoundError, checkpoint
 from gpt2np.checkpoint import map_tensors, read_header, save_checkpoint
 from gpt2np.tools.random_model import random_tensors
 from gpt2np.weights import load_weights
@@ -277,8 +277,13 @@ def _damage(good: Path, name: str, change) -> None:
         lambda e: e.__setitem__("shape", [e["shape"][0] + 1]),
         lambda e: e.__setitem__("shape", [-8]),
         lambda e: e.__setitem__("data_offsets", [-32, 0]),
+        # shapes whose element count overflows int64: np.prod wrapped [2**62, 2**62] to 0 elements,
+        # [2**64] raised a raw OverflowError, and NumPy refuses [0, 2**62] (a ValueError) although it is empty
+        lambda e: (e.__setitem__("shape", [2**62, 2**62]), e.__setitem__("data_offsets", [0, 0])),
+        lambda e: e.__setitem__("shape", [2**64]),
+        lambda e: (e.__setitem__("shape", [0, 2**62]), e.__setitem__("data_offsets", [0, 0])),
     ],
-    ids=["end+4", "end-4", "shape+1", "negative shape", "negative begin"],
+    ids=["end+4", "end-4", "shape+1", "negative shape", "negative begin", "2^124 wraps to 0", "2^64", "0 x 2^62"],
 )
 def test_offsets_that_disagree_with_shape_and_dtype(good, change):
     _damage(good, "transformer.ln_f.bias", change)
@@ -544,6 +549,79 @@ def test_the_finite_check_is_remembered_until_the_file_changes(tmp_path, monkeyp
     with pytest.raises(CheckpointError, match="'wte.weight' holds 1 non-finite value"):
         GPT2.from_pretrained(folder)
     assert len(calls) == 3
+
+
+# A checkpoint larger than the content sample's first MiB (wte alone is 3.2 MB), so that a byte
+# between the sampled blocks exists.
+BIG = GPT2Config(vocab_size=50000, n_positions=12, n_embd=16, n_layer=1, n_head=2, eos_token_id=0, bos_token_id=0)
+
+
+def unsampled_wte_index(path: Path) -> tuple[int, int, int]:
+    """(row, column, byte offset in the file) of a wte value that content_sample does not read."""
+    header, data_start, size = read_header(path)
+    begin = data_start + header["wte.weight"]["data_offsets"][0]
+    blocks = checkpoint.sample_offsets(size)
+    for offset in range(checkpoint.SAMPLE_HEAD + 4096, size, 4):
+        if offset >= begin and all(not (b - 4 < offset < b + checkpoint.SAMPLE_BLOCK) for b in blocks):
+            row, col = divmod((offset - begin) // 4, BIG.n_embd)
+            if row < BIG.vocab_size:
+                return row, col, offset
+    raise AssertionError("no unsampled wte value")
+
+
+def test_a_nan_written_with_the_mtime_put_back_is_found(tmp_path, monkeypatch):
+    """cp -p, rsync -t and tar put the old mtime back after writing (here: os.utime). The stamp
+    of the finite check, once keyed by path, size and mtime, then still matched: the NaN loaded
+    and every logit was NaN. The ctime changes all the same (no one can set it), so the check
+    runs again. The NaN is placed where the content sample does not look: only ctime shows it."""
+    monkeypatch.setenv("GPT2NP_CACHE", str(tmp_path / "cache"))
+    folder = model_folder(tmp_path / "m", random_tensors(BIG, seed=0), BIG)
+    path = folder / "model.safetensors"
+    assert np.isfinite(GPT2.from_pretrained(folder)([[1, 2, 3]]).logits).all()  # checked and remembered
+    before = path.stat()
+    row, col, offset = unsampled_wte_index(path)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(np.float32(np.nan).tobytes())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    with pytest.raises(
+        CheckpointError,
+        match=rf"'wte.weight' holds 1 non-finite value \(NaN or inf; the first is nan at index \[{row}, {col}\]",
+    ):
+        GPT2.from_pretrained(folder)
+
+
+def test_the_stamp_samples_the_content_where_the_times_say_nothing(tmp_path, monkeypatch):
+    """On a filesystem that keeps no ctime, a change of the header or of a sampled block is still
+    seen: the stamp holds a hash of a sample of the content. (os.stat is frozen to play that part.)"""
+    monkeypatch.setenv("GPT2NP_CACHE", str(tmp_path / "cache"))
+    path = model_folder(tmp_path / "m", random_tensors(BIG, seed=0), BIG) / "model.safetensors"
+    checkpoint.remember(path, "finite", "finite as float32")
+    assert checkpoint.is_remembered(path, "finite", "finite as float32")
+    frozen, real_stat = os.stat(path), os.stat
+    monkeypatch.setattr(os, "stat", lambda p, *a, **kw: frozen if str(p) == str(path) else real_stat(p, *a, **kw))
+    _, data_start, _ = read_header(path)
+    with open(path, "r+b") as f:  # a weight inside the first MiB becomes NaN
+        f.seek(data_start + 64)
+        f.write(np.float32(np.nan).tobytes())
+    assert os.stat(path) == frozen  # the times say nothing
+    assert not checkpoint.is_remembered(path, "finite", "finite as float32")
+
+
+def test_the_content_sample_reads_a_fixed_amount_and_follows_the_content(tmp_path):
+    path = model_folder(tmp_path / "m", random_tensors(BIG, seed=0), BIG) / "model.safetensors"
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(path.read_bytes())
+    assert checkpoint.content_sample(copy) == checkpoint.content_sample(path)  # content, not path or times
+    header, _, size = read_header(path)
+    assert size > 3 * checkpoint.SAMPLE_HEAD
+    assert checkpoint.sample_offsets(size)[-1] == size - checkpoint.SAMPLE_BLOCK  # the last block ends the file
+    for offset in (20, size - 1, checkpoint.sample_offsets(size)[30] + 100):  # the header, the end, a block between
+        changed = bytearray(path.read_bytes())
+        changed[offset] ^= 1
+        copy.write_bytes(bytes(changed))
+        assert checkpoint.content_sample(copy) != checkpoint.content_sample(path), offset
 
 
 def test_an_unwritable_cache_only_costs_a_second_check(tmp_path, monkeypatch):

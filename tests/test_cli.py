@@ -333,6 +333,44 @@ def test_a_model_folder_without_tokenizer_files(capsys, model_dir):
     )
 
 
+def test_the_model_folder_is_checked_before_its_tokenizer(capsys, tiny, model_dir, tmp_path):
+    """The command resolved the tokenizer first: a folder with only pytorch_model.bin got "lacks
+    vocab.json, merges.txt" (or, with another vocabulary than GPT-2's, "has no tokenizer files")
+    instead of the pickle refusal, and a broken config.json was called missing. Each gets the
+    model's own error now."""
+    for source in (tiny, model_dir("odd")):  # GPT-2's vocabulary; 1000 tokens
+        pickle_only = tmp_path / f"pickle-only-{source.name}"
+        pickle_only.mkdir()
+        (pickle_only / "config.json").write_bytes((source / "config.json").read_bytes())
+        (pickle_only / "pytorch_model.bin").write_bytes(b"\x80\x04never unpickled")
+        code, _, err = run(capsys, "generate", "x", "--model", str(pickle_only))
+        assert code == 1
+        assert_one_line_error(err, "has only pytorch_model.bin, a pickle file. gpt2np never unpickles")
+    for content, said in (
+        ("{not json", "config.json is not valid JSON"),
+        ("[1]", "must hold a JSON object, found list"),
+        ("", "is empty"),
+    ):
+        broken = tmp_path / f"broken-{len(content)}"
+        broken.mkdir()
+        (broken / "model.safetensors").symlink_to(tiny / "model.safetensors")
+        (broken / "config.json").write_text(content)
+        code, _, err = run(capsys, "generate", "x", "--model", str(broken))
+        assert code == 1
+        assert_one_line_error(err, said)
+
+
+def test_a_folder_with_both_weight_files_and_no_tokenizer_runs(capsys, tiny, tmp_path):
+    """model.safetensors + pytorch_model.bin + GPT-2's vocabulary: GPT-2's tokenizer, the safetensors weights."""
+    folder = tmp_path / "both"
+    folder.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        (folder / f).symlink_to(tiny / f)
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x04never unpickled")
+    code, out, err = run(capsys, "generate", "My dog is", "--model", str(folder), "--max-new-tokens", "2")
+    assert (code, err) == (0, "") and out.startswith("My dog is")
+
+
 def test_a_tokenizer_larger_than_the_model(capsys, model_dir, tokenizer_dir):
     code, _, err = run(capsys, "generate", "hello", "--model", str(model_dir("odd")), "--tokenizer", str(tokenizer_dir))
     assert code == 1

@@ -99,12 +99,19 @@ def test_missing_config_json(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "content", ["{not json", "", '{"n_embd": 768,}', "{'single': 'quotes'}", b"\xff\xfe\x00{", "NaN-ish garbage"]
+    "content",
+    ["{not json", '{"n_embd": 768,}', "{'single': 'quotes'}", b"\xff\xfe\x00{", "NaN-ish garbage", "[" * 100000],
 )
 def test_config_json_that_is_not_json(tmp_path, content):
     with pytest.raises(
         ConfigError, match=r"config.json is not valid JSON \(.*\); restore it from the model's repository"
     ):
+        GPT2Config.from_json_file(write(tmp_path, content))
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n"])
+def test_an_empty_config_json_is_called_empty(tmp_path, content):
+    with pytest.raises(ConfigError, match=r"config.json is empty; restore it from the model's repository"):
         GPT2Config.from_json_file(write(tmp_path, content))
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from conftest import WORDS
 
-from gpt2np import GPT2, InputError
+import gpt2np.corpus
+from gpt2np import GPT2, InputError, ModelError
 from gpt2np.corpus import length_batches, score_texts, score_token_lists
 
 
@@ -128,3 +129,37 @@ def test_bad_settings(tiny, tokenizer):
     ):
         with pytest.raises(InputError, match=match):
             score_texts(tiny, tokenizer, ["a b"], **kw)
+
+
+def test_a_text_that_is_not_unicode_gets_an_error_and_the_others_are_scored(tiny, tokenizer):
+    """A lone surrogate (JSON's "\\ud83d", an emoji cut in half) made the tokenizer raise a bare
+    TypeError, which stopped the whole list (and the Ray dataset, and `score --file`)."""
+    results = score_texts(tiny, tokenizer, ["My dog is", "emoji cut in half \ud83d", "Hi there"])
+    assert [r.error is None for r in results] == [True, False, True]
+    assert "lone surrogate ('\\ud83d' at character 18)" in results[1].error and results[1].n_tokens is None
+    assert abs(results[2].log_likelihood - tiny.score("Hi there", tokenizer=tokenizer).total_logprob[0]) < 1e-4
+
+
+def test_a_batch_that_fails_is_scored_again_one_text_at_a_time(tiny, tokenizer, monkeypatch):
+    """A forward pass that overflows raises ModelError for its whole batch: each of the batch's
+    texts is then scored alone, so only the text that fails gets an error record."""
+    rng = np.random.default_rng(4)
+    texts = [sentence(rng, n) for n in (5, 6, 7, 8, 20, 21)]
+    texts[2] = "the cat sat on the mat poison"
+    poison = tokenizer.encode(" poison")[0]
+    real_score, shapes = gpt2np.corpus.score, []
+
+    def overflowing_score(model, ids, attention_mask=None, stride=None):
+        shapes.append(ids.shape)
+        if (ids == poison).any():
+            raise ModelError("the forward pass produced inf in blocks.1.hook_resid_post (planted by the test)")
+        return real_score(model, ids, attention_mask=attention_mask, stride=stride)
+
+    monkeypatch.setattr(gpt2np.corpus, "score", overflowing_score)
+    results = score_texts(tiny, tokenizer, texts, batch_size=4)
+    assert [r.error is None for r in results] == [True, True, False, True, True, True]
+    assert results[2].error == "the forward pass produced inf in blocks.1.hook_resid_post (planted by the test)"
+    assert results[2].n_tokens == 7
+    assert [s[0] for s in shapes] == [4, 1, 1, 1, 1, 2]  # the failed batch of 4 again one by one; the last batch whole
+    for i in (0, 1, 3):  # the failed batch's other texts: scored alone, exactly as alone
+        assert results[i].log_likelihood == tiny.score(texts[i], tokenizer=tokenizer).total_logprob[0]

@@ -9,6 +9,7 @@ protocol hf_hub_download uses (HEAD/GET /{repo}/resolve/{revision}/{file}).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ import numpy as np
 import pytest
 
 import gpt2np.hub as hub
-from gpt2np import GPT2, CheckpointError, GPT2Config, ModelNotFoundError, Tokenizer
+from gpt2np import GPT2, CheckpointError, ConfigError, GPT2Config, ModelNotFoundError, Tokenizer
 from gpt2np.hub import (
     GPT2_TOKENIZER_FILES,
     HUB_REPOS,
@@ -179,6 +180,38 @@ def test_a_model_folder_without_tokenizer_files_uses_gpt2s_when_its_config_has_g
     (folder / "config.json").unlink()
     with pytest.raises(ModelNotFoundError, match=r"has no config.json.*--tokenizer FOLDER"):
         Tokenizer.from_pretrained(folder)
+
+
+@pytest.mark.parametrize(
+    "content, said",
+    [
+        ("{not json", r"config.json is not valid JSON \(.*\); restore it"),
+        ("[50257]", "config.json must hold a JSON object, found list"),
+        ("", "config.json is empty"),
+    ],
+)
+def test_a_broken_config_json_is_reported_as_broken_not_as_missing(tmp_path, content, said):
+    """Looking for GPT-2's vocabulary size in a folder without tokenizer files once took a
+    config.json it could not read for no config.json at all ("has no config.json")."""
+    (tmp_path / "config.json").write_text(content)
+    with pytest.raises(ConfigError, match=said):
+        Tokenizer.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"n_embd": 8}))  # readable, but no vocab_size
+    with pytest.raises(
+        ModelNotFoundError, match=r"has no tokenizer files .* does not fit: config.json has no vocab_size"
+    ):
+        Tokenizer.from_pretrained(tmp_path)
+
+
+def test_a_pickle_beside_the_safetensors_does_not_cost_the_folder_gpt2s_tokenizer(tmp_path):
+    """model.safetensors + pytorch_model.bin (transformers saves both), GPT-2's vocabulary, no
+    tokenizer files: the tokenizer is GPT-2's own, as without the pickle (which is never read)."""
+    config = dataclasses.replace(CONFIG, vocab_size=50257, eos_token_id=50256)
+    folder = make_random_checkpoint(tmp_path / "m", config)
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x04never unpickled")
+    assert resolve_tokenizer_files(folder) == hub.packaged_tokenizer_files()
+    assert Tokenizer.from_pretrained(folder).encode("It will rain in the") == [1026, 481, 6290, 287, 262]
+    assert GPT2.from_pretrained(folder).config.vocab_size == 50257  # the safetensors file is the model
 
 
 def test_a_folder_with_its_own_tokenizer_keeps_it(tmp_path, tokenizer_dir):

@@ -6,6 +6,12 @@ Ray is in the test extra, so CI runs these; without Ray they skip, except in CI
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from conftest import IN_CI, WORDS
@@ -21,7 +27,7 @@ except ImportError as e:  # pragma: no cover - depends on the machine
         raise ImportError(f"CI needs Ray for tests/test_ray.py ({e}); pip install -e '.[test]'") from e
     pytest.skip(f"Ray is not installed ({e}); pip install -e '.[ray]'", allow_module_level=True)
 
-from gpt2np.ray import Scorer, score_dataset
+from gpt2np.ray import Scorer, actor_cpus, score_dataset
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +38,11 @@ def local_ray():
 
 
 def corpus(n: int, seed: int) -> list:
-    """n texts of 1 to 60 words, with bad rows planted: empty, null, not a string."""
+    """n texts of 1 to 60 words, with bad rows planted: empty, null, not a string, not Unicode
+    (a lone surrogate: an emoji cut in half, which once stopped the whole dataset)."""
     rng = np.random.default_rng(seed)
     texts = [" ".join(rng.choice(WORDS, size=rng.integers(1, 60))) for _ in range(n)]
-    texts[3], texts[10], texts[17] = "", None, 12
+    texts[3], texts[10], texts[17], texts[5] = "", None, 12, "emoji cut in half \ud83d"
     return texts
 
 
@@ -66,7 +73,8 @@ def test_two_actors_give_the_one_machine_numbers_in_order(local_ray, short_conte
     rows = score_dataset(ds, model=short_context, tokenizer=tokenizer_dir, batch_size=5, concurrency=2).take_all()
     expected = check_against_one_machine(rows, texts, short_context, tokenizer_dir, stride=None)
     errors = [r["error"] for r in rows if r["error"] is not None]
-    assert len(errors) >= 4  # the 3 planted rows and the texts longer than 32 tokens
+    assert len(errors) >= 5  # the 4 planted rows and the texts longer than 32 tokens
+    assert "lone surrogate" in rows[5]["error"]
     assert any("--stride" in e for e in errors) and sum(x.error is None for x in expected) > 20
 
 
@@ -97,6 +105,7 @@ def test_each_actor_takes_one_batch_at_a_time(local_ray, short_context, monkeypa
     strategy = seen["compute"]
     assert (strategy.min_size, strategy.max_size) == (3, 3)
     assert strategy.max_tasks_in_flight_per_actor == 1
+    assert seen["num_cpus"] == pytest.approx(1 / 3)  # 3 actors on 2 CPUs leave one free: (2 - 1) / 3 each
 
 
 def test_scorer_on_a_pandas_batch(short_context, tokenizer_dir):
@@ -116,3 +125,70 @@ def test_bad_settings(short_context):
     ds = None  # refused before Ray is used
     with pytest.raises(InputError, match="concurrency"):
         score_dataset(ds, model=short_context, concurrency=0)
+
+
+def test_actors_leave_a_cpu_for_the_reads():
+    """Actors that reserve every CPU starve Ray Data's read tasks, and the dataset waits forever."""
+    assert actor_cpus(2, None, 2.0) == 0.5  # one actor per CPU on 2 CPUs: half a CPU each, one left
+    assert actor_cpus(4, None, 2.0) == 0.25
+    assert actor_cpus(2, None, 8.0) == 1.0  # room enough: one CPU each
+    assert actor_cpus(1, None, 1.0) == 0.0  # a 1-CPU machine: the actor reserves nothing, the reads get the CPU
+    assert actor_cpus(2, 3, 8.0) == 3.0  # explicit and leaving room: kept
+    with pytest.raises(InputError, match=r"concurrency=2 actors of num_cpus=1 reserve 2 of this Ray cluster's 2 CPUs"):
+        actor_cpus(2, 1, 2.0)
+
+
+def test_explicit_cpus_that_would_hang_are_refused(local_ray, short_context):
+    with pytest.raises(InputError, match="would wait forever. Give num_cpus=0.5 or less"):
+        score_dataset(ray.data.from_items([{"text": "x"}]), model=short_context, concurrency=2, num_cpus=1)
+    with pytest.raises(InputError, match="num_cpus must be a number of CPUs >= 0"):
+        score_dataset(ray.data.from_items([{"text": "x"}]), model=short_context, num_cpus=-1)
+
+
+# docs/scale.md's setup, run in a fresh process so that a hang fails the test (by the timeout)
+# instead of blocking the suite: a local Ray of 2 CPUs, 2 actors, the data read by read_json.
+READ_JSON_RUN = """
+import json, sys
+import ray
+from gpt2np.ray import score_dataset
+
+path, model, tokenizer = sys.argv[1:4]
+ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+for ds in (ray.data.read_json(path), ray.data.read_json(path).repartition(3)):
+    rows = score_dataset(ds, model=model, tokenizer=tokenizer, concurrency=2, batch_size=4).take_all()
+    print(json.dumps([[row["id"], row["log_likelihood"]] for row in rows]))
+"""
+
+
+def test_read_json_with_one_actor_per_cpu_finishes(tmp_path, short_context, tokenizer_dir):
+    """With 2 actors of 1 CPU on 2 CPUs, read_json's tasks never got a CPU and the run waited
+    forever ("backpressured"). Both the plain read and a repartition() must finish, in order."""
+    texts = [" ".join(WORDS[: 2 + i]) for i in range(12)]
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    # A session of its own, so that on a hang the whole group goes, Ray's daemons included
+    # (they outlive a killed driver otherwise).
+    run = subprocess.Popen(
+        [sys.executable, "-c", READ_JSON_RUN, str(path), str(short_context), str(tokenizer_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = run.communicate(timeout=300)  # it takes ~20 s
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.communicate()
+        pytest.fail("score_dataset(read_json(...), concurrency=2) on 2 CPUs did not finish in 300 s: it hangs")
+    assert run.returncode == 0, stderr[-3000:]
+    runs = [json.loads(line) for line in stdout.splitlines() if line.startswith("[")]
+    model, tok = GPT2.from_pretrained(short_context), Tokenizer.from_pretrained(tokenizer_dir)
+    expected = [s.log_likelihood for s in score_texts(model, tok, texts)]
+    assert len(runs) == 2
+    for rows in runs:
+        assert [i for i, _ in rows] == list(range(len(texts)))
+        assert np.allclose([ll for _, ll in rows], expected, atol=1e-4)

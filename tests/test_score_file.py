@@ -38,6 +38,11 @@ def read_jsonl(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def part(out):
+    """OUT.part: where a run writes until it is done."""
+    return out.with_name(out.name + ".part")
+
+
 def test_jsonl_in_order_with_the_library_numbers(tmp_path, short_context, tokenizer_dir, model_and_tok):
     model, tok = model_and_tok
     corpus = texts(40, seed=0)
@@ -104,8 +109,15 @@ def test_strict_stops_at_the_first_bad_line_after_writing_those_before(tmp_path,
     out = tmp_path / "out.jsonl"
     assert run(["--file", str(src), "--out", str(out), "--strict"], short_context, tokenizer_dir) == 1
     err = capsys.readouterr().err
-    assert "line 3: no field 'text'" in err and err.count("\n") == 1
-    assert [r["line"] for r in read_jsonl(out)] == [1, 2]
+    assert "line 3: no field 'text'" in err and err.count("\n") == 1 and "--resume" in err
+    assert not out.exists()  # the run did not finish: its records are in out.jsonl.part
+    assert [r["line"] for r in read_jsonl(part(out))] == [1, 2]
+    # The line fixed, --resume finishes the job: the file an uninterrupted run gives.
+    src.write_text(src.read_text().replace('{"txt": 1}', '{"text": "x y"}'))
+    assert run(["--file", str(src), "--out", str(out), "--strict", "--resume"], short_context, tokenizer_dir) == 0
+    full = tmp_path / "full.jsonl"
+    assert run(["--file", str(src), "--out", str(full)], short_context, tokenizer_dir) == 0
+    assert out.read_text() == full.read_text() and not part(out).exists()
 
 
 def test_plain_text_text_field_and_token_logprobs(tmp_path, short_context, tokenizer_dir, model_and_tok):
@@ -177,8 +189,9 @@ def test_resume_after_an_interruption_redoes_and_duplicates_nothing(
     monkeypatch.setattr(score_file, "score_texts", interrupted)
     out = tmp_path / "out.jsonl"
     assert run([*args, "--out", str(out)], short_context, tokenizer_dir) == 130  # "gpt2np: interrupted"
-    assert [r["line"] for r in read_jsonl(out)] == list(range(1, 17))  # two chunks of 8 written
-    with open(out, "a") as f:
+    assert not out.exists()  # the run did not finish
+    assert [r["line"] for r in read_jsonl(part(out))] == list(range(1, 17))  # two chunks of 8 written
+    with open(part(out), "a") as f:
         f.write('{"line": 17, "n_tok')  # a record cut short
 
     calls.clear()
@@ -188,16 +201,22 @@ def test_resume_after_an_interruption_redoes_and_duplicates_nothing(
     assert run([*args, "--out", str(out), "--resume"], short_context, tokenizer_dir) == 0
     assert sum(calls) == 50 - 16  # only the lines not written yet were scored
     assert out.read_text() == full.read_text()  # no line lost, none twice, the cut one redone
+    assert not part(out).exists() and not (tmp_path / "out.jsonl.lock").exists()
 
 
 def test_resume_refuses_a_file_it_did_not_write(tmp_path, short_context, tokenizer_dir, capsys):
     src = tmp_path / "c.txt"
     src.write_text("a b\nc d\n")
     out = tmp_path / "out.jsonl"
-    out.write_text('{"line": 1}\n{"line": 3}\n')
+    out.write_text('{"line": 1}\n{"line": 2}\n')  # plausible records, but nothing says how they were made
     assert run(["--file", str(src), "--out", str(out), "--resume"], short_context, tokenizer_dir) == 1
-    assert "cannot resume: line 2" in capsys.readouterr().err
-    assert out.read_text() == '{"line": 1}\n{"line": 3}\n'  # untouched
+    assert f"cannot resume {out}: it has no sidecar {out}.meta.json" in capsys.readouterr().err
+    assert out.read_text() == '{"line": 1}\n{"line": 2}\n'  # untouched
+    assert run(["--file", str(src), "--out", str(out)], short_context, tokenizer_dir) == 0  # a run of ours
+    records = out.read_text().splitlines()
+    out.write_text(records[1] + "\n" + records[0] + "\n")  # the records out of order
+    assert run(["--file", str(src), "--out", str(out), "--resume"], short_context, tokenizer_dir) == 1
+    assert "cannot resume: line 1 of" in capsys.readouterr().err
     assert run(["--file", str(src), "--resume"], short_context, tokenizer_dir) == 1
     assert "give --out" in capsys.readouterr().err
 
@@ -289,3 +308,68 @@ def test_score_texts_is_what_the_file_command_writes(tmp_path, short_context, to
     assert run(["--file", str(src), "--out", str(out)], short_context, tokenizer_dir) == 0
     expected = score_texts(model, tok, corpus)
     assert [r["log_likelihood"] for r in read_jsonl(out)] == [e.log_likelihood for e in expected]
+
+
+def test_a_byte_order_mark_is_not_text(tmp_path, short_context, tokenizer_dir):
+    """A UTF-8 BOM at the start of a file was scored as text (line 1: 7 tokens instead of 4)."""
+    for name, body in (
+        ("c.txt", "The cat sat.\nMy dog\n"),
+        ("c.jsonl", '{"text": "The cat sat."}\n{"text": "My dog"}\n'),
+    ):
+        plain, marked = tmp_path / name, tmp_path / f"bom-{name}"
+        plain.write_text(body)
+        marked.write_bytes(b"\xef\xbb\xbf" + body.encode())
+        outs = [tmp_path / f"{f.name}.out" for f in (plain, marked)]
+        for f, out in zip((plain, marked), outs):
+            assert run(["--file", str(f), "--out", str(out)], short_context, tokenizer_dir) == 0
+        assert outs[1].read_bytes() == outs[0].read_bytes(), name
+        assert read_jsonl(outs[1])[0]["n_tokens"] == 4  # "The", " cat", " sat", "."
+    assert list(score_file.input_lines([b"\xef\xbb\xbfa\n", b"\xef\xbb\xbfb\n"])) == [
+        b"a\n",
+        b"\xef\xbb\xbfb\n",
+    ]  # the start only
+
+
+def test_lines_that_stopped_the_run_get_error_records(tmp_path, short_context, tokenizer_dir, capsys):
+    """A lone surrogate ("unexpected TypeError", exit 1, 0 lines written) and 100000 '[' ("unexpected
+    RecursionError") stopped the whole run, and every --resume died the same way."""
+    lines = [
+        json.dumps({"text": "My dog is"}),
+        '{"text": "emoji cut in half \\ud83d"}',
+        "[" * 100000,
+        json.dumps({"text": "The cat sat."}),
+    ]
+    src, out = tmp_path / "c.jsonl", tmp_path / "out.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    assert run(["--file", str(src), "--out", str(out)], short_context, tokenizer_dir) == 0
+    r1, r2, r3, r4 = read_jsonl(out)
+    assert "error" not in r1 and "error" not in r4
+    assert "lone surrogate ('\\ud83d' at character 18)" in r2["error"] and "emoji cut in half" in r2["error"]
+    assert r3 == {"line": 3, "error": score_file.parse_line(b"[" * 100000, "text")[1]}
+    assert "nested too deeply" in r3["error"]
+    assert "scored 4 lines (2 errors" in capsys.readouterr().err
+
+
+def test_a_text_whose_scores_are_not_finite_gets_an_error_record(tmp_path, short_context, tokenizer_dir, monkeypatch):
+    """A NaN score made the writer fail ("Out of range float values are not JSON compliant") and
+    the whole chunk was lost: that line gets an error record, and the others are written."""
+    real = score_file.score_texts
+
+    def one_nan(model, tok, texts, *a, **kw):
+        results = real(model, tok, texts, *a, **kw)
+        for r, text in zip(results, texts):
+            if text == "d e f":
+                r.log_likelihood, r.perplexity = float("nan"), float("nan")
+            if text == "g h i" and r.token_logprobs is not None:
+                r.token_logprobs[-1] = -np.inf
+        return results
+
+    monkeypatch.setattr(score_file, "score_texts", one_nan)
+    src, out = tmp_path / "c.txt", tmp_path / "out.jsonl"
+    src.write_text("a b c\nd e f\ng h i\nj k\n")
+    assert run(["--file", str(src), "--out", str(out), "--token-logprobs"], short_context, tokenizer_dir) == 0
+    records = read_jsonl(out)
+    assert [r["line"] for r in records] == [1, 2, 3, 4]
+    error = "the scores of this text are not finite numbers (NaN or inf)"
+    assert records[1] == {"line": 2, "error": error} and records[2] == {"line": 3, "error": error}
+    assert "error" not in records[0] and "error" not in records[3]

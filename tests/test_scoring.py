@@ -184,6 +184,16 @@ def test_bad_inputs(tiny, tokenizer):
         tiny.score("My dog is", attention_mask=[[1, 1, 1]], tokenizer=tokenizer)
     with pytest.raises(InputError, match="not a token id"):
         tiny.score([[1, 2, 60000]])
+    with pytest.raises(InputError, match=r"text 1 holds a lone surrogate \('\\ud83d'"):  # an emoji cut in half
+        tiny.score(["My dog is", "emoji \ud83d"], tokenizer=tokenizer)
+
+
+def test_cli_refuses_an_argument_that_is_not_utf8(model_dir, tokenizer_dir, capsys):
+    """A byte that is not UTF-8 in argv reaches Python as a lone surrogate (surrogateescape)."""
+    text = b"caf\xe9 au lait".decode("utf-8", "surrogateescape")
+    code = main(["score", "--model", str(model_dir("tiny")), "--tokenizer", str(tokenizer_dir), text])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "lone surrogate ('\\udce9' at character 3)" in err
 
 
 def test_cli_prints_the_library_numbers(tiny, model_dir, tokenizer_dir, capsys):

@@ -7,13 +7,14 @@ a failure in CI).
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
 import pytest
 from conftest import SEED_ATTENTION_MASK, SEED_INPUT_IDS, SEED_SENTENCES
 
-from gpt2np import BatchEncoding, InputError, Tokenizer
+from gpt2np import BatchEncoding, CheckpointError, InputError, Tokenizer
 
 TRICKY = [
     "Hello world",
@@ -213,6 +214,40 @@ def test_text_that_is_not_strings(tok, text):
 def test_encode_takes_a_string(tok, text):
     with pytest.raises(InputError, match="encode takes a string, got"):
         tok.encode(text)
+
+
+def test_a_lone_surrogate_is_refused_with_the_reason(tok):
+    """json.loads('"\\ud83d"') is a str holding half of a UTF-16 pair: no UTF-8 bytes, so no tokens.
+    The `tokenizers` library answers with a bare TypeError; we say what is wrong and where."""
+    cut_emoji = json.loads('"emoji cut in half \\ud83d"')
+    assert cut_emoji.endswith("\ud83d")  # the premise: a lone surrogate in a str
+    with pytest.raises(InputError, match=r"the text holds a lone surrogate \('\\ud83d' at character 18\)"):
+        tok.encode(cut_emoji)
+    with pytest.raises(InputError, match=r"text 1 holds a lone surrogate"):
+        tok(["fine", cut_emoji])
+    with pytest.raises(InputError, match=r"the text holds a lone surrogate"):
+        tok(cut_emoji)
+    whole = json.loads('"emoji whole \\ud83d\\ude00"')  # a surrogate pair: one character, fine
+    assert tok.encode(whole) == tok.encode("emoji whole \U0001f600")
+
+
+@pytest.mark.parametrize(
+    ("filename", "content"),
+    [("vocab.json", '{"a": 1,'), ("vocab.json", "[1, 2]"), ("merges.txt", "#version: 0.2\nonly-one-piece\n")],
+)
+def test_malformed_vocab_or_merges_get_a_clear_error(tokenizer_dir, tmp_path, filename, content):
+    folder = tmp_path / "tok"
+    shutil.copytree(tokenizer_dir, folder)
+    (folder / filename).write_text(content)
+    with pytest.raises(CheckpointError, match=r"are not a readable vocab.json \+ merges.txt pair \(.+\); restore them"):
+        Tokenizer.from_pretrained(folder, verify=False)
+
+
+@pytest.mark.parametrize("content", ["[1, 2", "[]", "{}"])
+def test_a_malformed_tokenizer_json_gets_a_clear_error(tmp_path, content):
+    (tmp_path / "tokenizer.json").write_text(content)
+    with pytest.raises(CheckpointError, match=r"tokenizer.json is not a readable tokenizer.json \(.+\); restore it"):
+        Tokenizer.from_pretrained(tmp_path, verify=False)
 
 
 def test_a_vocabulary_without_endoftext_is_refused(tmp_path):

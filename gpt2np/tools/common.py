@@ -22,6 +22,9 @@ FLAG_NAMES = {
     r"\bdo_sample\b": "--do-sample",
     r"^temperature\b": "--temperature",
     r"^seed\b": "--seed",
+    r"\bbatch_size\b": "--batch-size",
+    r"\bmax_tokens\b": "--max-tokens",
+    r"(?<!-)\bstride\b": "--stride",  # not the "stride" of a "--stride" already in the message
 }
 
 
@@ -73,8 +76,10 @@ def add_model_args(p: argparse.ArgumentParser, default_fill: str = "min") -> Non
 
 
 def load_model_and_tokenizer(args: argparse.Namespace) -> tuple[GPT2, Tokenizer]:
-    tok = Tokenizer.from_pretrained(args.tokenizer or args.model, verify=not args.no_verify)
+    # The model first: what is wrong with the model folder (a pickle only, a broken config.json)
+    # is then reported as such, not as a tokenizer file the folder lacks.
     model = GPT2.from_pretrained(args.model, dtype=args.dtype, mask_fill=args.mask_fill, verify=not args.no_verify)
+    tok = Tokenizer.from_pretrained(args.tokenizer or args.model, verify=not args.no_verify)
     if model.config.vocab_size < tok.vocab_size:
         raise InputError(
             f"the tokenizer has {tok.vocab_size} tokens but the model only {model.config.vocab_size}; "

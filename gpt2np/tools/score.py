@@ -9,7 +9,8 @@ import sys
 import numpy as np
 
 from ..errors import InputError
-from ..scoring import Scores, score
+from ..hub import resolve_model_files
+from ..scoring import Scores, check_stride, score
 from . import score_file
 from .common import add_model_args, load_model_and_tokenizer, read_prompts
 
@@ -37,7 +38,11 @@ def add_parser(sub) -> None:
         "--text-field is given; '-' reads stdin",
     )
     f.add_argument("--text-field", default=None, help="the JSONL field that holds the text (default: text)")
-    f.add_argument("--out", help="where to write the JSON lines (default: stdout)")
+    f.add_argument(
+        "--out",
+        help="where to write the JSON lines (default: stdout); written as OUT.part and renamed to OUT when done, "
+        "with the run's settings in OUT.meta.json (for --resume)",
+    )
     f.add_argument("--batch-size", type=int, default=8, help="at most this many texts per forward pass (default: 8)")
     f.add_argument(
         "--max-tokens",
@@ -52,7 +57,9 @@ def add_parser(sub) -> None:
         "--strict", action="store_true", help="stop at the first bad line instead of writing an error record"
     )
     f.add_argument(
-        "--resume", action="store_true", help="continue an interrupted run: keep the lines in --out, score the rest"
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run (OUT.part) with the same settings: keep its records, score the rest",
     )
     f.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(run=cmd_score)
@@ -143,18 +150,39 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_score_file(args: argparse.Namespace) -> int:
     if args.texts:
         raise InputError("give texts as arguments or a --file, not both")
-    score_file.check_paths(args.file, args.out, args.resume)  # before the model is loaded
-    model, tok = load_model_and_tokenizer(args)
     jsonl = score_file.is_jsonl(args.file, args.text_field)
     opts = score_file.Options(
-        text_field=(args.text_field or "text") if jsonl else None,
+        text_field=(args.text_field if args.text_field is not None else "text") if jsonl else None,
         batch_size=args.batch_size,
         max_tokens=args.max_tokens,
         stride=args.stride,
         token_logprobs=args.token_logprobs,
         strict=args.strict,
     )
-    done = score_file.run(model, tok, args.file, args.out, opts, resume=args.resume, show_progress=not args.no_progress)
+    # Every check that needs no model comes before the model is loaded, and every check before
+    # any output is opened: a bad option never costs an existing --out a byte.
+    score_file.check_options(opts)
+    score_file.check_paths(args.file, args.out, args.resume)
+    with score_file.output_lock(args.out):  # a second run on the same --out refuses here
+        model, tok = load_model_and_tokenizer(args)
+        if opts.stride is not None:
+            check_stride(opts.stride, model.config.n_positions)
+        settings = None
+        if args.out is not None:
+            checkpoint = resolve_model_files(args.model, verify=False)[
+                "model.safetensors"
+            ]  # found already: no download
+            settings = score_file.run_settings(model, tok, checkpoint, opts)
+        done = score_file.run(
+            model,
+            tok,
+            args.file,
+            args.out,
+            opts,
+            resume_run=args.resume,
+            show_progress=not args.no_progress,
+            settings=settings,
+        )
     resumed = f"lines 1-{done['resumed_after']} were already done; " if done["resumed_after"] else ""
     sys.stderr.write(
         f"{resumed}scored {done['lines']} lines ({done['errors']} errors, {done['tokens']} tokens scored)"
