@@ -97,6 +97,8 @@ GENERATION_SETTINGS = {
     "beams3-eos": dict(num_beams=3, num_return_sequences=3, eos_token_id="in-play"),
     "beams4-eos-early": dict(num_beams=4, num_return_sequences=2, early_stopping=True, eos_token_id="in-play"),
     "beams3-eos-never-lp-0.5": dict(num_beams=3, early_stopping="never", length_penalty=-0.5, eos_token_id="in-play"),
+    "beams2-eos-never": dict(num_beams=2, early_stopping="never", eos_token_id="in-play"),
+    "beams4-r2-eos-never-lp2": dict(num_beams=4, num_return_sequences=2, early_stopping="never", length_penalty=2.0, eos_token_id="in-play"),
     "greedy-repetition1.3": dict(repetition_penalty=1.3),
     "greedy-repetition0.7": dict(repetition_penalty=0.7),
     "beams3-repetition1.3": dict(num_beams=3, repetition_penalty=1.3),
@@ -114,6 +116,16 @@ GENERATION_SETTINGS = {
         eos_token_id="in-play",
     ),
 }  # fmt: skip
+# Runs for one case only. With early_stopping=True a row whose K finished slots are full takes
+# no more, even a better sequence found later: this eos on odd/random is where that shows (found
+# by trying the tokens of its beams; most settings never meet the case).
+GENERATION_EXTRA = {
+    "odd/random": {
+        "beams5-r2-lp2-early-eos888": dict(
+            num_beams=5, num_return_sequences=2, length_penalty=2.0, early_stopping=True, eos_token_id=888
+        )
+    },
+}
 GENERATION_CASES = ["tiny/seed", "tiny/random", "small-outliers/seed", "odd/random", "gpt2-shaped/seed"]
 GENERATION_ON_124M = ["beams3-eos", "greedy-bad-words", "beams3-ngram2"]  # the 124M shape: a few, it is slow
 PAD = 1  # finished rows get this id (not 0: transformers' beam search fills with eos when the pad id is 0)
@@ -247,7 +259,7 @@ def free_stops(free: np.ndarray, T: int, hf_tok) -> list[str]:
 def generation(arrays: dict, meta: dict, name: str, key: str, model, t_ids, t_mask, hf_tok) -> None:
     """Every GENERATION_SETTINGS run of transformers on one (model, batch) case."""
     T = t_ids.shape[1]
-    for setting, settings in GENERATION_SETTINGS.items():
+    for setting, settings in {**GENERATION_SETTINGS, **GENERATION_EXTRA.get(key, {})}.items():
         if name == "gpt2-shaped" and setting not in GENERATION_ON_124M:
             continue
         if settings.get("stop_strings") and name == "odd":
