@@ -170,17 +170,17 @@ MUTANTS = [
       "tests/test_generation.py::test_lengths_prompt_included"),
     # --- sampling --------------------------------------------------------------------------
     m("temperature-multiplies", "gpt2np/sampling.py",
-      "return logits / np.asarray(temperature, dtype=logits.dtype)", "return logits * np.asarray(temperature, dtype=logits.dtype)",
+      "        scaled = logits / t  # [B, V]", "        scaled = logits * t  # [B, V]",
       "tests/test_sampling.py::test_temperature_divides_the_logits"),
     m("top-p-before-top-k", "gpt2np/sampling.py",
-      "    logits = top_k_filter(logits, top_k)\n    return top_p_filter(logits, top_p)",
-      "    logits = top_p_filter(logits, top_p)\n    return top_k_filter(logits, top_k)",
+      "    logits = top_k_filter(logits, top_k)\n    logits = top_p_filter(logits, top_p)\n",
+      "    logits = top_p_filter(logits, top_p)\n    logits = top_k_filter(logits, top_k)\n",
       "tests/test_sampling.py::test_top_k_comes_before_top_p"),
     m("temperature-after-the-filters", "gpt2np/sampling.py",
       "    if temperature != 1.0:\n        logits = apply_temperature(logits, temperature)\n"
-      "    logits = top_k_filter(logits, top_k)\n    return top_p_filter(logits, top_p)",
+      "    logits = top_k_filter(logits, top_k)\n    logits = top_p_filter(logits, top_p)\n",
       "    logits = top_p_filter(top_k_filter(logits, top_k), top_p)\n"
-      "    return apply_temperature(logits, temperature) if temperature != 1.0 else logits",
+      "    if temperature != 1.0:\n        logits = apply_temperature(logits, temperature)\n",
       "tests/test_sampling.py::test_temperature_comes_before_top_p"),
     m("top-p-strict-inequality", "gpt2np/sampling.py",
       "drop_sorted = cumulative <= (1 - top_p)", "drop_sorted = cumulative < (1 - top_p)",
