@@ -21,9 +21,10 @@ One step, for each prompt (row) of the batch, independently of the others:
      prompt is never run again) and the new tokens go through the model in one pass of
      B * K rows
   6. a row is done when its finished list cannot improve any more: with early_stopping=True
-     as soon as it holds K sequences; with False when the best running beam, normalised at its
-     current length, cannot beat the worst finished one; with "never" only when no running
-     beam could, at the best length it might still reach (the textbook beam search)
+     as soon as it holds K sequences; with False when it holds K and the best running beam,
+     normalised at its current length, cannot beat the worst of them; with "never" the same,
+     but a length_penalty > 0 is applied at the longest length the beam could still reach
+     (with "never" and length_penalty=0 this is the textbook beam search)
 
 Returned: each row's num_return_sequences best finished sequences, best first.
 

@@ -10,6 +10,13 @@ same tokens alone or in a batch.
 Each step: the logits of the last position -> the logits processors (processors.py:
 repetition penalty, n-gram ban, bad words, minimum length) -> greedy argmax, or the warpers and
 a random draw (sampling.py). With num_beams > 1 the steps are beam search's (beam_search.py).
+
+Where gpt2np differs from transformers, on purpose: what follows a finished row or beam is
+always pad_token_id (transformers' beam search writes eos there when the pad id is 0, and -1
+when there is no eos; its greedy search lets a row that met a stop string run on when there is
+no eos); settings it only warns about or silently drops are refused (min_new_tokens beyond the
+limit, a bad word that is the eos alone); a prompt runs once, not once per beam or per
+returned sequence (its keys and values are copied: KVCache.repeat_rows).
 """
 
 from __future__ import annotations
