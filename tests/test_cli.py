@@ -228,27 +228,20 @@ def test_stdin_through_a_real_pipe(tiny, tokenizer_dir, tiny_model, gen_tok):
     assert (result.returncode, result.stdout) == (0, "My dog is" + gen_tok.decode(new, skip_special_tokens=True) + "\n")
 
 
-def test_beam_search_prints_each_prompts_best_sequences_at_the_end(capsys, tiny, tokenizer_dir, tiny_model, gen_tok):
+@pytest.fixture
+def generate_tiny(capsys, tiny, tokenizer_dir):
+    """generate_tiny(*args): `gpt2np generate ARGS` on the tiny model with GPT-2's tokenizer -> (exit code, stdout, stderr)."""
+    return lambda *args: run(capsys, "generate", *args, "--model", str(tiny), "--tokenizer", str(tokenizer_dir))
+
+
+def test_beam_search_prints_each_prompts_best_sequences_at_the_end(generate_tiny, tiny_model, gen_tok):
     flags = ["--num-beams", "4", "--num-return-sequences", "2", "--length-penalty", "0.5", "--early-stopping", "never"]
-    code, out, err = run(
-        capsys,
-        "generate",
-        *PROMPTS,
-        "--model",
-        str(tiny),
-        "--tokenizer",
-        str(tokenizer_dir),
-        "--max-new-tokens",
-        "6",
-        *flags,
-    )
+    code, out, err = generate_tiny(*PROMPTS, "--max-new-tokens", "6", *flags)
     assert (code, err) == (0, "")
     settings = dict(max_new_tokens=6, num_beams=4, num_return_sequences=2, length_penalty=0.5, early_stopping="never")
     assert out == expected_batch_output(tiny_model, gen_tok, PROMPTS, **settings)
     assert out.count("---\n") == 5  # 3 prompts x 2 sequences
-    one = run(
-        capsys, "generate", PROMPTS[2], "--model", str(tiny), "--tokenizer", str(tokenizer_dir), "--num-beams", "3"
-    )
+    one = generate_tiny(PROMPTS[2], "--num-beams", "3")
     assert one[1] == expected_batch_output(tiny_model, gen_tok, PROMPTS[2:], num_beams=3)  # not streamed: printed whole
 
 
@@ -266,19 +259,8 @@ def test_beam_search_prints_each_prompts_best_sequences_at_the_end(capsys, tiny,
         ),
     ],
 )
-def test_processor_flags_reach_generate(capsys, tiny, tokenizer_dir, tiny_model, gen_tok, flags, settings):
-    code, out, err = run(
-        capsys,
-        "generate",
-        *PROMPTS,
-        "--model",
-        str(tiny),
-        "--tokenizer",
-        str(tokenizer_dir),
-        "--max-new-tokens",
-        "8",
-        *flags,
-    )
+def test_processor_flags_reach_generate(generate_tiny, tiny_model, gen_tok, flags, settings):
+    code, out, err = generate_tiny(*PROMPTS, "--max-new-tokens", "8", *flags)
     assert (code, err) == (0, "")
     if "stop_strings" in settings:
         settings["tokenizer"] = gen_tok
@@ -288,19 +270,8 @@ def test_processor_flags_reach_generate(capsys, tiny, tokenizer_dir, tiny_model,
         assert out != expected_batch_output(tiny_model, gen_tok, PROMPTS, max_new_tokens=8)  # the flag did something
 
 
-def test_logprobs_prints_each_token_with_its_log_probability(capsys, tiny, tokenizer_dir, tiny_model, gen_tok):
-    code, out, err = run(
-        capsys,
-        "generate",
-        PROMPTS[2],
-        "--model",
-        str(tiny),
-        "--tokenizer",
-        str(tokenizer_dir),
-        "--max-new-tokens",
-        "3",
-        "--logprobs",
-    )
+def test_logprobs_prints_each_token_with_its_log_probability(generate_tiny, tiny_model, gen_tok):
+    code, out, err = generate_tiny(PROMPTS[2], "--max-new-tokens", "3", "--logprobs")
     assert (code, err) == (0, "")
     ids = gen_tok.encode(PROMPTS[2])
     res = tiny_model.generate(np.array([ids]), max_new_tokens=3, return_dict_in_generate=True, output_scores=True)
@@ -313,9 +284,9 @@ def test_logprobs_prints_each_token_with_its_log_probability(capsys, tiny, token
     assert lines[5] == f"  sum {logp.sum():.3f} over 3 new tokens"
 
 
-def test_logprobs_with_beams_name_the_beam_each_token_extended(capsys, tiny, tokenizer_dir, tiny_model, gen_tok):
-    args = ["generate", PROMPTS[0], "--model", str(tiny), "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "4"]
-    code, out, err = run(capsys, *args, "--num-beams", "3", "--num-return-sequences", "2", "--logprobs")
+def test_logprobs_with_beams_name_the_beam_each_token_extended(generate_tiny, tiny_model, gen_tok):
+    flags = ["--max-new-tokens", "4", "--num-beams", "3", "--num-return-sequences", "2", "--logprobs"]
+    code, out, err = generate_tiny(PROMPTS[0], *flags)
     assert (code, err) == (0, "")
     res = tiny_model.generate(
         np.array([gen_tok.encode(PROMPTS[0])]), max_new_tokens=4, num_beams=3, num_return_sequences=2,
