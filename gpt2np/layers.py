@@ -115,6 +115,19 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return x
 
 
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """log(softmax(x)) along the last axis, [N, V] -> [N, V] in x's dtype: x - max - log(sum(exp(x - max))).
+
+    Computed from the shifted logits, not as log() of softmax's output: a probability that
+    underflows to 0 would become -inf, when its log is a perfectly ordinary -120. The sum is
+    accumulated in float64 (50257 terms); the result is rounded once to x's dtype.
+    """
+    m = x.max(axis=-1, keepdims=True)  # [N, 1]
+    shifted = x - m  # [N, V] <= 0: exp never overflows
+    total = np.exp(shifted).sum(axis=-1, keepdims=True, dtype=np.float64)  # [N, 1] >= 1
+    return shifted - np.log(total).astype(x.dtype)  # [N, V]
+
+
 SUM_CHUNK = 128  # longest float32 running sum in the output layer (see lm_head)
 VOCAB_BLOCK = 4096  # vocabulary columns per block: a [rows, 4096] partial result stays in cache
 

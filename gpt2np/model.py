@@ -359,11 +359,21 @@ class GPT2:
             scale /= layer + 1
         return scale
 
-    def generate(self, input_ids: ArrayLike, attention_mask: ArrayLike | None = None, **kwargs: Any) -> np.ndarray:
-        """Greedy or sampled continuation of a (left-padded) batch; see generation.generate."""
+    def generate(self, input_ids: ArrayLike, attention_mask: ArrayLike | None = None, **kwargs: Any) -> Any:
+        """Greedy, sampled or beam-search continuation of a (left-padded) batch: the ids, or a
+        GenerateOutput with return_dict_in_generate=True; see generation.generate."""
         from .generation import generate
 
         return generate(self, input_ids, attention_mask=attention_mask, **kwargs)
+
+    def compute_transition_scores(
+        self, sequences: ArrayLike, scores: Any, beam_indices: ArrayLike | None = None, normalize_logits: bool = False
+    ) -> np.ndarray:
+        """Each generated token's score (its log-prob with normalize_logits=True, or with beams), as
+        transformers' method of that name; see generation.compute_transition_scores."""
+        from .generation import compute_transition_scores
+
+        return compute_transition_scores(sequences, scores, beam_indices, normalize_logits)
 
     @property
     def num_parameters(self) -> int:

@@ -60,6 +60,7 @@ from gpt2np import (
     GPT2,
     CheckpointError,
     ConfigError,
+    GPT2Config,
     InputError,
     ModelError,
     ModelNotFoundError,
@@ -67,6 +68,12 @@ from gpt2np import (
     hub,
 )
 from gpt2np.ray import actor_cpus
+from gpt2np.tools.random_model import random_tensors
+from gpt2np.weights import weights_from_tensors
+
+T_GEN = f"{T_INPUTS}::test_bad_generation_settings_are_refused_by_name"
+# more token ids than GPT-2's tokenizer has
+BIG_VOCAB = GPT2Config(vocab_size=60000, n_positions=16, n_embd=8, n_layer=1, n_head=2)
 
 
 def overflowing_model():
@@ -293,6 +300,46 @@ CASES = [
         ("a hook that writes NaN or inf", ModelError,
          lambda: MODEL.run_with_hooks(IDS, fwd_hooks=[("blocks.1.hook_mlp_out", lambda a, n: a * np.inf)]),
          "test_model.py::test_a_hook_that_writes_nan_is_named_even_under_a_minus_inf_fill"),
+        ("temperature that the logits' dtype rounds to 0 (1e-50 in float32; 1e-38 is fine: greedy)", InputError,
+         lambda: MODEL.generate(IDS, max_new_tokens=1, do_sample=True, temperature=1e-50),
+         f"{T_INPUTS}::test_bad_generation_settings_are_refused_by_name, test_generation.py::test_a_tiny_temperature_samples_the_greedy_token"),
+        ("num_beams < 1", InputError, lambda: MODEL.generate(IDS, max_new_tokens=1, num_beams=0), T_GEN),
+        ("num_return_sequences > num_beams (beam search)", InputError,
+         lambda: MODEL.generate(IDS, max_new_tokens=1, num_beams=2, num_return_sequences=3), T_GEN),
+        ("num_return_sequences < 1", InputError, lambda: MODEL.generate(IDS, max_new_tokens=1, num_return_sequences=0), T_GEN),
+        ("num_return_sequences > 1 with greedy decoding (transformers refuses it too)", InputError,
+         lambda: MODEL.generate(IDS, max_new_tokens=1, num_return_sequences=2), T_GEN),
+        ("beam search with do_sample=True (beam sampling is not implemented)", InputError,
+         lambda: MODEL.generate(IDS, max_new_tokens=1, num_beams=2, do_sample=True), T_GEN),
+        ("length_penalty not a finite number", InputError,
+         lambda: MODEL.generate(IDS, max_new_tokens=1, num_beams=2, length_penalty=float("inf")), T_GEN),
+        ("early_stopping not True, False or 'never'", InputError,
+         lambda: MODEL.generate(IDS, max_new_tokens=1, num_beams=2, early_stopping="yes"), T_GEN),
+        ("repetition_penalty <= 0", InputError, lambda: MODEL.generate(IDS, max_new_tokens=1, repetition_penalty=0), T_GEN),
+        ("no_repeat_ngram_size < 0", InputError, lambda: MODEL.generate(IDS, max_new_tokens=1, no_repeat_ngram_size=-1), T_GEN),
+        ("min_new_tokens beyond the length limit (transformers only warns)", InputError,
+         lambda: MODEL.generate(IDS, max_new_tokens=3, min_new_tokens=5), T_GEN),
+        ("min_length beyond the length limit", InputError, lambda: MODEL.generate(IDS, max_new_tokens=3, min_length=12), T_GEN),
+        ("min_p outside [0, 1]", InputError, lambda: MODEL.generate(IDS, max_new_tokens=1, do_sample=True, min_p=1.5), T_GEN),
+        ("bad_words_ids not a list of lists of ids", InputError, lambda: MODEL.generate(IDS, max_new_tokens=1, bad_words_ids=[1, 2]), T_GEN),
+        ("bad_words_ids with an id outside the vocabulary", InputError,
+         lambda: MODEL.generate(IDS, max_new_tokens=1, bad_words_ids=[[5, 100]]), T_GEN),
+        ("bad_words_ids holding the eos alone (transformers silently drops that word)", InputError,
+         lambda: MODEL.generate(IDS, max_new_tokens=1, bad_words_ids=[[99]]), T_GEN),
+        ("stop_strings empty or not strings", InputError, lambda: MODEL.generate(IDS, max_new_tokens=1, stop_strings=["ok", ""]), T_GEN),
+        ("stop_strings without tokenizer=", InputError, lambda: MODEL.generate(IDS, max_new_tokens=1, stop_strings="."), T_GEN),
+        ("a tokenizer smaller than the model's vocabulary, for stop_strings", InputError,
+         lambda: GPT2(BIG_VOCAB, weights_from_tensors(random_tensors(BIG_VOCAB, seed=1), BIG_VOCAB)).generate(
+             IDS, max_new_tokens=1, stop_strings=".", tokenizer=tokenizer()),
+         f"{T_INPUTS}::test_a_tokenizer_smaller_than_the_model_cannot_match_stop_strings"),
+        ("return_dict_in_generate / output_scores / output_logits not booleans", InputError,
+         lambda: MODEL.generate(IDS, max_new_tokens=1, output_scores=1), T_GEN),
+        ("a streamer that is neither a function nor has .put", InputError,
+         lambda: MODEL.generate(IDS, max_new_tokens=1, streamer=object()),
+         "test_generation.py::test_a_streamer_that_is_not_one_is_refused_before_any_work"),
+        ("a streamer with beam search (transformers refuses it too)", InputError,
+         lambda: MODEL.generate(IDS, max_new_tokens=1, num_beams=2, streamer=print),
+         "test_generation.py::test_a_streamer_that_is_not_one_is_refused_before_any_work"),
         ("mask_fill positive", InputError, lambda: GPT2(CONFIG, MODEL.weights, mask_fill=1.0), f"{T_INPUTS}::test_a_positive_or_zero_mask_fill_is_refused"),
         ("mask_fill zero", InputError, lambda: GPT2(CONFIG, MODEL.weights, mask_fill=0), f"{T_INPUTS}::test_a_positive_or_zero_mask_fill_is_refused"),
         ("mask_fill NaN", InputError, lambda: GPT2(CONFIG, MODEL.weights, mask_fill=float("nan")), f"{T_INPUTS}::test_a_nan_mask_fill_is_refused"),
@@ -368,6 +415,8 @@ CASES = [
          "test_score_cli.py::test_a_one_token_text_says_there_is_nothing_to_score"),
         ("`score` of a text longer than the context", InputError, lambda: cli_error("score", " ".join(["word"] * 70), "--model", TINY),
          "test_score_cli.py::test_a_text_longer_than_the_context_gets_scores_advice"),
+        ("`--bad-words` text with no tokens (exit 1)", InputError,
+         lambda: cli_error("generate", "x", "--model", TINY, "--tokenizer", TOK, "--bad-words", ""), f"{T_CLI}::test_bad_values"),
         ("a tokenizer larger than the model's vocabulary", InputError,
          lambda: cli_error("generate", "x", "--model", str(GOOD), "--tokenizer", TOK), f"{T_CLI}::test_a_tokenizer_larger_than_the_model"),
         ("any other exception (a bug) (exit 1)", RuntimeError, lambda: cli_unexpected(), f"{T_CLI}::test_an_unexpected_exception_is_still_one_line"),

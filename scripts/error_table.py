@@ -57,6 +57,10 @@ non-zero exit (2 for a malformed command line, 1 for anything else), and no trac
 Choices made:
 - 1-D `input_ids` are one sequence (as in transformers' forward); the outputs then drop the batch axis.
 - Right padding given to `generate` is refused (transformers warns and then generates from a pad position).
+- Generation settings that transformers accepts with a warning, or drops silently, are refused:
+  `min_new_tokens` / `min_length` beyond the length limit (it warns), `bad_words_ids` holding
+  the eos token alone (it drops that word). A tiny temperature is greedy decoding, not NaN; one
+  the logits' dtype rounds to 0 is refused.
 - `mask_fill` is `"-inf"`, `"-1e9"`, `"min"` (transformers' choice, the default) or a negative number.
 - Known files (gpt2's model.safetensors: 548105171 bytes, sha256 248dfc39…a707; the tokenizer's
   vocab.json and merges.txt) and every large file whose sha256 the hub announced are checked

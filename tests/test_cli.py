@@ -228,6 +228,96 @@ def test_stdin_through_a_real_pipe(tiny, tokenizer_dir, tiny_model, gen_tok):
     assert (result.returncode, result.stdout) == (0, "My dog is" + gen_tok.decode(new, skip_special_tokens=True) + "\n")
 
 
+@pytest.fixture
+def generate_tiny(capsys, tiny, tokenizer_dir):
+    """generate_tiny(*args): `gpt2np generate ARGS` on the tiny model with GPT-2's tokenizer -> (exit code, stdout, stderr)."""
+    return lambda *args: run(capsys, "generate", *args, "--model", str(tiny), "--tokenizer", str(tokenizer_dir))
+
+
+def test_beam_search_prints_each_prompts_best_sequences_at_the_end(generate_tiny, tiny_model, gen_tok):
+    flags = ["--num-beams", "4", "--num-return-sequences", "2", "--length-penalty", "0.5", "--early-stopping", "never"]
+    code, out, err = generate_tiny(*PROMPTS, "--max-new-tokens", "6", *flags)
+    assert (code, err) == (0, "")
+    settings = dict(max_new_tokens=6, num_beams=4, num_return_sequences=2, length_penalty=0.5, early_stopping="never")
+    assert out == expected_batch_output(tiny_model, gen_tok, PROMPTS, **settings)
+    assert out.count("---\n") == 5  # 3 prompts x 2 sequences
+    one = generate_tiny(PROMPTS[2], "--num-beams", "3")
+    assert one[1] == expected_batch_output(tiny_model, gen_tok, PROMPTS[2:], num_beams=3)  # not streamed: printed whole
+
+
+@pytest.mark.parametrize(
+    "flags, settings",
+    [
+        (["--repetition-penalty", "1.4"], dict(repetition_penalty=1.4)),
+        (["--no-repeat-ngram-size", "2", "--num-beams", "2"], dict(no_repeat_ngram_size=2, num_beams=2)),
+        (["--bad-words", " hemisphere", "Jake"], dict(bad_words_ids=[[33169], [43930]])),
+        (["--stop", "flow", "abnorm"], dict(stop_strings=["flow", "abnorm"])),
+        (["--min-new-tokens", "3"], dict(min_new_tokens=3)),
+        (
+            ["--do-sample", "--seed", "2", "--min-p", "0.2", "--num-return-sequences", "2"],
+            dict(do_sample=True, seed=2, min_p=0.2, num_return_sequences=2),
+        ),
+    ],
+)
+def test_processor_flags_reach_generate(generate_tiny, tiny_model, gen_tok, flags, settings):
+    code, out, err = generate_tiny(*PROMPTS, "--max-new-tokens", "8", *flags)
+    assert (code, err) == (0, "")
+    if "stop_strings" in settings:
+        settings["tokenizer"] = gen_tok
+    expected = expected_batch_output(tiny_model, gen_tok, PROMPTS, max_new_tokens=8, **settings)
+    assert out == expected
+    if "min_new_tokens" not in settings:  # (the model's eos, 50256, never comes here: nothing to hold back)
+        assert out != expected_batch_output(tiny_model, gen_tok, PROMPTS, max_new_tokens=8)  # the flag did something
+
+
+def test_logprobs_prints_each_token_with_its_log_probability(generate_tiny, tiny_model, gen_tok):
+    code, out, err = generate_tiny(PROMPTS[2], "--max-new-tokens", "3", "--logprobs")
+    assert (code, err) == (0, "")
+    ids = gen_tok.encode(PROMPTS[2])
+    res = tiny_model.generate(np.array([ids]), max_new_tokens=3, return_dict_in_generate=True, output_scores=True)
+    logp = tiny_model.compute_transition_scores(res.sequences, res.scores, normalize_logits=True)[0]
+    lines = out.splitlines()
+    assert lines[0] == gen_tok.decode(res.sequences[0])
+    assert lines[1].split() == ["new", "token", "id", "log", "p"]
+    for line, token, lp in zip(lines[2:5], res.sequences[0, 3:], logp):
+        assert line.split()[1:] == [str(token), f"{lp:.3f}"]
+    assert lines[5] == f"  sum {logp.sum():.3f} over 3 new tokens"
+
+
+def test_logprobs_with_beams_name_the_beam_each_token_extended(generate_tiny, tiny_model, gen_tok):
+    flags = ["--max-new-tokens", "4", "--num-beams", "3", "--num-return-sequences", "2", "--logprobs"]
+    code, out, err = generate_tiny(PROMPTS[0], *flags)
+    assert (code, err) == (0, "")
+    res = tiny_model.generate(
+        np.array([gen_tok.encode(PROMPTS[0])]), max_new_tokens=4, num_beams=3, num_return_sequences=2,
+        return_dict_in_generate=True, output_scores=True,
+    )  # fmt: skip
+    logp = tiny_model.compute_transition_scores(res.sequences, res.scores, res.beam_indices)
+    first, second = out.split("---\n")
+    for text, row in ((first, 0), (second, 1)):
+        lines = text.splitlines()
+        assert lines[1].split()[-2:] == ["from", "beam"]
+        for line, lp, beam in zip(lines[2:6], logp[row], res.beam_indices[row]):
+            assert line.split()[-2:] == [f"{lp:.3f}", str(beam % 3)]
+        assert lines[6].endswith(f"/ 4 ** 1.0 = {res.sequences_scores[row]:.3f}")
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--length-penalty", "2"], "--length-penalty only applies with --num-beams > 1"),
+        (
+            ["--early-stopping", "true", "--length-penalty", "0"],
+            "--length-penalty, --early-stopping only apply with --num-beams > 1",
+        ),
+    ],
+)
+def test_beam_flags_without_beams_are_warned_about(capsys, tiny, flags, named):
+    code, out, err = run(capsys, "generate", "My dog is", "--model", str(tiny), "--max-new-tokens", "3", *flags)
+    assert code == 0 and out == run(capsys, "generate", "My dog is", "--model", str(tiny), "--max-new-tokens", "3")[1]
+    assert err == f"gpt2np generate: warning: {named}; without it, there is no beam search\n"
+
+
 # --- generate: errors --------------------------------------------------------------------
 
 
@@ -394,6 +484,17 @@ def test_a_tokenizer_larger_than_the_model(capsys, model_dir, tokenizer_dir):
         (["--mask-fill", "5"], "--mask-fill=5.0 would not mask anything"),
         (["--mask-fill", "0"], "would not mask anything"),
         (["--mask-fill", "nan"], "is NaN"),
+        (["--num-beams", "0"], "--num-beams must be an integer >= 1"),
+        (["--num-beams", "2", "--num-return-sequences", "3"], "--num-return-sequences=3 is more than --num-beams=2"),
+        (["--num-return-sequences", "2"], "--num-return-sequences=2 with greedy decoding"),
+        (["--num-beams", "2", "--do-sample"], "beam search with --do-sample (beam sampling) is not implemented"),
+        (["--repetition-penalty", "0"], "--repetition-penalty must be a number > 0"),
+        (["--no-repeat-ngram-size", "-2"], "--no-repeat-ngram-size must be an integer >= 0"),
+        (["--max-new-tokens", "3", "--min-new-tokens", "5"], "--min-new-tokens=5 asks for at least 5 new tokens"),
+        (["--do-sample", "--min-p", "2"], "--min-p must be a number in [0, 1]"),
+        (["--bad-words", ""], "--bad-words '' has no tokens"),
+        (["--stop", ""], "--stop must be a non-empty string"),
+        (["--do-sample", "--temperature", "1e-50"], "--temperature=1e-50 is 0.0 in float32"),
     ],
 )
 def test_bad_values(capsys, tiny, tokenizer_dir, flags, phrase):
@@ -403,7 +504,16 @@ def test_bad_values(capsys, tiny, tokenizer_dir, flags, phrase):
     assert code == 1
     assert out == ""  # a refused call prints nothing, not even the prompt
     assert_one_line_error(err, phrase)
-    for keyword in ("max_new_tokens", "max_length", "top_p", "top_k", "mask_fill", "do_sample"):
+    for keyword in (
+        "max_new_tokens",
+        "max_length",
+        "top_p",
+        "top_k",
+        "mask_fill",
+        "do_sample",
+        "num_beams",
+        "stop_strings",
+    ):
         assert keyword not in err  # a command-line user knows flags, not Python keywords
 
 

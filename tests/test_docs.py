@@ -1,7 +1,7 @@
 """docs/how-it-works.md shows real output: every command block is re-run and compared.
 
 The `gpt2np explain` blocks are compared character for character by tests/test_explain.py.
-The others here: building the test model, the mask picture, `score` and `crosscheck`. Their
+The others here: building the test model, the mask picture, `score`, `generate` and `crosscheck`. Their
 numbers come from float32 matrix products whose last digits depend on the BLAS and the thread
 count, so a printed number may differ from a re-run by one unit of its last printed digit
 (`score` prints only digits that mean something, so that is all the slack it needs);
@@ -66,7 +66,7 @@ def run_cli(capsys, command: str, model_dir) -> str:
 
 def test_every_block_is_checked():
     """A new kind of block needs a test: none may go unchecked."""
-    kinds = {"gpt2np explain", "gpt2np plot", "gpt2np score", "gpt2np crosscheck", "python -c"}
+    kinds = {"gpt2np explain", "gpt2np plot", "gpt2np score", "gpt2np crosscheck", "gpt2np generate", "python -c"}
     for command, _ in console_blocks():
         assert any(command.startswith(k) for k in kinds), f"no test re-runs `{command}`: add one to tests/test_docs.py"
     assert len(console_blocks()) >= 13
@@ -85,6 +85,14 @@ def test_the_build_command_builds_the_test_model(tmp_path, model_dir):
 def test_score_blocks(capsys, model_dir):
     blocks = [b for b in console_blocks() if b[0].startswith("gpt2np score")]
     assert blocks
+    for command, shown in blocks:
+        assert_same_output(shown, run_cli(capsys, command, model_dir), what=command)
+
+
+def test_generate_blocks(capsys, model_dir):
+    """Greedy and beam search with --logprobs: the same tokens and beams, log-probs to their last digit."""
+    blocks = [b for b in console_blocks() if b[0].startswith("gpt2np generate")]
+    assert len(blocks) >= 2 and any("--num-beams" in command for command, _ in blocks)
     for command, shown in blocks:
         assert_same_output(shown, run_cli(capsys, command, model_dir), what=command)
 

@@ -141,3 +141,188 @@ def test_overflowing_logits_stop_generation_with_a_clear_error(overflowing_model
     huge = GPT2.from_pretrained(overflowing_model_dir)
     with pytest.raises(ModelError, match=r"non-finite at ln_final\.hook_normalized.*outgrew float32"):
         huge.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=2)
+
+
+# --- scores out ------------------------------------------------------------------------------
+
+
+def test_scores_and_logits_out(tiny):
+    out = tiny.generate(
+        SEED_INPUT_IDS,
+        attention_mask=SEED_ATTENTION_MASK,
+        max_new_tokens=5,
+        return_dict_in_generate=True,
+        output_scores=True,
+        output_logits=True,
+    )
+    np.testing.assert_array_equal(
+        out.sequences, tiny.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=5)
+    )
+    assert out["sequences"] is out.sequences
+    assert len(out.scores) == len(out.logits) == 5 and out.scores[0].shape == (3, tiny.config.vocab_size)
+    for scores, logits in zip(out.scores, out.logits):  # greedy without processors: the scores are the logits
+        np.testing.assert_array_equal(scores, logits)
+    assert out.beam_indices is None and out.sequences_scores is None
+    plain = tiny.generate(
+        SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=5, return_dict_in_generate=True
+    )
+    assert plain.scores is None and plain.logits is None
+
+
+def test_transition_scores_are_the_chosen_tokens_log_probs(tiny):
+    from gpt2np.layers import log_softmax
+
+    out = tiny.generate(
+        SEED_INPUT_IDS,
+        attention_mask=SEED_ATTENTION_MASK,
+        max_new_tokens=4,
+        return_dict_in_generate=True,
+        output_scores=True,
+    )
+    got = tiny.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+    assert got.shape == (3, 4)
+    for step, scores in enumerate(out.scores):
+        expected = log_softmax(scores.astype(np.float64))[np.arange(3), out.sequences[:, 8 + step]]
+        np.testing.assert_allclose(got[:, step], expected, atol=1e-5)
+    raw = tiny.compute_transition_scores(out.sequences, out.scores)  # the logits themselves
+    np.testing.assert_array_equal(raw[:, 0], out.scores[0][np.arange(3), out.sequences[:, 8]])
+
+
+@pytest.mark.parametrize("length_penalty", [1.0, 0.0, 2.0])
+def test_beam_scores_are_the_sum_of_transition_scores_over_length(tiny, length_penalty):
+    """transformers' documented identity: sequences_scores = sum of the beam's transition scores
+    / new tokens ** length_penalty. With an eos that ends some beams early, their steps after
+    the end are 0 and their length is their own."""
+    kw = dict(attention_mask=SEED_ATTENTION_MASK, max_new_tokens=8, num_beams=3, num_return_sequences=3)
+    kw |= dict(length_penalty=length_penalty, pad_token_id=1, return_dict_in_generate=True, output_scores=True)
+    free = tiny.generate(SEED_INPUT_IDS, **kw)
+    for eos in free.sequences[:, 9:].ravel().tolist():  # the first of the beams' own tokens that ends some early
+        out = tiny.generate(SEED_INPUT_IDS, eos_token_id=eos, **kw)
+        if (out.beam_indices < 0).any():
+            break
+    transition = tiny.compute_transition_scores(out.sequences, out.scores, out.beam_indices)
+    lengths = (out.beam_indices >= 0).sum(axis=1)
+    assert lengths.min() < lengths.max()  # some beams ended early
+    np.testing.assert_allclose(transition.sum(axis=1) / lengths**length_penalty, out.sequences_scores, rtol=1e-5)
+    assert (transition[out.beam_indices < 0] == 0).all()
+    assert (np.diff(out.sequences_scores.reshape(3, 3), axis=1) <= 0).all()  # best first within each prompt
+
+
+# --- beam search's own promises --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["tiny", "small-outliers"])
+def test_beam_search_rows_are_independent(model_dir, name):
+    """Each prompt's beams only compete among themselves: a row alone gives its sequences in the batch."""
+    model = GPT2.from_pretrained(model_dir(name))
+    kw = dict(max_new_tokens=10, num_beams=4, num_return_sequences=2)
+    batch = model.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, **kw)
+    for row, mask in enumerate(SEED_ATTENTION_MASK.astype(bool)):
+        alone = model.generate(SEED_INPUT_IDS[row][mask][None], **kw)
+        np.testing.assert_array_equal(alone[:, mask.sum() :], batch[2 * row : 2 * row + 2, 8:])
+
+
+def test_beam_search_cache_reorder_equals_recomputing_every_beam(tiny):
+    """use_cache=False runs every beam whole at every step: no cache to reorder. The same beams."""
+    free = tiny.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=10, num_beams=3)
+    kw = dict(max_new_tokens=10, num_beams=3, num_return_sequences=3, eos_token_id=int(free[0, 10]), pad_token_id=1)
+    a = tiny.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, use_cache=True, **kw)
+    b = tiny.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, use_cache=False, **kw)
+    np.testing.assert_array_equal(a, b)
+    assert len({tuple(r) for r in a}) == 9  # nine different sequences
+
+
+def test_beam_search_finds_a_sequence_greedy_misses(tiny):
+    """The point of beam search: its best sequence is at least as likely as greedy's, and here more."""
+    kw = dict(attention_mask=SEED_ATTENTION_MASK, max_new_tokens=6, eos_token_id=None, return_dict_in_generate=True)
+    greedy_out = tiny.generate(SEED_INPUT_IDS, output_scores=True, **kw)
+    greedy_logp = tiny.compute_transition_scores(greedy_out.sequences, greedy_out.scores, normalize_logits=True).sum(1)
+    beam = tiny.generate(SEED_INPUT_IDS, num_beams=4, length_penalty=0.0, output_scores=True, **kw)
+    assert (beam.sequences_scores >= greedy_logp - 1e-4).all()
+    assert (beam.sequences_scores > greedy_logp + 0.1).any()
+
+
+# --- more sequences per prompt, processors, stop strings -----------------------------------
+
+
+def test_num_return_sequences_with_sampling_are_the_prompt_repeated(tiny):
+    """R draws per prompt are rows b * R .. b * R + R - 1, exactly as if each prompt had been
+    given R times (the prompt runs once; its cache is copied)."""
+    kw = dict(max_new_tokens=8, do_sample=True, top_k=0, seed=3)
+    out = tiny.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, num_return_sequences=3, **kw)
+    repeated = tiny.generate(
+        np.repeat(SEED_INPUT_IDS, 3, axis=0), attention_mask=np.repeat(SEED_ATTENTION_MASK, 3, axis=0), **kw
+    )
+    np.testing.assert_array_equal(out, repeated)
+    assert out.shape == (9, 16) and len({tuple(r) for r in out}) == 9
+    no_cache = tiny.generate(
+        SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, num_return_sequences=3, use_cache=False, **kw
+    )
+    np.testing.assert_array_equal(out, no_cache)
+
+
+def test_processors_come_before_the_warpers(tiny):
+    """Ban each row's most likely token; top_k=1 then samples the best of what is left (the
+    other order would leave nothing). Greedy with the ban picks the same."""
+    free = tiny.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=1)
+    banned = [[int(t)] for t in free[:, 8]]
+    kw = dict(attention_mask=SEED_ATTENTION_MASK, max_new_tokens=1, bad_words_ids=banned)
+    sampled = tiny.generate(SEED_INPUT_IDS, do_sample=True, top_k=1, seed=0, **kw)
+    greedy_out = tiny.generate(SEED_INPUT_IDS, **kw)
+    np.testing.assert_array_equal(sampled, greedy_out)
+    assert not np.isin(sampled[:, 8], free[:, 8]).any()
+
+
+def test_a_tiny_temperature_samples_the_greedy_token(tiny):
+    """Issue 21, item 8: temperature=1e-38 overflowed to inf, then NaN, and returned token 0."""
+    greedy_out = tiny.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=6)
+    for t in (1e-38, 1e-45):
+        cold = tiny.generate(
+            SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=6, do_sample=True, temperature=t, seed=0
+        )
+        np.testing.assert_array_equal(cold, greedy_out)
+
+
+def test_min_new_tokens_holds_eos_back(tiny):
+    free = tiny.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=10)
+    eos = int(free[2, 8 + 1])  # row 2 says it second
+    row = dict(attention_mask=SEED_ATTENTION_MASK[2:], max_new_tokens=10, eos_token_id=eos)
+    early = tiny.generate(SEED_INPUT_IDS[2:], **row)
+    assert early.shape == (1, 8 + 2)
+    held = tiny.generate(SEED_INPUT_IDS[2:], min_new_tokens=3, **row)
+    assert eos not in held[0, 8:11].tolist() and held.shape[1] > 11  # not among the first 3
+    same = tiny.generate(SEED_INPUT_IDS[2:], min_length=11, **row)
+    np.testing.assert_array_equal(same, held)  # min_length counts the prompt: 8 + 3
+
+
+def test_stop_strings_end_rows_and_pad_them(tiny, tokenizer):
+    free = tiny.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=10)
+    text = tokenizer.decode(free[1, 8:])
+    stop = tokenizer.decode(free[1, 10:12])[2:6]  # ends inside the 12th column's token, starts in the 11th
+    assert stop and stop in text
+    out = tiny.generate(
+        SEED_INPUT_IDS,
+        attention_mask=SEED_ATTENTION_MASK,
+        max_new_tokens=10,
+        stop_strings=stop,
+        tokenizer=tokenizer,
+        pad_token_id=7,
+    )
+    np.testing.assert_array_equal(out[1, :12], free[1, :12])
+    assert (out[1, 12:] == 7).all()
+    for row in (0, 2):
+        if stop not in tokenizer.decode(free[row, 8:]):
+            np.testing.assert_array_equal(out[row], free[row])
+
+
+def test_a_streamer_that_is_not_one_is_refused_before_any_work(tiny):
+    """Issue 21, item 20: streamer=object() was a TypeError from deep inside."""
+    from gpt2np import InputError
+
+    for bad in (object(), 3, "print"):
+        with pytest.raises(
+            InputError, match=r"streamer must be a function called with each step's new tokens, or an object with \.put"
+        ):
+            tiny.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=2, streamer=bad)
+    with pytest.raises(InputError, match="streamer cannot be used with beam search"):
+        tiny.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=2, streamer=print, num_beams=2)

@@ -329,9 +329,79 @@ def test_a_config_eos_outside_the_vocabulary_is_refused_with_the_config():
         GPT2Config(vocab_size=VOCAB, n_positions=N_POS, n_embd=16, n_layer=1, n_head=2)  # eos defaults to 50256
 
 
+@pytest.mark.parametrize(
+    "settings, phrase",
+    [
+        (dict(num_beams=0), r"num_beams must be an integer >= 1 \(1: no beam search\), got 0"),
+        (dict(num_beams=2.0), "num_beams must be an integer >= 1"),
+        (dict(num_return_sequences=0), "num_return_sequences must be an integer >= 1, got 0"),
+        (dict(num_beams=2, num_return_sequences=3), "num_return_sequences=3 is more than num_beams=2"),
+        (dict(num_return_sequences=2), "num_return_sequences=2 with greedy decoding would return the same sequence"),
+        (dict(num_beams=2, do_sample=True), r"beam search with do_sample=True \(beam sampling\) is not implemented"),
+        (dict(repetition_penalty=0), "repetition_penalty must be a number > 0"),
+        (dict(repetition_penalty=-1.2), "repetition_penalty must be a number > 0"),
+        (dict(repetition_penalty=float("nan")), "repetition_penalty must be a number > 0"),
+        (dict(no_repeat_ngram_size=-1), "no_repeat_ngram_size must be an integer >= 0"),
+        (dict(no_repeat_ngram_size=2.5), "no_repeat_ngram_size must be an integer >= 0"),
+        (dict(min_new_tokens=5), r"min_new_tokens=5 asks for at least 5 new tokens, but only 3 may be generated"),
+        (dict(min_length=12), r"min_length=12 asks for at least 8 new tokens, but only 3 may be generated"),
+        (dict(min_new_tokens=-1), "min_new_tokens must be an integer >= 0"),
+        (dict(min_p=1.5, do_sample=True), r"min_p must be a number in \[0, 1\]"),
+        (dict(min_p=-0.1), r"min_p must be a number in \[0, 1\]"),
+        (dict(length_penalty=float("inf"), num_beams=2), "length_penalty must be a finite number"),
+        (dict(length_penalty="long", num_beams=2), "length_penalty must be a finite number"),
+        (dict(early_stopping="yes", num_beams=2), "early_stopping must be True, False or 'never', got 'yes'"),
+        (dict(early_stopping=1, num_beams=2), "early_stopping must be True, False or 'never', got 1"),
+        (dict(bad_words_ids=[1, 2]), r"bad_words_ids must be a non-empty list of words.*got the word 1"),
+        (dict(bad_words_ids=[]), "bad_words_ids must be a non-empty list of words"),
+        (dict(bad_words_ids=[[]]), r"got the word \[\]"),
+        (dict(bad_words_ids=[[3, -1]]), r"got the word \[3, -1\]"),
+        (dict(bad_words_ids=[["dog"]]), r"got the word \['dog'\] \(tokenizer.encode\(' word'\) gives a word's ids\)"),
+        (
+            dict(bad_words_ids=[[5, VOCAB]]),
+            rf"bad_words_ids holds \[5, {VOCAB}\]: token ids must lie in 0 \.\. {VOCAB - 1}",
+        ),
+        (dict(bad_words_ids=[[EOS]]), rf"bad_words_ids holds \[{EOS}\], the eos token: transformers silently ignores"),
+        (dict(stop_strings=""), "stop_strings must be a non-empty string or a non-empty list of them"),
+        (dict(stop_strings=["ok", ""]), "stop_strings must be a non-empty string or a non-empty list of them"),
+        (dict(stop_strings=[3]), "stop_strings must be a non-empty string"),
+        (dict(stop_strings="."), "stop_strings need the tokenizer"),
+        (dict(stop_strings=".", tokenizer="gpt2"), "tokenizer must be a Tokenizer"),
+        (dict(return_dict_in_generate="yes"), "return_dict_in_generate must be True or False"),
+        (dict(output_scores=1), "output_scores must be True or False"),
+        (dict(do_sample=True, temperature=1e-50), r"temperature=1e-50 is 0.0 in float32, the logits' dtype"),
+        (dict(do_sample=True, temperature=1e39), r"temperature=1e\+39 is inf in float32"),
+    ],
+)
+def test_bad_generation_settings_are_refused_by_name(model, settings, phrase):
+    with pytest.raises(InputError, match=phrase):
+        model.generate(IDS, max_new_tokens=3, **settings)
+
+
+def test_a_tokenizer_smaller_than_the_model_cannot_match_stop_strings(model, tokenizer):
+    big = GPT2Config(vocab_size=60000, n_positions=N_POS, n_embd=16, n_layer=1, n_head=2)
+    with pytest.raises(InputError, match="the tokenizer has 50257 tokens and the model 60000"):
+        GPT2(big, weights_from_tensors(random_tensors(big, seed=1), big)).generate(
+            IDS, max_new_tokens=2, stop_strings=".", tokenizer=tokenizer
+        )
+
+
+def test_boundary_generation_settings_are_accepted(model):
+    for settings in (
+        dict(min_new_tokens=3),  # all the new tokens
+        dict(min_p=0.0, do_sample=True),
+        dict(min_p=1.0, do_sample=True),
+        dict(num_beams=3, num_return_sequences=3, early_stopping="never", length_penalty=-2.0),
+        dict(no_repeat_ngram_size=0, repetition_penalty=1.0),
+        dict(do_sample=True, temperature=1e-45),  # the smallest float32
+        dict(bad_words_ids=[[EOS, 3]]),  # eos inside a longer word is a word like any other
+    ):
+        assert model.generate(IDS, max_new_tokens=3, **settings).shape[1] <= 7
+
+
 def test_an_unknown_generation_setting_is_a_type_error(model):
-    with pytest.raises(TypeError, match="num_beams"):
-        model.generate(IDS, max_new_tokens=1, num_beams=4)
+    with pytest.raises(TypeError, match="num_beam"):
+        model.generate(IDS, max_new_tokens=1, num_beam=4)  # a typo of num_beams
 
 
 # --- mask_fill and dtype -----------------------------------------------------------------

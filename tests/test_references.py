@@ -226,3 +226,87 @@ def test_float32_is_as_close_to_the_float64_truth_as_transformers(models, name):
         # is what puts us well ahead: 0.35 (Haswell kernel) and 0.37 (SkylakeX) measured, against
         # 0.64 with a float32 stream, which this bound catches.
         assert ratio <= 0.5
+
+
+# --- generation beyond greedy (issue 24): tests/data/generation.* ---------------------------
+
+GEN_META = json.loads((DATA / "generation.json").read_text())
+GEN = np.load(DATA / "generation.npz")
+GENERATION_CASES = ["tiny/seed", "tiny/random", "small-outliers/seed", "odd/random", "gpt2-shaped/seed"]
+N_GENERATION_RUNS = 94  # 23 settings on each case, less stop strings on "odd" (+ 1 of its own), 3 on the 124M shape
+N_PROCESSOR_SETTINGS = 9
+GENERATION_RUNS = [(case, setting) for case, runs in GEN_META["generation"].items() for setting in runs]
+
+
+def test_the_generation_file_holds_every_pinned_run():
+    assert GEN_META["cases"] == GENERATION_CASES
+    assert len(GENERATION_RUNS) == N_GENERATION_RUNS
+    assert {case for case, _ in GENERATION_RUNS} == set(GENERATION_CASES)
+    assert len(GEN_META["processor_settings"]) == N_PROCESSOR_SETTINGS
+    for name, info in GEN_META["models"].items():
+        assert info["sha256"] == META["models"][name]["sha256"]  # the same test models as references.*
+
+
+def test_the_stored_runs_put_eos_and_the_settings_in_play():
+    """The runs test stopping only if some sequences really stop early, beams and rows alike."""
+    early = []
+    for case, setting in GENERATION_RUNS:
+        lengths = GEN_META["generation"][case][setting]["lengths"]
+        if setting.startswith("beams") and "eos" in setting:
+            early.append(min(lengths) < max(lengths))
+    assert sum(early) >= 0.8 * len(early)
+    assert any(
+        min(GEN_META["generation"][c]["greedy-stop"]["lengths"]) < 10
+        for c in GEN_META["generation"]
+        if "greedy-stop" in GEN_META["generation"][c]
+    )
+
+
+@pytest.mark.parametrize("case, setting", GENERATION_RUNS, ids=[f"{c}-{s}" for c, s in GENERATION_RUNS])
+def test_generation_matches_stored_transformers(models, tokenizer, case, setting):
+    """Beam search, the processors and stop strings, token for token against transformers'
+    generate; with beams, the beams each token came from and the sequences' scores; and every
+    generated token's transition score (transformers' compute_transition_scores)."""
+    name = case.split("/")[0]
+    settings = dict(GEN_META["generation"][case][setting]["settings"])
+    k = f"{case}/generate/{setting}"
+    ids, mask = GEN[f"{case}/input_ids"], GEN[f"{case}/attention_mask"]
+    if "stop_strings" in settings:
+        settings["tokenizer"] = tokenizer
+    model = models(name)
+    out = model.generate(ids, attention_mask=mask, return_dict_in_generate=True, output_scores=True, **settings)
+    np.testing.assert_array_equal(out.sequences, GEN[f"{k}/sequences"])
+    if settings.get("num_beams", 1) > 1:
+        np.testing.assert_array_equal(out.beam_indices, GEN[f"{k}/beam_indices"])
+        np.testing.assert_allclose(out.sequences_scores, GEN[f"{k}/sequences_scores"], rtol=1e-5, atol=1e-5)
+        transition = model.compute_transition_scores(out.sequences, out.scores, out.beam_indices)
+    else:
+        transition = model.compute_transition_scores(out.sequences, out.scores)  # the processed logits
+    np.testing.assert_allclose(transition, GEN[f"{k}/transition_scores"], rtol=0, atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("i", range(N_PROCESSOR_SETTINGS))
+def test_processors_and_warpers_match_stored_transformers(i):
+    """The distribution sampling draws from: our processors then warpers, against the list
+    transformers' generate builds (its order) on the same scores and left-padded sequences."""
+    from gpt2np.processors import Processors
+    from gpt2np.sampling import filter_logits
+
+    s = GEN_META["processor_settings"][i]
+    scores, seq, first_real = GEN["processors/scores"], GEN["processors/sequences"], GEN["processors/first_real"]
+    V, prompt_len = scores.shape[1], seq.shape[1] - 2
+    min_new = s.get("min_new_tokens", 0)
+    processed = Processors(
+        repetition_penalty=s.get("repetition_penalty", 1.0),
+        first_real=first_real,
+        no_repeat_ngram_size=s.get("no_repeat_ngram_size", 0),
+        bad_words_ids=tuple(tuple(w) for w in s.get("bad_words_ids", ())),
+        eos_token_id=V - 1,
+        min_length=prompt_len + min_new if min_new else 0,
+    )(scores.copy(), seq)
+    got = filter_logits(processed, s.get("temperature", 1.0), s.get("top_k", 50), s.get("top_p", 1.0), s.get("min_p"))
+    expected = GEN[f"processors/{i}"]
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(expected))
+    kept = np.isfinite(expected)
+    np.testing.assert_allclose(got[kept], expected[kept], rtol=1e-6)

@@ -1,4 +1,4 @@
-"""Temperature, top-k, top-p: the same filtered distributions as transformers' warpers.
+"""Temperature, top-k, top-p, min-p: the same filtered distributions as transformers' warpers.
 
 Live against transformers where it is installed; the rest needs no torch: hand-worked
 distributions where the order of the filters (temperature, then top-k, then top-p) changes
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from gpt2np.layers import softmax
-from gpt2np.sampling import filter_logits, greedy, sample, top_k_filter, top_p_filter
+from gpt2np.sampling import apply_temperature, filter_logits, greedy, min_p_filter, sample, top_k_filter, top_p_filter
 
 rng = np.random.default_rng(0)
 
@@ -128,3 +128,85 @@ def test_top_p_never_empties_a_row():
     kept = np.isfinite(top_p_filter(logits, 1e-12))
     assert (kept.sum(-1) == 1).all()
     assert (kept.argmax(-1) == logits.argmax(-1)).all()
+
+
+def test_min_p_keeps_tokens_at_least_min_p_times_the_best():
+    """p = [0.5, 0.3, 0.15, 0.05], min_p = 0.4: the threshold is 0.2, so 0.5 and 0.3 stay."""
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]])).astype(np.float32)
+    np.testing.assert_array_equal(np.isfinite(min_p_filter(logits, 0.4)), [[True, True, False, False]])
+    np.testing.assert_array_equal(np.isfinite(min_p_filter(logits, 0.0)), [[True] * 4])  # 0: off
+    kept = min_p_filter(logits, 0.4)
+    np.testing.assert_array_equal(kept[np.isfinite(kept)], logits[np.isfinite(kept)])  # survivors unchanged
+
+
+def test_min_p_keeps_tokens_exactly_at_the_threshold():
+    """min_p = 1 keeps every token as likely as the best (ties: the same float exactly) and
+    drops the rest: the threshold itself passes, as transformers' `probs < min_p * top`."""
+    logits = np.array([[2.0, 1.0, 2.0, 2.0], [0.0, 0.0, 0.0, 0.0]], dtype=np.float32)
+    np.testing.assert_array_equal(np.isfinite(min_p_filter(logits, 1.0)), [[True, False, True, True], [True] * 4])
+
+
+def test_min_p_comes_after_top_p():
+    """p = [0.4, 0.3, 0.2, 0.1], top_p = 0.72, min_p = 0.45. transformers' order: top-p drops
+    the tokens whose mass below is <= 0.28 (only the 0.1), then min-p (threshold 0.45 x 0.4 =
+    0.18) keeps the other three. The other order: min-p keeps the same three, renormalised to
+    [0.44, 0.33, 0.22], and top-p then drops the 0.22 (<= 0.28): two tokens."""
+    logits = np.log(np.array([[0.4, 0.3, 0.2, 0.1]])).astype(np.float32)
+    np.testing.assert_array_equal(np.isfinite(filter_logits(logits, 1.0, 0, 0.72, 0.45)), [[True, True, True, False]])
+    other_order = top_p_filter(min_p_filter(logits, 0.45), 0.72)
+    np.testing.assert_array_equal(np.isfinite(other_order), [[True, True, False, False]])
+
+
+def test_a_tiny_temperature_is_greedy_not_nan():
+    """Issue 21, item 8: T = 1e-38 overflowed float32 (10 / 1e-38 = inf), softmax gave NaN and the
+    draw token 0. Rows that overflow are shifted by their max first: all mass on the best."""
+    logits = random_logits(rows=4, vocab=500)
+    logits[3] = -np.abs(logits[3]) - 1  # a row of negative logits only: every quotient is -inf unshifted
+    scaled = apply_temperature(logits, 1e-38)
+    assert scaled.dtype == np.float32 and np.isfinite(scaled.max(axis=-1)).all()
+    probs = softmax(scaled.astype(np.float64))
+    np.testing.assert_array_equal(probs.argmax(-1), logits.argmax(-1))
+    np.testing.assert_allclose(probs.max(-1), 1.0)
+    assert (sample(scaled, np.random.default_rng(0)) == logits.argmax(-1)).all()
+    # a temperature that does not overflow is divided as it is: transformers' numbers
+    np.testing.assert_array_equal(apply_temperature(logits, 0.01), logits / np.float32(0.01))
+
+
+def test_a_tiny_temperature_keeps_ties_and_filtered_tokens():
+    logits = np.array([[3.0, 3.0, -np.inf, 1.0]], dtype=np.float32)
+    probs = softmax(apply_temperature(logits, 1e-40).astype(np.float64))
+    np.testing.assert_allclose(probs, [[0.5, 0.5, 0.0, 0.0]])
+
+
+@pytest.mark.parametrize(
+    "temperature,top_k,top_p,min_p",
+    [
+        (1.0, 0, 1.0, 0.1),
+        (0.7, 0, 1.0, 0.05),
+        (1.3, 10, 1.0, 0.2),
+        (1.0, 50, 0.9, 0.3),
+        (0.5, 0, 0.8, 0.5),
+        (2.0, 0, 1.0, 1.0),
+    ],
+)
+def test_min_p_and_the_warper_order_match_transformers(transformers, temperature, top_k, top_p, min_p):
+    """The whole warper list as transformers' generate builds it (`_get_logits_processor` with
+    do_sample=True): its order is temperature, top-k, top-p, min-p."""
+    import torch
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+    config._eos_token_tensor = None
+    tiny_config = transformers.GPT2Config(
+        n_layer=1, n_embd=8, n_head=2, vocab_size=2000, bos_token_id=0, eos_token_id=0
+    )
+    model = transformers.GPT2LMHeadModel(tiny_config)  # only its _get_logits_processor is used
+    chain = model._get_logits_processor(config, input_ids_seq_length=1, device="cpu")
+    logits = random_logits()
+    expected = chain(torch.zeros((16, 1), dtype=torch.long), torch.tensor(logits)).numpy()
+    got = filter_logits(logits, temperature, top_k, top_p, min_p)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(expected))
+    kept = np.isfinite(expected)
+    assert kept.sum() < kept.size  # something was filtered
+    np.testing.assert_allclose(got[kept], expected[kept], rtol=1e-6)

@@ -23,6 +23,8 @@ What is measured (random token ids, float32, greedy; see tasks.py for the sizes)
                     model.score, transformers' labels= loss with -100 on pads (and on each
                     row's first real token, which nothing predicts); time and peak RSS
   family            load, decode b1, peak RSS of the larger models
+  beam1, beam4      beam search, 4 beams, a 32-token prompt, 64 new tokens (no end-of-text stop),
+                    batch 1 and 4; time and peak RSS; whether both chose the same beams
 
 How: each (implementation, task) runs in a fresh worker process (workers.py, through the
 small interface of impl_gpt2np.py / impl_transformers.py), taking turns, alternating who goes

@@ -14,7 +14,7 @@ from pathlib import Path
 from . import __doc__ as OVERVIEW
 from .family import FAMILY, build_family_model, family_root
 from .measure import median
-from .report import aggregate, aggregate_machine, build_report, task_metrics
+from .report import TF, aggregate, aggregate_machine, build_report, task_metrics
 from .runner import BUSY_CORES, blas_forced, implementations, run_worker
 from .tasks import FAMILY_TASK, ITERS, ROOT, TASKS, weight_bytes_and_flops
 
@@ -247,6 +247,11 @@ def main(argv=None) -> int:
             "score 8x1024 loss (both must agree): "
             + ", ".join(f"{i} {v:.6f}" for i, v in losses.items() if v is not None)
         )
+    for task in ("beam1", "beam4"):  # both searched the same random prompts: the same beams?
+        chosen = {r["impl"]: r.get("new_tokens") for r in results if r.get("task") == task and "error" not in r}
+        if "gpt2np" in chosen and TF in chosen:
+            same = "yes" if chosen["gpt2np"] == chosen[TF] else "NO (a near tie went the other way, or a bug)"
+            out.append(f"{task}: gpt2np and transformers chose the same best beams: {same}")
     out.append(
         f"other processes' CPU use during workers: median {median(loads):.2f}, max {max(loads):.2f} cores"
         + (" -- the machine was shared: timings are noisier and slower than on an idle machine" if shared else "")

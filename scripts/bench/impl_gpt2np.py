@@ -67,6 +67,12 @@ class Gpt2np:
     def generate(self, ids: np.ndarray, new_tokens: int) -> np.ndarray:
         return self.model.generate(ids, attention_mask=np.ones_like(ids), max_new_tokens=new_tokens, eos_token_id=None)
 
+    def beam_search(self, ids: np.ndarray, new_tokens: int, num_beams: int) -> np.ndarray:
+        """Each row's best beam; no eos, so every step runs."""
+        return self.model.generate(
+            ids, attention_mask=np.ones_like(ids), max_new_tokens=new_tokens, num_beams=num_beams, eos_token_id=None
+        )
+
     def loss(self, ids: np.ndarray, mask: np.ndarray) -> float:
         """The mean negative log-likelihood of a left-padded batch (model.score)."""
         return float(self.model.score(ids, attention_mask=mask).loss)

@@ -74,6 +74,12 @@ class Transformers:
         state["past"], state["logits"], state["length"] = out.past_key_values, out.logits[:, -1], length
 
     def generate(self, ids: np.ndarray, new_tokens: int) -> np.ndarray:
+        return self._generate(ids, new_tokens)
+
+    def beam_search(self, ids: np.ndarray, new_tokens: int, num_beams: int) -> np.ndarray:
+        return self._generate(ids, new_tokens, num_beams=num_beams)
+
+    def _generate(self, ids: np.ndarray, new_tokens: int, **settings) -> np.ndarray:
         ids = self.torch.from_numpy(ids)
         self.model.generation_config.eos_token_id = None  # exactly new_tokens tokens, as gpt2np's eos_token_id=None
         out = self.model.generate(
@@ -83,6 +89,7 @@ class Transformers:
             do_sample=False,
             pad_token_id=self.model.config.eos_token_id,
             use_cache=True,
+            **settings,
         )
         return out.numpy()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .limits import decode_floor, numpy_floors, prefill_floors
 from .measure import median
-from .tasks import DECODE_CONTEXTS, NEW_TOKENS, PREFILL_LENGTHS, TASKS
+from .tasks import BEAM_NEW_TOKENS, DECODE_CONTEXTS, NEW_TOKENS, PREFILL_LENGTHS, TASKS, beam_cache_bytes
 
 TF = "transformers"
 
@@ -27,6 +27,9 @@ def task_metrics(r: dict) -> dict:
         step = median(r["step_times"])
         out = {"step_s": step, "tokens_per_s": batch / step}
         return out | ({"load_s": r["load_s"], "peak_rss": r["rss"]["VmHWM"]} if task == "family" else {})
+    if task.startswith("beam"):
+        t = median(r["times"])
+        return {"time_s": t, "ms_per_step": 1e3 * t / BEAM_NEW_TOKENS, "peak_rss": r["rss"]["VmHWM"]}
     if task.startswith("generate"):
         t = median(r["times"])
         return {
@@ -263,8 +266,13 @@ def build_report(agg, machine, models, impls) -> Report:
     for b in (1, 8):
         rep.row(f"generate b{b}, {NEW_TOKENS} new tokens (s)", f"generate{b}", "time_s")
     rep.row("score 8x1024, padded (s)", "score8_long", "time_s")
+    for b in (1, 4):
+        rep.row(f"beam search b{b}, 4 beams, {BEAM_NEW_TOKENS} new tokens (s)", f"beam{b}", "time_s")
     rep.rss_row("peak RSS, generate b1 (MB)", "generate1", ckpt)
     rep.rss_row("peak RSS, generate b8 (MB)", "generate8", ckpt)
+    for b in (1, 4):
+        cache = beam_cache_bytes(main["config"], b)
+        rep.rss_row(f"peak RSS, beam search b{b} (MB)", f"beam{b}", ckpt, f"; beams' KV cache {cache / 1e6:.0f} MB")
     rep.rss_row(
         "peak RSS, score 8x1024 (MB)",
         "score8_long",
@@ -341,6 +349,18 @@ def build_report(agg, machine, models, impls) -> Report:
             1.15,
             "<=",
             "x ckpt",
+        )
+    # Issue 24's.
+    for b in (1, 4):
+        rep.target(24, f"beam search b{b} >= 1.5x transformers", rep.speedup(np0, f"beam{b}", "time_s"), 1.5, ">=", "x")
+        peak, cache = rep.get(np0, f"beam{b}", "peak_rss"), beam_cache_bytes(main["config"], b)
+        rep.target(
+            24,
+            f"beam search b{b}: peak RSS <= 1.2x (checkpoint + beams' KV cache)",
+            peak / (ckpt + cache) if peak else None,
+            1.2,
+            "<=",
+            "x",
         )
     # Issue 4's, still informative.
     rep.target(

@@ -20,6 +20,7 @@ LONG = 1024  # the long prompts: GPT-2's whole context
 PREFILL_LENGTHS = (128, 256, 512, 1024)  # the prefill curve (batch 1, logits of the last position)
 DECODE_CONTEXTS = (128, 384, 640, 900)  # the decode curve (batch 1 and 8): context before the timed steps
 CURVE_STEPS = 16  # timed decode steps at each context of the curve
+BEAMS, BEAM_PROMPT, BEAM_NEW_TOKENS = 4, 32, 64  # beam search (issue 24): 4 beams, 32-token prompt, 64 new tokens
 
 # name: (batch, label). The short tasks are issue 4's; the rest are the long-context ones.
 TASKS = {
@@ -36,6 +37,8 @@ TASKS = {
     "decode_curve8": (8, "decode b8 at context 128..900"),
     "score8_long": (8, "score 8x1024 (loss of every token)"),
     "family": (1, "load, decode b1, peak RSS of a larger model"),
+    "beam1": (1, "beam search b1: 4 beams, prompt 32, 64 new tokens"),
+    "beam4": (4, "beam search b4: 4 beams, prompt 32, 64 new tokens"),
 }
 FAMILY_TASK = "family"  # run once per family model, with that model
 
@@ -86,3 +89,8 @@ def weight_bytes_and_flops(config) -> dict:
         if len(shape) == 2:  # block matrices and the output layer (wte when tied, else lm_head)
             n_matmul += size
     return {"decode_bytes": 4 * n_params, "matmul_params": n_matmul}
+
+
+def beam_cache_bytes(config, batch: int) -> int:
+    """The beams' KV cache at its fullest: keys and values, every layer, batch x BEAMS rows, float32."""
+    return 2 * config.n_layer * batch * BEAMS * (BEAM_PROMPT + BEAM_NEW_TOKENS) * config.n_embd * 4

@@ -2,7 +2,7 @@
 the task and prints its numbers as one JSON line (the parent, runner.py, reads it).
 
 The task code is written once, against the small interface both impl_*.py offer (load,
-forward, prefill, repeat_rows, step, generate, loss), so both implementations do exactly the
+forward, prefill, repeat_rows, step, generate, beam_search, loss), so both implementations do exactly the
 same work: the same prompts, positions, masks and number of steps.
 """
 
@@ -16,6 +16,9 @@ import numpy as np
 
 from .measure import blas_info, mapped_pages, proc_status, timed
 from .tasks import (
+    BEAM_NEW_TOKENS,
+    BEAM_PROMPT,
+    BEAMS,
     CURVE_STEPS,
     DECODE_CONTEXTS,
     DECODE_STEPS,
@@ -135,6 +138,23 @@ def generate(impl, batch, it):
     return {"times": times, "new_tokens": out[:, PROMPT_LEN:].tolist()}
 
 
+def beam(impl, batch, it):
+    """Beam search, BEAMS beams, a BEAM_PROMPT-token prompt, BEAM_NEW_TOKENS new tokens, no
+    end-of-text stop (every step runs); peak RSS taken afterwards. The sequences are returned so
+    the report can say whether both chose the same."""
+    ids = prompt_ids(batch, BEAM_PROMPT, impl.vocab_size)
+    warmup, iters = it["generate"]
+    for _ in range(warmup):  # a short run: warms the pages and code paths, not the clock
+        impl.beam_search(ids, 4, BEAMS)
+    times, out = [], None
+    for _ in range(iters):
+        start = time.perf_counter()
+        out = impl.beam_search(ids, BEAM_NEW_TOKENS, BEAMS)
+        times.append(time.perf_counter() - start)
+    assert out.shape == (batch, BEAM_PROMPT + BEAM_NEW_TOKENS), out.shape
+    return {"times": times, "new_tokens": out[:, BEAM_PROMPT:].tolist()}
+
+
 def left_padded_batch(batch: int, length: int, vocab: int):
     """[batch, length] ids with row b left-padded by b * length / 28 pads (1024: 0, 36, ..., 252)."""
     ids = prompt_ids(batch, length, vocab)
@@ -176,6 +196,8 @@ RUN = {
     "decode_curve8": decode_curve,
     "score8_long": score_long,
     "family": family,
+    "beam1": beam,
+    "beam4": beam,
 }
 
 
