@@ -63,7 +63,8 @@ def overflowing_model():
 def reference_with(name: str, extra: dict | None = None, **metadata) -> str:
     """A trace of MODEL on IDS (with `extra` tensors), saved with some metadata fields replaced: a
     malformed reference."""
-    from gpt2np.tools.trace import save_trace, trace_metadata, trace_tensors
+    from gpt2np.tools.trace import trace_metadata, trace_tensors
+    from gpt2np.tools.tracefile import save_trace
 
     path = TMP / f"{name}.safetensors"
     tensors = trace_tensors(MODEL, IDS, np.ones_like(IDS))

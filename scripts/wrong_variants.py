@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from gpt2np import GPT2  # noqa: E402
 from gpt2np.masks import AttentionMask, position_ids_from_mask  # noqa: E402
-from gpt2np.tools.compare import load_trace  # noqa: E402
-from gpt2np.tools.trace import save_trace, trace_metadata  # noqa: E402
+from gpt2np.tools.trace import trace_metadata  # noqa: E402
+from gpt2np.tools.tracefile import load_trace, save_trace  # noqa: E402
 
 # name: (what is wrong, the first point where compare must see it)
 VARIANTS = {

@@ -12,8 +12,9 @@ from conftest import SEED_ATTENTION_MASK, SEED_INPUT_IDS
 from gpt2np import GPT2, InputError
 from gpt2np.masks import position_ids_from_mask
 from gpt2np.tools.cli import main
-from gpt2np.tools.compare import FACTOR, FLOOR, compare_traces, format_report, load_trace
-from gpt2np.tools.trace import save_trace, trace_metadata, trace_tensors, write_trace
+from gpt2np.tools.compare import FACTOR, FLOOR, compare_traces, format_report
+from gpt2np.tools.trace import trace_metadata, trace_tensors, write_trace
+from gpt2np.tools.tracefile import load_trace, save_trace
 
 MODELS = ["tiny", "small-outliers", "odd", "gpt2-shaped"]
 

@@ -16,8 +16,9 @@ import pytest
 from conftest import ROOT, SEED_ATTENTION_MASK, SEED_INPUT_IDS
 
 from gpt2np import GPT2
-from gpt2np.tools.compare import compare_traces, format_report, load_trace
+from gpt2np.tools.compare import compare_traces, format_report
 from gpt2np.tools.trace import write_trace
+from gpt2np.tools.tracefile import load_trace
 
 
 def load_script():

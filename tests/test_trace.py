@@ -14,7 +14,7 @@ import pytest
 from gpt2np import GPT2, Tokenizer, __version__
 from gpt2np.masks import position_ids_from_mask
 from gpt2np.tools.cli import main
-from gpt2np.tools.compare import load_trace
+from gpt2np.tools.tracefile import load_trace
 
 PROMPTS = ["It will rain in the", "I want to eat a big bowl of", "My dog is"]
 

@@ -33,7 +33,7 @@ import difflib
 import itertools
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +41,9 @@ import numpy as np
 
 from ..errors import GPT2npError, InputError
 from ..hooks import axes
-from ..masks import build_attention_mask
 from .common import add_debug
-from .trace import FORMAT, INPUTS, activation_names_in, forward_position
+from .measure import Measurement, measure
+from .tracefile import FORMAT, INPUTS, activation_names_in, forward_position, load_trace
 
 FACTOR = 10  # how much further than gpt2np's float32 a correct float32 candidate may lie
 FLOOR = 1e-6  # relative: ~8 float32 steps (2^-23 = 1.2e-7); where our float32 error is 0 (embeddings)
@@ -74,13 +74,6 @@ DESCRIPTIONS = {  # the last part of a name -> what it is, for the "first diverg
 
 
 @dataclass
-class Measurement:
-    diff: float = 0.0  # max |candidate - reference| over the compared cells (inf for NaN)
-    scale: float = 0.0  # max |reference| over those cells
-    problems: list[str] = field(default_factory=list)  # reasons it diverges whatever the tolerance
-
-
-@dataclass
 class Row:
     name: str
     shape: list[int]
@@ -88,92 +81,6 @@ class Row:
     tolerance: float | None  # relative
     verdict: str  # "ok", "DIVERGES", "missing", "SHAPE"
     note: str = ""
-
-
-# --- reading -------------------------------------------------------------------------------
-
-
-def load_trace(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """(tensors, metadata) of a safetensors trace; InputError when it cannot be read."""
-    from safetensors import safe_open
-
-    from ..checkpoint import map_tensors
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path} does not exist; write a trace with `gpt2np trace ... --out {path.name}`")
-    try:
-        tensors = map_tensors(path)
-        with safe_open(str(path), framework="numpy") as f:
-            metadata = f.metadata() or {}
-    except GPT2npError as e:
-        raise InputError(f"{path} is not a readable safetensors trace: {e}") from None
-    except Exception as e:  # noqa: BLE001  the safetensors package's own errors
-        raise InputError(f"{path} is not a readable safetensors trace: {e}") from None
-    return tensors, metadata
-
-
-# --- measuring one point -------------------------------------------------------------------
-
-
-def compared_cells(name: str, shape, attention_mask: np.ndarray) -> np.ndarray:
-    """Boolean [shape]: the cells whose values must agree (real tokens; allowed score cells)."""
-    real = attention_mask.astype(bool)  # [B, T]
-    if name.endswith("hook_attn_scores"):
-        allowed = build_attention_mask(attention_mask, shape[2], -np.inf, np.float64).additive == 0  # [B, 1, T, Tk]
-        return np.broadcast_to(allowed, shape)
-    if axes(name)[:2] == ["B", "H"]:  # [B, H, T, Tk]: real query rows, every key
-        return np.broadcast_to(real[:, None, :, None], shape)
-    return np.broadcast_to(real.reshape(real.shape + (1,) * (len(shape) - 2)), shape)
-
-
-def expected_fill(metadata: dict[str, str], dtype) -> float:
-    """What a forbidden score cell holds in a candidate of this dtype, by the reference's fill."""
-    if metadata.get("mask_fill") == "min":
-        return float(np.finfo(dtype).min) if np.dtype(dtype).kind == "f" else float(np.finfo(np.float32).min)
-    return float(metadata.get("fill", "-inf"))
-
-
-def check_fill(scores: np.ndarray, forbidden: np.ndarray, fill: float) -> str | None:
-    """A problem with the forbidden cells of hook_attn_scores, or None."""
-    values = scores[forbidden].astype(np.float64)
-    ok = np.isclose(values, fill, rtol=1e-6, atol=0) | ((values == fill) & np.isinf(fill))
-    if ok.all():
-        return None
-    bad = values[~ok]
-    doubled = np.isfinite(fill) and bool(
-        (np.isclose(bad, 2 * fill, rtol=1e-6) | (bad == -np.inf)).all()
-    )  # min + min = -inf
-    hint = (
-        "; the fill added twice (padding mask + causal mask) where a key is both a pad and in the future?"
-        if doubled
-        else ""
-    )
-    return f"{bad.size} forbidden cells hold e.g. {bad[0]:.4g}, not the fill {fill:.4g}{hint}"
-
-
-def measure(
-    name: str, ref: np.ndarray, cand: np.ndarray, attention_mask: np.ndarray, metadata: dict[str, str]
-) -> Measurement:
-    """Compare one point of the same shape."""
-    m = Measurement()
-    cells = compared_cells(name, ref.shape, attention_mask)
-    r, c = ref[cells].astype(np.float64), cand[cells].astype(np.float64)
-    if r.size:
-        with np.errstate(invalid="ignore"):
-            d = np.abs(c - r)
-        nan = ~np.isfinite(d)
-        if nan.any():
-            m.problems.append(
-                f"{int(nan.sum())} non-finite values (e.g. {c[nan][0]}) where the reference has finite ones"
-            )
-        m.diff = float(np.inf) if nan.any() else float(d.max())
-        m.scale = float(np.abs(r).max())
-    if name.endswith("hook_attn_scores"):
-        problem = check_fill(cand, ~cells, expected_fill(metadata, cand.dtype))
-        if problem:
-            m.problems.append(problem)
-    return m
 
 
 def shape_hint(name: str, ref_shape, cand_shape) -> str:

@@ -24,13 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..hooks import BLOCK_POINTS
 from ..masks import position_ids_from_mask
 from ..model import GPT2
 from .common import add_model_args, load_model_and_tokenizer, read_prompts
-
-FORMAT = "gpt2np-trace/1"
-INPUTS = ("input_ids", "attention_mask", "position_ids")
+from .measure import measure
+from .tracefile import FORMAT, activation_names_in, save_trace
 
 
 def trace_tensors(model, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -66,36 +64,11 @@ def float32_errors(
     reference: dict[str, np.ndarray], float32: dict[str, np.ndarray], metadata: dict[str, str]
 ) -> dict[str, float]:
     """Per point, max |float32 - reference| as `gpt2np compare` measures it (same cells)."""
-    from .compare import measure
-
     mask = reference["attention_mask"]
     return {
         name: measure(name, reference[name], float32[name], mask, metadata).diff
         for name in activation_names_in(reference)
     }
-
-
-def forward_position(name: str) -> tuple[int, int, int] | None:
-    """Where an activation point comes in the forward pass, as a sort key; None for a name that is
-    no point. 'hook_embed' -> (0, 0, 0), 'blocks.3.attn.hook_q' -> (1, 3, 2), 'logits' -> (2, 0, 1)."""
-    first, last = ["hook_embed", "hook_pos_embed"], ["ln_final.hook_normalized", "logits"]
-    if name in first:
-        return 0, 0, first.index(name)
-    if name in last:
-        return 2, 0, last.index(name)
-    parts = name.split(".", 2)  # "blocks", "3", "attn.hook_q"
-    if len(parts) == 3 and parts[0] == "blocks" and parts[2] in BLOCK_POINTS:
-        layer = parts[1]
-        if layer.isdigit() and str(int(layer)) == layer:  # "3", not "03" nor "٣"
-            return 1, int(layer), BLOCK_POINTS.index(parts[2])
-    return None
-
-
-def activation_names_in(tensors) -> list[str]:
-    """The activation points a trace holds, in forward order: its own names sorted, never a list
-    built from a block count (a name like blocks.99999999999.hook_q must not make us build 10^11)."""
-    points = [n for n in tensors if forward_position(n) is not None]
-    return sorted(points, key=lambda n: forward_position(n) or (3, 0, 0))
 
 
 def trace_metadata(model, model_name: str, checkpoint_sha256: str | None, texts: list[str]) -> dict[str, str]:
@@ -113,13 +86,6 @@ def trace_metadata(model, model_name: str, checkpoint_sha256: str | None, texts:
         "names": json.dumps(model.activation_names()),
         "texts": json.dumps(texts),
     }
-
-
-def save_trace(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
-    from safetensors.numpy import save_file
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=metadata)
 
 
 def write_trace(
