@@ -54,6 +54,7 @@ def m(name, file, old, new, *tests) -> Mutant:
 
 REF = "tests/test_references.py"
 REF64 = REF + "::test_float64_matches_transformers_float64"
+CMP = "tests/test_compare.py"
 
 MUTANTS = [
     # --- masks and positions ---------------------------------------------------------------
@@ -222,6 +223,31 @@ MUTANTS = [
     m("loss-is-a-mean-of-row-means", "gpt2np/scoring.py",
       "loss = float(-total.sum() / n_scored.sum())", "loss = float(-np.mean(total / n_scored))",
       "tests/test_scoring.py::test_undefined_positions_are_nan_and_totals_add_up"),
+    # --- compare (cross-checking another implementation) -----------------------------------
+    m("compare-ignores-nan-in-pads", "gpt2np/tools/measure.py",
+      "    bad = ~np.isfinite(cand)\n", "    bad = ~np.isfinite(cand) & cells\n",
+      f"{CMP}::test_nan_in_a_pad_row_of_the_pattern_fails_there_naming_the_rows_and_the_reason"),
+    m("compare-another-fill-is-a-bug", "gpt2np/tools/measure.py",
+      'return None, f"the forbidden cells hold', 'return "another fill", f"the forbidden cells hold',
+      f"{CMP}::test_another_convention_for_the_forbidden_cells_passes_with_one_note[minus-inf]"),
+    m("compare-minus-inf-fill-counted-as-non-finite", "gpt2np/tools/measure.py",
+      "        bad &= cells | ~np.isneginf(cand)\n", "        pass\n",
+      f"{CMP}::test_another_convention_for_the_forbidden_cells_passes_with_one_note[minus-inf]"),
+    m("compare-fill-added-twice-passes", "gpt2np/tools/measure.py",
+      'doubled = added_twice(values, both, is_fill | classes["large"])', "doubled = None",
+      f"{CMP}::test_the_fill_added_twice_still_diverges"),
+    m("compare-leak-into-the-pattern-not-named", "gpt2np/tools/measure.py",
+      "if weights.size and weights.max() >= 0.5 * m.diff:", "if weights.size and weights.max() > m.diff:",
+      f"{CMP}::test_a_mask_that_does_not_reach_the_softmax_fails_at_hook_pattern"),
+    m("compare-no-swap-of-equal-length-axes", "gpt2np/tools/compare.py",
+      "        if ref.shape[i] != ref.shape[j]:", "        if ref.shape[i] == ref.shape[j]:",
+      f"{CMP}::test_axes_of_equal_length_swapped_are_named[q]"),
+    m("compare-pads-left-out-uncounted", "gpt2np/tools/compare.py",
+      "    if report.pads.any():", "    if False:",
+      f"{CMP}::test_finite_pad_values_stay_unchecked_and_the_report_counts_them"),
+    m("compare-speaks-of-pads-without-pads", "gpt2np/tools/compare.py",
+      "    if report.pads.any():", "    if True:",
+      f"{CMP}::test_without_pads_nothing_mentions_pads"),
     # --- tokenizer -------------------------------------------------------------------------
     m("padding-side-ignored", "gpt2np/tokenizer.py",
       'cols = slice(width - len(r), width) if self._padding_side == "left" else slice(0, len(r))', "cols = slice(0, len(r))",
