@@ -248,6 +248,13 @@ MUTANTS = [
     m("compare-speaks-of-pads-without-pads", "gpt2np/tools/compare.py",
       "    if report.pads.any():", "    if True:",
       f"{CMP}::test_without_pads_nothing_mentions_pads"),
+    m("trace-ids-pad-id-ignored", "gpt2np/tools/trace.py",
+      "masks = [list(np.cumsum(np.asarray(row) != args.pad_id) > 0) for row in rows]",
+      "masks = [[1] * len(row) for row in rows]",
+      "tests/test_trace.py::test_ids_with_a_pad_id_trace_exactly_what_the_prompts_do"),
+    m("trace-ids-padded-on-the-right", "gpt2np/tools/trace.py",
+      "[[pad] * (T - len(row)) + row for row in rows]", "[row + [pad] * (T - len(row)) for row in rows]",
+      "tests/test_trace.py::test_ids_with_a_pad_id_trace_exactly_what_the_prompts_do"),
     # --- tokenizer -------------------------------------------------------------------------
     m("padding-side-ignored", "gpt2np/tokenizer.py",
       'cols = slice(width - len(r), width) if self._padding_side == "left" else slice(0, len(r))', "cols = slice(0, len(r))",

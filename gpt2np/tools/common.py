@@ -72,9 +72,13 @@ def add_model_args(p: argparse.ArgumentParser, default_fill: str = "min") -> Non
     p.add_argument("--no-verify", action="store_true", help="skip the size/sha256 check of known checkpoint files")
 
 
+def load_model(args: argparse.Namespace) -> GPT2:
+    return GPT2.from_pretrained(args.model, dtype=args.dtype, mask_fill=args.mask_fill, verify=not args.no_verify)
+
+
 def load_model_and_tokenizer(args: argparse.Namespace) -> tuple[GPT2, Tokenizer]:
     tok = Tokenizer.from_pretrained(args.tokenizer or args.model, verify=not args.no_verify)
-    model = GPT2.from_pretrained(args.model, dtype=args.dtype, mask_fill=args.mask_fill, verify=not args.no_verify)
+    model = load_model(args)
     if model.config.vocab_size < tok.vocab_size:
         raise InputError(
             f"the tokenizer has {tok.vocab_size} tokens but the model only {model.config.vocab_size}; "
