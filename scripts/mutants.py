@@ -255,6 +255,10 @@ MUTANTS = [
     m("trace-ids-padded-on-the-right", "gpt2np/tools/trace.py",
       "[[pad] * (T - len(row)) + row for row in rows]", "[row + [pad] * (T - len(row)) for row in rows]",
       "tests/test_trace.py::test_ids_with_a_pad_id_trace_exactly_what_the_prompts_do"),
+    m("model-not-found-without-the-random-model-hint", "gpt2np/tools/cli.py",
+      "_print_error(with_random_model_hint(message) if isinstance(e, ModelNotFoundError) else message)",
+      "_print_error(message)",
+      "tests/test_cli.py::test_every_command_that_cannot_find_a_model_points_to_random_model[generate]"),
     # --- tokenizer -------------------------------------------------------------------------
     m("padding-side-ignored", "gpt2np/tokenizer.py",
       'cols = slice(width - len(r), width) if self._padding_side == "left" else slice(0, len(r))', "cols = slice(0, len(r))",

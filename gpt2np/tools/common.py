@@ -25,6 +25,22 @@ FLAG_NAMES = {
 }
 
 
+# Every command that cannot find a model says where a model can come from without a download.
+RANDOM_MODEL_HINT = (
+    "No weights on this machine? `gpt2np random-model DIR --n-layer 2 --n-head 4 --n-embd 64` writes a random "
+    "GPT-2 of any shape to learn on or cross-check with, offline (README: a random GPT-2)."
+)
+
+
+def with_random_model_hint(message: str) -> str:
+    """A model-not-found message, with RANDOM_MODEL_HINT (not for a missing tokenizer: a random
+    model brings none)."""
+    about_the_tokenizer = ("tokenizer files", "needs a tokenizer", "vocab.json", "tokenizer.json")
+    if any(words in message for words in about_the_tokenizer) or "random-model" in message:
+        return message
+    return f"{message.rstrip().rstrip('.')}. {RANDOM_MODEL_HINT}"
+
+
 def in_flag_names(message: str) -> str:
     """A library message about a bad argument, with its Python keywords replaced by flags."""
     for keyword, flag in FLAG_NAMES.items():
