@@ -247,7 +247,7 @@ def measure(
     if name.endswith("hook_pattern"):
         outside = cells & ~allowed_cells(attention_mask, ref.shape[2])  # [B, H, T, Tk] real queries, forbidden keys
         weights = np.abs(cand[outside].astype(np.float64))
-        weights = weights[np.isfinite(weights) & (weights > 0)]  # the reference has 0 in every one of them
+        weights = weights[np.isfinite(weights) & (weights > 1e-6)]  # the reference has 0 in every one of them
         if weights.size and weights.max() >= 0.5 * m.diff:  # the leak is what makes the difference
             m.hints.append(
                 f"{weights.size} forbidden cells get weight (up to {weights.max():.2g}) where the reference has 0: "
