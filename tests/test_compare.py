@@ -395,9 +395,14 @@ def with_forbidden(value_of):
 @pytest.mark.parametrize(
     "case, value_of, found, advice",
     [
-        ("minus-inf", lambda t, i: -np.inf, "hold -inf, not the reference's fill -3.403e+38", "--mask-fill -inf"),
-        ("minus-1e9", lambda t, i: np.float32(-1e9), "hold -1e+09, not", "--mask-fill -1e9"),
-        ("zeros", lambda t, i: 0.0, "hold 0, never written", "loop over the allowed keys only (j <= i)"),
+        (
+            "minus-inf",
+            lambda t, i: -np.inf,
+            "hold -inf where the reference has its fill -3.403e+38",
+            "--mask-fill -inf",
+        ),
+        ("minus-1e9", lambda t, i: np.float32(-1e9), "hold -1e+09 where", "--mask-fill -1e9"),
+        ("zeros", lambda t, i: 0.0, "hold 0 (never written) where", "loop over the allowed keys only (j <= i)"),
         ("raw-scores", raw_scores, "hold ordinary numbers (never written?)", "(j <= i)"),
     ],
     ids=["minus-inf", "minus-1e9", "zeros", "raw-scores"],
@@ -483,6 +488,7 @@ def test_without_pads_nothing_mentions_pads(unpadded_traces):
     text = format_report(report, "ref.safetensors", "inf.safetensors")  # (the temporary folder's name has "pad")
     assert report.first is None and len(report.notes) == 1 and "hold -inf" in report.notes[0]
     assert "pad" not in text.lower(), text
+    assert main(["compare", str(ref), str(cand)]) == 0  # it was exit 1, "DIVERGES"
 
 
 def test_the_candidate_s_metadata_is_printed(tiny_traces, tmp_path):
@@ -545,3 +551,31 @@ def test_a_real_difference_is_not_called_a_swap(four_heads):
     save_trace(out / "scaled.safetensors", {**tensors, "blocks.0.attn.hook_q": q}, {})
     report = compare_traces(ref, out / "scaled.safetensors")
     assert report.first.name == "blocks.0.attn.hook_q" and "swapped" not in report.first.note
+
+
+def test_a_mix_of_conventions_passes_with_a_note_naming_each(tiny_traces):
+    def mixed(t):
+        with_forbidden(lambda t, i: -np.inf)(t)
+        scores = t["blocks.0.attn.hook_attn_scores"]
+        scores[1][forbidden(t)[1]] = 0  # row 1 (no pads) never written
+        t["blocks.0.attn.hook_attn_scores"] = scores
+
+    report = compare_traces(tiny_traces[0], edited(tiny_traces, "mixed", mixed))
+    assert report.first is None
+    assert any(
+        "hold -inf (214 cells) and 0 (never written) (56 cells)" in n and "more than one convention" in n
+        for n in report.notes
+    ), report.notes
+
+
+def test_a_custom_fill_of_the_reference_s_own_gives_no_note(model_dir, tmp_path):
+    """A fill of -1e4 leaves score + fill in a forbidden cell, which is not the fill itself: the
+    candidate's cells are compared with the reference's own, and a match needs no note."""
+    folder = model_dir("tiny")
+    model64 = GPT2.from_pretrained(folder, dtype="float64", mask_fill=-1e4)
+    write_trace(tmp_path / "ref.safetensors", model64, SEED_INPUT_IDS, SEED_ATTENTION_MASK)
+    model32 = GPT2.from_pretrained(folder, mask_fill=-1e4)
+    tensors = trace_tensors(model32, SEED_INPUT_IDS, SEED_ATTENTION_MASK)
+    save_trace(tmp_path / "c.safetensors", tensors, trace_metadata(model32, "tiny", None, []))
+    report = compare_traces(tmp_path / "ref.safetensors", tmp_path / "c.safetensors")
+    assert report.first is None and report.notes == []

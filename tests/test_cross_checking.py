@@ -105,7 +105,7 @@ def test_each_convention_passes_with_a_note(traces, convention):
         assert report.notes == [], text
         return
     (note,) = report.notes
-    found = "hold -inf" if convention == "fill-minus-inf" else "hold 0, never written"
+    found = "hold -inf" if convention == "fill-minus-inf" else "hold 0 (never written)"
     assert note.startswith(f"hook_attn_scores of blocks 0-1: the forbidden cells {found}"), text
 
 

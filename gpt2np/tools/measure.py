@@ -183,7 +183,7 @@ def classify_forbidden(
             low, high = values[where].min(), values[where].max()
             text = f"{low:.4g}" if np.isclose(low, high, rtol=1e-3) else f"large negatives ({low:.4g} .. {high:.4g})"
         else:
-            text = "0, never written" if (values[where] == 0).all() else "ordinary numbers (never written?)"
+            text = "0 (never written)" if (values[where] == 0).all() else "ordinary numbers (never written?)"
         held.append(text + ("" if where.all() else f" ({n} cells)"))
     kinds = [kind for kind, where in classes.items() if where.any()]
     if kinds == ["-inf"] or kinds == ["large"]:
@@ -193,7 +193,7 @@ def classify_forbidden(
         advice = "a loop over the allowed keys only (j <= i) leaves them so"
     else:
         advice = "more than one convention"
-    return None, f"the forbidden cells hold {' and '.join(held)}, not the reference's fill {fill:.4g}: {advice}"
+    return None, f"the forbidden cells hold {' and '.join(held)} where the reference has its fill {fill:.4g}: {advice}"
 
 
 def twice_forbidden(shape, attention_mask: np.ndarray) -> np.ndarray:
