@@ -89,7 +89,8 @@ def overflowing_model():
 def reference_with(name: str, extra: dict | None = None, **metadata) -> str:
     """A trace of MODEL on IDS (with `extra` tensors), saved with some metadata fields replaced: a
     malformed reference."""
-    from gpt2np.tools.trace import save_trace, trace_metadata, trace_tensors
+    from gpt2np.tools.trace import trace_metadata, trace_tensors
+    from gpt2np.tools.tracefile import save_trace
 
     path = TMP / f"{name}.safetensors"
     tensors = trace_tensors(MODEL, IDS, np.ones_like(IDS))
@@ -276,6 +277,16 @@ CASES = [
          "test_compare.py::test_a_crafted_block_number_is_refused_at_once"),
         ("trace: --out names a directory", InputError,
          lambda: cli_error("trace", "x", "--model", TINY, "--out", str(folder("dir.safetensors"))), "test_trace.py::test_trace_bad_usage"),
+        ("trace --ids: a token id that is not an integer", InputError,
+         lambda: cli_error("trace", "--ids", "50256,x,481", "--model", TINY, "--out", str(TMP / "t.safetensors")),
+         "test_trace.py::test_ids_bad_usage"),
+        ("trace --ids: an --attention-mask that does not fit its row", InputError,
+         lambda: cli_error("trace", "--ids", "1,2,3", "--attention-mask", "0,1", "--model", TINY, "--out", str(TMP / "t.safetensors")),
+         "test_trace.py::test_ids_bad_usage"),
+        ("trace --ids: rows of different lengths, and no pad id (no --pad-id, no eos_token_id)", InputError,
+         lambda: cli_error("trace", "--ids", "1,2,3", "--ids", "4", "--model", str(folder("no-eos", config={**CONFIG.to_dict(), "eos_token_id": None})),
+                           "--out", str(TMP / "t.safetensors")),
+         "test_trace.py::test_rows_of_different_lengths_need_a_pad_id_when_the_model_has_no_eos"),
     ]),
     ("Generation settings", [
         ("temperature <= 0 with sampling", InputError, lambda: MODEL.generate(IDS, max_new_tokens=1, do_sample=True, temperature=0),
@@ -406,8 +417,9 @@ CASES = [
          f"{T_CLI}::test_bad_flags_are_one_line_and_exit_2"),
         ("a bad value (exit 1)", InputError, lambda: cli_error("generate", "x", "--model", TINY, "--tokenizer", TOK, "--top-p", "2"),
          f"{T_CLI}::test_bad_values"),
-        ("a model that is not there (exit 1)", ModelNotFoundError, lambda: cli_error("generate", "x", "--model", "no-such-model"),
-         f"{T_CLI}::test_an_unknown_model_offline"),
+        ("a model that is not there (exit 1): every command points to `gpt2np random-model`", ModelNotFoundError,
+         lambda: cli_error("generate", "x", "--model", "no-such-model"),
+         f"{T_CLI}::test_an_unknown_model_offline, {T_CLI}::test_every_command_that_cannot_find_a_model_points_to_random_model"),
         ("a model folder without tokenizer files whose vocabulary is not GPT-2's", ModelNotFoundError,
          lambda: cli_error("generate", "x", "--model", str(GOOD)), (f"{T_CLI}::test_a_model_folder_without_tokenizer_files, "
          f"{T_HUB}::test_a_model_folder_without_tokenizer_files_uses_gpt2s_when_its_config_has_gpt2s_vocabulary")),
@@ -419,6 +431,12 @@ CASES = [
          lambda: cli_error("generate", "x", "--model", TINY, "--tokenizer", TOK, "--bad-words", ""), f"{T_CLI}::test_bad_values"),
         ("a tokenizer larger than the model's vocabulary", InputError,
          lambda: cli_error("generate", "x", "--model", str(GOOD), "--tokenizer", TOK), f"{T_CLI}::test_a_tokenizer_larger_than_the_model"),
+        ("`random-model`: a shape GPT2Config refuses (n_embd not a multiple of n_head, a size below 1)", InputError,
+         lambda: cli_error("random-model", str(TMP / "rm"), "--n-embd", "30", "--n-head", "4"),
+         "test_random_model.py::test_bad_flags_are_named_as_flags"),
+        ("`random-model` into a folder that already holds a model", InputError,
+         lambda: cli_error("random-model", str(GOOD), "--n-embd", "8", "--n-head", "2"),
+         "test_random_model.py::test_an_existing_model_or_a_file_is_not_overwritten"),
         ("any other exception (a bug) (exit 1)", RuntimeError, lambda: cli_unexpected(), f"{T_CLI}::test_an_unexpected_exception_is_still_one_line"),
     ]),
 ]  # fmt: skip

@@ -54,6 +54,7 @@ def m(name, file, old, new, *tests) -> Mutant:
 
 REF = "tests/test_references.py"
 REF64 = REF + "::test_float64_matches_transformers_float64"
+CMP = "tests/test_compare.py"
 
 MUTANTS = [
     # --- masks and positions ---------------------------------------------------------------
@@ -315,10 +316,10 @@ MUTANTS = [
       'if folder.is_dir() and _pick(folder, TOKENIZER_FILES) is None and not (folder / "pytorch_model.bin").is_file():',
       "tests/test_hub.py::test_a_pickle_beside_the_safetensors_does_not_cost_the_folder_gpt2s_tokenizer"),
     m("commands-load-the-tokenizer-first", "gpt2np/tools/common.py",
-      "    model = GPT2.from_pretrained(args.model, dtype=args.dtype, mask_fill=args.mask_fill, verify=not args.no_verify)\n"
+      "    model = load_model(args)\n"
       "    tok = Tokenizer.from_pretrained(args.tokenizer or args.model, verify=not args.no_verify)\n",
       "    tok = Tokenizer.from_pretrained(args.tokenizer or args.model, verify=not args.no_verify)\n"
-      "    model = GPT2.from_pretrained(args.model, dtype=args.dtype, mask_fill=args.mask_fill, verify=not args.no_verify)\n",
+      "    model = load_model(args)\n",
       "tests/test_cli.py::test_the_model_folder_is_checked_before_its_tokenizer"),
     # --- corpus scoring: one bad text never stops the others (corpus.py, ray.py) -------------
     m("a-failed-batch-fails-its-texts", "gpt2np/corpus.py",
@@ -355,6 +356,42 @@ MUTANTS = [
     m("deeply-nested-json-unhandled", "gpt2np/tools/score_file.py",
       "    except RecursionError:  # Python's JSON parser", "    except ZeroDivisionError:  # Python's JSON parser",
       "tests/test_score_file.py::test_lines_that_stopped_the_run_get_error_records"),
+    # --- compare (cross-checking another implementation) -----------------------------------
+    m("compare-ignores-nan-in-pads", "gpt2np/tools/measure.py",
+      "    bad = ~np.isfinite(cand)\n", "    bad = ~np.isfinite(cand) & cells\n",
+      f"{CMP}::test_nan_in_a_pad_row_of_the_pattern_fails_there_naming_the_rows_and_the_reason"),
+    m("compare-another-fill-is-a-bug", "gpt2np/tools/measure.py",
+      'return None, f"the forbidden cells hold', 'return "another fill", f"the forbidden cells hold',
+      f"{CMP}::test_another_convention_for_the_forbidden_cells_passes_with_one_note[minus-inf]"),
+    m("compare-minus-inf-fill-counted-as-non-finite", "gpt2np/tools/measure.py",
+      "        bad &= cells | ~np.isneginf(cand)\n", "        pass\n",
+      f"{CMP}::test_another_convention_for_the_forbidden_cells_passes_with_one_note[minus-inf]"),
+    m("compare-fill-added-twice-passes", "gpt2np/tools/measure.py",
+      'doubled = added_twice(values, both, is_fill | classes["large"])', "doubled = None",
+      f"{CMP}::test_the_fill_added_twice_still_diverges"),
+    m("compare-leak-into-the-pattern-not-named", "gpt2np/tools/measure.py",
+      "if weights.size and weights.max() >= 0.5 * m.diff:", "if weights.size and weights.max() > m.diff:",
+      f"{CMP}::test_a_mask_that_does_not_reach_the_softmax_fails_at_hook_pattern"),
+    m("compare-no-swap-of-equal-length-axes", "gpt2np/tools/compare.py",
+      "        if ref.shape[i] != ref.shape[j]:", "        if ref.shape[i] == ref.shape[j]:",
+      f"{CMP}::test_axes_of_equal_length_swapped_are_named[q]"),
+    m("compare-pads-left-out-uncounted", "gpt2np/tools/compare.py",
+      "    if report.pads.any():", "    if False:",
+      f"{CMP}::test_finite_pad_values_stay_unchecked_and_the_report_counts_them"),
+    m("compare-speaks-of-pads-without-pads", "gpt2np/tools/compare.py",
+      "    if report.pads.any():", "    if True:",
+      f"{CMP}::test_without_pads_nothing_mentions_pads"),
+    m("trace-ids-pad-id-ignored", "gpt2np/tools/trace.py",
+      "masks = [list(np.cumsum(np.asarray(row) != args.pad_id) > 0) for row in rows]",
+      "masks = [[1] * len(row) for row in rows]",
+      "tests/test_trace.py::test_ids_with_a_pad_id_trace_exactly_what_the_prompts_do"),
+    m("trace-ids-padded-on-the-right", "gpt2np/tools/trace.py",
+      "[[pad] * (T - len(row)) + row for row in rows]", "[row + [pad] * (T - len(row)) for row in rows]",
+      "tests/test_trace.py::test_ids_with_a_pad_id_trace_exactly_what_the_prompts_do"),
+    m("model-not-found-without-the-random-model-hint", "gpt2np/tools/cli.py",
+      "_print_error(with_random_model_hint(message) if isinstance(e, ModelNotFoundError) else message)",
+      "_print_error(message)",
+      "tests/test_cli.py::test_every_command_that_cannot_find_a_model_points_to_random_model[generate]"),
     # --- tokenizer -------------------------------------------------------------------------
     m("lone-surrogate-reaches-the-tokenizer", "gpt2np/tokenizer.py",
       '        check_unicode(text, "the text")\n', "",

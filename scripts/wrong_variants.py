@@ -11,10 +11,20 @@ and one trace per wrong variant:
     gelu-erf               the exact erf GELU instead of GPT-2's tanh form
     layernorm-ddof1        LayerNorm with the unbiased variance (divides by C - 1)
     mask-fill-twice        padding mask + causal mask added, so a cell that is both gets 2 x fill
+    pad-rows-nan           fill -inf and no care for a pad query that may see no key: 0/0 = NaN
+    mask-not-applied       the scores are computed for every key and nothing masks them
+    heads-major            q, k, v and z saved as [B, H, T, D] (attention's own layout)
 
-Each variant is gpt2np's own forward pass with one function swapped for the wrong one, so
-nothing else differs. `gpt2np compare REFERENCE DIR/<variant>.safetensors` must name the
-point in VARIANTS as the first divergence (tests/test_cross_checking.py checks it).
+and one per convention, correct code written another way, which must pass (with a note):
+
+    fill-minus-inf         the forbidden cells hold -inf, whatever fill the reference used
+    forbidden-unwritten    a loop over the allowed keys only (j <= i) into a zeroed array: the
+                           forbidden cells of hook_attn_scores hold 0
+
+Each variant is gpt2np's own forward pass with one function swapped for the wrong one (or its
+trace saved another way), so nothing else differs. `gpt2np compare REFERENCE
+DIR/<variant>.safetensors` must name the point in VARIANTS as the first divergence, and pass
+the CONVENTIONS (tests/test_cross_checking.py checks it). --only NAME writes just those.
 
     python scripts/wrong_variants.py --sharpen FOLDER DEST
 
@@ -39,8 +49,8 @@ sys.path.insert(0, str(ROOT))
 
 from gpt2np import GPT2  # noqa: E402
 from gpt2np.masks import AttentionMask, position_ids_from_mask  # noqa: E402
-from gpt2np.tools.compare import load_trace  # noqa: E402
-from gpt2np.tools.trace import save_trace, trace_metadata  # noqa: E402
+from gpt2np.tools.trace import trace_metadata  # noqa: E402
+from gpt2np.tools.tracefile import load_trace, save_trace  # noqa: E402
 
 # name: (what is wrong, the first point where compare must see it)
 VARIANTS = {
@@ -49,6 +59,17 @@ VARIANTS = {
     "gelu-erf": ("exact erf GELU instead of the tanh form", "blocks.0.mlp.hook_post"),
     "layernorm-ddof1": ("LayerNorm variance with ddof=1", "blocks.0.ln1.hook_normalized"),
     "mask-fill-twice": ("padding and causal masks added: 2 x fill where both forbid", "blocks.0.attn.hook_attn_scores"),
+    "pad-rows-nan": (
+        "fill -inf, a pad query's fully masked row left as softmax makes it: NaN",
+        "blocks.0.attn.hook_pattern",
+    ),
+    "mask-not-applied": ("no mask added to the scores: softmax over every key", "blocks.0.attn.hook_pattern"),
+    "heads-major": ("q, k, v, z saved as [B, H, T, D]", "blocks.0.attn.hook_q"),
+}
+# name: what is different; compare must pass these, with a note on hook_attn_scores
+CONVENTIONS = {
+    "fill-minus-inf": "forbidden score cells hold -inf",
+    "forbidden-unwritten": "forbidden score cells never written (0)",
 }
 SHARPEN = 50.0
 
@@ -67,6 +88,37 @@ def ddof1_layer_norm(x, norm, eps, dtype=None):
     x64 = x.astype(np.float64)
     y = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, ddof=1, keepdims=True) + eps)
     return (y * norm.weight + norm.bias).astype(x.dtype if dtype is None else dtype)
+
+
+def mask_without_empty_rows(attention_mask, n_queries, fill, dtype):
+    """The right mask, but nobody told attention which rows may see no key: it does not zero them."""
+    from gpt2np.masks import build_attention_mask
+
+    return AttentionMask(
+        additive=build_attention_mask(attention_mask, n_queries, fill, dtype).additive, empty_rows=None
+    )
+
+
+def no_mask(attention_mask, n_queries, fill, dtype):
+    """Nothing masked: every query sees every key, pads and the future included."""
+    B, Tk = attention_mask.shape
+    return AttentionMask(additive=np.zeros((B, 1, n_queries, Tk), dtype), empty_rows=None)
+
+
+def forbidden_unwritten(cache, attention_mask):
+    """hook_attn_scores as a loop over j <= i into a zeroed array leaves it: 0 in the forbidden cells."""
+    from gpt2np.tools.measure import allowed_cells
+
+    for name, scores in cache.items():
+        if name.endswith("hook_attn_scores"):
+            cache[name] = np.where(allowed_cells(attention_mask, scores.shape[2]), scores, 0).astype(scores.dtype)
+
+
+def heads_major(cache):
+    """q, k, v and z as attention computes them, [B, H, T, D], saved without the transpose back."""
+    for name in list(cache):
+        if name.endswith(("hook_q", "hook_k", "hook_v", "hook_z")):
+            cache[name] = np.ascontiguousarray(cache[name].swapaxes(1, 2))
 
 
 def mask_added_twice(attention_mask, n_queries, fill, dtype):
@@ -92,17 +144,27 @@ def swapped(module, name, replacement):
         setattr(module, name, original)
 
 
+def variant_model(model: GPT2, variant: str | None) -> GPT2:
+    """The model a variant runs: the reference's fill, or -inf for the variants that use it."""
+    if variant in ("pad-rows-nan", "fill-minus-inf"):
+        return GPT2(model.config, model.weights, dtype=model.dtype, mask_fill="-inf")
+    return model
+
+
 def variant_trace(model: GPT2, variant: str | None, input_ids, attention_mask) -> dict[str, np.ndarray]:
     """A trace of `model` with one function swapped for the variant's (None: the correct one)."""
     import gpt2np.attention
     import gpt2np.model
 
+    model = variant_model(model, variant)
     positions = position_ids_from_mask(attention_mask)  # [B, T]
     swaps = {
         "softmax-no-max": (gpt2np.attention, "softmax", naive_softmax),
         "gelu-erf": (gpt2np.model, "gelu", erf_gelu),
         "layernorm-ddof1": (gpt2np.model, "layer_norm", ddof1_layer_norm),
         "mask-fill-twice": (gpt2np.model, "build_attention_mask", mask_added_twice),
+        "pad-rows-nan": (gpt2np.model, "build_attention_mask", mask_without_empty_rows),
+        "mask-not-applied": (gpt2np.model, "build_attention_mask", no_mask),
     }
     if variant == "positions-not-offset":
         positions = np.broadcast_to(np.arange(input_ids.shape[1]), input_ids.shape)
@@ -117,19 +179,24 @@ def variant_trace(model: GPT2, variant: str | None, input_ids, attention_mask) -
             _, cache = model.run_with_cache(input_ids, attention_mask=attention_mask, position_ids=positions)
     else:
         _, cache = model.run_with_cache(input_ids, attention_mask=attention_mask, position_ids=positions)
+    if variant == "forbidden-unwritten":
+        forbidden_unwritten(cache, attention_mask)
+    if variant == "heads-major":
+        heads_major(cache)
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": positions}
     return {**{k: np.asarray(v, dtype=np.int64) for k, v in inputs.items()}, **cache}
 
 
-def write_variants(reference: Path, model_dir: Path, out: Path) -> list[Path]:
+def write_variants(reference: Path, model_dir: Path, out: Path, only=None) -> list[Path]:
     tensors, metadata = load_trace(reference)
     model = GPT2.from_pretrained(model_dir, mask_fill=metadata.get("mask_fill", "min"))
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for variant in [None, *VARIANTS]:
+    for variant in only or [None, *VARIANTS, *CONVENTIONS]:
         trace = variant_trace(model, variant, tensors["input_ids"], tensors["attention_mask"])
         path = out / f"{variant or 'correct'}.safetensors"
-        save_trace(path, trace, {**trace_metadata(model, str(model_dir), None, []), "variant": variant or "none"})
+        meta = trace_metadata(variant_model(model, variant), str(model_dir), None, [])
+        save_trace(path, trace, {**meta, "variant": variant or "none"})
         written.append(path)
     return written
 
@@ -159,13 +226,14 @@ def main(argv=None) -> int:
     p.add_argument(
         "--sharpen", nargs=2, metavar=("FOLDER", "DEST"), help="write a copy of FOLDER with a sharp block-0 head"
     )
+    p.add_argument("--only", action="append", choices=[*VARIANTS, *CONVENTIONS], help="write only this variant")
     args = p.parse_args(argv)
     if args.sharpen:
         print(f"wrote {sharpen(Path(args.sharpen[0]), Path(args.sharpen[1]))}")
         return 0
     if not (args.reference and args.model and args.out):
         p.error("give REFERENCE --model FOLDER --out DIR (or --sharpen FOLDER DEST)")
-    for path in write_variants(Path(args.reference), Path(args.model), Path(args.out)):
+    for path in write_variants(Path(args.reference), Path(args.model), Path(args.out), args.only):
         print(f"wrote {path}")
     return 0
 

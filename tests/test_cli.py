@@ -348,6 +348,39 @@ def test_an_unknown_model_without_network(capsys, monkeypatch):
     assert_one_line_error(err, "the Hugging Face hub is unreachable", "gpt2np download acme/nothing")
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["generate", "hello", "--model", "no-such-model"],
+        ["score", "hello there", "--model", "no-such-model"],
+        ["trace", "hello", "--model", "no-such-model", "--out", "t.safetensors"],
+        ["trace", "--ids", "1,2", "--model", "./no/such/folder", "--out", "t.safetensors"],
+        ["plot", "--model", "no-such-model", "--out", "pictures"],
+        ["crosscheck", "--model", "no-such-model"],
+        ["download", "gpt2"],
+    ],
+    ids=["generate", "score", "trace", "trace-ids", "plot", "crosscheck", "download"],
+)
+def test_every_command_that_cannot_find_a_model_points_to_random_model(capsys, tmp_path, monkeypatch, command):
+    """Offline and without weights, the way on is a random model: every command says how."""
+    if command[0] == "crosscheck":
+        pytest.importorskip("torch", reason="crosscheck needs torch before it looks for a model")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, *command)
+    assert code == 1 and out == ""
+    assert_one_line_error(err, "No weights on this machine? `gpt2np random-model DIR", "README: a random GPT-2")
+
+
+def test_explain_without_the_weights_points_to_random_model(capsys):
+    code, out, err = run(capsys, "explain", "--step", "generate")  # gpt2, not downloaded
+    assert (code, err) == (0, "") and "gpt2np download gpt2" in out and "`gpt2np random-model DIR" in out
+
+
+def test_a_missing_tokenizer_does_not_point_to_random_model(capsys, model_dir):
+    code, _, err = run(capsys, "generate", "My dog is", "--model", str(model_dir("odd")))
+    assert code == 1 and "has no tokenizer files" in err and "random-model" not in err
+
+
 def test_a_model_path_that_does_not_exist(capsys, tmp_path):
     code, _, err = run(capsys, "generate", "hello", "--model", str(tmp_path / "nowhere"))
     assert code == 1

@@ -16,8 +16,9 @@ import pytest
 from conftest import ROOT, SEED_ATTENTION_MASK, SEED_INPUT_IDS
 
 from gpt2np import GPT2
-from gpt2np.tools.compare import compare_traces, format_report, load_trace
+from gpt2np.tools.compare import compare_traces, format_report
 from gpt2np.tools.trace import write_trace
+from gpt2np.tools.tracefile import load_trace
 
 
 def load_script():
@@ -84,6 +85,28 @@ def test_each_wrong_variant_is_caught_at_its_point(traces, variant):
     assert f"first divergence: {expected}" in text
     names = [r.name for r in report.rows]
     assert all(r.verdict == "ok" for r in report.rows[: names.index(expected)]), text  # nothing before it
+    why = {
+        "pad-rows-nan": "at pads only (row 0: tokens 0-2; row 2: tokens 0-4). The query of a left pad may see no key",
+        "mask-not-applied": "forbidden cells get weight",
+        "heads-major": "looks like [B, H, T, D]",
+    }
+    assert why.get(variant, "") in report.first.note, text
+
+
+@pytest.mark.parametrize("convention", list(wv.CONVENTIONS))
+def test_each_convention_passes_with_a_note(traces, convention):
+    """Correct code that forbids cells another way: -inf whatever the reference's fill; a loop
+    over the allowed keys only, which never writes the forbidden cells."""
+    fill, ref, paths = traces
+    report = compare_traces(ref, paths[convention])
+    text = format_report(report, ref, paths[convention])
+    assert report.first is None, text
+    if convention == "fill-minus-inf" and fill == "-inf":  # the reference's own fill: nothing to say
+        assert report.notes == [], text
+        return
+    (note,) = report.notes
+    found = "hold -inf" if convention == "fill-minus-inf" else "hold 0 (never written)"
+    assert note.startswith(f"hook_attn_scores of blocks 0-1: the forbidden cells {found}"), text
 
 
 # --- docs/cross-checking.md shows real output ------------------------------------------------
@@ -133,3 +156,11 @@ def test_the_pages_python_writer_writes_a_trace_compare_reads(traces, tmp_path):
     tensors, _ = load_trace(paths["correct"])
     namespace["write_safetensors"](tmp_path / "mine.safetensors", {k: np.array(v) for k, v in tensors.items()})
     assert compare_traces(ref, tmp_path / "mine.safetensors").first is None
+    metadata = {"dtype": "float32", "model": "gpt2.c", "mask_fill": fill, "compiler": "cc -O2"}  # the last: ignored
+    namespace["write_safetensors"](
+        tmp_path / "meta.safetensors", {k: np.array(v) for k, v in tensors.items()}, metadata
+    )
+    report = compare_traces(ref, tmp_path / "meta.safetensors")
+    assert f"candidate  meta.safetensors: float32, model gpt2.c, mask_fill {fill}\n" in format_report(
+        report, ref, "meta.safetensors"
+    )

@@ -42,7 +42,7 @@ def test_every_core_module_is_under_contract():
     one that is in neither contract would escape both checks. ray.py is the one top-level module
     that is not core: like the tools, it sits on top (it imports Ray, an optional extra)."""
     core = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__", "ray"}
-    forbidden, layered = contracts()
+    forbidden, layered, *_ = contracts()
     in_forbidden = {m.removeprefix("gpt2np.") for m in forbidden["source_modules"]}
     in_layers = {name.strip() for layer in layered["layers"] for name in layer.split("|")}
     assert core == in_forbidden, f"core modules vs the forbidden contract's list: {sorted(core ^ in_forbidden)}"
@@ -61,3 +61,15 @@ def test_a_cycle_through_the_tools_is_caught(tmp_path):
     result = lint_imports(tmp_path)
     assert result.returncode != 0
     assert "BROKEN" in result.stdout and "gpt2np.scoring -> gpt2np.tools.common" in result.stdout
+
+
+def test_a_circle_between_trace_and_compare_is_caught(tmp_path):
+    """trace and compare once imported each other (inside functions); what they share lives in
+    tracefile and measure now, and the third contract reports the circle if it comes back."""
+    shutil.copytree(PACKAGE, tmp_path / "gpt2np", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    trace = tmp_path / "gpt2np" / "tools" / "trace.py"
+    trace.write_text(trace.read_text() + "\n\ndef _planted():\n    from .compare import measure  # planted\n")
+    result = lint_imports(tmp_path)
+    assert result.returncode != 0
+    assert "BROKEN" in result.stdout and "gpt2np.tools.trace -> gpt2np.tools.compare" in result.stdout

@@ -16,11 +16,11 @@ import argparse
 import sys
 
 from .. import __version__
-from ..errors import GPT2npError, InputError
-from . import compare, crosscheck, download, explain, generate, plot, score, trace
-from .common import in_flag_names
+from ..errors import GPT2npError, InputError, ModelNotFoundError
+from . import compare, crosscheck, download, explain, generate, plot, random_model, score, trace
+from .common import in_flag_names, with_random_model_hint
 
-SUBCOMMANDS = (generate, download, explain, crosscheck, plot, score, trace, compare)  # in the order --help lists them
+SUBCOMMANDS = (generate, download, explain, crosscheck, plot, score, trace, compare, random_model)  # --help's order
 EXIT_ERROR = 1
 
 
@@ -69,7 +69,8 @@ def main(argv=None) -> int:
         if args.debug:
             raise
         # A bad argument is named as the user gave it: --top-p, not top_p.
-        _print_error(in_flag_names(str(e)) if isinstance(e, InputError) else str(e))
+        message = in_flag_names(str(e)) if isinstance(e, InputError) else str(e)
+        _print_error(with_random_model_hint(message) if isinstance(e, ModelNotFoundError) else message)
         return EXIT_ERROR
     except BrokenPipeError:  # `gpt2np generate ... | head`
         return 0

@@ -39,6 +39,22 @@ FLAG_NAMES = {
 }
 
 
+# Every command that cannot find a model says where a model can come from without a download.
+RANDOM_MODEL_HINT = (
+    "No weights on this machine? `gpt2np random-model DIR --n-layer 2 --n-head 4 --n-embd 64` writes a random "
+    "GPT-2 of any shape to learn on or cross-check with, offline (README: a random GPT-2)."
+)
+
+
+def with_random_model_hint(message: str) -> str:
+    """A model-not-found message, with RANDOM_MODEL_HINT (not for a missing tokenizer: a random
+    model brings none)."""
+    about_the_tokenizer = ("tokenizer files", "needs a tokenizer", "vocab.json", "tokenizer.json")
+    if any(words in message for words in about_the_tokenizer) or "random-model" in message:
+        return message
+    return f"{message.rstrip().rstrip('.')}. {RANDOM_MODEL_HINT}"
+
+
 def in_flag_names(message: str) -> str:
     """A library message about a bad argument, with its Python keywords replaced by flags."""
     for keyword, flag in FLAG_NAMES.items():
@@ -86,10 +102,14 @@ def add_model_args(p: argparse.ArgumentParser, default_fill: str = "min") -> Non
     p.add_argument("--no-verify", action="store_true", help="skip the size/sha256 check of known checkpoint files")
 
 
+def load_model(args: argparse.Namespace) -> GPT2:
+    return GPT2.from_pretrained(args.model, dtype=args.dtype, mask_fill=args.mask_fill, verify=not args.no_verify)
+
+
 def load_model_and_tokenizer(args: argparse.Namespace) -> tuple[GPT2, Tokenizer]:
     # The model first: what is wrong with the model folder (a pickle only, a broken config.json)
     # is then reported as such, not as a tokenizer file the folder lacks.
-    model = GPT2.from_pretrained(args.model, dtype=args.dtype, mask_fill=args.mask_fill, verify=not args.no_verify)
+    model = load_model(args)
     tok = Tokenizer.from_pretrained(args.tokenizer or args.model, verify=not args.no_verify)
     if model.config.vocab_size < tok.vocab_size:
         raise InputError(

@@ -10,11 +10,15 @@ point inherits it). Exit status: 0 no point diverges, 1 some point does, 2 bad u
 (a missing or unreadable file, a trace without inputs, a reference compare cannot trust:
 metadata that is not finite numbers, points of the wrong shape, blocks not numbered 0, 1, ...).
 
-What is compared: the values at real tokens only (a pad's values mean nothing, and
-implementations fill them differently on purpose). For hook_attn_scores, the allowed cells
-(real query, key neither a pad nor in the future) as numbers, and every forbidden cell, pads'
-rows included, against the fill the reference used (mask_fill "min" means the candidate's own
-dtype's minimum); a fill added twice shows there and nowhere else.
+What is compared (measure.py): the values at real tokens only (a pad's values mean nothing,
+and implementations fill them differently on purpose; the report counts the pad positions left
+out), but a NaN or inf fails anywhere, pads included, naming the rows and tokens. For
+hook_attn_scores, the allowed cells (real query, key neither a pad nor in the future) as
+numbers; the forbidden cells hold a convention (the reference's fill, -inf, another large
+negative, or nothing written), named in one note, and pass unless the fill was added twice;
+hook_pattern shows whether they really get weight 0. A point whose values match the
+reference's once two axes of the same length are swapped (T and H with 12 tokens and 12 heads;
+T and Tk) is named as such.
 
 Tolerances, per point, relative to the point's scale:
 - float64 reference with `float32_error` (gpt2np trace --dtype float64 writes it): FACTOR x
@@ -33,7 +37,7 @@ import difflib
 import itertools
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +45,15 @@ import numpy as np
 
 from ..errors import GPT2npError, InputError
 from ..hooks import axes
-from ..masks import build_attention_mask
 from .common import add_debug
-from .trace import FORMAT, INPUTS, activation_names_in, forward_position
+from .measure import Measurement, measure, point_scale, ranges
+from .tracefile import FORMAT, INPUTS, activation_names_in, forward_position, load_trace
 
 FACTOR = 10  # how much further than gpt2np's float32 a correct float32 candidate may lie
 FLOOR = 1e-6  # relative: ~8 float32 steps (2^-23 = 1.2e-7); where our float32 error is 0 (embeddings)
 UNCALIBRATED = 2e-5  # relative, when the reference carries no float32_error
 EXIT_SAME, EXIT_DIVERGES, EXIT_USAGE = 0, 1, 2
+CANDIDATE_METADATA = ("dtype", "model", "mask_fill")  # printed when a candidate carries them; nothing else is read
 DESCRIPTIONS = {  # the last part of a name -> what it is, for the "first divergence" line
     "input_ids": "the token ids",
     "attention_mask": "the attention mask",
@@ -74,13 +79,6 @@ DESCRIPTIONS = {  # the last part of a name -> what it is, for the "first diverg
 
 
 @dataclass
-class Measurement:
-    diff: float = 0.0  # max |candidate - reference| over the compared cells (inf for NaN)
-    scale: float = 0.0  # max |reference| over those cells
-    problems: list[str] = field(default_factory=list)  # reasons it diverges whatever the tolerance
-
-
-@dataclass
 class Row:
     name: str
     shape: list[int]
@@ -88,92 +86,6 @@ class Row:
     tolerance: float | None  # relative
     verdict: str  # "ok", "DIVERGES", "missing", "SHAPE"
     note: str = ""
-
-
-# --- reading -------------------------------------------------------------------------------
-
-
-def load_trace(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """(tensors, metadata) of a safetensors trace; InputError when it cannot be read."""
-    from safetensors import safe_open
-
-    from ..checkpoint import map_tensors
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path} does not exist; write a trace with `gpt2np trace ... --out {path.name}`")
-    try:
-        tensors = map_tensors(path)
-        with safe_open(str(path), framework="numpy") as f:
-            metadata = f.metadata() or {}
-    except GPT2npError as e:
-        raise InputError(f"{path} is not a readable safetensors trace: {e}") from None
-    except Exception as e:  # noqa: BLE001  the safetensors package's own errors
-        raise InputError(f"{path} is not a readable safetensors trace: {e}") from None
-    return tensors, metadata
-
-
-# --- measuring one point -------------------------------------------------------------------
-
-
-def compared_cells(name: str, shape, attention_mask: np.ndarray) -> np.ndarray:
-    """Boolean [shape]: the cells whose values must agree (real tokens; allowed score cells)."""
-    real = attention_mask.astype(bool)  # [B, T]
-    if name.endswith("hook_attn_scores"):
-        allowed = build_attention_mask(attention_mask, shape[2], -np.inf, np.float64).additive == 0  # [B, 1, T, Tk]
-        return np.broadcast_to(allowed, shape)
-    if axes(name)[:2] == ["B", "H"]:  # [B, H, T, Tk]: real query rows, every key
-        return np.broadcast_to(real[:, None, :, None], shape)
-    return np.broadcast_to(real.reshape(real.shape + (1,) * (len(shape) - 2)), shape)
-
-
-def expected_fill(metadata: dict[str, str], dtype) -> float:
-    """What a forbidden score cell holds in a candidate of this dtype, by the reference's fill."""
-    if metadata.get("mask_fill") == "min":
-        return float(np.finfo(dtype).min) if np.dtype(dtype).kind == "f" else float(np.finfo(np.float32).min)
-    return float(metadata.get("fill", "-inf"))
-
-
-def check_fill(scores: np.ndarray, forbidden: np.ndarray, fill: float) -> str | None:
-    """A problem with the forbidden cells of hook_attn_scores, or None."""
-    values = scores[forbidden].astype(np.float64)
-    ok = np.isclose(values, fill, rtol=1e-6, atol=0) | ((values == fill) & np.isinf(fill))
-    if ok.all():
-        return None
-    bad = values[~ok]
-    doubled = np.isfinite(fill) and bool(
-        (np.isclose(bad, 2 * fill, rtol=1e-6) | (bad == -np.inf)).all()
-    )  # min + min = -inf
-    hint = (
-        "; the fill added twice (padding mask + causal mask) where a key is both a pad and in the future?"
-        if doubled
-        else ""
-    )
-    return f"{bad.size} forbidden cells hold e.g. {bad[0]:.4g}, not the fill {fill:.4g}{hint}"
-
-
-def measure(
-    name: str, ref: np.ndarray, cand: np.ndarray, attention_mask: np.ndarray, metadata: dict[str, str]
-) -> Measurement:
-    """Compare one point of the same shape."""
-    m = Measurement()
-    cells = compared_cells(name, ref.shape, attention_mask)
-    r, c = ref[cells].astype(np.float64), cand[cells].astype(np.float64)
-    if r.size:
-        with np.errstate(invalid="ignore"):
-            d = np.abs(c - r)
-        nan = ~np.isfinite(d)
-        if nan.any():
-            m.problems.append(
-                f"{int(nan.sum())} non-finite values (e.g. {c[nan][0]}) where the reference has finite ones"
-            )
-        m.diff = float(np.inf) if nan.any() else float(d.max())
-        m.scale = float(np.abs(r).max())
-    if name.endswith("hook_attn_scores"):
-        problem = check_fill(cand, ~cells, expected_fill(metadata, cand.dtype))
-        if problem:
-            m.problems.append(problem)
-    return m
 
 
 def shape_hint(name: str, ref_shape, cand_shape) -> str:
@@ -206,6 +118,9 @@ class Report:
     tolerance_rule: str
     reference: dict[str, str]
     candidate: dict[str, str]
+
+    pads: np.ndarray  # [B, T] True at the pad positions, whose values are not compared
+    notes: list[str]  # what passed but is worth knowing (another fill convention)
 
     @property
     def first(self) -> Row | None:
@@ -313,7 +228,7 @@ def compare_traces(reference: str | Path, candidate: str | Path, rtol: float | N
     mask = ref["attention_mask"]
     points = activation_names_in(ref)
     order = [n for n in INPUTS if n in ref] + points
-    scales = {n: measure(n, ref[n], ref[n], mask, ref_meta).scale for n in points}
+    scales = {n: point_scale(n, ref[n], mask) for n in points}
     tol, rule = tolerances(measured, points, scales, rtol)
     rows, missing = [], []
     for name in order:
@@ -338,13 +253,55 @@ def compare_traces(reference: str | Path, candidate: str | Path, rtol: float | N
         else:
             m = measure(name, r, c, mask, ref_meta)
             diverges = bool(m.problems) or m.diff > tol[name] * (m.scale or 1.0)
-            rows.append(Row(name, list(r.shape), m, tol[name], "DIVERGES" if diverges else "ok", "; ".join(m.problems)))
+            notes = m.problems + (m.hints if diverges else [])
+            swapped = swapped_axes(name, r, c, mask, ref_meta, tol[name]) if diverges else None
+            notes += [swapped] if swapped else []
+            rows.append(Row(name, list(r.shape), m, tol[name], "DIVERGES" if diverges else "ok", "; ".join(notes)))
     known = set(order) | {"generated_ids", "generated_logits"}
     unknown = []
     for name in sorted(set(cand) - known):
         near = difflib.get_close_matches(name, order, n=1, cutoff=0.5)
         unknown.append(f"{name} (did you mean {near[0]}?)" if near else name)
-    return Report(rows, missing, unknown, rule, ref_meta, cand_meta)
+    notes = fill_notes(rows, has_pattern=any(n.endswith("hook_pattern") for n in cand))
+    return Report(rows, missing, unknown, rule, ref_meta, cand_meta, pads=mask == 0, notes=notes)
+
+
+def swapped_axes(name: str, ref: np.ndarray, cand: np.ndarray, mask: np.ndarray, metadata, tol: float) -> str | None:
+    """A diverging point of the reference's shape whose values match once two axes of the same
+    length are swapped: [B, H, T, D] saved where [B, T, H, D] belongs with T == H (a 12-token
+    prompt on a 12-head model), keys and queries exchanged in a [B, H, T, Tk] point."""
+    names = axes(name)
+    for i, j in itertools.combinations(range(ref.ndim), 2):
+        if ref.shape[i] != ref.shape[j]:
+            continue
+        m = measure(name, ref, np.swapaxes(cand, i, j), mask, metadata)
+        if not m.problems and m.diff <= tol * (m.scale or 1.0):
+            order = names.copy()
+            order[i], order[j] = order[j], order[i]
+            return (
+                f"its values match the reference's with axes {names[i]} and {names[j]} swapped (both "
+                f"{ref.shape[i]} long): it looks like [{', '.join(order)}]; transpose it to [{', '.join(names)}]"
+            )
+    return None
+
+
+def fill_notes(rows: list[Row], has_pattern: bool) -> list[str]:
+    """One note per way hook_attn_scores' forbidden cells differ from the reference's fill (the
+    same in every block, as a rule), naming the blocks."""
+    blocks: dict[str, list[int]] = {}
+    for row in rows:
+        if row.measurement is not None and row.measurement.fill_note:
+            blocks.setdefault(row.measurement.fill_note, []).append(int(row.name.split(".")[1]))
+    checked = (
+        "which hook_pattern shows"
+        if has_pattern
+        else "which hook_pattern would show (the candidate has none: a leak shows in hook_z)"
+    )
+    return [
+        f"hook_attn_scores of block{'s' if len(layers) > 1 else ''} {ranges(layers)}: {note}. They pass: "
+        f"a fill is a convention, not a number to match; what counts is that softmax gives them weight 0, {checked}"
+        for note, layers in blocks.items()
+    ]
 
 
 # --- printing ------------------------------------------------------------------------------
@@ -362,11 +319,18 @@ def describe(name: str) -> str:
     return DESCRIPTIONS.get(name.rsplit(".", 1)[-1], name)
 
 
+def candidate_metadata(metadata: dict[str, str]) -> str:
+    """What compare prints from a candidate's metadata: ': float32, model my-gpt2.c, mask_fill -inf'."""
+    shown = [metadata["dtype"]] if "dtype" in metadata else []
+    shown += [f"{key} {metadata[key]}" for key in CANDIDATE_METADATA[1:] if key in metadata]
+    return f": {', '.join(shown)}" if shown else ""
+
+
 def format_report(report: Report, reference, candidate) -> str:
     ref, cand = report.reference, report.candidate
     lines = [
         f"reference  {reference}: {ref.get('dtype', '?')}, model {ref.get('model', '?')}, mask_fill {ref.get('mask_fill', '?')}",
-        f"candidate  {candidate}" + (f": {cand['dtype']}" if "dtype" in cand else ""),
+        f"candidate  {candidate}" + candidate_metadata(cand),
         f"tolerance  {report.tolerance_rule}",
         "",
         f"{'point':<36} {'shape':<18} {'max|diff|':>9} {'scale':>9} {'relative':>9} {'tolerance':>9}  verdict",
@@ -388,6 +352,15 @@ def format_report(report: Report, reference, candidate) -> str:
         )
     if report.unknown:
         lines.append(f"in the candidate but no point of the reference: {', '.join(report.unknown[:12])}")
+    for note in report.notes:
+        lines.append(f"note: {note}")
+    if report.pads.any():
+        B, T = report.pads.shape
+        rows = np.flatnonzero(report.pads.any(axis=1)).tolist()
+        lines.append(
+            f"pads: {int(report.pads.sum())} of the {B * T} positions (in row{'s' if len(rows) > 1 else ''} "
+            f"{', '.join(map(str, rows))}) are pads; their values are not compared, only checked to be finite"
+        )
     first = report.first
     bad = [r for r in report.rows if r.verdict != "ok"]
     if first is None:

@@ -24,7 +24,7 @@ from ..errors import InputError, ModelNotFoundError
 from ..inputs import check_input_ids
 from ..layers import softmax
 from ..masks import MASK_FILLS, build_attention_mask, position_ids_from_mask, resolve_fill
-from .common import add_model_args, load_model_and_tokenizer
+from .common import add_model_args, load_model_and_tokenizer, with_random_model_hint
 
 SEED_SENTENCES = ("It will rain in the", "I want to eat a big bowl of", "My dog is")
 PAD_LABEL = "[pad]"
@@ -555,7 +555,7 @@ def load_model_or_reason(args):
         looks_like_path = args.model.startswith((".", "/", "~")) or ("/" in args.model and Path(args.model).exists())
         if "gpt2np download" not in problem and not looks_like_path:  # a name: download can fetch it
             problem += f" Get the weights with `gpt2np download {args.model}` and run explain again."
-        return None, problem
+        return None, with_random_model_hint(problem)
     return model, None
 
 

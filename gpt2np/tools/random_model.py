@@ -1,4 +1,5 @@
-"""Random GPT-2 checkpoints, for tests and benchmarks on machines without the real weights.
+"""Random GPT-2 checkpoints, for learning, cross-checking and testing on machines without the
+real weights; `gpt2np random-model OUT --n-layer 2 --n-head 4 --n-embd 64 ...` writes one.
 
 A checkpoint written here is an ordinary model folder (config.json + model.safetensors) that
 gpt2np and transformers both load. The same (config, seed) always gives the same bytes, and
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,10 @@ import numpy as np
 
 from ..checkpoint import save_checkpoint
 from ..config import GPT2Config
+from ..errors import ConfigError, InputError
+from ..hub import GPT2_VOCAB_SIZE
 from ..weights import expected_shapes
+from .common import add_debug
 
 
 def random_tensors(
@@ -152,3 +157,73 @@ def build_test_model(name: str, root: str | Path) -> Path:
 
 def _read(path: Path) -> str | None:
     return path.read_text() if path.is_file() else None
+
+
+# --- the command ---------------------------------------------------------------------------
+
+SHAPE_FLAGS = ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size", "n_inner")  # GPT2Config's names
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "random-model",
+        help="write a random GPT-2 of any shape (config.json + model.safetensors), to learn on or cross-check offline",
+        description="Write a GPT-2 with random weights into the folder OUT: gpt2np (--model OUT) and transformers "
+        "(GPT2LMHeadModel.from_pretrained(OUT)) load it like a downloaded one. The flags are GPT2Config's fields; "
+        "the defaults are GPT2Config's (GPT-2 124M's shape, ~500 MB). The same shape and seed give the same bytes.",
+    )
+    p.add_argument("out", metavar="OUT", help="the folder to write (created; refused if it already holds a model)")
+    defaults = GPT2Config()
+    for name in SHAPE_FLAGS:
+        default = getattr(defaults, name)
+        p.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=int,
+            default=default,
+            help=f"GPT2Config.{name} (default: {default if default is not None else '4 x n_embd'})",
+        )
+    p.add_argument("--seed", type=int, default=0, help="the random seed (default 0)")
+    add_debug(p)
+    p.set_defaults(run=cmd_random_model)
+
+
+def config_from_flags(args) -> GPT2Config:
+    """GPT2Config from the flags; a vocabulary smaller than GPT-2's gets its last id as eos/bos
+    (GPT-2's 50256 would lie outside it)."""
+    shape = {name: getattr(args, name) for name in SHAPE_FLAGS}
+    if shape["vocab_size"] is not None and 0 < shape["vocab_size"] <= 50256:
+        shape.update(bos_token_id=shape["vocab_size"] - 1, eos_token_id=shape["vocab_size"] - 1)
+    try:
+        return GPT2Config(**shape)
+    except ConfigError as e:  # named as the user gave them: --n-embd, not n_embd
+        message = re.sub(r"config field '(\w+)'", r"\1", str(e))
+        for name in SHAPE_FLAGS:
+            message = re.sub(rf"\b{name}\b", f"--{name.replace('_', '-')}", message)
+        raise InputError(message) from None
+
+
+def cmd_random_model(args) -> int:
+    if args.seed < 0:
+        raise InputError(f"--seed must be 0 or more, got {args.seed}")
+    config = config_from_flags(args)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; name a folder to write the model into")
+    if (out / "model.safetensors").exists():
+        raise InputError(f"{out} already holds a model (model.safetensors); choose another folder or remove it")
+    make_random_checkpoint(out, config, seed=args.seed)
+    n = sum(int(np.prod(shape)) for shape in expected_shapes(config).values())
+    print(
+        f"wrote {out}: a random GPT-2 (seed {args.seed}) with n_layer {config.n_layer}, n_head {config.n_head}, "
+        f"n_embd {config.n_embd}, n_positions {config.n_positions}, vocab_size {config.vocab_size}: "
+        f"{n:,} parameters, {(out / 'model.safetensors').stat().st_size / 1e6:.1f} MB"
+    )
+    if config.vocab_size == GPT2_VOCAB_SIZE:
+        print(f'GPT-2\'s tokenizer fits its vocabulary: gpt2np generate --model {out} "My dog is"')
+    else:
+        print(
+            f"no tokenizer fits its {config.vocab_size} tokens: trace it from token ids, "
+            f'gpt2np trace --model {out} --ids "1,2,3" --out trace.safetensors'
+        )
+    return 0

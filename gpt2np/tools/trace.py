@@ -1,6 +1,13 @@
 """`gpt2np trace`: every activation point of one forward pass, saved to one safetensors file.
 
     gpt2np trace --model gpt2 "It will rain in the" "My dog is" --out trace.safetensors --dtype float64
+    gpt2np trace --model DIR --ids "50256,50256,1026,481" --ids "40,765,284,4483" --pad-id 50256 --out t.safetensors
+
+The second form traces fixed token ids, with no tokenizer (a model without tokenizer files,
+such as one of `gpt2np random-model`'s with a small vocabulary, can be traced): each --ids (or
+line of --ids-file) is a row; every id is real unless --pad-id (a row's leading run of it is
+left padding) or --attention-mask (one per row, 0 = pad) says otherwise; rows of different
+lengths are left-padded with the pad id (--pad-id, else the model's eos_token_id).
 
 safetensors because C, C++, Rust, JavaScript, NumPy and torch all read it. The file holds
 
@@ -24,13 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..hooks import BLOCK_POINTS
 from ..masks import position_ids_from_mask
 from ..model import GPT2
-from .common import add_model_args, load_model_and_tokenizer, read_prompts
-
-FORMAT = "gpt2np-trace/1"
-INPUTS = ("input_ids", "attention_mask", "position_ids")
+from .common import add_model_args, load_model, load_model_and_tokenizer, read_prompts
+from .measure import measure
+from .tracefile import FORMAT, activation_names_in, save_trace
 
 
 def trace_tensors(model, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -66,36 +71,11 @@ def float32_errors(
     reference: dict[str, np.ndarray], float32: dict[str, np.ndarray], metadata: dict[str, str]
 ) -> dict[str, float]:
     """Per point, max |float32 - reference| as `gpt2np compare` measures it (same cells)."""
-    from .compare import measure
-
     mask = reference["attention_mask"]
     return {
         name: measure(name, reference[name], float32[name], mask, metadata).diff
         for name in activation_names_in(reference)
     }
-
-
-def forward_position(name: str) -> tuple[int, int, int] | None:
-    """Where an activation point comes in the forward pass, as a sort key; None for a name that is
-    no point. 'hook_embed' -> (0, 0, 0), 'blocks.3.attn.hook_q' -> (1, 3, 2), 'logits' -> (2, 0, 1)."""
-    first, last = ["hook_embed", "hook_pos_embed"], ["ln_final.hook_normalized", "logits"]
-    if name in first:
-        return 0, 0, first.index(name)
-    if name in last:
-        return 2, 0, last.index(name)
-    parts = name.split(".", 2)  # "blocks", "3", "attn.hook_q"
-    if len(parts) == 3 and parts[0] == "blocks" and parts[2] in BLOCK_POINTS:
-        layer = parts[1]
-        if layer.isdigit() and str(int(layer)) == layer:  # "3", not "03" nor "٣"
-            return 1, int(layer), BLOCK_POINTS.index(parts[2])
-    return None
-
-
-def activation_names_in(tensors) -> list[str]:
-    """The activation points a trace holds, in forward order: its own names sorted, never a list
-    built from a block count (a name like blocks.99999999999.hook_q must not make us build 10^11)."""
-    points = [n for n in tensors if forward_position(n) is not None]
-    return sorted(points, key=lambda n: forward_position(n) or (3, 0, 0))
 
 
 def trace_metadata(model, model_name: str, checkpoint_sha256: str | None, texts: list[str]) -> dict[str, str]:
@@ -113,13 +93,6 @@ def trace_metadata(model, model_name: str, checkpoint_sha256: str | None, texts:
         "names": json.dumps(model.activation_names()),
         "texts": json.dumps(texts),
     }
-
-
-def save_trace(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
-    from safetensors.numpy import save_file
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=metadata)
 
 
 def write_trace(
@@ -158,13 +131,81 @@ def add_parser(sub) -> None:
         "blocks.{i}.attn.hook_q, ..., logits), the inputs and metadata to one safetensors file, for "
         "`gpt2np compare` or your own implementation (docs/cross-checking.md).",
     )
-    p.add_argument("prompts", nargs="*", help="prompts (default: one per line from stdin)")
+    p.add_argument("prompts", nargs="*", help="prompts (default: one per line from stdin, unless --ids)")
     add_model_args(p)
     p.add_argument("--out", required=True, help="the .safetensors file to write")
     p.add_argument(
         "--generate", type=int, default=0, metavar="N", help="also N greedy tokens and each step's next-token logits"
     )
+    ids = p.add_argument_group(
+        "token ids instead of prompts (no tokenizer needed)",
+        "Each --ids (or each line of --ids-file) is one row of the batch, its ids separated by commas or spaces. "
+        "Every id is a real token unless --pad-id or --attention-mask says otherwise; rows of different lengths are "
+        "left-padded with the pad id (--pad-id, else the model's eos_token_id).",
+    )
+    ids.add_argument("--ids", action="append", metavar="IDS", help='one row, e.g. "50256,50256,1026,481" (repeatable)')
+    ids.add_argument("--ids-file", metavar="FILE", help="a file of rows, one per line")
+    ids.add_argument(
+        "--pad-id", type=int, metavar="ID", help="the pad token: a row's leading run of it is left padding (mask 0)"
+    )
+    ids.add_argument(
+        "--attention-mask",
+        action="append",
+        metavar="MASK",
+        help='the mask of each row, e.g. "0,0,1,1" (repeatable, one per row in order; 0 = pad)',
+    )
     p.set_defaults(run=cmd_trace)
+
+
+def parse_row(text: str, what: str) -> list[int]:
+    """'50256,50256,1026,481' or '50256 50256 1026 481' -> [50256, 50256, 1026, 481]."""
+    pieces = text.replace(",", " ").strip().removeprefix("[").removesuffix("]").split()
+    try:
+        row = [int(piece) for piece in pieces]
+    except ValueError:
+        bad = next(piece for piece in pieces if not piece.lstrip("-").isdigit())
+        raise InputError(f"{what}: {bad!r} is not an integer; give ids separated by commas or spaces") from None
+    if not row:
+        raise InputError(f"{what} is empty; give at least one token id")
+    return row
+
+
+def batch_from_ids(args, eos_token_id: int | None) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """--ids / --ids-file / --pad-id / --attention-mask -> ([B, T] ids, [B, T] mask, pad id), left-padded."""
+    if args.ids and args.ids_file:
+        raise InputError("give the rows with --ids or with --ids-file, not both")
+    if args.ids:
+        rows = [parse_row(text, f"--ids {text!r}") for text in args.ids]
+    else:
+        if not Path(args.ids_file).is_file():
+            raise InputError(f"--ids-file {args.ids_file}: no such file (one row of token ids per line)")
+        lines = [line for line in Path(args.ids_file).read_text().splitlines() if line.strip()]
+        if not lines:
+            raise InputError(f"--ids-file {args.ids_file}: no rows (one row of token ids per line)")
+        rows = [parse_row(line, f"--ids-file {args.ids_file}, line {i + 1}") for i, line in enumerate(lines)]
+    pad = args.pad_id if args.pad_id is not None else eos_token_id
+    if args.attention_mask:
+        if len(args.attention_mask) != len(rows):
+            raise InputError(f"{len(args.attention_mask)} --attention-mask for {len(rows)} rows; give one per row")
+        masks = [parse_row(text, f"--attention-mask {text!r}") for text in args.attention_mask]
+        for row, mask in zip(rows, masks):
+            if len(mask) != len(row) or not set(mask) <= {0, 1}:
+                raise InputError(
+                    f"--attention-mask {','.join(map(str, mask))} does not fit its row {','.join(map(str, row))}: "
+                    "give one 0 (pad) or 1 (real token) per id"
+                )
+    elif args.pad_id is not None:  # a row's leading run of the pad id is its left padding
+        masks = [list(np.cumsum(np.asarray(row) != args.pad_id) > 0) for row in rows]
+    else:
+        masks = [[1] * len(row) for row in rows]
+    T = max(len(row) for row in rows)
+    if any(len(row) < T for row in rows) and pad is None:
+        raise InputError(
+            "the rows have different lengths and this model has no eos_token_id to pad with: pass --pad-id"
+        )
+    input_ids = np.array([[pad] * (T - len(row)) + row for row in rows], dtype=np.int64)  # [B, T]
+    attention_mask = np.array([[0] * (T - len(row)) + list(map(int, m)) for row, m in zip(rows, masks)], np.int64)
+    return input_ids, attention_mask, pad
 
 
 def checkpoint_sha256(model_name: str, verify: bool) -> str | None:
@@ -185,12 +226,22 @@ def cmd_trace(args) -> int:
         raise InputError(
             f"--out {args.out!r} is a directory; name the file to write, e.g. {Path(args.out) / 'trace.safetensors'}"
         )
-    prompts = read_prompts(args)
-    model, tok = load_model_and_tokenizer(args)
-    tok.padding_side, tok.pad_token = "left", tok.eos_token
-    batch = tok(prompts, padding=True)
-    if (batch["attention_mask"].sum(axis=1) == 0).any():
-        raise InputError("a prompt is empty (it has no tokens); give some text")
+    if args.ids or args.ids_file:
+        if args.prompts:
+            raise InputError("give prompts or --ids / --ids-file, not both")
+        if args.tokenizer:
+            raise InputError("--tokenizer has no use with --ids: the ids are traced as given")
+        model = load_model(args)  # no tokenizer: a model without tokenizer files can be traced
+        input_ids, attention_mask, pad_token_id = batch_from_ids(args, model.config.eos_token_id)
+        prompts: list[str] = []
+    else:
+        prompts = read_prompts(args)
+        model, tok = load_model_and_tokenizer(args)
+        tok.padding_side, tok.pad_token = "left", tok.eos_token
+        batch = tok(prompts, padding=True)
+        input_ids, attention_mask, pad_token_id = batch["input_ids"], batch["attention_mask"], tok.pad_token_id
+    if (attention_mask.sum(axis=1) == 0).any():
+        raise InputError("a row has no real token (a prompt that is empty, or all pads); give some")
     float32_model = None
     if model.dtype == np.float64:  # the truth: also measure how far a float32 run lies from it
         float32_model = GPT2.from_pretrained(
@@ -199,16 +250,16 @@ def cmd_trace(args) -> int:
     metadata = write_trace(
         args.out,
         model,
-        batch["input_ids"],
-        batch["attention_mask"],
+        input_ids,
+        attention_mask,
         model_name=args.model,
         checkpoint_sha256=checkpoint_sha256(args.model, not args.no_verify),
         texts=prompts,
         generate=args.generate,
-        pad_token_id=tok.pad_token_id,
+        pad_token_id=pad_token_id,
         float32_model=float32_model,
     )
-    B, T = batch["input_ids"].shape
+    B, T = input_ids.shape
     n_points = len(json.loads(metadata["names"]))
     print(
         f"wrote {args.out}: {n_points} points of a [{B}, {T}] batch, {metadata['dtype']}, mask_fill {metadata['mask_fill']}"
