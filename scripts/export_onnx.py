@@ -87,9 +87,9 @@ def onnx_root() -> Path:
     return family_root() / "onnx"
 
 
-def cache_dir(folder: Path, digest: str | None = None) -> Path:
-    """The export of this model: <onnx_root>/<folder name>-<16 hex digits of its fingerprint>."""
-    return onnx_root() / f"{Path(folder).name}-{(digest or fingerprint(folder))[:16]}"
+def cache_dir(folder: Path, digest: str | None = None, root: Path | None = None) -> Path:
+    """The export of this model: <root (onnx_root)>/<folder name>-<16 hex digits of its fingerprint>."""
+    return (root or onnx_root()) / f"{Path(folder).name}-{(digest or fingerprint(folder))[:16]}"
 
 
 # --- the logits check ----------------------------------------------------------------------
@@ -104,11 +104,13 @@ def max_difference(ours: np.ndarray, theirs: np.ndarray) -> float:
     return float(diff.max()) if diff.size and np.isfinite(diff).all() else float("inf")
 
 
-def require_equal(diff: float, tolerance: float, what: str) -> None:
+def require_equal(
+    diff: float, tolerance: float, what: str, who: str = "ONNX Runtime", script: str = "export_onnx"
+) -> None:
     if not diff <= tolerance:  # `not <=`: a NaN fails too
         raise LogitsMismatch(
-            f"{what}: ONNX Runtime's logits differ from gpt2np's by {diff:.3g} (tolerance {tolerance:g}); "
-            "the export is wrong or stale: rerun `python scripts/export_onnx.py --force` and compare the two by hand"
+            f"{what}: {who}'s logits differ from gpt2np's by {diff:.3g} (tolerance {tolerance:g}); "
+            f"the conversion is wrong or stale: rerun `python scripts/{script}.py --force` and compare the two by hand"
         )
 
 
@@ -185,7 +187,7 @@ def missing_for_export() -> list[str]:
 
 def versions() -> dict:
     out = {}
-    for name in ("torch", "transformers", "onnx", "onnxscript", "onnxruntime", "numpy"):
+    for name in ("torch", "transformers", "onnx", "onnxscript", "onnxruntime", "llama-cpp-python", "numpy"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -294,48 +296,51 @@ def export(folder: Path, out_dir: Path) -> dict:
     }
 
 
-def ensure_onnx(folder: Path, threads: int = 2, force: bool = False, log=print) -> tuple[Path, dict]:
-    """The checked export of this model: made (and cached) if missing or stale, its logits
-    checked against gpt2np's in any case. (path to model.onnx, its manifest with this check.)"""
+def ensure_export(folder: Path, kind: str, root: Path, file_name: str, make, check, needs, threads, force, log):
+    """The checked conversion of a model (an ONNX graph here, a GGUF file in export_gguf.py):
+    made with make(folder, tmp_dir) -> what happened, checked with check(folder, file, threads)
+    -> the comparison (which raises LogitsMismatch), cached in root/<folder name>-<fingerprint>
+    if missing or stale, checked again in any case. (path to the file, its manifest with this check.)"""
     folder = Path(folder).resolve()
     digest = fingerprint(folder)
-    target = cache_dir(folder, digest)
+    target = cache_dir(folder, digest, root)
     if force and target.exists():
         shutil.rmtree(target)
     if not (target / MANIFEST).is_file():
-        missing = missing_for_export()
+        missing = needs()
         if missing:
             raise ExportUnavailable(
-                f"no ONNX export of {folder} yet, and making one needs {', '.join(missing)}: pip install -e '.[bench]'"
+                f"no {kind} of {folder} yet, and making one needs {', '.join(missing)}: pip install -e '.[bench]'"
             )
-        log(f"exporting {folder} to ONNX (once; cached in {target}) ...")
-        tmp = onnx_root() / f".{target.name}.{os.getpid()}.partial"
+        log(f"making the {kind} of {folder} (once; cached in {target}) ...")
+        tmp = root / f".{target.name}.{os.getpid()}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         try:
-            made = export(folder, tmp)
-            check = check_logits(folder, tmp / MODEL_FILE, threads)  # nothing is cached unless it holds
+            made = make(folder, tmp)
+            checked = check(folder, tmp / file_name, threads)  # nothing is cached unless it holds
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        manifest = {
-            "source": str(folder),
-            "sha256": digest,
-            "versions": versions(),
-            **made,
-            "check_at_export": check,
-        }
+        manifest = {"source": str(folder), "sha256": digest, "versions": versions(), **made, "check_at_export": checked}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        for stale in onnx_root().glob(f"{folder.name}-*"):  # exports of this folder's older weights
+        for stale in root.glob(f"{folder.name}-*"):  # conversions of this folder's older weights
             if stale.name != target.name:
                 shutil.rmtree(stale, ignore_errors=True)
         if target.exists():
             shutil.rmtree(target)
-        tmp.rename(target)  # atomic: a half-made export is never mistaken for a whole one
-        log(f"fusions (onnxruntime.transformers.optimizer): {describe_fusions(manifest)}")
+        tmp.rename(target)  # atomic: a half-made conversion is never mistaken for a whole one
     manifest = json.loads((target / MANIFEST).read_text())
-    manifest["check"] = check_logits(folder, target / MODEL_FILE, threads)  # again: gpt2np may have changed
-    return target / MODEL_FILE, manifest
+    manifest["check"] = check(folder, target / file_name, threads)  # again: gpt2np may have changed
+    return target / file_name, manifest
+
+
+def ensure_onnx(folder: Path, threads: int = 2, force: bool = False, log=print) -> tuple[Path, dict]:
+    """The checked ONNX export of this model: made (and cached) if missing or stale, its logits
+    checked against gpt2np's in any case. (path to model.onnx, its manifest with this check.)"""
+    return ensure_export(
+        folder, "ONNX export", onnx_root(), MODEL_FILE, export, check_logits, missing_for_export, threads, force, log
+    )
 
 
 def describe_fusions(manifest: dict) -> str:
@@ -356,26 +361,32 @@ def describe_check(check: dict) -> str:
     )
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def describe(manifest: dict) -> str:
+    """One line: how the graph was made, what was fused, how close its logits are."""
+    return f"{manifest['exporter']}; fusions: {describe_fusions(manifest)}; {describe_check(manifest['check'])}"
+
+
+def cli_main(argv, doc: str, what: str, ensure, describe) -> int:
+    """The command line of export_onnx.py and export_gguf.py: convert the bench's model (or
+    --model), or find it converted, check it, say so."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="a model folder or name (default: the bench's model)")
-    p.add_argument("--force", action="store_true", help="export again even if a cached export is there")
-    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime's threads for the logits check")
+    p.add_argument("--force", action="store_true", help="convert again even if a cached conversion is there")
+    p.add_argument("--threads", type=int, default=2, help="the runtime's threads for the logits check")
     args = p.parse_args(argv)
     from scripts.bench.cli import resolve_model
 
     folder, source = resolve_model(args.model)
     try:
-        path, manifest = ensure_onnx(folder, args.threads, args.force)
+        path, manifest = ensure(folder, args.threads, args.force)
     except (ExportUnavailable, LogitsMismatch) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"model: {source} ({folder})")
-    print(f"ONNX: {path} ({path.stat().st_size / 1e6:.0f} MB), {manifest['exporter']}")
-    print(f"fusions: {describe_fusions(manifest)}")
-    print(describe_check(manifest["check"]))
+    print(f"{what}: {path} ({path.stat().st_size / 1e6:.0f} MB)")
+    print(describe(manifest))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_main(None, __doc__, "ONNX", ensure_onnx, describe))

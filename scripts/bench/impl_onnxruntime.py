@@ -106,10 +106,15 @@ class OnnxRuntime:
         state["logits"], state["length"] = logits[:, -1], length
 
     def generate(self, ids: np.ndarray, new_tokens: int) -> np.ndarray:
-        """Greedy, exactly new_tokens tokens (no end-of-text stop), as the other columns."""
-        state = self.prefill(ids, ids.shape[1] + new_tokens)
-        tokens = [state["logits"].argmax(axis=-1)]
-        for _ in range(new_tokens - 1):
-            self.step(state)
-            tokens.append(state["logits"].argmax(axis=-1))
-        return np.concatenate([ids, np.stack(tokens, axis=1)], axis=1)
+        return greedy_generate(self, ids, new_tokens)
+
+
+def greedy_generate(impl, ids: np.ndarray, new_tokens: int) -> np.ndarray:
+    """Generation by an implementation's own prefill and steps, for runtimes without a generate
+    of their own: greedy, exactly new_tokens tokens (no end-of-text stop), as the other columns."""
+    state = impl.prefill(ids, ids.shape[1] + new_tokens)
+    tokens = [state["logits"].argmax(axis=-1)]  # [B] each
+    for _ in range(new_tokens - 1):
+        impl.step(state)
+        tokens.append(state["logits"].argmax(axis=-1))
+    return np.concatenate([ids, np.stack(tokens, axis=1)], axis=1)  # [B, T + new_tokens]
