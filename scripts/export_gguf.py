@@ -197,11 +197,14 @@ def check_logits(folder: Path, gguf_path: Path, threads: int = 2) -> dict:
     model = GPT2.from_pretrained(folder)
     ids, mask, steps = check_batch(model.config.vocab_size)
     graph = LlamaGGUF(gguf_path, threads, n_seq=ids.shape[0])
-    if graph.vocab_size != model.config.vocab_size:
-        raise LogitsMismatch(
-            f"the GGUF has {graph.vocab_size} logits per position, the model {model.config.vocab_size}"
-        )
-    theirs = llama_logits(graph, ids, mask, steps)
+    try:
+        if graph.vocab_size != model.config.vocab_size:
+            raise LogitsMismatch(
+                f"the GGUF has {graph.vocab_size} logits per position, the model {model.config.vocab_size}"
+            )
+        theirs = llama_logits(graph, ids, mask, steps)
+    finally:
+        graph.close()  # the bench's parent process runs this check: it keeps nothing of llama.cpp's
     real = mask.astype(bool)
     ours = model(ids, attention_mask=mask).logits
     emulated = model.run_with_hooks(ids, attention_mask=mask, fwd_hooks=ggml_gelu_hooks())

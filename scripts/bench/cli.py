@@ -232,10 +232,9 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     impls = implementations(with_tf, args.onnx is not None, args.gguf is not None)
-    for m in models.values():
-        with open(
-            m["folder"] / "model.safetensors", "rb"
-        ) as f:  # into the OS page cache: every load is a warm-cache load
+    files = [m["folder"] / "model.safetensors" for m in models.values()] + [p for p in (args.onnx, args.gguf) if p]
+    for path in files:
+        with open(path, "rb") as f:  # into the OS page cache: every load is a warm-cache load
             while f.read(1 << 26):
                 pass
     print(

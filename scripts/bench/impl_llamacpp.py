@@ -63,6 +63,12 @@ class LlamaGGUF:
         self.n_seq_id[:] = 1
         self.seq_written = np.full(n, -1, dtype=np.int64)  # seq_id[i][0] as last written (a pointer each)
 
+    def close(self) -> None:
+        """Free the batch, the context and the model (C memory: Python's collector does not see it)."""
+        self.ll.llama_batch_free(self.batch)
+        self.ll.llama_free(self.ctx)
+        self.ll.llama_model_free(self.model)
+
     def clear(self) -> None:
         """Forget every sequence (a fresh KV cache)."""
         self.ll.llama_memory_clear(self.memory, True)
