@@ -110,7 +110,7 @@ def test_the_bench_s_llamacpp_worker_does_what_gpt2np_s_does(converted):
     from scripts.bench.impl_llamacpp import LlamaCpp
 
     folder, path, _ = converted
-    batch_of_3 = LlamaCpp(threads=1, gguf_path=path, batch=3)
+    batch_of_3 = LlamaCpp(threads=1, gguf_path=path, batch=3, row_tokens=20)
     ours, theirs = decode_alike(Gpt2np(threads=1), batch_of_3, folder, export_gguf.LLAMA_TOLERANCE)
     ids = np.random.default_rng(0).integers(0, ours.vocab_size, size=(2, 9), dtype=np.int64)
     out = theirs.generate(ids, 6)

@@ -8,8 +8,10 @@ against gpt2np's before the bench times anything). Settings, all stated:
   own: 2.5e-3 on the tiny test model) and flash attention off (llama.cpp's default, "auto",
   turns it on, and on the CPU it moved the tiny model's logits by 4.0e-3 against 7.0e-4 with
   it off: python scripts/export_gguf.py --model weights/test-models/tiny, both ways);
-- each row of a batch is its own sequence (seq_id = row), each with room for GPT-2's whole
-  context (n_ctx = rows x n_positions), so a step of 8 rows is one llama_decode of 8 tokens;
+- each row of a batch is its own sequence (seq_id = row), each with room for as many tokens as
+  the task puts in a row (tasks.row_tokens: n_ctx = rows x that; llama.cpp allocates and clears
+  the whole KV cache up front, so a cache sized for GPT-2's whole context would add ~540 MB to
+  the peak RSS of generating 8 rows), so a step of 8 rows is one llama_decode of 8 tokens;
 - the same thread count as the other columns for both prompt and generation (n_threads,
   n_threads_batch); the weights memory-mapped (llama.cpp's default), as gpt2np's.
 
@@ -31,7 +33,7 @@ from .measure import blas_info, limit_blas_threads
 class LlamaGGUF:
     """A GGUF model and one llama.cpp context, called with NumPy arrays."""
 
-    def __init__(self, path: Path, threads: int, n_seq: int):
+    def __init__(self, path: Path, threads: int, n_seq: int, row_tokens: int | None = None):
         import llama_cpp as ll
 
         logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's load-time chatter
@@ -42,7 +44,8 @@ class LlamaGGUF:
             raise RuntimeError(f"llama.cpp could not load {path}")
         n_positions = ll.llama_model_n_ctx_train(self.model)
         params = ll.llama_context_default_params()
-        params.n_ctx = params.n_batch = n_seq * n_positions  # every row can hold a whole context, in one call
+        row = min(row_tokens or n_positions, n_positions)
+        params.n_ctx = params.n_batch = n_seq * row  # every row's tokens fit, all rows in one call
         params.n_seq_max = n_seq
         params.n_threads = params.n_threads_batch = threads
         params.type_k = params.type_v = ll.GGML_TYPE_F32
@@ -100,17 +103,17 @@ class LlamaCpp:
     # position pulled out and a log-softmax in NumPy, and family would need more conversions.
     unsupported_tasks = frozenset({"score8_long", "family"})
 
-    def __init__(self, threads: int, gguf_path: str | Path, batch: int):
+    def __init__(self, threads: int, gguf_path: str | Path, batch: int, row_tokens: int | None = None):
         from importlib import metadata
 
         self._limits = limit_blas_threads(threads)  # NumPy (argmax) next to it
-        self.threads, self.gguf_path, self.rows = threads, Path(gguf_path), batch
+        self.threads, self.gguf_path, self.rows, self.row_tokens = threads, Path(gguf_path), batch, row_tokens
         self.versions = {"llama_cpp_python": metadata.version("llama-cpp-python"), "numpy": np.__version__}
         self.info = {"blas": blas_info(), "gguf_model": str(self.gguf_path)}
 
     def load(self, folder) -> None:
-        """The model (memory-mapped) and a context with room for `batch` rows of a whole context."""
-        self.graph = LlamaGGUF(self.gguf_path, self.threads, self.rows)
+        """The model (memory-mapped) and a context with room for `batch` rows of row_tokens tokens."""
+        self.graph = LlamaGGUF(self.gguf_path, self.threads, self.rows, self.row_tokens)
         self.vocab_size = self.graph.vocab_size
 
     def _prompt(self, ids: np.ndarray, keep: int) -> np.ndarray:

@@ -27,12 +27,13 @@ from .tasks import (
     PROMPT_LEN,
     TASKS,
     prompt_ids,
+    row_tokens,
 )
 
 RESULT_MARK = "BENCH-RESULT "  # the worker's JSON line on stdout starts with this
 
 
-def make_impl(name: str, threads: int, onnx: str | None = None, gguf: str | None = None, batch: int = 1):
+def make_impl(name: str, threads: int, onnx: str | None = None, gguf: str | None = None, task: str = "load"):
     if name.startswith("gpt2np"):  # "gpt2np" or "gpt2np-default-blas" (runner.py sets the environment)
         from .impl_gpt2np import Gpt2np
 
@@ -48,7 +49,7 @@ def make_impl(name: str, threads: int, onnx: str | None = None, gguf: str | None
 
         if gguf is None:
             raise SystemExit("the llama.cpp worker needs --gguf (the parent passes the checked conversion)")
-        return LlamaCpp(threads, gguf, batch)
+        return LlamaCpp(threads, gguf, TASKS[task][0], row_tokens(task))
     from .impl_transformers import Transformers
 
     return Transformers(threads)
@@ -200,7 +201,7 @@ def worker_main(
 
         result = machine_limits(model, threads, iters)
     else:
-        impl = make_impl(impl_name, threads, onnx, gguf, TASKS[task][0])
+        impl = make_impl(impl_name, threads, onnx, gguf, task)
         result = {
             "impl": impl_name,
             "task": task,
