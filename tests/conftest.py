@@ -54,6 +54,41 @@ def build_model(name: str) -> Path:
     return build_test_model(name, TEST_MODELS_DIR)
 
 
+def changed_copy(folder: Path, dest: Path) -> Path:
+    """A copy of a model folder with ln_f.bias moved by 0.1: every logit moves."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    shutil.copytree(folder, dest)
+    tensors = load_file(str(folder / "model.safetensors"))
+    name = next(k for k in tensors if k.endswith("ln_f.bias"))
+    tensors[name] = tensors[name] + np.float32(0.1)
+    save_file(tensors, str(dest / "model.safetensors"), metadata={"format": "pt"})
+    return dest
+
+
+def decode_alike(ours, theirs, folder: Path, tolerance: float):
+    """Two of the bench's implementations (scripts/bench/impl_*.py) loaded from one model: the
+    same logits (within tolerance) from forward (all, the last, the last 3 positions), from a
+    prefill repeated to 3 rows and from 4 decode steps after it. Returns them, loaded."""
+    from scripts.export_onnx import max_difference
+
+    ours.load(folder)
+    theirs.load(folder)
+    ids = np.random.default_rng(0).integers(0, ours.vocab_size, size=(2, 9), dtype=np.int64)
+    for keep in (0, 1, 3):
+        assert max_difference(ours.forward(ids, keep), theirs.forward(ids, keep)) <= tolerance, f"forward, keep {keep}"
+    states = [impl.prefill(ids[:1], 20) for impl in (ours, theirs)]
+    states = [impl.repeat_rows(s, 3) for impl, s in zip((ours, theirs), states)]
+    for step in range(4):
+        for impl, state in zip((ours, theirs), states):
+            impl.step(state)
+        assert states[0]["length"] == states[1]["length"]
+        assert max_difference(states[0]["logits"], states[1]["logits"]) <= tolerance, f"decode step {step}"
+    return ours, theirs
+
+
 # Made-up texts for the scoring tests are drawn from these words: each is one GPT-2 token
 # (with its space), so a text of n words is n tokens.
 WORDS = [

@@ -1,4 +1,4 @@
-"""Benchmark gpt2np against transformers (torch, sdpa) on the same weights, in one run.
+"""Benchmark gpt2np against transformers (torch, sdpa), ONNX Runtime and llama.cpp on the same weights, in one run.
 
     /work/venv/bin/python -m scripts.bench                    # full run: 3 repeats (estimated ~20 min idle; not yet timed)
     /work/venv/bin/python -m scripts.bench --quick            # 1 repeat, fewer tasks (31 min on a shared machine, 1 thread)
@@ -26,11 +26,23 @@ What is measured (random token ids, float32, greedy; see tasks.py for the sizes)
   beam1, beam4      beam search, 4 beams, a 32-token prompt, 64 new tokens (no end-of-text stop),
                     batch 1 and 4; time and peak RSS; whether both chose the same beams
 
+ONNX Runtime (the `bench` extra: pip install -e '.[bench]'): transformers' GPT-2 exported from
+the same safetensors file with its past keys/values as explicit inputs and optimised for GPT-2
+by scripts/export_onnx.py, once per model (cached under weights/bench-models/onnx, re-exported
+when the weights change); its logits are checked against gpt2np's before anything is timed (a
+mismatch stops the bench). It runs every task but score8_long and family. The column is left
+out, with a line saying why, when onnxruntime is not installed (or --no-onnxruntime).
+llama.cpp (`pip install llama-cpp-python`, which compiles it): the same weights converted to an
+f32 GGUF by llama.cpp's own converter (scripts/export_gguf.py, cached under
+weights/bench-models/gguf), checked the same way within 1e-2 (its CPU GELU reads a float16
+table; export_gguf.py says why and how close it comes otherwise); the same tasks as ONNX
+Runtime; left out when llama-cpp-python is not installed (or --no-llamacpp).
+
 How: each (implementation, task) runs in a fresh worker process (workers.py, through the
-small interface of impl_gpt2np.py / impl_transformers.py), taking turns, alternating who goes
-first, repeat after repeat; the table shows the median over repeats of each worker's median,
-and the spread. Both get the same thread count (environment and threadpoolctl /
-torch.set_num_threads). A third worker measures this machine's limits in the same run
+small interface of impl_gpt2np.py / impl_transformers.py / impl_onnxruntime.py / impl_llamacpp.py), taking turns,
+alternating who goes first, repeat after repeat; the table shows the median over repeats of
+each worker's median, and the spread. All get the same thread count (environment and
+threadpoolctl / torch.set_num_threads / ONNX Runtime's intra_op_num_threads / llama.cpp's n_threads). A third worker measures this machine's limits in the same run
 (limits.py): memory bandwidth (decode floors) and GEMM rate (prefill floors). When the
 environment forces an OpenBLAS kernel (OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE), gpt2np also
 runs with both unset for its worker only (runner.py). The CPU time other processes took

@@ -15,7 +15,7 @@ from . import __doc__ as OVERVIEW
 from .family import FAMILY, build_family_model, family_root
 from .measure import median
 from .report import TF, aggregate, aggregate_machine, build_report, task_metrics
-from .runner import BUSY_CORES, blas_forced, implementations, run_worker
+from .runner import BUSY_CORES, blas_forced, implementations, run_worker, runs
 from .tasks import FAMILY_TASK, ITERS, ROOT, TASKS, weight_bytes_and_flops
 
 QUICK_TASKS = "load,prefill,decode1,decode8,prefill_curve,prefill8_long,decode_curve1,decode_curve8,score8_long"
@@ -52,7 +52,17 @@ def parse_args(argv=None):
         default=None,
         help="folder for decode.png and prefill.png (default: none; the README's are in docs/img)",
     )
-    p.add_argument("--no-transformers", action="store_true", help="run gpt2np only")
+    p.add_argument("--no-transformers", action="store_true", help="leave out the transformers column")
+    p.add_argument(
+        "--no-onnxruntime",
+        action="store_true",
+        help="leave out the ONNX Runtime column (on by default when onnxruntime is installed: pip install -e '.[bench]')",
+    )
+    p.add_argument(
+        "--no-llamacpp",
+        action="store_true",
+        help="leave out the llama.cpp column (on by default when llama-cpp-python is installed: pip install llama-cpp-python)",
+    )
     p.add_argument("--no-machine", action="store_true", help="skip measuring bandwidth and GEMM rate")
     p.add_argument(
         "--max-wait", type=float, default=3.0, help="seconds to wait for an idle machine before each worker (0: don't)"
@@ -62,6 +72,8 @@ def parse_args(argv=None):
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--task", choices=list(TASKS), help=argparse.SUPPRESS)
     p.add_argument("--iters", choices=list(ITERS), default="full", help=argparse.SUPPRESS)
+    p.add_argument("--onnx", default=None, help=argparse.SUPPRESS)  # the onnxruntime worker's checked export
+    p.add_argument("--gguf", default=None, help=argparse.SUPPRESS)  # the llama.cpp worker's checked conversion
     args = p.parse_args(argv)
     if args.repeats is None:
         args.repeats = 1 if args.quick else 3
@@ -128,7 +140,7 @@ def machine_info() -> dict:
         None,
     )
     versions = {}
-    for pkg in ("numpy", "torch", "transformers", "threadpoolctl"):
+    for pkg in ("numpy", "torch", "transformers", "threadpoolctl", "onnxruntime", "onnx", "llama-cpp-python"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -155,12 +167,50 @@ def kernels(results) -> dict:
     return {k: sorted(v) for k, v in out.items()}
 
 
+# The optional columns: implementation -> (its name, the flag that leaves it out, the module that
+# must be importable, its package, how to install it, the script that converts the model for it and
+# that script's function returning (checked file, manifest)).
+RUNTIMES = {
+    "onnxruntime": (
+        "ONNX Runtime", "no_onnxruntime", "onnxruntime", "onnxruntime", "pip install -e '.[bench]'",
+        "scripts.export_onnx", "ensure_onnx",
+    ),
+    "llama.cpp": (
+        "llama.cpp", "no_llamacpp", "llama_cpp", "llama-cpp-python", "pip install llama-cpp-python: it compiles llama.cpp",
+        "scripts.export_gguf", "ensure_gguf",
+    ),
+}  # fmt: skip
+
+
+def runtime_column(args, model_dir: Path, impl: str) -> tuple[Path | None, dict | None, str]:
+    """Whether another runtime's column runs: (its checked model file, the manifest, a line
+    saying what was decided). Skipped, with the reason, when left out, when its package is not
+    installed, or when the model was never converted and the conversion's packages are missing.
+    Converted on first use (cached); its logits are checked against gpt2np's before anything is
+    timed, and a mismatch raises LogitsMismatch: no column is better than a column of wrong numbers."""
+    import importlib
+
+    from scripts.export_onnx import ExportUnavailable
+
+    name, flag, module, package, install, script, ensure = RUNTIMES[impl]
+    if getattr(args, flag):
+        return None, None, f"{name} column: left out (--{flag.replace('_', '-')})"
+    if util.find_spec(module) is None:
+        return None, None, f"{name} column skipped: {package} is not installed ({install})"
+    converter = importlib.import_module(script)
+    try:
+        path, manifest = getattr(converter, ensure)(model_dir, args.threads)
+    except ExportUnavailable as e:
+        return None, None, f"{name} column skipped: {e}"
+    return path, manifest, f"{name} ({package} {metadata.version(package)}) on {path}: {converter.describe(manifest)}"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
         from .workers import worker_main
 
-        worker_main(args.worker, args.task, args.model, args.threads, args.iters)
+        worker_main(args.worker, args.task, args.model, args.threads, args.iters, args.onnx, args.gguf)
         return 0
 
     model_dir, source = resolve_model(args.model)
@@ -171,11 +221,20 @@ def main(argv=None) -> int:
     with_tf = (
         util.find_spec("torch") is not None and util.find_spec("transformers") is not None and not args.no_transformers
     )
-    impls = implementations(with_tf)
-    for m in models.values():
-        with open(
-            m["folder"] / "model.safetensors", "rb"
-        ) as f:  # into the OS page cache: every load is a warm-cache load
+    from scripts.export_onnx import LogitsMismatch
+
+    try:
+        args.onnx, onnx_manifest, onnx_line = runtime_column(args, model_dir, "onnxruntime")
+        print(onnx_line, flush=True)
+        args.gguf, gguf_manifest, gguf_line = runtime_column(args, model_dir, "llama.cpp")
+        print(gguf_line, flush=True)
+    except LogitsMismatch as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    impls = implementations(with_tf, args.onnx is not None, args.gguf is not None)
+    files = [m["folder"] / "model.safetensors" for m in models.values()] + [p for p in (args.onnx, args.gguf) if p]
+    for path in files:
+        with open(path, "rb") as f:  # into the OS page cache: every load is a warm-cache load
             while f.read(1 << 26):
                 pass
     print(
@@ -194,6 +253,8 @@ def main(argv=None) -> int:
         for task, name in work:
             order = impls if rep % 2 == 0 else impls[::-1]  # alternate who goes first
             for impl in order:
+                if not runs(impl, task):
+                    continue
                 r = run_worker(impl, task, models[name]["folder"], args)
                 r |= {"repeat": rep, "key": task if name == "gpt2" else f"family:{name}", "impl": impl}
                 results.append(r)
@@ -212,7 +273,7 @@ def main(argv=None) -> int:
     out = [
         "",
         (
-            f"gpt2np vs transformers: {source}, float32, {args.threads} threads; median of {args.repeats} worker runs each, "
+            f"{' vs '.join(impls)}: {source}, float32, {args.threads} threads; median of {args.repeats} worker runs each, "
             f"implementations taking turns"
         ),
     ]
@@ -235,11 +296,13 @@ def main(argv=None) -> int:
             f"gpt2np's memory-mapped checkpoint: {min(huge):.0%} to {max(huge):.0%} of its resident pages in 2 MB pages "
             "(the rest 4 KB; it depends on how the file came into the page cache, and moves decode a few percent)"
         )
+    out += [onnx_line, gguf_line]
     out.append("")
     out += report.lines()
     out.append("")
     out.append(
-        "speedup = transformers time / gpt2np time (>1: gpt2np faster); spread = (max-min)/median over repeats, per implementation"
+        "X vs Y = Y's time / X's time (>1: X faster; for peak RSS, X's / Y's); spread = (max-min)/median over repeats, "
+        "per implementation"
     )
     losses = {i: report.get(i, "score8_long", "loss") for i in impls}
     if any(v is not None for v in losses.values()):
@@ -281,6 +344,8 @@ def main(argv=None) -> int:
                 "source": source,
                 "models": {n: plain(m) for n, m in models.items()},
                 "implementations": impls,
+                "onnxruntime": onnx_manifest,
+                "llama.cpp": gguf_manifest,
                 "settings": {
                     "threads": args.threads,
                     "repeats": args.repeats,

@@ -11,11 +11,19 @@ from pathlib import Path
 
 from .tasks import DECODE_CONTEXTS, PREFILL_LENGTHS
 
-STYLE = {"gpt2np": ("tab:blue", "o"), "gpt2np-default-blas": ("tab:green", "s"), "transformers": ("tab:orange", "^")}
+STYLE = {
+    "gpt2np": ("tab:blue", "o"),
+    "gpt2np-default-blas": ("tab:green", "s"),
+    "transformers": ("tab:orange", "^"),
+    "onnxruntime": ("tab:purple", "D"),
+    "llama.cpp": ("tab:red", "v"),
+}
 LABEL = {
     "gpt2np": "gpt2np",
     "gpt2np-default-blas": "gpt2np (OpenBLAS's own kernel)",
     "transformers": "transformers (sdpa)",
+    "onnxruntime": "ONNX Runtime (exported from transformers)",
+    "llama.cpp": "llama.cpp (f32 GGUF)",
 }
 
 

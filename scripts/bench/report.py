@@ -8,6 +8,10 @@ from .measure import median
 from .tasks import BEAM_NEW_TOKENS, DECODE_CONTEXTS, NEW_TOKENS, PREFILL_LENGTHS, TASKS, beam_cache_bytes
 
 TF = "transformers"
+ORT = "onnxruntime"
+LLAMA = "llama.cpp"
+OTHERS = (TF, ORT, LLAMA)  # the other runtimes: each gpt2np column is compared with each of them
+SHORT = {TF: "tf", ORT: "ort", LLAMA: "llama"}
 
 
 def task_metrics(r: dict) -> dict:
@@ -115,11 +119,14 @@ def fmt(v, digits=3):
 
 class Report:
     """Looks figures up in the aggregate and lays out rows: one column per implementation,
-    then each gpt2np variant's speedup over transformers."""
+    then each gpt2np variant's speedup over each other runtime ("gpt2np vs onnxruntime": the
+    other's time / gpt2np's, >1 when gpt2np is faster)."""
 
     def __init__(self, agg, machine, models, impls):
         self.agg, self.machine, self.models, self.impls = agg, machine, models, impls
-        self.np_impls = [i for i in impls if i != TF]
+        self.np_impls = [i for i in impls if i not in OTHERS]
+        self.others = [i for i in impls if i in OTHERS]
+        self.pairs = [(i, o) for o in self.others for i in self.np_impls]  # one ratio column each
         self.rows, self.targets = [], []
         main = models["gpt2"]
         self.floors = prefill_floors(machine, main["config"]) if machine else {}
@@ -141,10 +148,9 @@ class Report:
         if all(v is None for v in values.values()):
             return
         cells = [label] + [fmt(None if values[i] is None else values[i] * scale) + unit for i in self.impls]
-        tf = values.get(TF)
-        for i in self.np_impls:
-            n = values[i]
-            cells.append("-" if n is None or tf is None else f"{(n / tf if higher else tf / n):.2f}x")
+        for i, o in self.pairs:
+            n, t = values[i], values[o]
+            cells.append("-" if n is None or t is None else f"{(n / t if higher else t / n):.2f}x")
         n = values[self.np_impls[0]]
         cells.append(f"{n / floor:.2f}x floor ({fmt(floor * scale)}{unit})" if floor and n else "")
         spreads = [self.get(i, key, name, "spread") for i in self.impls]
@@ -156,9 +162,10 @@ class Report:
         if all(v is None for v in values.values()):
             return
         cells = [label] + [fmt(None if values[i] is None else values[i] / 1e6) for i in self.impls]
-        tf = values.get(TF)
-        for i in self.np_impls:
-            cells.append("-" if values[i] is None or tf is None else f"{values[i] / tf:.2f}x (np/tf)")
+        for i, o in self.pairs:
+            cells.append(
+                "-" if values[i] is None or values[o] is None else f"{values[i] / values[o]:.2f}x (np/{SHORT[o]})"
+            )
         n = values[self.np_impls[0]]
         cells.append(f"{n / ckpt_bytes:.2f}x checkpoint{extra}" if n else "")
         cells.append(
@@ -178,13 +185,13 @@ class Report:
             {"issue": issue, "target": label, "value": value, "goal": goal, "op": op, "result": verdict, "shown": text}
         )
 
-    def speedup(self, impl, key, name, higher=False):
-        n, t = self.get(impl, key, name), self.get(TF, key, name)
+    def speedup(self, impl, key, name, higher=False, other=TF):
+        n, t = self.get(impl, key, name), self.get(other, key, name)
         return None if n is None or t is None else (n / t if higher else t / n)
 
     def lines(self) -> list[str]:
         header = (
-            ["figure (median)"] + self.impls + [f"speedup {i}" for i in self.np_impls] + ["vs machine limit", "spread"]
+            ["figure (median)"] + self.impls + [f"{i} vs {o}" for i, o in self.pairs] + ["vs machine limit", "spread"]
         )
         widths = [max(len(str(r[i])) for r in self.rows + [header]) for i in range(len(header))]
         left = {0, len(header) - 2}
@@ -362,6 +369,28 @@ def build_report(agg, machine, models, impls) -> Report:
             "<=",
             "x",
         )
+    # Issue 25's: against ONNX Runtime, under each kernel this run has (gpt2np's time / ORT's).
+    if ORT in impls:
+        kernels = [(np0, "forced kernel" if forced else "one kernel")] + ([(npd, "default kernel")] if forced else [])
+        c = max(DECODE_CONTEXTS)
+        for impl, kernel in kernels:
+            for label, key, name, goal in (
+                ("decode b1 at context ~150", "decode1", "step_s", 1.1),
+                ("decode b8 at context ~150", "decode8", "step_s", 1.25),
+                ("prefill 1x128, last logits", "prefill_curve", "time_s@128", 1.2),
+                ("prefill 1x1024, last logits", "prefill_curve", "time_s@1024", 1.0),
+                (f"decode b1 at context {c}", "decode_curve1", f"step_s@{c}", 1.0),
+                (f"decode b8 at context {c}", "decode_curve8", f"step_s@{c}", 1.0),
+            ):
+                ratio = rep.speedup(impl, key, name, other=ORT)  # ORT's time / gpt2np's
+                rep.target(
+                    25,
+                    f"{label}: <= {goal:g}x ORT's time, {kernel}",
+                    None if ratio is None else 1 / ratio,
+                    goal,
+                    "<=",
+                    "x ORT",
+                )
     # Issue 4's, still informative.
     rep.target(
         4, "decode b1 tokens/s >= 2.5x transformers", rep.speedup(np0, "decode1", "tokens_per_s", True), 2.5, ">=", "x"

@@ -1,8 +1,8 @@
 """The parent's side of a worker: start it in a fresh process with the right environment,
 watch how busy the rest of the machine was meanwhile, read its JSON line.
 
-Implementations: "gpt2np" and "transformers" run in the environment as it is, plus
-"gpt2np-default-blas" when the environment forces an OpenBLAS kernel (OPENBLAS_CORETYPE or
+Implementations: "gpt2np", "transformers", "onnxruntime" and "llama.cpp" run in the environment as it is,
+plus "gpt2np-default-blas" when the environment forces an OpenBLAS kernel (OPENBLAS_CORETYPE or
 OPENBLAS_L2_SIZE set): the same gpt2np worker with both variables removed for that worker
 only, so it gets the kernel OpenBLAS picks for this CPU by itself, as on a user's machine.
 Every worker reports the kernel threadpoolctl sees.
@@ -29,9 +29,24 @@ def blas_forced() -> dict:
     return {v: os.environ[v] for v in FORCING_VARS if v in os.environ}
 
 
-def implementations(with_transformers: bool) -> list[str]:
+def implementations(with_transformers: bool, with_onnxruntime: bool = False, with_llamacpp: bool = False) -> list[str]:
     impls = ["gpt2np"] + (["gpt2np-default-blas"] if blas_forced() else [])
-    return impls + (["transformers"] if with_transformers else [])
+    impls += ["transformers"] if with_transformers else []
+    return impls + (["onnxruntime"] if with_onnxruntime else []) + (["llama.cpp"] if with_llamacpp else [])
+
+
+def runs(impl: str, task: str) -> bool:
+    """Does this implementation run this task? (ONNX Runtime and llama.cpp leave out score8_long,
+    family and the beam tasks: impl_onnxruntime.py says why.)"""
+    if impl == "onnxruntime":
+        from .impl_onnxruntime import OnnxRuntime
+
+        return task not in OnnxRuntime.unsupported_tasks
+    if impl == "llama.cpp":
+        from .impl_llamacpp import LlamaCpp
+
+        return task not in LlamaCpp.unsupported_tasks
+    return True
 
 
 def worker_env(impl: str, threads: int) -> dict:
@@ -93,6 +108,10 @@ def run_worker(impl: str, task: str | None, model_dir: Path, args) -> dict:
     ]
     if task:
         cmd += ["--task", task]
+    if impl == "onnxruntime":
+        cmd += ["--onnx", str(args.onnx)]  # the checked export (scripts/export_onnx.py)
+    if impl == "llama.cpp":
+        cmd += ["--gguf", str(args.gguf)]  # the checked conversion (scripts/export_gguf.py)
     idle_before = wait_until_idle(args.max_wait) if args.max_wait > 0 else None
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy0, steal0 = cpu_seconds()

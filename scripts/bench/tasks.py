@@ -65,6 +65,20 @@ ITERS = {
 }
 
 
+def row_tokens(task: str) -> int:
+    """The most tokens the task puts in one row (prompt and generated): what a runtime that
+    allocates its whole KV cache up front (llama.cpp) must make room for."""
+    if task in ("decode1", "decode8", "family"):
+        return PROMPT_LEN + DECODE_WARMUP + DECODE_STEPS
+    if task.startswith("generate"):
+        return PROMPT_LEN + NEW_TOKENS
+    if task.startswith("decode_curve"):
+        return max(DECODE_CONTEXTS) + DECODE_WARMUP + CURVE_STEPS
+    if task in ("prefill_curve", "prefill8_long", "score8_long"):
+        return LONG
+    return PROMPT_LEN  # load, prefill, forward8
+
+
 def prompt_ids(batch: int, length: int, vocab: int):
     import numpy as np
 

@@ -1,8 +1,9 @@
 """A worker: one process, one implementation, one task. It loads the model, warms up, times
 the task and prints its numbers as one JSON line (the parent, runner.py, reads it).
 
-The task code is written once, against the small interface both impl_*.py offer (load,
-forward, prefill, repeat_rows, step, generate, beam_search, loss), so both implementations do exactly the
+The task code is written once, against the small interface every impl_*.py offers (load,
+forward, prefill, repeat_rows, step, generate, loss; beam_search for the
+gpt2np and transformers columns only), so all implementations do exactly the
 same work: the same prompts, positions, masks and number of steps.
 """
 
@@ -30,16 +31,29 @@ from .tasks import (
     PROMPT_LEN,
     TASKS,
     prompt_ids,
+    row_tokens,
 )
 
 RESULT_MARK = "BENCH-RESULT "  # the worker's JSON line on stdout starts with this
 
 
-def make_impl(name: str, threads: int):
+def make_impl(name: str, threads: int, onnx: str | None = None, gguf: str | None = None, task: str = "load"):
     if name.startswith("gpt2np"):  # "gpt2np" or "gpt2np-default-blas" (runner.py sets the environment)
         from .impl_gpt2np import Gpt2np
 
         return Gpt2np(threads)
+    if name == "onnxruntime":
+        from .impl_onnxruntime import OnnxRuntime
+
+        if onnx is None:
+            raise SystemExit("the onnxruntime worker needs --onnx (the parent passes the checked export)")
+        return OnnxRuntime(threads, onnx)
+    if name == "llama.cpp":
+        from .impl_llamacpp import LlamaCpp
+
+        if gguf is None:
+            raise SystemExit("the llama.cpp worker needs --gguf (the parent passes the checked conversion)")
+        return LlamaCpp(threads, gguf, TASKS[task][0], row_tokens(task))
     from .impl_transformers import Transformers
 
     return Transformers(threads)
@@ -201,14 +215,16 @@ RUN = {
 }
 
 
-def worker_main(impl_name: str, task: str, model: str, threads: int, iters: str) -> None:
+def worker_main(
+    impl_name: str, task: str, model: str, threads: int, iters: str, onnx: str | None = None, gguf: str | None = None
+) -> None:
     t0 = time.perf_counter()
     if impl_name == "machine":
         from .limits import machine_limits
 
         result = machine_limits(model, threads, iters)
     else:
-        impl = make_impl(impl_name, threads)
+        impl = make_impl(impl_name, threads, onnx, gguf, task)
         result = {
             "impl": impl_name,
             "task": task,
