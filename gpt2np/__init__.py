@@ -8,6 +8,10 @@
     ids = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=5)
     print(tok.batch_decode(ids, skip_special_tokens=True))
 
+GPT-2 on one page, the plain math without the speed-ups (tested equal to GPT2):
+    from gpt2np import plain
+    logits = plain.forward(model.weights, model.config, batch["input_ids"], batch["attention_mask"])
+
 README.md and docs/ say the rest.
 """
 
@@ -21,12 +25,13 @@ from .errors import (
     ModelError,
     ModelNotFoundError,
 )
+from . import plain
 from .model import GPT2, GPT2Output
 from .tokenizer import BatchEncoding, Tokenizer
 
 # Two lines, the model API then the errors (hence the noqa and fmt: skip): clearer than ten sorted.
 __all__ = [  # noqa: RUF022
-    "GPT2", "GPT2Config", "GPT2Output", "Tokenizer", "BatchEncoding",
+    "GPT2", "GPT2Config", "GPT2Output", "Tokenizer", "BatchEncoding", "plain",
     "GPT2npError", "InputError", "ConfigError", "CheckpointError", "ModelNotFoundError", "ModelError", "GenerationError",
 ]  # fmt: skip
 __version__ = "0.1.0"

@@ -12,7 +12,8 @@ import math
 import numpy as np
 from numpy.typing import DTypeLike
 
-from .weights import LayerNorm, Linear
+from .hooks import NO_HOOKS, Hooks
+from .weights import MLP, LayerNorm, Linear
 
 
 def linear(x: np.ndarray, layer: Linear) -> np.ndarray:
@@ -26,6 +27,15 @@ def linear(x: np.ndarray, layer: Linear) -> np.ndarray:
     out = rows @ layer.weight  # [N, n_out]
     out += layer.bias  # in place: saves allocating a second [N, n_out] array
     return out.reshape(*x.shape[:-1], out.shape[-1])  # [..., n_out]
+
+
+def mlp(x: np.ndarray, m: MLP, hook: Hooks = NO_HOOKS, layer: int = 0) -> np.ndarray:
+    """Each token alone: widen to F numbers, GELU, back to C (plain.mlp; tests/test_plain.py).
+
+    [B, T, C] -> [B, T, C]. GELU works in place on c_fc's output (a hook given hook_pre got a copy)."""
+    h = hook(f"blocks.{layer}.mlp.hook_pre", linear(x, m.c_fc))  # [B, T, C] -> [B, T, F] the MLP widens
+    h = hook(f"blocks.{layer}.mlp.hook_post", gelu(h))  # [B, T, F]
+    return linear(h, m.c_proj)  # [B, T, F] -> [B, T, C]
 
 
 LAYER_NORM_ROWS = 64  # tokens normalised at a time: their float64 copies are 384 KB, within a core's L2 cache

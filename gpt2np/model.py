@@ -1,5 +1,7 @@
 """GPT-2: embeddings, n_layer blocks of (attention, MLP) on a residual stream, a final
-LayerNorm, and the tied output layer. The whole forward pass is `GPT2.forward`.
+LayerNorm, and the tied output layer. The forward pass reads top to bottom in `GPT2.forward`
+-> `transformer` -> `block` -> attention.self_attention and layers.mlp; gpt2np/plain.py is the
+same math on one page, without the speed-ups, tested equal (tests/test_plain.py).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from .errors import InputError, ModelError
 from .hooks import NO_HOOKS, HookFn, Hooks, Where, activation_names, axes, select
 from .inputs import check_attention_mask, check_input_ids, check_length, check_position_ids
 from .kv_cache import KVCache
-from .layers import gelu, layer_norm, linear, lm_head
-from .masks import build_attention_mask, position_ids_from_mask, resolve_fill
+from .layers import layer_norm, lm_head, mlp
+from .masks import AttentionMask, build_attention_mask, position_ids_from_mask, resolve_fill
 from .weights import Weights, load_weights
 
 if TYPE_CHECKING:  # for the annotations only: model.py imports them lazily, where they are used
@@ -213,6 +215,8 @@ class GPT2:
         logits = self.forward(ids, mask, positions, hook=hooks).logits
         return logits[0] if one_sequence else logits
 
+    # --- the forward pass: plain.forward, fast (tests/test_plain.py holds them equal) ----------
+
     def forward(
         self,
         input_ids: np.ndarray,
@@ -224,9 +228,11 @@ class GPT2:
         output_attentions: bool = False,
         hook: Hooks = NO_HOOKS,
     ) -> GPT2Output:
-        """The forward pass on checked inputs. input_ids, position_ids: [B, T] new tokens;
-        attention_mask: [B, past + T] covering the cached tokens too. Each `hook(name, x)` is
-        x itself unless run_with_cache / run_with_hooks asked for that point (hooks.py)."""
+        """The forward pass on checked inputs (plain.forward, fast; tests/test_plain.py).
+
+        input_ids, position_ids: [B, T] the new tokens (the whole prompt, or one token per row in
+        a decode step); attention_mask: [B, past + T], the cached tokens' columns first. Each
+        `hook(name, x)` is x itself unless run_with_cache / run_with_hooks asked for that point."""
         # An overflow shows as inf or NaN in the logits, which the check below turns into our own
         # error naming where it began; NumPy's warnings on the way would only be noise before it.
         with np.errstate(over="ignore", invalid="ignore"):
@@ -239,14 +245,102 @@ class GPT2:
                 output_attentions,
                 hook,
                 logits_to_keep,
-            )
+            )  # [B, T, C] after ln_f
             if logits_to_keep:
-                x = x[:, -logits_to_keep:, :]  # [B, N, C]: only the last N positions' scores are wanted
-            # a score for every token of the vocabulary
-            logits = hook("logits", lm_head(x, self.weights.lm_head))  # [B, T, C] -> [B, T, vocab]
+                x = x[:, -logits_to_keep:]  # [B, N, C] (already so, unless hooks or all states were asked for)
+            # a score for every token of the vocabulary: x . each token's embedding (tied)
+            logits = hook("logits", lm_head(x, self.weights.lm_head))  # [B, T, C] -> [B, T, V]
         if not all_finite(logits):  # a NaN anywhere upstream reaches the logits (0 * NaN = NaN)
             raise self.non_finite_error(input_ids, attention_mask, position_ids, cache, hook)
         return GPT2Output(logits, hidden, attentions)
+
+    def transformer(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        position_ids: np.ndarray,
+        cache: KVCache | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        hook: Hooks = NO_HOOKS,
+        keep: int = 0,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None, tuple[np.ndarray, ...] | None]:
+        """Everything before the output layer (transformers' GPT2Model): the final hidden states
+        [B, T, C] after ln_f, and the hidden states and attention weights when asked for.
+
+        keep=N > 0: only the last N positions' final states are wanted ([B, N, C] out), as for
+        logits_to_keep. The last block's outputs elsewhere would never be read, so its queries,
+        MLP and ln_f run on those N positions only (1/n_layer of a long prefill saved); its keys
+        and values still cover every position. Not when all positions' states, weights or any
+        hook are asked for.
+        """
+        if output_hidden_states or output_attentions or hook is not NO_HOOKS:
+            keep = 0
+        mask = build_attention_mask(attention_mask, input_ids.shape[1], self.fill, self.dtype)  # [B, 1, T, past + T]
+        x = self.embed(input_ids, position_ids, hook)  # [B, T, C] the residual stream (float64)
+        hidden: list[np.ndarray] | None = [] if output_hidden_states else None
+        attentions: list[np.ndarray] | None = [] if output_attentions else None
+        for i in range(self.config.n_layer):
+            if hidden is not None:
+                hidden.append(x.astype(self.dtype))  # the embeddings, then each block's output
+            last = i == self.config.n_layer - 1
+            x, probs = self.block(i, x, mask, cache, hook, output_attentions, keep if last else 0)  # [B, T, C]
+            if attentions is not None and probs is not None:
+                attentions.append(probs)  # [B, H, T, past + T]
+        ln_f, eps = self.weights.ln_f, self.config.layer_norm_epsilon
+        x = hook("ln_final.hook_normalized", layer_norm(x, ln_f, eps, self.dtype))  # [B, T, C] in self.dtype
+        if hidden is not None:
+            hidden.append(x)  # transformers' last hidden state is after ln_f
+        if cache is not None:
+            cache.advance(input_ids.shape[1])  # every layer has stored this step's keys and values
+        return x, None if hidden is None else tuple(hidden), None if attentions is None else tuple(attentions)
+
+    def embed(self, input_ids: np.ndarray, position_ids: np.ndarray, hook: Hooks = NO_HOOKS) -> np.ndarray:
+        """[B, T] ids and positions -> [B, T, C]: what each token is, plus where it stands. This
+        starts the residual stream, which every block reads and adds to. It is kept in float64
+        whatever the model's dtype: GPT-2 holds a few of its dimensions in the hundreds and adds
+        small updates to them 2 x n_layer times, and in float32 each add would round at the large
+        values' ulp. LayerNorm reads it in float64 anyway, so this costs two [B, T, C] float64 adds
+        per block; the layers' inputs and outputs stay in self.dtype. (plain.forward's first line.)"""
+        token = hook("hook_embed", self.weights.wte[input_ids])  # [B, T, C]
+        position = hook("hook_pos_embed", self.weights.wpe[position_ids])  # [B, T, C]
+        return np.add(token, position, dtype=np.float64)  # [B, T, C] float64
+
+    def block(
+        self,
+        i: int,
+        x: np.ndarray,
+        mask: AttentionMask,
+        cache: KVCache | None = None,
+        hook: Hooks = NO_HOOKS,
+        need_weights: bool = False,
+        keep: int = 0,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Block i, pre-LayerNorm: x + attention(ln_1(x)), then x + mlp(ln_2(x)) (plain.block;
+        tests/test_plain.py). x [B, T, C] is the float64 residual stream, added to in place.
+        -> the new stream, and the attention weights [B, H, T, past + T] when need_weights.
+        keep=N: the block's output at the last N positions only ([B, N, C]; see transformer)."""
+        b, eps, at = self.weights.h[i], self.config.layer_norm_epsilon, f"blocks.{i}."
+        x = hook(at + "hook_resid_pre", x)  # [B, T, C]
+        h = hook(at + "ln1.hook_normalized", layer_norm(x, b.ln_1, eps, self.dtype))  # [B, T, C] in self.dtype
+        # the only sub-layer that mixes tokens; with keep=N, N queries over all T keys: [B, N, C]
+        a, probs = self_attention(
+            h, b.attn, mask, self.config.n_head, self.scale(i), cache, i, need_weights, hook, keep
+        )
+        if keep:
+            x = x[:, -keep:]  # [B, N, C]: the only positions read from here on
+        x += hook(at + "hook_attn_out", a)  # [B, T, C] tokens looked at each other
+        x = hook(at + "hook_resid_mid", x)
+        h = hook(at + "ln2.hook_normalized", layer_norm(x, b.ln_2, eps, self.dtype))  # [B, T, C]
+        x += hook(at + "hook_mlp_out", mlp(h, b.mlp, hook, i))  # [B, T, C] each token thought alone
+        return hook(at + "hook_resid_post", x), probs
+
+    def scale(self, layer: int) -> float:
+        """What attention scores are multiplied by in block `layer` (plain.attention_scale)."""
+        scale = 1.0 / math.sqrt(self.config.head_dim) if self.config.scale_attn_weights else 1.0
+        if self.config.scale_attn_by_inverse_layer_idx:
+            scale /= layer + 1
+        return scale
 
     def non_finite_error(
         self,
@@ -286,78 +380,6 @@ class GPT2:
             "the logits came out NaN or inf, but every point was finite when the pass was run again "
             "(a hook that behaves differently on a second call?)"
         )
-
-    def transformer(
-        self,
-        input_ids: np.ndarray,
-        attention_mask: np.ndarray,
-        position_ids: np.ndarray,
-        cache: KVCache | None = None,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
-        hook: Hooks = NO_HOOKS,
-        keep: int = 0,
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None, tuple[np.ndarray, ...] | None]:
-        """Everything before the output layer (transformers' GPT2Model): the final hidden states
-        [B, T, C] after ln_f, and the hidden states and attention weights when asked for.
-
-        keep=N > 0: only the last N positions' final states are wanted ([B, N, C] out). The last
-        block's outputs at the other positions would never be read (no later block looks at
-        them), so its queries, MLP and ln_f run on the N positions only: 1/n_layer of a long
-        prefill saved. Its keys and values still cover every position (the kept queries
-        attend to them, and the cache keeps them). Not when every position's states or
-        weights, or any hook, are asked for.
-        """
-        w, cfg = self.weights, self.config
-        if output_hidden_states or output_attentions or hook is not NO_HOOKS:
-            keep = 0
-        eps, n_head = cfg.layer_norm_epsilon, cfg.n_head
-        mask = build_attention_mask(attention_mask, input_ids.shape[1], self.fill, self.dtype)  # [B, 1, T, past + T]
-        # what each token is + where it stands: the residual stream, which every block reads and adds to.
-        # It is kept in float64 whatever the model's dtype: GPT-2 holds a few of its dimensions in
-        # the hundreds and adds small updates to them 2 x n_layer times, and in float32 each add
-        # would round at the large values' ulp. LayerNorm reads it in float64 anyway, so this costs
-        # two [B, T, C] float64 adds per block; the layers' inputs and outputs stay in self.dtype.
-        embed, pos = hook("hook_embed", w.wte[input_ids]), hook("hook_pos_embed", w.wpe[position_ids])
-        x = np.add(embed, pos, dtype=np.float64)  # [B, T, C] float64
-        hidden: list[np.ndarray] | None = [x.astype(self.dtype)] if output_hidden_states else None
-        attentions: list[np.ndarray] | None = [] if output_attentions else None
-        for i, block in enumerate(w.h):
-            x = hook(f"blocks.{i}.hook_resid_pre", x)  # [B, T, C] the residual stream
-            h = hook(f"blocks.{i}.ln1.hook_normalized", layer_norm(x, block.ln_1, eps, self.dtype))  # [B, T, C]
-            queries = keep if i == cfg.n_layer - 1 else 0  # 0: every position (see keep above)
-            # [B, T, C] -> [B, T, C] ([B, keep, C] in the last block when keep > 0)
-            a, probs = self_attention(
-                h, block.attn, mask, n_head, self.scale(i), cache, i, output_attentions, hook, queries
-            )
-            if queries:
-                x = x[:, -queries:]  # [B, keep, C] the only positions read from here on
-            # the residual: attention adds what it gathered from other tokens
-            x += hook(f"blocks.{i}.hook_attn_out", a)  # [B, T, C]
-            x = hook(f"blocks.{i}.hook_resid_mid", x)
-            h = hook(f"blocks.{i}.ln2.hook_normalized", layer_norm(x, block.ln_2, eps, self.dtype))  # [B, T, C]
-            h = hook(f"blocks.{i}.mlp.hook_pre", linear(h, block.mlp.c_fc))  # [B, T, C] -> [B, T, F] the MLP widens
-            h = hook(f"blocks.{i}.mlp.hook_post", gelu(h))  # [B, T, F] (in place: a recorded hook_pre was copied)
-            # the residual: each token thinks alone
-            x += hook(f"blocks.{i}.hook_mlp_out", linear(h, block.mlp.c_proj))  # [B, T, F] -> [B, T, C]
-            x = hook(f"blocks.{i}.hook_resid_post", x)
-            if hidden is not None and i < cfg.n_layer - 1:
-                hidden.append(x.astype(self.dtype))
-            if attentions is not None and probs is not None:  # probs: [B, H, T, past + T]
-                attentions.append(probs)
-        x = hook("ln_final.hook_normalized", layer_norm(x, w.ln_f, eps, self.dtype))  # [B, T, C]
-        if hidden is not None:
-            hidden.append(x)  # transformers' last hidden state is after ln_f
-        if cache is not None:
-            cache.advance(input_ids.shape[1])
-        return x, None if hidden is None else tuple(hidden), None if attentions is None else tuple(attentions)
-
-    def scale(self, layer: int) -> float:
-        """What attention scores are multiplied by in block `layer`."""
-        scale = 1.0 / math.sqrt(self.config.head_dim) if self.config.scale_attn_weights else 1.0
-        if self.config.scale_attn_by_inverse_layer_idx:
-            scale /= layer + 1
-        return scale
 
     def generate(self, input_ids: ArrayLike, attention_mask: ArrayLike | None = None, **kwargs: Any) -> Any:
         """Greedy, sampled or beam-search continuation of a (left-padded) batch: the ids, or a

@@ -154,13 +154,14 @@ def variant_model(model: GPT2, variant: str | None) -> GPT2:
 def variant_trace(model: GPT2, variant: str | None, input_ids, attention_mask) -> dict[str, np.ndarray]:
     """A trace of `model` with one function swapped for the variant's (None: the correct one)."""
     import gpt2np.attention
+    import gpt2np.layers
     import gpt2np.model
 
     model = variant_model(model, variant)
     positions = position_ids_from_mask(attention_mask)  # [B, T]
     swaps = {
         "softmax-no-max": (gpt2np.attention, "softmax", naive_softmax),
-        "gelu-erf": (gpt2np.model, "gelu", erf_gelu),
+        "gelu-erf": (gpt2np.layers, "gelu", erf_gelu),
         "layernorm-ddof1": (gpt2np.model, "layer_norm", ddof1_layer_norm),
         "mask-fill-twice": (gpt2np.model, "build_attention_mask", mask_added_twice),
         "pad-rows-nan": (gpt2np.model, "build_attention_mask", mask_without_empty_rows),

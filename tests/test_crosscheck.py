@@ -130,11 +130,11 @@ def test_cli_exits_1_beyond_tolerance(transformers, model_dir, tokenizer_dir, ca
 
 @pytest.mark.transformers
 def test_cli_exits_1_when_gpt2np_computes_something_else(transformers, model_dir, tokenizer_dir, monkeypatch, capsys):
-    import gpt2np.model
+    import gpt2np.layers
 
     # The sigmoid approximation of GELU instead of GPT-2's tanh one: close, but not the same.
     # (Patched where the forward pass looks it up: model.py imports gelu by name.)
-    monkeypatch.setattr(gpt2np.model, "gelu", lambda x: x / (1 + np.exp(-1.702 * x)))
+    monkeypatch.setattr(gpt2np.layers, "gelu", lambda x: x / (1 + np.exp(-1.702 * x)))
     code = main(
         ["crosscheck", "--model", str(model_dir("tiny")), "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "2"]
     )

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, SEED_ATTENTION_MASK, SEED_INPUT_IDS
 
+import gpt2np.layers
 import gpt2np.model
 from gpt2np import GPT2, InputError, ModelError
 
@@ -179,13 +180,13 @@ def test_logits_to_keep_runs_the_last_block_on_the_kept_positions_only(tiny, mon
     logits are those of the full pass (to float32 noise: the matrix shapes differ)."""
     model = GPT2.from_pretrained(tiny)  # 2 layers
     full = model(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK).logits  # [3, 8, V]
-    shapes, real = [], gpt2np.model.linear
+    shapes, real = [], gpt2np.layers.linear
 
-    def spy(x, layer):  # model.py's linear: the MLP's c_fc and c_proj
+    def spy(x, layer):  # layers.mlp's linear: the MLP's c_fc and c_proj
         shapes.append(x.shape[:-1])
         return real(x, layer)
 
-    monkeypatch.setattr(gpt2np.model, "linear", spy)
+    monkeypatch.setattr(gpt2np.layers, "linear", spy)
     out = model(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, logits_to_keep=2)
     assert shapes == [(3, 8), (3, 8), (3, 2), (3, 2)]
     np.testing.assert_allclose(out.logits, full[:, -2:], rtol=1e-5, atol=1e-5)

@@ -1,0 +1,180 @@
+"""gpt2np.plain, the one-page GPT-2, against the fast path and against transformers.
+
+The fast path (model.py, attention.py, layers.py) and the plain page must compute the same
+function. float64: within 1e-12 relative (what is left is the order of additions inside BLAS).
+float32: the two round differently on purpose (the fast path keeps the residual stream in
+float64, does LayerNorm in float64, sums the output layer in blocks), so they agree to float32
+noise: max |fast - plain| <= FLOAT32_NOISE x max |plain| at real positions (measured: at most
+1.2e-06 on these models, printed by `pytest -s tests/test_plain.py`).
+
+And the plain page is checked against transformers directly (the stored goldens and live), so
+a bug shared by both paths cannot hide behind their agreement.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import build_model
+from test_references import CASES, FILLS, META, REF, TOLERANCE, TOLERANCE_64, inputs
+
+import gpt2np.attention
+from gpt2np import GPT2, InputError, plain
+
+FLOAT64_RELATIVE = 1e-12
+FLOAT32_NOISE = 4e-6  # relative to the largest logit; measured at most 1.2e-06 (see the module docstring)
+MODELS = ["tiny", "small-outliers", "odd"]
+
+_loaded: dict[tuple[str, str], GPT2] = {}
+
+
+def model(name: str, dtype: str = "float32", fill: str = "min") -> GPT2:
+    if (name, dtype) not in _loaded:
+        _loaded[(name, dtype)] = GPT2.from_pretrained(build_model(name), dtype=dtype)
+    m = _loaded[(name, dtype)]
+    return GPT2(m.config, m.weights, dtype=dtype, mask_fill=fill)
+
+
+def relative_difference(fast: np.ndarray, slow: np.ndarray, mask: np.ndarray) -> float:
+    real = mask.astype(bool)
+    assert np.isfinite(fast).all() and np.isfinite(slow).all()  # pads included: the empty-row rule
+    return float(np.abs(fast[real] - slow[real]).max() / np.abs(slow[real]).max())
+
+
+def long_batch(vocab: int, T: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two rows of T tokens, the second left-padded by a third of T."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, vocab, size=(2, T))
+    mask = np.ones((2, T), dtype=np.int64)
+    mask[1, : T // 3] = 0
+    return ids, mask
+
+
+# --- the fast path equals the plain page ------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("fill", FILLS)
+@pytest.mark.parametrize("case", CASES)
+def test_the_fast_forward_equals_the_plain_one(case, fill, dtype):
+    name = case.split("/")[0]
+    if name == "gpt2-shaped" and dtype == "float64":
+        pytest.skip("the 124M shape runs in float32 here (test_long_inputs_...); float64 costs ~1 min")
+    m = model(name, dtype, fill)
+    ids, mask = inputs(case)
+    fast = m(ids, attention_mask=mask).logits
+    slow = plain.forward(m.weights, m.config, ids, mask, mask_fill=fill)
+    assert slow.dtype == fast.dtype == np.dtype(dtype)
+    diff = relative_difference(fast, slow, mask)
+    print(f"{case} {fill} {dtype}: max |fast - plain| / max |plain| = {diff:.2e}")
+    assert diff <= (FLOAT64_RELATIVE if dtype == "float64" else FLOAT32_NOISE)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", MODELS)
+def test_long_inputs_in_many_attention_blocks_equal_the_plain_forward(monkeypatch, name, dtype):
+    """The whole context, a padded row, and a scores budget small enough that attention runs in
+    many query blocks and head groups, skipping the future: still the plain function."""
+    m = model(name, dtype, "-inf")
+    ids, mask = long_batch(m.config.vocab_size, m.config.n_positions)
+    monkeypatch.setattr(gpt2np.attention, "SCORES_BUDGET", 500)
+    calls = []
+    real_attend = gpt2np.attention.attend
+    monkeypatch.setattr(gpt2np.attention, "attend", lambda *a: calls.append(1) or real_attend(*a))
+    fast = m(ids, attention_mask=mask).logits
+    assert len(calls) > 4 * m.config.n_layer  # many blocks per layer
+    slow = plain.forward(m.weights, m.config, ids, mask, mask_fill="-inf")
+    diff = relative_difference(fast, slow, mask)
+    print(f"{name} [2, {ids.shape[1]}] {dtype}: {diff:.2e}")
+    assert diff <= (FLOAT64_RELATIVE if dtype == "float64" else FLOAT32_NOISE)
+
+
+def test_the_124m_shape_over_300_tokens_equals_the_plain_forward():
+    """GPT-2's own shape, [2, 300] with pads: attention in blocks at the default budget."""
+    m = model("gpt2-shaped", "float32", "min")
+    ids, mask = long_batch(m.config.vocab_size, 300, seed=1)
+    fast = m(ids, attention_mask=mask).logits
+    slow = plain.forward(m.weights, m.config, ids, mask)
+    diff = relative_difference(fast, slow, mask)
+    print(f"gpt2-shaped [2, 300] float32: {diff:.2e}")
+    assert diff <= FLOAT32_NOISE
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+@pytest.mark.parametrize("fill", FILLS)
+@pytest.mark.parametrize("name", MODELS)
+def test_greedy_generation_with_and_without_the_cache_equals_the_plain_one(name, fill, use_cache):
+    """The KV cache's decode steps against re-running the whole sequence per token (no eos:
+    plain.generate never stops early)."""
+    m = model(name, "float64", fill)
+    ids, mask = inputs(f"{name}/random")
+    fast = m.generate(ids, attention_mask=mask, max_new_tokens=6, eos_token_id=None, use_cache=use_cache)
+    np.testing.assert_array_equal(fast, plain.generate(m.weights, m.config, ids, mask, max_new_tokens=6, mask_fill=fill))
+
+
+# --- the plain page against transformers ------------------------------------------------------
+
+
+@pytest.mark.parametrize("fill", ["-inf", "min"])
+@pytest.mark.parametrize("case", CASES)
+def test_plain_float64_matches_transformers_float64(case, fill):
+    name = case.split("/")[0]
+    m = model(name, "float64")
+    ids, mask = inputs(case)
+    logits = plain.forward(m.weights, m.config, ids, mask, mask_fill=fill)[mask.astype(bool)]  # [n_real, V]
+    k = f"{case}/float64"
+    assert np.abs(logits[:, REF[f"{name}/columns"]] - REF[f"{k}/logits_columns"]).max() <= TOLERANCE_64
+    top = np.take_along_axis(logits, REF[f"{case}/eager/top_ids"], axis=-1)
+    assert np.abs(top - REF[f"{k}/top_logits"]).max() <= TOLERANCE_64
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_plain_float32_matches_transformers_and_generates_its_tokens(case):
+    name = case.split("/")[0]
+    m = model(name, "float32")
+    ids, mask = inputs(case)
+    logits = plain.forward(m.weights, m.config, ids, mask)[mask.astype(bool)]
+    assert np.abs(logits[:, REF[f"{name}/columns"]] - REF[f"{case}/eager/logits_columns"]).max() <= TOLERANCE
+    generated = plain.generate(m.weights, m.config, ids, mask, max_new_tokens=META["new_tokens"])
+    np.testing.assert_array_equal(generated, REF[f"{case}/eager/generate_new_tokens"])
+
+
+def test_plain_matches_transformers_live(hf_model):
+    """Live, in float64, on the untied 3-head model with a fresh padded batch (not a stored one)."""
+    import torch
+
+    folder = build_model("odd")
+    m = model("odd", "float64")
+    ids, mask = long_batch(m.config.vocab_size, 17, seed=7)
+    positions = np.where(mask == 1, np.cumsum(mask, axis=1) - 1, 0)
+    with torch.no_grad():
+        theirs = hf_model(folder, "eager", "float64")(
+            torch.tensor(ids), attention_mask=torch.tensor(mask), position_ids=torch.tensor(positions)
+        ).logits.numpy()
+    ours = plain.forward(m.weights, m.config, ids, mask)
+    real = mask.astype(bool)
+    assert np.abs(ours[real] - theirs[real]).max() <= TOLERANCE_64
+
+
+# --- what the page refuses --------------------------------------------------------------------
+
+
+def test_bad_inputs_are_our_errors():
+    m = model("tiny")
+    with pytest.raises(InputError, match="max_new_tokens"):
+        plain.generate(m.weights, m.config, [1, 2], max_new_tokens=0)
+    with pytest.raises(InputError):
+        plain.forward(m.weights, m.config, [1, m.config.vocab_size])  # an id outside the vocabulary
+    with pytest.raises(InputError):
+        plain.forward(m.weights, m.config, [[1, 2]], attention_mask=[[1, 2]])
+    with pytest.raises(InputError):
+        plain.forward(m.weights, m.config, [1] * (m.config.n_positions + 1))
+
+
+def test_a_one_dimensional_input_gives_one_sequence():
+    m = model("tiny")
+    one = plain.forward(m.weights, m.config, [5, 6, 7])
+    assert one.shape == (3, m.config.vocab_size)
+    np.testing.assert_array_equal(one, plain.forward(m.weights, m.config, [[5, 6, 7]])[0])
+    assert plain.generate(m.weights, m.config, [5, 6, 7], max_new_tokens=2).shape == (5,)
+
