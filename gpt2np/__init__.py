@@ -15,6 +15,7 @@ GPT-2 on one page, the plain math without the speed-ups (tested equal to GPT2):
 README.md and docs/ say the rest.
 """
 
+from . import plain
 from .config import GPT2Config
 from .errors import (
     CheckpointError,
@@ -25,7 +26,6 @@ from .errors import (
     ModelError,
     ModelNotFoundError,
 )
-from . import plain
 from .model import GPT2, GPT2Output
 from .tokenizer import BatchEncoding, Tokenizer
 

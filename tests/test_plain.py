@@ -109,7 +109,9 @@ def test_greedy_generation_with_and_without_the_cache_equals_the_plain_one(name,
     m = model(name, "float64", fill)
     ids, mask = inputs(f"{name}/random")
     fast = m.generate(ids, attention_mask=mask, max_new_tokens=6, eos_token_id=None, use_cache=use_cache)
-    np.testing.assert_array_equal(fast, plain.generate(m.weights, m.config, ids, mask, max_new_tokens=6, mask_fill=fill))
+    np.testing.assert_array_equal(
+        fast, plain.generate(m.weights, m.config, ids, mask, max_new_tokens=6, mask_fill=fill)
+    )
 
 
 # --- the plain page against transformers ------------------------------------------------------
@@ -177,4 +179,3 @@ def test_a_one_dimensional_input_gives_one_sequence():
     assert one.shape == (3, m.config.vocab_size)
     np.testing.assert_array_equal(one, plain.forward(m.weights, m.config, [[5, 6, 7]])[0])
     assert plain.generate(m.weights, m.config, [5, 6, 7], max_new_tokens=2).shape == (5,)
-
