@@ -68,6 +68,23 @@ def changed_copy(folder: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.fixture(scope="module")
+def blas_threads_restored():
+    """The bench's implementations limit BLAS's threads for the whole process (threadpoolctl:
+    right in a bench worker, which runs one task and exits). In the test process that limit would
+    outlive the test and change every later test's float32 sums (a matrix product split over 1
+    thread rounds differently from one split over 2): test_score_file_output compares a run in
+    this process with one in a fresh process, byte for byte, and failed after the export tests.
+    Module-scoped, so it is set up before the module's other fixtures (the ONNX export) run."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    before = {info["prefix"]: info["num_threads"] for info in threadpool_info()}
+    yield
+    threadpool_limits(limits=before)
+    after = {info["prefix"]: info["num_threads"] for info in threadpool_info() if info["prefix"] in before}
+    assert after == before, f"BLAS threads not restored: {before} -> {after}"
+
+
 def decode_alike(ours, theirs, folder: Path, tolerance: float):
     """Two of the bench's implementations (scripts/bench/impl_*.py) loaded from one model: the
     same logits (within tolerance) from forward (all, the last, the last 3 positions), from a

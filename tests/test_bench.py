@@ -17,6 +17,8 @@ from scripts import export_onnx
 from scripts.bench import cli, runner
 from scripts.bench.report import build_report
 
+pytestmark = pytest.mark.usefixtures("blas_threads_restored")  # the bench impls limit BLAS threads process-wide
+
 
 def args(**kw):
     return argparse.Namespace(**({"no_onnxruntime": False, "no_llamacpp": False, "threads": 1} | kw))

@@ -25,6 +25,8 @@ if str(ROOT) not in sys.path:  # scripts/ is a folder of the repository, not an 
 from scripts import export_gguf
 from scripts.export_onnx import LogitsMismatch
 
+pytestmark = pytest.mark.usefixtures("blas_threads_restored")  # the bench impls limit BLAS threads process-wide
+
 # --- staging and the GELU copy (NumPy only) --------------------------------------------------
 
 

@@ -22,6 +22,8 @@ if str(ROOT) not in sys.path:  # scripts/ is a folder of the repository, not an 
 from scripts import export_onnx
 from scripts.export_onnx import TOLERANCE, LogitsMismatch, max_difference, require_equal
 
+pytestmark = pytest.mark.usefixtures("blas_threads_restored")  # the bench impls limit BLAS threads process-wide
+
 # --- the comparison (NumPy only) -------------------------------------------------------------
 
 

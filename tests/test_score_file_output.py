@@ -394,10 +394,12 @@ KILL_FLAGS = ("--batch-size", "2")  # chunks of 32 lines
 
 @pytest.fixture(scope="module")
 def killable(tmp_path_factory, short_context, tokenizer_dir):
-    """A corpus of 100 lines, and its uninterrupted output."""
+    """A corpus of 100 lines, and its uninterrupted output: from a fresh process, as the killed
+    and resumed runs are (this process's BLAS may have been set otherwise by an earlier test)."""
     folder = tmp_path_factory.mktemp("killable")
     src, full = corpus_file(folder, 100, seed=16), folder / "full.jsonl"
-    assert run(["--file", str(src), "--out", str(full), *KILL_FLAGS], short_context, tokenizer_dir) == 0
+    done = subprocess.run(command(src, full, short_context, tokenizer_dir, *KILL_FLAGS), capture_output=True, env=ENV, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
     return src, full.read_bytes()
 
 
