@@ -431,6 +431,14 @@ MUTANTS = [
     m("bpe-whitespace-keeps-the-space-before-a-word", "gpt2np/bpe.py",
       "            if i < n and i - start > 1:", "            if False:",
       "tests/test_bpe.py::test_the_same_ids_as_tokenizers"),
+    # --- explain's model steps (tools/explain.py): what they print is what happened -----------
+    m("explain-parameters-tied-head-counted-twice", "gpt2np/tools/explain.py",
+      "total = sum(a.size for a in w.arrays())", "total = sum(a.size for a in w.arrays()) + w.lm_head.size",
+      "tests/test_explain.py::test_parameters_step_counts_what_the_config_says[tiny]"),
+    m("explain-decode-position-is-the-column", "gpt2np/tools/explain.py",
+      "step_positions = positions[:, -1:] + 1  # [B, 1] each row's last position + 1",
+      "step_positions = np.full((B, 1), T)  # [B, 1] each row's last position + 1",
+      "tests/test_explain.py::test_decode_step_shows_the_shapes_and_positions_of_a_real_step"),
     # --- tokenizer -------------------------------------------------------------------------
     m("lone-surrogate-reaches-the-tokenizer", "gpt2np/tokenizer.py",
       '        check_unicode(text, "the text")\n', "",

@@ -806,7 +806,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
         elif name == "bpe":
             print(show_bpe(tok, sentences))
         elif model is None:
-            what = "Generation needs" if name == "generate" else "This step needs"
+            what = {
+                "generate": "Generation needs",
+                "block": "Looking inside a block needs",
+                "decode": "A decode step needs",
+                "parameters": "Counting the parameters needs",
+            }.get(name, "Running the model with either GELU needs")
             print(f"{what} the model's weights, and they are not on this machine (the steps above needed")
             print(f"only the tokenizer):\n  {problem}")
         elif name == "generate":
