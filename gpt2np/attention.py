@@ -42,14 +42,16 @@ def attention(
     hook: Hooks = NO_HOOKS,
     layer: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """softmax(q k^T * scale + mask) v, for every head at once.
+    """softmax(q k^T * scale + mask) v, for every head at once: plain.attention with the hook
+    points and the weights kept (tests/test_plain.py::test_each_fast_function_equals_its_plain_one).
 
     q [B, H, Tq, D], k and v [B, H, Tk, D], mask.additive [B, 1, Tq, Tk].
     Returns the output [B, H, Tq, D] and the attention weights [B, H, Tq, Tk].
     """
     # 1/sqrt(D) keeps the scores' spread independent of the head size. Applied to q (Tq x D
-    # numbers) rather than to the scores (Tq x Tk), and the same way in attend() below, so the
-    # two paths give the same bits.
+    # numbers) rather than to the scores (Tq x Tk), and the same way in attention_in_blocks, so
+    # the two paths give the same bits when the blocked one runs in one block (a decode step, a
+    # short prompt: tests/test_plain.py::test_one_block_gives_attentions_bits).
     scores = (q * q.dtype.type(scale)) @ k.swapaxes(-1, -2)  # [B, H, Tq, Tk] how well each query matches each key
     scores += mask.additive  # forbidden cells (pads, the future) -> fill
     scores = hook(f"blocks.{layer}.attn.hook_attn_scores", scores)
@@ -89,9 +91,11 @@ def attend(
     q [..., n, D], k and v [..., keys, D], scores [..., n, keys] (any contents; overwritten).
     additive [..., n, m]: the mask of the last m keys; the keys before those are allowed for
     every query here, so nothing is added to them (for a causal block with no pads, only the
-    diagonal square can be masked). The same operations in the same order as attention(), so
-    the same bits: adding a 0 of the mask changes nothing, nor do the skipped future keys,
-    whose weights are exactly 0.
+    diagonal square can be masked). The same operations in the same order as attention(): over
+    the same keys, the same bits (adding a 0 of the mask changes nothing). Over fewer keys (the
+    future skipped, whose weights are exactly 0) BLAS may sum the rows of k in another order and
+    softmax's sum has fewer terms, so a block differs from attention() by rounding only (at most a
+    few ulps: tests/test_plain.py::test_attention_in_many_blocks_equals_the_plain_one).
     """
     np.matmul(q, k.swapaxes(-1, -2), out=scores)  # [..., n, keys]
     lo = scores.shape[-1] - additive.shape[-1]
@@ -106,6 +110,7 @@ def attention_in_blocks(
     q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: AttentionMask, scale: float, budget: int | None = None
 ) -> np.ndarray:
     """attention()'s output without its weights, holding at most `budget` scores at a time.
+    plain.attention is the formula (tests/test_plain.py::test_attention_in_many_blocks_equals_the_plain_one).
 
     The full [B, H, Tq, Tk] scores of a long batch are large (8 x 1024 tokens: 400 MB per
     layer) and mostly wasted: in causal attention the upper triangle is masked away. So a
@@ -170,15 +175,18 @@ def self_attention(
     Returns the output [B, T, C] and, when need_weights (output_attentions), the full attention
     weights [B, H, T, past + T]; otherwise None, and the scores are made a block at a time.
     queries=N > 0: outputs for the last N positions only ([B, N, C]); keys and values still
-    come from all T. The hook points show q, k, v and z as [B, T, H, D] (TransformerLens's layout)."""
+    come from all T. The hook points show q, k, v and z as [B, T, H, D] (TransformerLens's layout).
+    plain.self_attention is the formula (tests/test_plain.py::test_each_fast_function_equals_its_plain_one)."""
     qkv = linear(x, attn.c_attn)  # [B, T, C] -> [B, T, 3C]
     C = x.shape[-1]
     q, k, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]  # 3 x [B, T, C] views
-    q, k, v = split_heads(q, n_head), split_heads(k, n_head), split_heads(v, n_head)  # [B, H, T, D]
+    q, k, v = split_heads(q, n_head), split_heads(k, n_head), split_heads(v, n_head)  # 3 x [B, H, T, D]
     q = hook(f"blocks.{layer}.attn.hook_q", q.swapaxes(1, 2)).swapaxes(1, 2)  # seen as [B, T, H, D]
     k = hook(f"blocks.{layer}.attn.hook_k", k.swapaxes(1, 2)).swapaxes(1, 2)
     v = hook(f"blocks.{layer}.attn.hook_v", v.swapaxes(1, 2)).swapaxes(1, 2)
     if cache is not None:
+        # A decode step has T = 1: q [B, H, 1, D], and k, v become [B, H, past + 1, D], the cached
+        # keys and values with this token's appended; mask.additive is the one new row [B, 1, 1, past + 1].
         k, v = cache.update(layer, k, v)  # [B, H, past + T, D]: this step's keys after the cached ones
     points = (f"blocks.{layer}.attn.hook_attn_scores", f"blocks.{layer}.attn.hook_pattern")
     if queries:  # only the last N queries' outputs are wanted (GPT2.transformer's keep)

@@ -527,6 +527,10 @@ def decode(
             break
         length = T + n_done  # tokens so far; the new one sits at index length - 1
         if cache is not None:  # feed only the new token; its keys/values join the cache
+            # The decode step: input [N, 1] (the token just chosen); its position [N, 1] is the
+            # row's last prompt position + the steps taken (pads never count); the mask grows by
+            # one column of 1s, [N, length]; attention's q is [N, H, 1, D] against the cache's
+            # keys and values [N, H, length, D], and the additive mask is one row [N, 1, 1, length].
             step_positions = positions[:, -1:] + n_done  # [N, 1] last prompt position + steps taken
             out = model.forward(next_tokens[:, None], full_mask[:, :length], step_positions, cache, logits_to_keep=1)
         else:  # recompute everything: slower, same tokens (a check of the cache)

@@ -17,7 +17,8 @@ from .weights import MLP, LayerNorm, Linear
 
 
 def linear(x: np.ndarray, layer: Linear) -> np.ndarray:
-    """GPT-2's "Conv1D": weight stored [n_in, n_out], so no transpose.
+    """GPT-2's "Conv1D": weight stored [n_in, n_out], so no transpose (plain.linear, tested
+    equal in tests/test_plain.py::test_each_fast_function_equals_its_plain_one).
 
     The tokens are flattened into the rows of one 2-D matrix first: NumPy multiplies a
     [B, T, n_in] array by a matrix as B separate products, which for a decode step (T = 1)
@@ -30,7 +31,8 @@ def linear(x: np.ndarray, layer: Linear) -> np.ndarray:
 
 
 def mlp(x: np.ndarray, m: MLP, hook: Hooks = NO_HOOKS, layer: int = 0) -> np.ndarray:
-    """Each token alone: widen to F numbers, GELU, back to C (plain.mlp; tests/test_plain.py).
+    """Each token alone: widen to F numbers, GELU, back to C (plain.mlp;
+    tests/test_plain.py::test_each_fast_function_equals_its_plain_one).
 
     [B, T, C] -> [B, T, C]. GELU works in place on c_fc's output (a hook given hook_pre got a copy)."""
     h = hook(f"blocks.{layer}.mlp.hook_pre", linear(x, m.c_fc))  # [B, T, C] -> [B, T, F] the MLP widens
@@ -42,7 +44,8 @@ LAYER_NORM_ROWS = 64  # tokens normalised at a time: their float64 copies are 38
 
 
 def layer_norm(x: np.ndarray, norm: LayerNorm, eps: float, dtype: DTypeLike | None = None) -> np.ndarray:
-    """Normalise each token's vector to mean 0, variance 1, then scale and shift.
+    """Normalise each token's vector to mean 0, variance 1, then scale and shift: plain.layer_norm
+    in float64 (tests/test_plain.py::test_each_fast_function_equals_its_plain_one).
 
     Computed in float64 and rounded once to `dtype` (default: x's; the model passes its own
     float32 for the float64 residual stream, see GPT2.transformer). LayerNorm is cheap (O(C) per token,
@@ -59,7 +62,8 @@ def layer_norm(x: np.ndarray, norm: LayerNorm, eps: float, dtype: DTypeLike | No
     out = np.empty(rows.shape, dtype=x.dtype if dtype is None else dtype)  # [N, C]
     for start in range(0, len(rows), LAYER_NORM_ROWS):
         x64 = rows[start : start + LAYER_NORM_ROWS].astype(np.float64)  # [n, C] a fresh copy we may overwrite
-        # sum / C is what np.mean computes (the same bits), without its Python wrapper: a decode
+        # sum / C is what np.mean computes (the same bits: tests/test_layers.py::
+        # test_layer_norms_sum_over_c_is_np_mean_bit_for_bit), without its Python wrapper: a decode
         # step makes 25 LayerNorms of one token each, where the wrapper costs more than the sums.
         x64 -= np.add.reduce(x64, axis=-1, keepdims=True) / C  # centred
         var = np.add.reduce(x64 * x64, axis=-1, keepdims=True) / C  # [n, 1] biased variance, as torch
@@ -77,7 +81,8 @@ GELU_CHUNK = 1 << 16  # elements per pass: 256 KB of float32, so the 8 passes be
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
-    """GPT-2's GELU, the tanh approximation ("gelu_new"), computed in place on x:
+    """GPT-2's GELU, the tanh approximation ("gelu_new"), computed in place on x (plain.gelu, to
+    rounding: tests/test_plain.py::test_each_fast_function_equals_its_plain_one):
 
         0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))
 
@@ -89,7 +94,8 @@ def gelu(x: np.ndarray) -> np.ndarray:
 
     NumPy makes one pass over the whole array per operation; over a [1024, 3072] activation
     (12 MB) that is 8 trips to main memory. So we go GELU_CHUNK elements at a time: the same
-    operations in the same order (the same bits), each chunk staying in cache.
+    operations in the same order (the same bits as one pass over the whole array:
+    tests/test_layers.py checks it), each chunk staying in cache.
     """
     if not x.flags.c_contiguous:  # (a hook's replacement, say): work on a contiguous copy
         x[...] = gelu(np.ascontiguousarray(x))
@@ -112,7 +118,8 @@ def gelu(x: np.ndarray) -> np.ndarray:
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """exp(x) / sum(exp(x)), shifted by the row's max so exp never overflows. In place on x.
+    """exp(x) / sum(exp(x)), shifted by the row's max so exp never overflows. In place on x
+    (plain.softmax's arithmetic, the same bits: tests/test_plain.py::test_each_fast_function_equals_its_plain_one).
 
     A row that is all -inf has max -inf, and -inf - (-inf) is NaN: the whole row comes out
     NaN. That is mathematically honest (0/0) and is exactly what happens to a left-pad
@@ -143,7 +150,8 @@ VOCAB_BLOCK = 4096  # vocabulary columns per block: a [rows, 4096] partial resul
 
 
 def lm_head(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """A score for every token of the vocabulary: x @ weight.T, [..., C] -> [..., vocab].
+    """A score for every token of the vocabulary: x @ weight.T, [..., C] -> [..., vocab]
+    (plain.forward's last line; tests/test_plain.py::test_each_fast_function_equals_its_plain_one).
 
     With the tied embedding (weight = wte [vocab, C]), a token's score is the dot product
     of the final hidden state with that token's own embedding.

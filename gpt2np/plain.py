@@ -133,9 +133,9 @@ def forward(
         for i, b in enumerate(weights.h):
             x = block(x, b, additive, config, attention_scale(config, i))  # [B, T, C]
     x = layer_norm(x, weights.ln_f, config.layer_norm_epsilon)  # the last block's output, normalised
-    logits = (
-        x @ weights.lm_head.T
-    )  # [B, T, C] @ [C, V]: lm_head is wte when tied (GPT-2): a score is x . the token's embedding
+    # The output layer: a score for every token of the vocabulary. GPT-2 ties it to the input
+    # embedding (lm_head is wte), so a token's score is x . that token's own embedding.
+    logits = x @ weights.lm_head.T  # [B, T, C] @ [C, V] -> [B, T, V]
     return logits[0] if one_sequence else logits
 
 

@@ -55,6 +55,7 @@ def m(name, file, old, new, *tests) -> Mutant:
 REF = "tests/test_references.py"
 REF64 = REF + "::test_float64_matches_transformers_float64"
 CMP = "tests/test_compare.py"
+PLAIN = "tests/test_plain.py"
 
 MUTANTS = [
     # --- masks and positions ---------------------------------------------------------------
@@ -392,6 +393,52 @@ MUTANTS = [
       "_print_error(with_random_model_hint(message) if isinstance(e, ModelNotFoundError) else message)",
       "_print_error(message)",
       "tests/test_cli.py::test_every_command_that_cannot_find_a_model_points_to_random_model[generate]"),
+    # --- the plain page (plain.py): its tests must catch a bug in the reference itself ---------
+    m("plain-gelu-constant", "gpt2np/plain.py",
+      "(x + 0.044715 * x**3)", "(x + 0.0447 * x**3)",
+      f"{PLAIN}::test_each_fast_function_equals_its_plain_one[gelu-float64]"),
+    m("plain-variance-unbiased", "gpt2np/plain.py",
+      "variance = ((x - mean) ** 2).mean(axis=-1, keepdims=True)",
+      "variance = ((x - mean) ** 2).sum(axis=-1, keepdims=True) / (x.shape[-1] - 1)",
+      f"{PLAIN}::test_each_fast_function_equals_its_plain_one[layer_norm-float64]"),
+    m("plain-empty-row-rule-removed", "gpt2np/plain.py",
+      "weights = np.where((mask == 0).any(axis=-1, keepdims=True), weights, 0)", "weights = weights",
+      f"{PLAIN}::test_each_fast_function_equals_its_plain_one[attention-float64]"),
+    m("plain-positions-ignore-the-pads", "gpt2np/plain.py",
+      "positions = np.where(mask == 1, np.cumsum(mask, axis=-1) - 1, 0)",
+      "positions = np.broadcast_to(np.arange(mask.shape[1]), mask.shape)",
+      f"{PLAIN}::test_the_fast_forward_equals_the_plain_one[tiny/seed-min-float64]"),
+    m("plain-mask-not-causal", "gpt2np/plain.py",
+      "allowed = np.tri(T, dtype=bool) &", "allowed = np.ones((T, T), dtype=bool) &",
+      f"{PLAIN}::test_the_fast_forward_equals_the_plain_one[tiny/random-min-float64]"),
+    m("plain-scale-by-the-embedding", "gpt2np/plain.py",
+      "1 / math.sqrt(config.n_embd // config.n_head)", "1 / math.sqrt(config.n_embd)",
+      f"{PLAIN}::test_the_fast_forward_equals_the_plain_one[tiny/random-min-float64]"),
+    m("plain-generate-mask-not-grown", "gpt2np/plain.py",
+      "mask = np.concatenate([mask, np.ones_like(mask[:, :1])], axis=1)",
+      "mask = np.concatenate([mask, np.zeros_like(mask[:, :1])], axis=1)",
+      f"{PLAIN}::test_greedy_generation_with_and_without_the_cache_equals_the_plain_one[tiny-min-True]"),
+    # --- the plain BPE (bpe.py): word boundaries and merge order, against tokenizers ----------
+    m("bpe-python-isspace", "gpt2np/bpe.py",
+      "    if ch in WHITE_SPACE:", "    if ch.isspace():",
+      "tests/test_bpe.py::test_the_same_words_as_tokenizers_pre_tokenizer"),
+    m("bpe-no-contractions", "gpt2np/bpe.py",
+      "contraction = next((c for c in CONTRACTIONS if text.startswith(c, i)), None)", "contraction = None",
+      "tests/test_bpe.py::test_the_same_ids_as_tokenizers"),
+    m("bpe-latest-merge-first", "gpt2np/bpe.py",
+      "best = min(pairs, key=lambda p: self.rank.get(p, len(self.rank)))", "best = max(pairs, key=lambda p: self.rank.get(p, -1))",
+      "tests/test_bpe.py::test_the_same_ids_as_tokenizers"),
+    m("bpe-whitespace-keeps-the-space-before-a-word", "gpt2np/bpe.py",
+      "            if i < n and i - start > 1:", "            if False:",
+      "tests/test_bpe.py::test_the_same_ids_as_tokenizers"),
+    # --- explain's model steps (tools/explain.py): what they print is what happened -----------
+    m("explain-parameters-tied-head-counted-twice", "gpt2np/tools/explain.py",
+      "total = sum(a.size for a in w.arrays())", "total = sum(a.size for a in w.arrays()) + w.lm_head.size",
+      "tests/test_explain.py::test_parameters_step_counts_what_the_config_says[tiny]"),
+    m("explain-decode-position-is-the-column", "gpt2np/tools/explain.py",
+      "step_positions = positions[:, -1:] + 1  # [B, 1] each row's last position + 1",
+      "step_positions = np.full((B, 1), T)  # [B, 1] each row's last position + 1",
+      "tests/test_explain.py::test_decode_step_shows_the_shapes_and_positions_of_a_real_step"),
     # --- tokenizer -------------------------------------------------------------------------
     m("lone-surrogate-reaches-the-tokenizer", "gpt2np/tokenizer.py",
       '        check_unicode(text, "the text")\n', "",

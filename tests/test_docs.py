@@ -8,6 +8,8 @@ count, so a printed number may differ from a re-run by one unit of its last prin
 `crosscheck`'s differences against transformers are rounding noise, which moves with the BLAS
 kernel by more than a factor (see assert_same_crosscheck): they must stay under the tolerance
 the table states. Everything else must match exactly.
+
+And every relative link in README.md and docs/*.md points at a file that exists.
 """
 
 from __future__ import annotations
@@ -184,3 +186,42 @@ def test_the_comparison_itself(shown, actual, ok):
     else:
         with pytest.raises(AssertionError):
             assert_same_output(shown, actual)
+
+
+# --- every relative link in the user docs points at a file that exists ------------------------
+
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")  # [text](target) and ![alt](target)
+
+
+def broken_links(page) -> list[str]:
+    """The relative link targets of a markdown page that name no existing file or folder (code
+    blocks and `inline code` are not read: they hold brackets that are not links)."""
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    broken = []
+    for target in LINK.findall(text):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue  # a URL or an anchor in the same page
+        if not (page.parent / target.split("#")[0]).exists():
+            broken.append(target)
+    return broken
+
+
+USER_DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("page", USER_DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_relative_link_resolves(page):
+    assert broken_links(page) == [], f"{page.relative_to(ROOT)}: links to files that do not exist"
+
+
+def test_a_broken_link_is_found(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "there.md").write_text("x")
+    page = tmp_path / "docs" / "page.md"
+    page.write_text(
+        "[ok](there.md) [ok too](there.md#a) ![up](../docs/there.md) [web](https://example.com) [here](#top)\n"
+        "`[code](missing.md)` and\n```\n[fenced](missing.md)\n```\n"
+        "[gone](missing.md) ![picture](img/missing.png) [folder up](there.md/../../nope.md)\n"
+    )
+    assert broken_links(page) == ["missing.md", "img/missing.png", "there.md/../../nope.md"]

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from conftest import ROOT, SEED_ATTENTION_MASK, SEED_INPUT_IDS, SEED_SENTENCES
 
-from gpt2np import GPT2
+from gpt2np import GPT2, plain
 from gpt2np.tools.cli import main
-from gpt2np.tools.explain import STEPS, show_padding
+from gpt2np.tools.explain import STEPS, show_padding, show_parameters
 
 DOC = ROOT / "docs" / "how-it-works.md"
 
@@ -170,7 +170,7 @@ def test_docs_show_what_explain_prints(model_dir, capsys):
     assert len(blocks) >= 6
     for command, shown in blocks:
         args = shlex.split(command)[1:]  # without "gpt2np"
-        args = [str(model_dir("tiny")) if a == "weights/test-models/tiny" else a for a in args]
+        args = [str(model_dir(a.rsplit("/", 1)[1])) if a.startswith("weights/test-models/") else a for a in args]
         code, out, _ = explain(capsys, *args[1:])
         assert code == 0
         assert out == shown, (
@@ -249,3 +249,77 @@ def test_block_step_prints_the_cached_activations(model_dir, tokenizer_dir, caps
 def test_block_step_without_a_model_says_so(tmp_path, tokenizer_dir, capsys):
     code, out, _ = explain(capsys, "--model", tmp_path / "missing", "--tokenizer", tokenizer_dir, "--step", "block")
     assert code == 0 and "Looking inside a block needs the model's weights" in out
+
+
+# --- the decode, parameters, gelu and bpe steps ---------------------------------------------
+
+
+def test_decode_step_shows_the_shapes_and_positions_of_a_real_step(model_dir, tokenizer_dir, capsys):
+    folder = model_dir("tiny")
+    code, out, _ = explain(capsys, "--model", folder, "--tokenizer", tokenizer_dir, "--step", "decode")
+    assert code == 0 and "== 10. One decode step through the KV cache" in out
+    model = GPT2.from_pretrained(folder)
+    cfg = model.config
+    B, T, H, D = 3, 8, cfg.n_head, cfg.head_dim
+    first = model.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=1)[:, -1]
+    positions = np.where(SEED_ATTENTION_MASK == 1, np.cumsum(SEED_ATTENTION_MASK, axis=1) - 1, 0)[:, -1] + 1
+    assert f"[{first[0]}, {first[1]}, {first[2]}]" in out  # the tokens generate picks first
+    assert f"{[int(p) for p in positions]}: each row's last position + 1" in out  # [5, 8, 3]
+    assert re.search(rf"^  q +\[{B}, {H}, 1, {D}\] ", out, flags=re.M)
+    assert re.search(rf"^  k, v after cache.update +\[{B}, {H}, {T + 1}, {D}\] ", out, flags=re.M)
+    assert re.search(rf"^  the additive mask +\[{B}, 1, 1, {T + 1}\] ", out, flags=re.M)
+    assert "gives the same next tokens: yes" in out and "within 1e-4: yes" in out
+
+
+def expected_parameters(cfg, tied: bool) -> int:
+    """GPT-2's count from its config alone (not from the arrays, as the step counts):
+    embeddings, per block 2 LayerNorms + c_attn + c_proj + c_fc + c_proj, ln_f, and an untied head."""
+    C, F = cfg.n_embd, cfg.mlp_width
+    block = 2 * 2 * C + (C * 3 * C + 3 * C) + (C * C + C) + (C * F + F) + (F * C + C)
+    return cfg.vocab_size * C + cfg.n_positions * C + cfg.n_layer * block + 2 * C + (0 if tied else cfg.vocab_size * C)
+
+
+@pytest.mark.parametrize("name", ["tiny", "odd"])
+def test_parameters_step_counts_what_the_config_says(model_dir, name):
+    model = GPT2.from_pretrained(model_dir(name))
+    out = show_parameters(model)
+    tied = model.config.tie_word_embeddings
+    total = int(out.split("  total")[1].split()[0].replace(",", ""))
+    assert total == expected_parameters(model.config, tied)
+    assert ("tied: it is wte" in out) == tied and ("lm_head (untied)" in out) == (not tied)
+
+
+def test_gpt2s_shape_has_124439808_parameters():
+    """The number every GPT-2 reader meets, from the formula (the docs' block shows the step's
+    count for the 124M-shaped test model, re-run by test_docs_show_what_explain_prints)."""
+    from gpt2np.config import GPT2Config
+
+    cfg = GPT2Config(n_layer=12, n_head=12, n_embd=768, n_positions=1024, vocab_size=50257)
+    assert expected_parameters(cfg, tied=True) == 124_439_808
+
+
+def test_gelu_step_compares_the_two_forms(model_dir, tokenizer_dir, capsys):
+    import math
+
+    code, out, _ = explain(capsys, "--model", model_dir("tiny"), "--tokenizer", tokenizer_dir, "--step", "gelu")
+    assert code == 0
+    grid = np.linspace(-6, 6, 120001)
+    exact = np.array([0.5 * x * (1 + math.erf(x / math.sqrt(2))) for x in grid])
+    gap = np.abs(plain.gelu(grid) - exact)
+    assert f"over [-6, 6]: {gap.max():.1e}, at x = {grid[gap.argmax()]:.2f}." in out  # 4.7e-04 at -2.70
+    assert "the next tokens the same: yes" in out
+
+
+def test_bpe_step_merges_to_the_tokenizers_tokens(tokenizer, tokenizer_dir, capsys):
+    code, out, _ = explain(capsys, "--tokenizer", tokenizer_dir, "--step", "bpe")
+    assert code == 0 and "== 13. BPE" in out
+    word = out.split("\n")[2].split(":")[0]  # "' will'": the word shown
+    pieces = tokenizer.convert_ids_to_tokens(tokenizer.encode(eval(word)))
+    assert f"tokens {pieces}" in out
+    assert "the same ids: yes" in out
+
+
+@pytest.mark.parametrize("step", ["decode", "parameters", "gelu"])
+def test_the_model_steps_without_a_model_say_so(tmp_path, tokenizer_dir, capsys, step):
+    code, out, _ = explain(capsys, "--model", tmp_path / "missing", "--tokenizer", tokenizer_dir, "--step", step)
+    assert code == 0 and "needs the model's weights" in out and "no folder" in out

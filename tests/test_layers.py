@@ -101,6 +101,18 @@ def test_gelu_matches_gpt2_tanh_formula():
     assert np.abs(out - ref).max() <= 2e-6  # clean: 5e-7 (float32 steps)
 
 
+def test_layer_norms_sum_over_c_is_np_mean_bit_for_bit():
+    """layer_norm divides np.add.reduce by C instead of calling np.mean (whose Python wrapper
+    costs more than the sum for one token) and claims the same bits: written with np.mean, over
+    more rows than one LAYER_NORM_ROWS chunk, it must give the identical array."""
+    x = residual_stream(n=3 * gpt2np.layers.LAYER_NORM_ROWS + 5).astype(np.float64)  # float64 out: every bit shows
+    norm = norm_params(x.shape[-1])
+    centred = x - x.mean(-1, keepdims=True)
+    normalised = centred / np.sqrt((centred * centred).mean(-1, keepdims=True) + 1e-5)
+    with_np_mean = normalised * norm.weight + norm.bias
+    np.testing.assert_array_equal(layer_norm(x, norm, 1e-5), with_np_mean)
+
+
 @pytest.mark.parametrize("chunk", [1000, 4096])
 def test_gelu_in_chunks_is_the_formula_and_the_same_bits(monkeypatch, chunk):
     """gelu works GELU_CHUNK elements at a time; with small chunks over [3, 10001] elements

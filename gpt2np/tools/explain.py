@@ -7,23 +7,31 @@ the way a batch really goes through gpt2np:
     tokens -> padding -> left-padding -> positions -> mask -> softmax -> empty-rows -> generate
 
 and then `block` opens the forward pass: one token's path through block 0, every number read
-from model.run_with_cache. empty-rows, generate and block need the model's weights; without
-them the others still run, and the command says how to get the weights.
+from model.run_with_cache; `decode` one generation step through the KV cache, its shapes and
+positions; `parameters` the parameter count; `gelu` GPT-2's tanh GELU against the erf form;
+`bpe` how the words became tokens (gpt2np/bpe.py). Every step from empty-rows on but bpe needs
+the model's weights; without them the others still run, and the command says how to get them.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import math
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 
 from ..attention import attention
+from ..bpe import BPE, split_words
 from ..errors import InputError, ModelNotFoundError
+from ..hooks import Hooks
 from ..inputs import check_input_ids
+from ..kv_cache import KVCache
 from ..layers import softmax
 from ..masks import MASK_FILLS, build_attention_mask, position_ids_from_mask, resolve_fill
+from ..plain import gelu as plain_gelu
 from .common import add_model_args, load_model_and_tokenizer, with_random_model_hint
 
 SEED_SENTENCES = ("It will rain in the", "I want to eat a big bowl of", "My dog is")
@@ -492,6 +500,206 @@ def show_block(tok, sentences, row: int, model) -> str:
     return "\n".join(lines)
 
 
+def shape(a) -> str:
+    return "[" + ", ".join(str(n) for n in np.shape(a)) + "]"
+
+
+def show_decode(tok, sentences, row: int, model) -> str:
+    """One decode step: the prompt once into the KV cache, then one new token per row through it,
+    with every shape and position read from the arrays that took part."""
+    ids, mask = left_padded(tok, sentences)
+    cfg = model.config
+    B, T = ids.shape
+    positions = position_ids_from_mask(mask)  # [B, T]
+    cache = KVCache(cfg.n_layer, B, cfg.n_head, T + 1, cfg.head_dim, model.dtype)
+    new = model.forward(ids, mask, positions, cache, logits_to_keep=1).logits[:, -1].argmax(-1)  # [B] greedy
+    filled = cache.length
+    step_ids = new[:, None]  # [B, 1] only the new tokens go in
+    step_mask = np.concatenate([mask, np.ones((B, 1), mask.dtype)], axis=1)  # [B, T + 1] one column of 1s more
+    step_positions = positions[:, -1:] + 1  # [B, 1] each row's last position + 1
+    b = "blocks.0."
+    hooks = Hooks(model.activation_names(), record=[b + "attn.hook_q", b + "attn.hook_pattern"], dtype=model.dtype)
+    step = model.forward(step_ids, step_mask, step_positions, cache, logits_to_keep=1, hook=hooks).logits  # [B, 1, V]
+    keys = cache.keys[0, :, :, : cache.length]  # [B, H, T + 1, D] block 0's keys after the step
+    additive = build_attention_mask(step_mask, 1, model.fill, model.dtype).additive  # [B, 1, 1, T + 1]
+    q, weights = hooks.cache[b + "attn.hook_q"], hooks.cache[b + "attn.hook_pattern"]
+    again = model(np.concatenate([ids, step_ids], axis=1), attention_mask=step_mask).logits[:, -1]  # [B, V] no cache
+    labels = token_labels(tok, np.concatenate([ids[row], new[row : row + 1]]), step_mask[row])
+    width = 9
+
+    def line(label, value, note):
+        return f"  {label:<26}{value:<18}{note}"
+
+    return "\n".join(
+        [
+            f"The prompt, {shape(ids)} ids, ran once with a KVCache (model.forward(..., cache)): each of the",
+            f"{cfg.n_layer} blocks stored its keys and values of the {T} columns.",
+            line(
+                "cache.keys, .values", shape(cache.keys), f"[n_layer, B, H, room, D]: {filled} filled, room for 1 more"
+            ),
+            "Greedy picked one token per row; the decode step feeds only those:",
+            line(
+                "input_ids",
+                shape(step_ids),
+                f"{[int(i) for i in new]} ({', '.join(repr(tok.decode([int(i)])) for i in new)})",
+            ),
+            line(
+                "position_ids",
+                shape(step_positions),
+                f"{[int(p) for p in step_positions[:, 0]]}: each row's last position + 1 (pads never count)",
+            ),
+            line(
+                "attention_mask",
+                shape(step_mask),
+                f"one column of 1s appended; row {row}: {' '.join(str(int(m)) for m in step_mask[row])}",
+            ),
+            "In each block (block 0 read here):",
+            line(
+                "q",
+                shape(q.swapaxes(1, 2)),
+                f"[B, H, 1, D]: one query per row and head, the new token's (hook_q: {shape(q)})",
+            ),
+            line(
+                "k, v after cache.update",
+                shape(keys),
+                f"[B, H, {T} + 1, D]: the cached ones and this token's, written in place",
+            ),
+            line("the additive mask", shape(additive), "its one new row: the new token may see every real token"),
+            line("softmax weights", shape(weights), f"[B, H, 1, {T} + 1] ({b}attn.hook_pattern)"),
+            f"  {'key j':<26}" + "".join(f"{label[: width - 1]:>{width}}" for label in labels),
+            f"  {f'row {row}: + mask':<26}" + fmt_row(additive[row, 0, 0], width),
+            f"  {f'row {row}: head 0 weights':<26}" + fmt_row(weights[row, 0, 0], width),
+            line("logits", shape(step), "[B, 1, V]: the next token's scores, for each row"),
+            f"Re-running all {T + 1} columns without the cache gives the same next tokens: "
+            + ("yes" if (again.argmax(-1) == step[:, 0].argmax(-1)).all() else "NO"),
+            f"and the same logits within 1e-4: {'yes' if np.abs(again - step[:, 0]).max() <= 1e-4 else 'NO'}. The step computed",
+            f"q, k, v and the MLP for 1 token per row instead of {T + 1}; only attention reads all {T + 1} keys.",
+        ]
+    )
+
+
+def show_parameters(model) -> str:
+    """The parameter count, from the arrays the model holds: per tensor, per block, in total."""
+    w, cfg = model.weights, model.config
+
+    def row(name, shape_text, n):
+        return f"  {name:<28}{shape_text:>22}{n:>14,}"
+
+    def linear(layer):
+        n_in, n_out = layer.weight.shape
+        return f"{n_in} x {n_out} + {n_out}", layer.weight.size + layer.bias.size
+
+    def norm(ln):
+        return f"2 x {ln.weight.size}", ln.weight.size + ln.bias.size
+
+    def parts(b):  # (name, shape, count) of each tensor pair of block b
+        return [
+            ("ln_1 (gain, bias)", *norm(b.ln_1)),
+            ("attn.c_attn (q, k, v)", *linear(b.attn.c_attn)),
+            ("attn.c_proj", *linear(b.attn.c_proj)),
+            ("ln_2", *norm(b.ln_2)),
+            ("mlp.c_fc", *linear(b.mlp.c_fc)),
+            ("mlp.c_proj", *linear(b.mlp.c_proj)),
+        ]
+
+    first = parts(w.h[0])
+    per_block = sum(n for _, _, n in first)
+    blocks = sum(n for b in w.h for _, _, n in parts(b))  # every block counted, not block 0 times n_layer
+    mlp = first[4][2] + first[5][2]
+    total = sum(a.size for a in w.arrays())  # every array once: a tied lm_head is wte, not counted twice
+    if w.lm_head is w.wte:
+        head = "  lm_head                     tied: it is wte, no parameters of its own"
+    else:
+        head = row("lm_head (untied)", f"{w.lm_head.shape[0]} x {w.lm_head.shape[1]}", w.lm_head.size)
+    sizes = f"{cfg.n_layer} blocks of C = {cfg.n_embd}, F = {cfg.mlp_width}; a vocabulary of {cfg.vocab_size}"
+    lines = [
+        f"{sizes}; {cfg.n_positions} positions:",
+        row("wte (token embeddings)", f"{w.wte.shape[0]} x {w.wte.shape[1]}", w.wte.size),
+        row("wpe (position embeddings)", f"{w.wpe.shape[0]} x {w.wpe.shape[1]}", w.wpe.size),
+        "  one block:",
+        *[row("  " + name, text, n) for name, text, n in first],
+        row("  = one block", "", per_block),
+        row(f"{cfg.n_layer} blocks", "", blocks),
+        row("ln_f", *norm(w.ln_f)),
+        head,
+        row("total", "", total),
+        f"The MLP is {mlp / per_block:.0%} of a block; the embeddings are {(w.wte.size + w.wpe.size) / total:.0%} of the model.",
+    ]
+    return "\n".join(lines)
+
+
+def gelu_erf(x: np.ndarray) -> np.ndarray:
+    """The exact GELU, x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), in float64 (math.erf per number)."""
+    erf = np.frompyfunc(math.erf, 1, 1)
+    x64 = np.asarray(x, dtype=np.float64)
+    return 0.5 * x64 * (1 + np.asarray(erf(x64 / math.sqrt(2)), dtype=np.float64))
+
+
+def show_gelu(tok, sentences, model) -> str:
+    """GPT-2's tanh GELU against the exact erf form: the functions, then the whole model with each."""
+    xs = np.array([-3.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0])
+    tanh_form, erf_form = plain_gelu(xs.copy()), gelu_erf(xs)
+    grid = np.linspace(-6, 6, 120001)
+    gap = np.abs(plain_gelu(grid.copy()) - gelu_erf(grid))
+    ids, mask = left_padded(tok, sentences)
+    pre: dict[str, np.ndarray] = {}
+
+    def keep_pre(x, name):
+        pre[name.rsplit(".", 1)[0]] = x.copy()
+
+    def erf_post(x, name):
+        return gelu_erf(pre[name.rsplit(".", 1)[0]]).astype(x.dtype)
+
+    hooks = [(lambda n: n.endswith("mlp.hook_pre"), keep_pre), (lambda n: n.endswith("mlp.hook_post"), erf_post)]
+    with_erf = model.run_with_hooks(ids, attention_mask=mask, fwd_hooks=hooks)  # [B, T, V]
+    with_tanh = model(ids, attention_mask=mask).logits  # [B, T, V]
+    real = mask.astype(bool)
+    diff = float(np.abs(with_erf[real] - with_tanh[real]).max())
+    same = bool((with_erf[:, -1].argmax(-1) == with_tanh[:, -1].argmax(-1)).all())
+    width = 8
+    return "\n".join(
+        [
+            "GELU(x) = x * Phi(x), Phi the standard normal's CDF: 0.5 * x * (1 + erf(x / sqrt(2))). GPT-2 was",
+            "trained with the tanh approximation 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3))),",
+            'so that is what it must run with (transformers: "gelu_new"):',
+            f"  {'x':<20}" + fmt_row(xs, width),
+            f"  {'tanh form (GPT-2)':<20}" + fmt_row(tanh_form, width),
+            f"  {'erf form (exact)':<20}" + fmt_row(erf_form, width),
+            f"Largest |tanh - erf| over [-6, 6]: {gap.max():.1e}, at x = {grid[gap.argmax()]:.2f}.",
+            "The whole model with the erf form in every MLP (run_with_hooks replacing each mlp.hook_post):",
+            f"  the logits move by up to {diff:.0e} at the real positions; the next tokens the same: {'yes' if same else 'NO'}.",
+            "Small, but not rounding: the erf form is another function, and a cross-check against gpt2np",
+            "names it at blocks.0.mlp.hook_post (docs/cross-checking.md plants exactly this bug).",
+        ]
+    )
+
+
+def show_bpe(tok, sentences) -> str:
+    """How the first sentence's longest word became tokens, by gpt2np/bpe.py's plain BPE."""
+    bpe = BPE.gpt2()
+    words = [w for s in sentences for w in split_words(s)]
+    word = max(words, key=lambda w: (len(bpe.merge_steps(w)), len(w)))  # the word with the most merges
+    steps = bpe.merge_steps(word)
+    lines = [
+        f"Words of {sentences[0]!r} (a word keeps the space before it): "
+        + " ".join(repr(w) for w in split_words(sentences[0])),
+        f"{word!r}: its UTF-8 bytes, each as one character (the space is 'Ġ'), then each merge of the",
+        "adjacent pair that comes first in merges.txt (its rank: 0 is the first line after the header):",
+        f"  {' '.join(steps[0])}",
+    ]
+    for before, after in pairwise(steps):
+        i = next(i for i, (a, b) in enumerate(zip(before, after)) if a != b)  # where the pair was joined
+        pair = (before[i], before[i + 1])
+        lines.append(f"  {' '.join(after):<28}merged {pair[0]!r} + {pair[1]!r} (rank {bpe.rank[pair]})")
+    ids = [bpe.vocab[piece] for piece in steps[-1]]
+    lines.append(f"No adjacent pair left in merges.txt: tokens {steps[-1]}, ids {ids}.")
+    same = all(bpe.encode(s) == tok.encode(s) for s in sentences)
+    lines.append(
+        f"Every sentence, by this plain BPE and by the tokenizers library: the same ids: {'yes' if same else 'NO'}."
+    )
+    return "\n".join(lines)
+
+
 # --- the command ---------------------------------------------------------------------------
 
 STEPS = {  # name: (title, where the code is)
@@ -506,9 +714,13 @@ STEPS = {  # name: (title, where the code is)
         "gpt2np/attention.py: attention, gpt2np/masks.py: resolve_fill",
     ),
     "generate": ("Greedy generation of the batch", "gpt2np/generation.py: generate"),
-    "block": ("Inside block 0: one token's path", "gpt2np/model.py: GPT2.forward, gpt2np/attention.py: self_attention"),
+    "block": ("Inside block 0: one token's path", "gpt2np/model.py: GPT2.block, gpt2np/attention.py: self_attention"),
+    "decode": ("One decode step through the KV cache", "gpt2np/generation.py: decode, gpt2np/kv_cache.py: KVCache"),
+    "parameters": ("Where the parameters are", "gpt2np/weights.py: Weights"),
+    "gelu": ("GELU: GPT-2's tanh form and the exact erf", "gpt2np/plain.py: gelu, gpt2np/layers.py: gelu"),
+    "bpe": ("BPE: how text became tokens", "gpt2np/bpe.py: BPE.encode"),
 }
-NEEDS_MODEL = ("empty-rows", "generate", "block")  # empty-rows uses it only for its last check
+NEEDS_MODEL = ("empty-rows", "generate", "block", "decode", "parameters", "gelu")  # empty-rows: only its last check
 
 
 def add_parser(sub) -> None:
@@ -591,13 +803,26 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print(show_softmax(tok, sentences, row, args.mask_fill, np.dtype(args.dtype)))
         elif name == "empty-rows":
             print(show_empty_rows(tok, sentences, row, model, problem, np.dtype(args.dtype)))
+        elif name == "bpe":
+            print(show_bpe(tok, sentences))
         elif model is None:
-            what = "Generation needs" if name == "generate" else "Looking inside a block needs"
+            what = {
+                "generate": "Generation needs",
+                "block": "Looking inside a block needs",
+                "decode": "A decode step needs",
+                "parameters": "Counting the parameters needs",
+            }.get(name, "Running the model with either GELU needs")
             print(f"{what} the model's weights, and they are not on this machine (the steps above needed")
             print(f"only the tokenizer):\n  {problem}")
         elif name == "generate":
             print(show_generation(tok, sentences, model, args.max_new_tokens))
-        else:
+        elif name == "block":
             print(show_block(tok, sentences, row, model))
+        elif name == "decode":
+            print(show_decode(tok, sentences, row, model))
+        elif name == "parameters":
+            print(show_parameters(model))
+        else:
+            print(show_gelu(tok, sentences, model))
         print()
     return 0
