@@ -190,6 +190,18 @@ def test_one_sequence_hooks_see_what_the_cache_holds(tiny):
         tiny.run_with_cache(SEED_INPUT_IDS)[1].remove_batch_dim()
 
 
+def test_a_one_sequence_hook_that_writes_nan_is_named(tiny):
+    """The search for the first non-finite point watches every point with the batch axis, while
+    the caller's hook sees one sequence without it."""
+    from gpt2np.errors import ModelError
+
+    def nan(a, hook):
+        a[3, 0] = np.nan  # [T, C]
+
+    with pytest.raises(ModelError, match=r"non-finite at blocks\.0\.hook_attn_out \(row 0, token 3\).*after a hook"):
+        tiny.run_with_hooks(np.arange(8), fwd_hooks=[("blocks.0.hook_attn_out", nan)])
+
+
 def test_a_hook_is_handed_a_name_that_is_also_transformer_lens_hook(tiny):
     seen = []
 
