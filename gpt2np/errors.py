@@ -34,3 +34,16 @@ class ModelError(GPT2npError, FloatingPointError):
 
 class GenerationError(ModelError):
     """Generation cannot go on: the model's logits for the next token are NaN or +inf."""
+
+
+class MissingActivationError(InputError, KeyError):
+    """cache[key] names a point the activation cache does not hold (not recorded, or no point of
+    gpt2np at all). A KeyError too, so `except KeyError` and dict habits keep working."""
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class NotInGpt2npError(InputError, AttributeError):
+    """A TransformerLens ActivationCache method gpt2np's cache does not offer (docs/cross-checking.md,
+    section 6, lists what it does); an AttributeError too, so hasattr() still answers False."""

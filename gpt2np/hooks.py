@@ -7,6 +7,7 @@ folding, no centring, LayerNorm outputs after gain and bias):
 
     hook_embed, hook_pos_embed            [B, T, C]     wte[input_ids], wpe[position_ids]
     blocks.{i}.hook_resid_pre             [B, T, C]     the residual stream entering block i
+    blocks.{i}.ln1.hook_scale             [B, T, 1]     ln_1's sqrt(var + eps) per token (on request, see below)
     blocks.{i}.ln1.hook_normalized        [B, T, C]     ln_1's output
     blocks.{i}.attn.hook_q / hook_k / hook_v  [B, T, H, D]  c_attn's output, split into heads
     blocks.{i}.attn.hook_attn_scores      [B, H, T, Tk] q k^T * scale + the additive mask, before softmax
@@ -14,12 +15,24 @@ folding, no centring, LayerNorm outputs after gain and bias):
     blocks.{i}.attn.hook_z                [B, T, H, D]  each head's weighted sum of values (c_proj's input)
     blocks.{i}.hook_attn_out              [B, T, C]     c_proj's output
     blocks.{i}.hook_resid_mid             [B, T, C]     after the attention's residual add
+    blocks.{i}.ln2.hook_scale             [B, T, 1]     ln_2's sqrt(var + eps) (on request)
     blocks.{i}.ln2.hook_normalized        [B, T, C]     ln_2's output
     blocks.{i}.mlp.hook_pre / hook_post   [B, T, F]     c_fc's output; after GELU
     blocks.{i}.hook_mlp_out               [B, T, C]     the MLP's c_proj output
     blocks.{i}.hook_resid_post            [B, T, C]     the residual stream leaving block i
+    ln_final.hook_scale                   [B, T, 1]     ln_f's sqrt(var + eps) (on request)
     ln_final.hook_normalized              [B, T, C]     ln_f's output
     logits                                [B, T, V]
+
+The three kinds of hook_scale point are computed only when named (run_with_cache's
+names_filter, a hook's name or list of names): the plain cache, a predicate and a trace leave
+them out, and a hook on one that returns another scale makes that LayerNorm divide by it
+(TransformerLens's "freeze the LayerNorm scale"). ActivationCache derives a missing one from the
+cached LayerNorm input when asked (activation_cache.py).
+
+A hook function gets (activation, hook): `hook` is a HookPoint, the point's name as a str
+that also answers TransformerLens's `hook.name` and `hook.layer()`. For a 1-D input (one
+sequence) hooks see each point without the batch axis, as the cache holds it.
 
 Two promises, because the forward pass works in place (`x += ...`, softmax and GELU overwrite
 their input) to save memory:
@@ -44,11 +57,13 @@ BLOCK_POINTS = (  # one block's points, in the order the forward pass reaches th
     "hook_attn_out", "hook_resid_mid", "ln2.hook_normalized",
     "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post",
 )  # fmt: skip
+SCALE_POINTS = ("ln1.hook_scale", "ln2.hook_scale")  # a block's on-request points (and ln_final.hook_scale)
 SHAPES = {  # the last part of a name -> its axes
     "hook_embed": "B T C",
     "hook_pos_embed": "B T C",
     "hook_resid_pre": "B T C",
     "hook_normalized": "B T C",
+    "hook_scale": "B T 1",  # 1: TransformerLens keeps the axis, so that x / scale broadcasts
     "hook_q": "B T H D",
     "hook_k": "B T H D",
     "hook_v": "B T H D",
@@ -66,14 +81,56 @@ SHAPES = {  # the last part of a name -> its axes
 
 # How a hook chooses points: one name, several names, or a predicate name -> bool.
 Where = str | Iterable[str] | Callable[[str], bool]
-# A hook function fn(activation, name): a replacement of the same shape, or None to keep it.
-HookFn = Callable[[np.ndarray, str], ArrayLike | None]
+
+
+class HookPoint(str):
+    """What a hook function gets as its second argument: the point's name, a str (so
+    `fn(a, name)` works as it always did), which also answers TransformerLens's
+    `hook.name` and `hook.layer()`, so `fn(a, hook)` written for TransformerLens runs too.
+
+    >>> HookPoint("blocks.3.attn.hook_z").name, HookPoint("blocks.3.attn.hook_z").layer()
+    ('blocks.3.attn.hook_z', 3)
+    """
+
+    __slots__ = ()
+
+    @property
+    def name(self) -> str:
+        return str(self)
+
+    def layer(self) -> int:
+        """The block the point is in, as TransformerLens's HookPoint.layer()."""
+        parts = self.split(".")
+        if parts[0] != "blocks":
+            raise InputError(f"{self} is not inside a block, so it has no layer")
+        return int(parts[1])
+
+
+# A hook function fn(activation, hook): a replacement of the same shape, or None to keep it.
+HookFn = Callable[[np.ndarray, HookPoint], ArrayLike | None]
 
 
 def activation_names(n_layer: int) -> list[str]:
-    """Every point of a model with n_layer blocks, in forward order."""
+    """Every point of a model with n_layer blocks that the cache records by default, in forward
+    order (the hook_scale points, computed on request only, are in hook_names)."""
     blocks = [f"blocks.{i}.{point}" for i in range(n_layer) for point in BLOCK_POINTS]
     return ["hook_embed", "hook_pos_embed", *blocks, "ln_final.hook_normalized", "logits"]
+
+
+def scale_names(n_layer: int) -> list[str]:
+    """The on-request points: each LayerNorm's sqrt(var + eps), [B, T, 1]."""
+    return [f"blocks.{i}.{point}" for i in range(n_layer) for point in SCALE_POINTS] + ["ln_final.hook_scale"]
+
+
+def hook_names(n_layer: int) -> list[str]:
+    """Every point, the on-request ones included, in forward order (each scale just before its
+    LayerNorm's output)."""
+    names = []
+    for name in activation_names(n_layer):
+        if name.endswith("hook_normalized"):
+            names.append(name.replace("hook_normalized", "hook_scale"))
+        names.append(name)
+    return names
 
 
 def axes(name: str) -> list[str]:
@@ -89,13 +146,15 @@ def _unknown(name: object, names: Sequence[str]) -> InputError:
     hint = f"; nearest: {', '.join(near)}" if near else ""
     return InputError(
         f"{name!r} is not an activation point of this model{hint}. The points are hook_embed, hook_pos_embed, "
-        f"blocks.{{i}}.{{{', '.join(BLOCK_POINTS)}}} for i in 0 .. {n_layer - 1}, ln_final.hook_normalized and logits "
-        "(gpt2np.hooks.activation_names(n_layer) lists them)"
+        f"blocks.{{i}}.{{{', '.join(BLOCK_POINTS)}}} for i in 0 .. {n_layer - 1}, ln_final.hook_normalized and logits, "
+        "and on request blocks.{i}.ln1.hook_scale, blocks.{i}.ln2.hook_scale and ln_final.hook_scale "
+        "(gpt2np.hooks.hook_names(n_layer) lists them)"
     )
 
 
-def select(where: Where, names: Sequence[str]) -> list[str]:
-    """The names a hook asks for: one name, a list of names, or a predicate name -> bool."""
+def select(where: Where, names: Sequence[str], on_request: Sequence[str] = ()) -> list[str]:
+    """The names a hook asks for: one name, a list of names, or a predicate name -> bool. A
+    predicate chooses among `names`; a name may also be one of `on_request` (the scales)."""
     if callable(where):
         chosen = [n for n in names if where(n)]
         if not chosen:
@@ -103,8 +162,8 @@ def select(where: Where, names: Sequence[str]) -> list[str]:
         return chosen
     wanted = [where] if isinstance(where, str) else list(where)
     for name in wanted:
-        if name not in names:
-            raise _unknown(name, names)
+        if name not in names and name not in on_request:
+            raise _unknown(name, [*names, *on_request])
     return wanted
 
 
@@ -112,9 +171,10 @@ class Hooks:
     """What one call of the forward pass should record or change. `Hooks()` does nothing.
 
     hook(name, x) -> the array the forward pass goes on with: x itself when the name was not
-    asked for; otherwise a copy goes into `cache` (if recorded), and each function fn(a, name)
+    asked for; otherwise a copy goes into `cache` (if recorded), and each function fn(a, hook)
     gets its own copy `a` and may return a replacement of the same shape, or change `a` in place
-    and return None.
+    and return None. one_sequence: the caller gave one 1-D sequence, so the functions see each
+    point without its batch axis of 1 ([T, C], not [1, T, C]), as the cache will hold it.
     """
 
     def __init__(
@@ -123,23 +183,29 @@ class Hooks:
         fwd_hooks: Iterable[tuple[Where, HookFn]] = (),
         record: Iterable[str] = (),
         dtype: DTypeLike | None = None,
+        on_request: Sequence[str] = (),
+        one_sequence: bool = False,
     ) -> None:
         self.cache: dict[str, np.ndarray] = {}
         # The dtype every point is shown in (the model's): the residual stream, which the forward
         # pass keeps in float64, is shown rounded to it, like every other point. None: as it is.
         self.dtype = None if dtype is None else np.dtype(dtype)
         self.record = set(record)
+        self.one_sequence = one_sequence
         self.fns: dict[str, list[HookFn]] = {}
         for pair in fwd_hooks:
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and callable(pair[1])):
                 raise InputError(f"fwd_hooks must be a list of (name or predicate, fn) pairs, got {pair!r}")
-            for name in select(pair[0], names):
+            for name in select(pair[0], names, on_request):
                 self.fns.setdefault(name, []).append(pair[1])
 
     def watched(self, names: Sequence[str], fn: HookFn) -> Hooks:
         """These hooks, plus fn(activation, name) at every point of `names`, after the point's own
-        functions (so fn sees what the forward pass goes on with). Records nothing."""
-        watching = Hooks(dtype=self.dtype)
+        functions (so fn sees what the forward pass goes on with). Records nothing. fn always sees
+        the batch axis, even where the caller's own functions see one sequence without it."""
+        watching = Hooks(dtype=self.dtype, one_sequence=self.one_sequence)
+        if self.one_sequence:
+            fn = _with_batch_axis(fn)
         watching.fns = {name: [*self.fns.get(name, []), fn] for name in names}
         return watching
 
@@ -162,8 +228,9 @@ class Hooks:
     def _apply(self, fn: HookFn, name: str, x: np.ndarray) -> np.ndarray:
         shown = self._shown(x)
         given = shown.copy()  # the function's own: it may keep it, the forward pass won't touch it
-        out = fn(given, name)
-        if out is None or out is given:  # changed in place, or only looked: carry its changes back into x
+        seen = given[0] if self.one_sequence else given  # [T, ...] a view of given for one 1-D sequence
+        out = fn(seen, HookPoint(name))
+        if out is None or out is seen:  # changed in place, or only looked: carry its changes back into x
             # only the cells it changed: the others keep x's own values (the float64 residual
             # stream must not be rounded to float32 by a hook that only looked)
             changed = given != shown
@@ -178,12 +245,25 @@ class Hooks:
             raise InputError(
                 f"the hook on {name!r} returned {returned} (dtype {out.dtype}); return an array of numbers, or None"
             )
-        if out.shape != x.shape:
+        if out.shape != seen.shape:
+            shown_axes = axes(name)[1:] if self.one_sequence else axes(name)  # one sequence: no B
             raise InputError(
-                f"the hook on {name!r} returned shape {list(out.shape)}, but {name} has shape {list(x.shape)} "
-                f"[{', '.join(axes(name))}]; return an array of the same shape (or None to keep the activation)"
+                f"the hook on {name!r} returned shape {list(out.shape)}, but {name} has shape {list(seen.shape)} "
+                f"[{', '.join(shown_axes)}]; return an array of the same shape (or None to keep the activation)"
             )
+        if self.one_sequence:
+            out = out[None]  # [T, ...] -> [1, T, ...]: the forward pass's own shape
         return np.array(out, dtype=x.dtype)  # a fresh copy in the model's dtype: the caller keeps theirs
+
+
+def _with_batch_axis(fn: HookFn) -> HookFn:
+    """fn, handed its activation with the batch axis of one sequence put back ([T, ...] -> [1, T, ...])."""
+
+    def batched(a: np.ndarray, hook: HookPoint) -> ArrayLike | None:
+        fn(a[None], hook)  # a view: what fn changes in place lands in a
+        return None
+
+    return batched
 
 
 NO_HOOKS = Hooks()  # the plain forward pass: every hook(name, x) is x

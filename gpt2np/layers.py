@@ -43,7 +43,9 @@ def mlp(x: np.ndarray, m: MLP, hook: Hooks = NO_HOOKS, layer: int = 0) -> np.nda
 LAYER_NORM_ROWS = 64  # tokens normalised at a time: their float64 copies are 384 KB, within a core's L2 cache
 
 
-def layer_norm(x: np.ndarray, norm: LayerNorm, eps: float, dtype: DTypeLike | None = None) -> np.ndarray:
+def layer_norm(
+    x: np.ndarray, norm: LayerNorm, eps: float, dtype: DTypeLike | None = None, scale: np.ndarray | None = None
+) -> np.ndarray:
     """Normalise each token's vector to mean 0, variance 1, then scale and shift: plain.layer_norm
     in float64 (tests/test_plain.py::test_each_fast_function_equals_its_plain_one).
 
@@ -56,9 +58,13 @@ def layer_norm(x: np.ndarray, norm: LayerNorm, eps: float, dtype: DTypeLike | No
     (subtract the mean, then average the squares), never the cancellation-prone
     E[x^2] - E[x]^2. A few tokens at a time: each token is normalised on its own anyway, and
     the float64 copies of a long batch (8 x 1024 tokens: 50 MB) would not fit in any cache.
+
+    scale [..., 1]: divide by it instead of each token's own sqrt(var + eps) (a hook on
+    hook_scale that replaced it, see GPT2.norm); None, as always without hooks: the token's own.
     """
     rows = x.reshape(-1, x.shape[-1])  # [N, C]
     C = rows.shape[-1]
+    scales = None if scale is None else scale.reshape(-1, 1)  # [N, 1]
     out = np.empty(rows.shape, dtype=x.dtype if dtype is None else dtype)  # [N, C]
     for start in range(0, len(rows), LAYER_NORM_ROWS):
         x64 = rows[start : start + LAYER_NORM_ROWS].astype(np.float64)  # [n, C] a fresh copy we may overwrite
@@ -67,11 +73,24 @@ def layer_norm(x: np.ndarray, norm: LayerNorm, eps: float, dtype: DTypeLike | No
         # step makes 25 LayerNorms of one token each, where the wrapper costs more than the sums.
         x64 -= np.add.reduce(x64, axis=-1, keepdims=True) / C  # centred
         var = np.add.reduce(x64 * x64, axis=-1, keepdims=True) / C  # [n, 1] biased variance, as torch
-        x64 /= np.sqrt(var + eps)  # normalised
+        x64 /= np.sqrt(var + eps) if scales is None else scales[start : start + LAYER_NORM_ROWS]  # normalised
         x64 *= norm.weight  # gamma
         x64 += norm.bias  # beta
         out[start : start + LAYER_NORM_ROWS] = x64  # rounded once to x's dtype
     return out.reshape(x.shape)
+
+
+def layer_norm_scale(x: np.ndarray, eps: float) -> np.ndarray:
+    """What LayerNorm divides each token by, sqrt(var + eps): [..., C] -> [..., 1] float64.
+
+    TransformerLens's hook_scale. The same two passes in float64 as layer_norm, so the same bits
+    (each token's sums are its own, whatever rows are computed with it). Only computed when that
+    point is asked for: layer_norm itself never calls this."""
+    x64 = x.astype(np.float64)  # [..., C] a fresh copy we may overwrite
+    C = x64.shape[-1]
+    x64 -= np.add.reduce(x64, axis=-1, keepdims=True) / C  # centred
+    var = np.add.reduce(x64 * x64, axis=-1, keepdims=True) / C  # [..., 1] biased variance, as torch
+    return np.sqrt(var + eps)  # [..., 1]
 
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)

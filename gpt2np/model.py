@@ -15,15 +15,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
+from .activation_cache import ActivationCache
 from .attention import self_attention
 from .config import GPT2Config
 from .errors import InputError, ModelError
-from .hooks import NO_HOOKS, HookFn, Hooks, Where, activation_names, axes, select
+from .hooks import NO_HOOKS, HookFn, Hooks, Where, activation_names, axes, hook_names, scale_names, select
 from .inputs import check_attention_mask, check_input_ids, check_length, check_position_ids
 from .kv_cache import KVCache
-from .layers import layer_norm, lm_head, mlp
+from .layers import layer_norm, layer_norm_scale, lm_head, mlp
 from .masks import AttentionMask, build_attention_mask, position_ids_from_mask, resolve_fill
-from .weights import Weights, load_weights
+from .weights import LayerNorm, Weights, load_weights
 
 if TYPE_CHECKING:  # for the annotations only: model.py imports them lazily, where they are used
     from .scoring import Scores
@@ -187,17 +188,25 @@ class GPT2:
         attention_mask: ArrayLike | None = None,
         position_ids: ArrayLike | None = None,
         names_filter: Where | None = None,
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    ) -> tuple[np.ndarray, ActivationCache]:
         """-> (logits, cache): cache[name] is the activation at that point (hooks.py lists them),
-        a copy nothing later overwrites. names_filter: None (every point), a name, a list of
-        names, or a predicate name -> bool. For a 1-D input, logits and cache drop the batch axis."""
+        a copy nothing later overwrites. names_filter: None (every point of activation_names()),
+        a name, a list of names (the on-request hook_scale points too), or a predicate name ->
+        bool. For a 1-D input, logits and cache drop the batch axis. The cache is a dict that also
+        answers TransformerLens's cache["pattern", 0], accumulated_resid, ... (activation_cache.py)."""
         names = self.activation_names()
-        hooks = Hooks(names, record=names if names_filter is None else select(names_filter, names), dtype=self.dtype)
+        record = names if names_filter is None else select(names_filter, names, scale_names(self.config.n_layer))
+        hooks = Hooks(names, record=record, dtype=self.dtype)
         ids, mask, positions, one_sequence = self._check_inputs(input_ids, attention_mask, position_ids)
         logits = self.forward(ids, mask, positions, hook=hooks).logits
-        cache = {name: hooks.cache[name] for name in names if name in hooks.cache}  # forward order
+        order = hook_names(self.config.n_layer)
+        cache = ActivationCache(
+            {name: hooks.cache[name] for name in order if name in hooks.cache},  # forward order
+            self.config.n_layer,
+            self.config.layer_norm_epsilon,
+        )
         if one_sequence:
-            return logits[0], {name: a[0] for name, a in cache.items()}
+            return logits[0], cache.remove_batch_dim()
         return logits, cache
 
     def run_with_hooks(
@@ -207,11 +216,19 @@ class GPT2:
         position_ids: ArrayLike | None = None,
         fwd_hooks: Iterable[tuple[Where, HookFn]] = (),
     ) -> np.ndarray:
-        """-> logits, with fwd_hooks = [(name or predicate, fn), ...] applied: fn(activation, name)
+        """-> logits, with fwd_hooks = [(name or predicate, fn), ...] applied: fn(activation, hook)
         sees each chosen point in forward order and may return a replacement of the same shape
-        (ablation, patching) or None to leave it (hooks.py says what it may keep)."""
-        hooks = Hooks(self.activation_names(), fwd_hooks=fwd_hooks, dtype=self.dtype)
+        (ablation, patching) or None to leave it (hooks.py says what it may keep). `hook` is the
+        point's name, a str with TransformerLens's hook.name. For a 1-D input, fn sees each point
+        without the batch axis, as run_with_cache's cache holds it."""
         ids, mask, positions, one_sequence = self._check_inputs(input_ids, attention_mask, position_ids)
+        hooks = Hooks(
+            self.activation_names(),
+            fwd_hooks=fwd_hooks,
+            dtype=self.dtype,
+            on_request=scale_names(self.config.n_layer),
+            one_sequence=one_sequence,
+        )
         logits = self.forward(ids, mask, positions, hook=hooks).logits
         return logits[0] if one_sequence else logits
 
@@ -287,8 +304,7 @@ class GPT2:
             x, probs = self.block(i, x, mask, cache, hook, output_attentions, keep if last else 0)  # [B, T, C]
             if attentions is not None and probs is not None:
                 attentions.append(probs)  # [B, H, T, past + T]
-        ln_f, eps = self.weights.ln_f, self.config.layer_norm_epsilon
-        x = hook("ln_final.hook_normalized", layer_norm(x, ln_f, eps, self.dtype))  # [B, T, C] in self.dtype
+        x = hook("ln_final.hook_normalized", self.norm("ln_final", x, self.weights.ln_f, hook))  # [B, T, C] self.dtype
         if hidden is not None:
             hidden.append(x)  # transformers' last hidden state is after ln_f
         if cache is not None:
@@ -320,9 +336,9 @@ class GPT2:
         tests/test_plain.py). x [B, T, C] is the float64 residual stream, added to in place.
         -> the new stream, and the attention weights [B, H, T, past + T] when need_weights.
         keep=N: the block's output at the last N positions only ([B, N, C]; see transformer)."""
-        b, eps, at = self.weights.h[i], self.config.layer_norm_epsilon, f"blocks.{i}."
+        b, at = self.weights.h[i], f"blocks.{i}."
         x = hook(at + "hook_resid_pre", x)  # [B, T, C]
-        h = hook(at + "ln1.hook_normalized", layer_norm(x, b.ln_1, eps, self.dtype))  # [B, T, C] in self.dtype
+        h = hook(at + "ln1.hook_normalized", self.norm(at + "ln1", x, b.ln_1, hook))  # [B, T, C] in self.dtype
         # the only sub-layer that mixes tokens; with keep=N, N queries over all T keys: [B, N, C]
         a, probs = self_attention(
             h, b.attn, mask, self.config.n_head, self.scale(i), cache, i, need_weights, hook, keep
@@ -331,9 +347,19 @@ class GPT2:
             x = x[:, -keep:]  # [B, N, C]: the only positions read from here on
         x += hook(at + "hook_attn_out", a)  # [B, T, C] tokens looked at each other
         x = hook(at + "hook_resid_mid", x)
-        h = hook(at + "ln2.hook_normalized", layer_norm(x, b.ln_2, eps, self.dtype))  # [B, T, C]
+        h = hook(at + "ln2.hook_normalized", self.norm(at + "ln2", x, b.ln_2, hook))  # [B, T, C]
         x += hook(at + "hook_mlp_out", mlp(h, b.mlp, hook, i))  # [B, T, C] each token thought alone
         return hook(at + "hook_resid_post", x), probs
+
+    def norm(self, at: str, x: np.ndarray, ln: LayerNorm, hook: Hooks = NO_HOOKS) -> np.ndarray:
+        """LayerNorm `at` ("blocks.3.ln1", "ln_final") of the float64 stream x: [B, T, C] -> [B, T, C]
+        in self.dtype. Its point at + ".hook_scale", sqrt(var + eps) [B, T, 1], is computed only
+        when asked for; a hook that replaces it makes the LayerNorm divide by the replacement."""
+        eps = self.config.layer_norm_epsilon
+        if not hook.wants(at + ".hook_scale"):  # the plain pass: one set and one dict lookup
+            return layer_norm(x, ln, eps, self.dtype)
+        scale = hook(at + ".hook_scale", layer_norm_scale(x, eps))  # [B, T, 1] float64
+        return layer_norm(x, ln, eps, self.dtype, scale=scale)
 
     def scale(self, layer: int) -> float:
         """What attention scores are multiplied by in block `layer` (plain.attention_scale)."""
