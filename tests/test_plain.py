@@ -154,13 +154,21 @@ def test_attention_in_many_blocks_equals_the_plain_one(dtype):
 # --- the fast path equals the plain page ------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("fill", FILLS)
-@pytest.mark.parametrize("case", CASES)
+# Every stored case, fill and dtype but the 124M shape in float64 (about a minute of plain
+# float64 for 9 runs): that shape is held equal in float32 (test_the_124m_shape_...), and the
+# float64 equality on the other models. Left out of the grid rather than skipped.
+FORWARD_GRID = [
+    (case, fill, dtype)
+    for case in CASES
+    for fill in FILLS
+    for dtype in ("float64", "float32")
+    if not (case.startswith("gpt2-shaped/") and dtype == "float64")
+]
+
+
+@pytest.mark.parametrize(("case", "fill", "dtype"), FORWARD_GRID, ids=["-".join(p) for p in FORWARD_GRID])
 def test_the_fast_forward_equals_the_plain_one(case, fill, dtype):
     name = case.split("/")[0]
-    if name == "gpt2-shaped" and dtype == "float64":
-        pytest.skip("the 124M shape runs in float32 here (test_long_inputs_...); float64 costs ~1 min")
     m = model(name, dtype, fill)
     ids, mask = inputs(case)
     fast = m(ids, attention_mask=mask).logits
