@@ -19,6 +19,7 @@ from .activation_cache import ActivationCache
 from .attention import self_attention
 from .config import GPT2Config
 from .errors import InputError, ModelError
+from .heap import tune_malloc
 from .hooks import NO_HOOKS, HookFn, Hooks, Where, activation_names, axes, hook_names, scale_names, select
 from .inputs import check_attention_mask, check_input_ids, check_length, check_position_ids
 from .kv_cache import KVCache
@@ -101,6 +102,7 @@ class GPT2:
         self, config: GPT2Config, weights: Weights, dtype: DTypeLike = "float32", mask_fill: str | float = "min"
     ) -> None:
         _check_dtype(dtype)
+        tune_malloc()  # once per process: a forward's short-lived arrays stop page-faulting (heap.py)
         self.config = config
         self.weights = weights
         self.dtype = np.dtype(dtype)

@@ -456,6 +456,13 @@ MUTANTS = [
     m("padding-side-ignored", "gpt2np/tokenizer.py",
       'cols = slice(width - len(r), width) if self._padding_side == "left" else slice(0, len(r))', "cols = slice(0, len(r))",
       "tests/test_tokenizer.py::test_the_seed_batch_left_padded"),
+    # --- malloc ------------------------------------------------------------------------------
+    m("malloc-trim-threshold-only", "gpt2np/heap.py",
+      "SETTINGS = {M_MMAP_THRESHOLD: 32 << 20, M_TRIM_THRESHOLD: 64 << 20}", "SETTINGS = {M_TRIM_THRESHOLD: 64 << 20}",
+      "tests/test_heap.py::test_a_built_model_stops_the_page_faults_that_default_malloc_makes"),
+    m("malloc-never-tuned", "gpt2np/model.py",
+      "        tune_malloc()  # once per process", "        pass  # once per process",
+      "tests/test_heap.py::test_a_built_model_stops_the_page_faults_that_default_malloc_makes"),
 ]  # fmt: skip
 
 

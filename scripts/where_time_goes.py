@@ -5,6 +5,8 @@
     python scripts/where_time_goes.py split-attention 8    # decode attention split over 2 threads
     python scripts/where_time_goes.py weights-in-memory 1  # decode, weights mapped or copied into memory
     python scripts/where_time_goes.py transposed-weights 1 # decode, weights stored [in, out] or [out, in]
+    python scripts/where_time_goes.py products 8           # a step's products alone at 8 rows, three layouts
+    python scripts/where_time_goes.py page-faults 1 128    # malloc tuned (gpt2np/heap.py) or left alone
     python scripts/where_time_goes.py blas-threads 8       # decode, BLAS at 2 threads or 1
     python scripts/where_time_goes.py own-threads 8        # decode split over our own 2 threads, BLAS at 1
 
@@ -27,6 +29,21 @@ same weights copied into ordinary memory, which NumPy asks to back with 2 MB pag
 "blas-threads" runs one model with BLAS at 2 threads and at 1; "own-threads" compares BLAS at 2
 threads with BLAS at 1 and the step split over two Python threads instead (linear layers and the
 output layer by columns, decode attention by heads).
+
+"products B" times the matrix products of a forward at B rows, nothing else: the 48 linear
+products of the 12 blocks, their weights read from memory one after the other as in a real step
+(340 MB, far beyond the caches), and the output layer over wte, each in three ways: GPT-2's
+[in, out] weights as stored (X @ W), the same weights stored [out, in] (X @ Wt.T, a transposed
+view, as transposed-weights runs it) and (Wt @ X.T).T, which hands OpenBLAS the big matrix as its
+first operand; the output layer as gpt2np's lm_head, x @ wte.T and (wte @ x.T).T. The fastest way
+of each is NumPy's floor for those products with this BLAS kernel: no layout of the weights
+makes a NumPy forward's products faster than that.
+
+"page-faults B T" runs a BxT prefill (last logits) and a decode step at batch B, context T, in
+fresh processes with glibc's malloc tuned as gpt2np/heap.py does and left alone
+(GPT2NP_TUNE_MALLOC=1 / 0), taking turns twice, and prints each one's minor page faults per
+forward (the kernel zero-filling a page malloc had given back), median time and peak RSS. The
+faults are the robust figure; the times differ between processes by a few percent anyway.
 """
 
 from __future__ import annotations
@@ -35,6 +52,7 @@ import argparse
 import contextlib
 import copy
 import os
+import re
 import sys
 import time
 from collections import defaultdict
@@ -62,6 +80,7 @@ def _load_124m_shaped():
 
 def components(kind: str, batch: int, length: int, repeats: int) -> None:
     import gpt2np.attention as attention
+    import gpt2np.layers as layers
     import gpt2np.model as model
 
     impl = _load_124m_shaped()  # the bench's own prefill / decode-state code
@@ -79,11 +98,13 @@ def components(kind: str, batch: int, length: int, repeats: int) -> None:
 
         setattr(module, name, wrapper)
 
-    timed(model, "linear", "linear (MLP)")
+    # Each function where it is looked up: mlp (layers.py) calls layers.linear and layers.gelu;
+    # self_attention (attention.py) its own imported linear; GPT2.norm and forward model.py's.
+    timed(layers, "linear", "linear (MLP)")
     timed(attention, "linear", "linear (attention's c_attn, c_proj)")
     timed(attention, "attention_in_blocks", "attention (scores, softmax, weighted sum)")
     timed(model, "layer_norm", "LayerNorm")
-    timed(model, "gelu", "GELU")
+    timed(layers, "gelu", "GELU")
     timed(model, "lm_head", "output layer")
 
     if kind == "prefill":
@@ -291,16 +312,120 @@ def decode_ab(kind: str, batch: int, repeats: int) -> None:
         print(f"the mapped checkpoint in 2 MB pages: {mb}")
 
 
+def products(batch: int, repeats: int) -> None:
+    from gpt2np.layers import lm_head
+
+    impl = _load_124m_shaped()
+    w = impl.model.weights
+    linears = [layer for b in w.h for layer in (b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj)]
+    stored = [np.array(layer.weight) for layer in linears]  # [in, out], in memory (as the other layouts)
+    transposed = [np.ascontiguousarray(layer.weight.T) for layer in linears]  # [out, in]
+    wte = np.array(w.wte)  # [vocab, C]
+    rng = np.random.default_rng(0)
+    xs = {n: rng.standard_normal((batch, n), dtype=np.float32) for n in {a.shape[0] for a in stored}}
+    ways = {
+        "linear: X @ W, W [in, out] (gpt2np)": lambda: [xs[a.shape[0]] @ a for a in stored],
+        "linear: X @ Wt.T, Wt [out, in]": lambda: [xs[a.shape[1]] @ a.T for a in transposed],
+        "linear: (Wt @ X.T).T, Wt [out, in]": lambda: [
+            np.ascontiguousarray((a @ xs[a.shape[1]].T).T) for a in transposed
+        ],
+        "output layer: lm_head(x, wte) (gpt2np)": lambda: lm_head(xs[wte.shape[1]], wte),
+        "output layer: x @ wte.T": lambda: xs[wte.shape[1]] @ wte.T,
+        "output layer: (wte @ x.T).T": lambda: np.ascontiguousarray((wte @ xs[wte.shape[1]].T).T),
+    }
+    times: dict[str, list[float]] = defaultdict(list)
+    with threadpool_limits(2):
+        for r in range(repeats):
+            for name in list(ways)[:: 1 if r % 2 else -1]:
+                t = time.perf_counter()
+                ways[name]()
+                times[name].append(time.perf_counter() - t)
+    from threadpoolctl import threadpool_info
+
+    kernels = ", ".join(sorted({str(i.get("architecture")) for i in threadpool_info() if i["user_api"] == "blas"}))
+    print(f"a forward's products alone at {batch} rows, median of {repeats} turns, 2 threads, OpenBLAS {kernels}:")
+    for name in ways:
+        print(f"  {name:44s} {np.median(times[name]) * 1e3:8.2f} ms")
+    best = {
+        part: min(np.median(t) for name, t in times.items() if name.startswith(part)) for part in ("linear", "output")
+    }
+    print(f"  NumPy's floor (the fastest way of each)      {sum(best.values()) * 1e3:8.2f} ms")
+
+
+TURNS = 6  # fresh processes per setting: between processes a forward's time moves by up to ~10%
+
+
+def page_faults(batch: int, length: int, repeats: int) -> None:
+    import subprocess
+
+    print(
+        f"prefill {batch}x{length} (last logits) and a decode step at batch {batch}, context {length}; "
+        f"median of {repeats}, each in a fresh process"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}  # glibc's own knobs would interfere
+    figures: dict[str, list[list[float]]] = defaultdict(list)
+    for turn in range(TURNS):
+        for tune in ("0", "1") if turn % 2 else ("1", "0"):
+            out = subprocess.run(
+                [sys.executable, __file__, "_page-faults", str(batch), str(length), "--repeats", str(repeats)],
+                env=env | {"GPT2NP_TUNE_MALLOC": tune},
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            print(f"  malloc {'tuned' if tune == '1' else 'as glibc sets it'}:{'' if tune == '1' else ' '} {out}")
+            figures[tune].append([float(v) for v in re.findall(r"([0-9.]+) (?:ms|faults|MB)", out)])
+    names = ["prefill ms", "prefill faults", "decode ms", "decode faults", "peak RSS MB"]
+    medians = {tune: np.median(np.array(rows), axis=0) for tune, rows in figures.items()}
+    print(f"median of the {TURNS} processes each (tuned / as glibc sets it):")
+    print("  " + ", ".join(f"{n} {a:.1f} / {b:.1f}" for n, a, b in zip(names, medians["1"], medians["0"])))
+
+
+def _page_faults_one(batch: int, length: int, repeats: int) -> None:
+    """page_faults' worker: this process's figures on one line."""
+    import resource
+
+    impl = _load_124m_shaped()
+    ids = np.random.default_rng(0).integers(0, impl.vocab_size, (batch, length))
+    state: dict = {}
+
+    def prefill() -> None:
+        impl.forward(ids, logits_to_keep=1)
+
+    def step() -> None:
+        if not state:  # made after the prefills are timed: as in a process that has only run those
+            state.update(impl.repeat_rows(impl.prefill(ids[:1], length + 1), batch))
+        state["cache"].length = state["length"] = length  # the same step again
+        impl.step(state)
+
+    cells = []
+    for name, run in (("prefill", prefill), ("decode step", step)):
+        run()  # warm up
+        faults, times = [], []
+        for _ in range(repeats):
+            before, t = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        cells.append(f"{name} {np.median(times) * 1e3:.1f} ms, {int(np.median(faults))} faults")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{'; '.join(cells)}; peak RSS {rss:.0f} MB")  # page_faults reads the numbers back
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     experiments = ["split-attention", "weights-in-memory", "transposed-weights", "blas-threads", "own-threads"]
-    p.add_argument("kind", choices=["prefill", "decode", *experiments])
+    p.add_argument("kind", choices=["prefill", "decode", "products", "page-faults", "_page-faults", *experiments])
     p.add_argument("batch", type=int, help="batch size")
     p.add_argument("length", type=int, nargs="?", default=900, help="prompt length (prefill) or context (decode)")
     p.add_argument("--repeats", type=int, help="default: 5 (components), 9 (the two-model experiments)")
     args = p.parse_args(argv)
     if args.kind == "split-attention":
         split_attention(args.batch)
+    elif args.kind in ("page-faults", "_page-faults"):
+        (page_faults if args.kind == "page-faults" else _page_faults_one)(args.batch, args.length, args.repeats or 9)
+    elif args.kind == "products":
+        products(args.batch, args.repeats or 9)
     elif args.kind in experiments:
         decode_ab(args.kind, args.batch, args.repeats or 9)
     else:
