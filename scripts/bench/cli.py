@@ -50,7 +50,7 @@ def parse_args(argv=None):
         "--pictures",
         type=Path,
         default=None,
-        help="folder for decode.png and prefill.png (default: none; the README's are in docs/img)",
+        help="folder for decode.png and prefill.png (default: none; docs/performance.md's are in docs/img)",
     )
     p.add_argument("--no-transformers", action="store_true", help="leave out the transformers column")
     p.add_argument(
