@@ -32,10 +32,11 @@ output layer by columns, decode attention by heads).
 
 "products B" times the matrix products of a forward at B rows, nothing else: the 48 linear
 products of the 12 blocks, their weights read from memory one after the other as in a real step
-(340 MB, far beyond the caches), and the output layer over wte, each in three ways: GPT-2's
+(340 MB, far beyond the caches), and the output layer over wte, each in several ways: GPT-2's
 [in, out] weights as stored (X @ W), the same weights stored [out, in] (X @ Wt.T, a transposed
 view, as transposed-weights runs it) and (Wt @ X.T).T, which hands OpenBLAS the big matrix as its
-first operand; the output layer as gpt2np's lm_head, x @ wte.T and (wte @ x.T).T. The fastest way
+first operand (and [in, out] again, 512 columns at a time, each panel small enough for the L2
+cache); the output layer as gpt2np's lm_head, x @ wte.T and (wte @ x.T).T. The fastest way
 of each is NumPy's floor for those products with this BLAS kernel: no layout of the weights
 makes a NumPy forward's products faster than that.
 
@@ -312,6 +313,14 @@ def decode_ab(kind: str, batch: int, repeats: int) -> None:
         print(f"the mapped checkpoint in 2 MB pages: {mb}")
 
 
+def _in_panels(x: np.ndarray, w: np.ndarray, width: int) -> np.ndarray:
+    """x @ w a panel of `width` columns of w at a time (each panel [n_in, width] fits in L2)."""
+    out = np.empty((x.shape[0], w.shape[1]), dtype=x.dtype)
+    for c in range(0, w.shape[1], width):
+        np.matmul(x, w[:, c : c + width], out=out[:, c : c + width])
+    return out
+
+
 def products(batch: int, repeats: int) -> None:
     from gpt2np.layers import lm_head
 
@@ -329,6 +338,7 @@ def products(batch: int, repeats: int) -> None:
         "linear: (Wt @ X.T).T, Wt [out, in]": lambda: [
             np.ascontiguousarray((a @ xs[a.shape[1]].T).T) for a in transposed
         ],
+        "linear: X @ W in panels of 512 columns": lambda: [_in_panels(xs[a.shape[0]], a, 512) for a in stored],
         "output layer: lm_head(x, wte) (gpt2np)": lambda: lm_head(xs[wte.shape[1]], wte),
         "output layer: x @ wte.T": lambda: xs[wte.shape[1]] @ wte.T,
         "output layer: (wte @ x.T).T": lambda: np.ascontiguousarray((wte @ xs[wte.shape[1]].T).T),
