@@ -19,11 +19,12 @@ These are where glibc's own thresholds end up anyway once a process has freed a 
 prompts never gets there. Setting them from the start, measured with
 `python scripts/where_time_goes.py page-faults 1 128` (6 fresh processes each way, 2026-12-03):
 page faults per 1x128 prefill 12,800 -> 0, its time 166 -> 143 ms (Haswell kernel) and 127 ->
-100 ms (SkylakeX); 1x1000: 4,600 -> 0 faults, 1253 -> 1218 ms. How many faults the defaults make
-depends on the sizes a process has met: at 1x150 only 1,260, and the time did not move (126 ms
-both, SkylakeX). Decode steps made no faults either way and did not change. What it costs: peak RSS the same at 1x128 and 26 MB higher after
-a 1x1000 prompt (663 -> 689 MB), as the process may keep up to 64 MiB of freed memory; and the
-setting is the whole process's, not gpt2np's alone (there is one malloc for everybody in it).
+100 ms (SkylakeX); 1x1000: 4,600 -> 0 faults, 1253 -> 1218 ms. How many faults the defaults
+make depends on the sizes a process has met: at 1x150 only 1,260, and the time did not move
+(126 ms both, SkylakeX). Decode steps made no faults either way and did not change. What it
+costs: peak RSS the same at 1x128 and 26 MB higher after a 1x1000 prompt (663 -> 689 MB), as the
+process may keep up to 64 MiB of freed memory; and the setting is the whole process's, not
+gpt2np's alone (there is one malloc for everybody in it).
 GPT2NP_TUNE_MALLOC=0 in the environment leaves malloc alone.
 """
 

@@ -44,10 +44,8 @@ def export(rev: str, name: str, into: Path) -> None:
     """gpt2np/ at git revision `rev`, as the package `name` under `into`."""
     archive = subprocess.run(["git", "archive", rev, "gpt2np"], cwd=ROOT, capture_output=True, check=True).stdout
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
-        tar.extractall(into / name, filter="data")
-    (into / name / "gpt2np").rename(into / f"{name}_pkg")
-    (into / name).rmdir()
-    (into / f"{name}_pkg").rename(into / name)
+        tar.extractall(into, filter="data")  # -> into/gpt2np
+    (into / "gpt2np").rename(into / name)
 
 
 class Version:
@@ -59,7 +57,9 @@ class Version:
         self.model = self.gpt2np.GPT2.from_pretrained(folder)
 
     def decoding_state(self, ids: np.ndarray, batch: int) -> dict:
-        """ids [1, CONTEXT] prefilled, the cache's row repeated to `batch` rows."""
+        """ids [1, CONTEXT] prefilled, the cache's row repeated to `batch` rows. (The bench's
+        impl_gpt2np.prefill / repeat_rows do the same, but with `gpt2np.kv_cache` itself; here each
+        version runs with its own KVCache.)"""
         cfg, room = self.model.config, CONTEXT + STEPS + 1
         one = self.kv_cache.KVCache(cfg.n_layer, 1, cfg.n_head, room, cfg.head_dim, self.model.dtype)
         mask = np.ones((1, room), dtype=np.int64)

@@ -5,7 +5,7 @@
     python scripts/where_time_goes.py split-attention 8    # decode attention split over 2 threads
     python scripts/where_time_goes.py weights-in-memory 1  # decode, weights mapped or copied into memory
     python scripts/where_time_goes.py transposed-weights 1 # decode, weights stored [in, out] or [out, in]
-    python scripts/where_time_goes.py products 8           # a step's products alone at 8 rows, three layouts
+    python scripts/where_time_goes.py products 8           # a forward's products alone at 8 rows, each way
     python scripts/where_time_goes.py page-faults 1 128    # malloc tuned (gpt2np/heap.py) or left alone
     python scripts/where_time_goes.py blas-threads 8       # decode, BLAS at 2 threads or 1
     python scripts/where_time_goes.py own-threads 8        # decode split over our own 2 threads, BLAS at 1
@@ -42,9 +42,11 @@ makes a NumPy forward's products faster than that.
 
 "page-faults B T" runs a BxT prefill (last logits) and a decode step at batch B, context T, in
 fresh processes with glibc's malloc tuned as gpt2np/heap.py does and left alone
-(GPT2NP_TUNE_MALLOC=1 / 0), taking turns twice, and prints each one's minor page faults per
-forward (the kernel zero-filling a page malloc had given back), median time and peak RSS. The
-faults are the robust figure; the times differ between processes by a few percent anyway.
+(GPT2NP_TUNE_MALLOC=1 / 0), 6 processes each, taking turns, and prints each one's minor page
+faults per forward (the kernel zero-filling a page malloc had given back), median time and peak
+RSS, then the medians over the processes. The faults are the robust figure; a forward's time
+moves by up to ~10% from one process to the next whatever the setting. T < n_positions (1024):
+the decode step sits at position T.
 """
 
 from __future__ import annotations
@@ -433,6 +435,8 @@ def main(argv=None) -> int:
     if args.kind == "split-attention":
         split_attention(args.batch)
     elif args.kind in ("page-faults", "_page-faults"):
+        if args.length >= 1024:
+            p.error(f"page-faults: T={args.length}, but the decode step sits at position T, so T must be below 1024")
         (page_faults if args.kind == "page-faults" else _page_faults_one)(args.batch, args.length, args.repeats or 9)
     elif args.kind == "products":
         products(args.batch, args.repeats or 9)

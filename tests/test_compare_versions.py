@@ -31,7 +31,9 @@ def test_an_exported_revision_imports_as_its_own_package_and_computes_what_ours_
         from gpt2np import GPT2
 
         theirs = exported.GPT2.from_pretrained(model_dir("tiny"))(ids).logits
-        np.testing.assert_array_equal(theirs, GPT2.from_pretrained(model_dir("tiny"))(ids).logits)
+        ours = GPT2.from_pretrained(model_dir("tiny"))(ids).logits
+        # HEAD's committed gpt2np against the working tree's: equal unless gpt2np/ has uncommitted changes
+        np.testing.assert_array_equal(theirs, ours, err_msg="HEAD's gpt2np differs from the working tree's?")
     finally:
         sys.path.remove(str(tmp_path))
         for name in [m for m in sys.modules if m.startswith("gpt2np_exported")]:
