@@ -56,6 +56,7 @@ REF = "tests/test_references.py"
 REF64 = REF + "::test_float64_matches_transformers_float64"
 CMP = "tests/test_compare.py"
 PLAIN = "tests/test_plain.py"
+PAGE = "tests/test_page.py"
 
 MUTANTS = [
     # --- masks and positions ---------------------------------------------------------------
@@ -439,6 +440,26 @@ MUTANTS = [
       "step_positions = positions[:, -1:] + 1  # [B, 1] each row's last position + 1",
       "step_positions = np.full((B, 1), T)  # [B, 1] each row's last position + 1",
       "tests/test_explain.py::test_decode_step_shows_the_shapes_and_positions_of_a_real_step"),
+    # --- the page (tools/page.py + page.html): what the browser shows is the model's numbers -----
+    m("page-hover-rounds-the-exact-weight", "gpt2np/tools/page.html",
+      'x === 0 ? "0" : x.toPrecision(9)', 'x === 0 ? "0" : x.toPrecision(5)',
+      f"{PAGE}::test_hovering_a_cell_shows_run_with_caches_weight"),
+    m("page-masked-cell-drawn-as-a-weight", "gpt2np/tools/page.html",
+      'if (cat !== 0) return { kind: "masked", value: 0, cat };', 'if (cat === 3) return { kind: "masked", value: 0, cat };',
+      f"{PAGE}::test_a_masked_cell_says_masked_and_differs_from_a_zero"),
+    m("page-temperature-ignored", "gpt2np/tools/page.html",
+      "z[v] = LOGITS[b * V + v] / temperature;", "z[v] = LOGITS[b * V + v];",
+      f"{PAGE}::test_the_next_token_probabilities_are_samplings"),
+    m("page-top-k-drops-the-kth-token", "gpt2np/tools/page.html",
+      "if (z[v] < kth) z[v] = -Infinity;", "if (z[v] <= kth) z[v] = -Infinity;",
+      f"{PAGE}::test_the_next_token_probabilities_are_samplings"),
+    m("page-pads-never-hidden", "gpt2np/tools/page.html",
+      "return state.showPads ? all : all.filter((t) => !isPad(b, t));", "return all;",
+      f"{PAGE}::test_hiding_pads_drops_their_rows_and_columns"),
+    m("page-logit-lens-without-ln_f", "gpt2np/tools/page.py",
+      "z = lm_head(layer_norm(x, model.weights.ln_f, cfg.layer_norm_epsilon), model.weights.lm_head)",
+      "z = lm_head(x, model.weights.lm_head)",
+      f"{PAGE}::test_the_logit_lens_is_ln_f_and_the_output_layer_on_each_stream"),
     # --- TransformerLens compatibility (activation_cache.py, hooks.py, issue 23) -------------
     m("hook-scale-without-eps", "gpt2np/layers.py",
       "    return np.sqrt(var + eps)  # [..., 1]", "    return np.sqrt(var)  # [..., 1]",
