@@ -460,6 +460,16 @@ MUTANTS = [
       "z = lm_head(layer_norm(x, model.weights.ln_f, cfg.layer_norm_epsilon), model.weights.lm_head)",
       "z = lm_head(x, model.weights.lm_head)",
       f"{PAGE}::test_the_logit_lens_is_ln_f_and_the_output_layer_on_each_stream"),
+    # --- the PNGs (tools/plot.py): a masked cell is not drawn as a zero weight ------------------
+    m("plot-masked-cells-not-hatched", "gpt2np/tools/plot.py",
+      "for q, k in zip(*np.nonzero(masked)):  # forbidden", "for q, k in []:  # forbidden",
+      "tests/test_plot.py::test_masked_cells_are_hatched_and_carry_no_number"),
+    m("plot-masked-cells-coloured-as-zero", "gpt2np/tools/plot.py",
+      "np.ma.masked_array(w, masked)", "w",
+      "tests/test_plot.py::test_masked_cells_are_hatched_and_carry_no_number"),
+    m("plot-drop-pads-ignored", "gpt2np/tools/plot.py",
+      "keep = np.flatnonzero(mask == 1) if drop_pads else", "keep = np.flatnonzero(mask >= 0) if drop_pads else",
+      "tests/test_plot.py::test_drop_pads_leaves_the_pads_out"),
     # --- TransformerLens compatibility (activation_cache.py, hooks.py, issue 23) -------------
     m("hook-scale-without-eps", "gpt2np/layers.py",
       "    return np.sqrt(var + eps)  # [..., 1]", "    return np.sqrt(var)  # [..., 1]",

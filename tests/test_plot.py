@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import SEED_ATTENTION_MASK, require_module
+from conftest import SEED_ATTENTION_MASK, SEED_SENTENCES, require_module
 
 from gpt2np import GPT2npError
 from gpt2np.tools.cli import main
@@ -67,12 +67,9 @@ def test_cli_writes_the_pngs(model_dir, tokenizer_dir, tmp_path, capsys):
         "--layers",
         0,
         1,
-        "--heads",
-        0,
-        1,
     )
     assert code == 0
-    names = ["mask.png"] + [f"attention_L{layer}_H{h}.png" for layer in (0, 1) for h in (0, 1)]
+    names = ["mask.png", "attention_L0.png", "attention_L1.png"]  # one picture per layer, every head in it
     assert sorted(p.name for p in out.iterdir()) == sorted(names)
     for name in names:
         assert f"wrote {out / name}" in printed
@@ -81,7 +78,67 @@ def test_cli_writes_the_pngs(model_dir, tokenizer_dir, tmp_path, capsys):
     assert width > 2 * height  # three square-ish panels side by side
     for name in names[1:]:
         w, h = png_size(out / name)
-        assert 300 <= h <= w <= 1.5 * h  # one square-ish matrix and its colour bar
+        assert h >= 300 and 1.5 * h <= w <= 3 * h  # two square-ish heads side by side and a colour bar
+
+
+def figure_for(model_dir, tokenizer, heads=None, drop_pads=False, sequence=0):
+    from gpt2np import GPT2
+    from gpt2np.tools.explain import left_padded
+    from gpt2np.tools.plot import attention_figure
+
+    model = GPT2.from_pretrained(model_dir("small-outliers"))  # 4 heads
+    ids, mask = left_padded(tokenizer, SEED_SENTENCES)
+    weights = model(ids, attention_mask=mask, output_attentions=True).attentions[1][sequence]  # [H, T, T]
+    heads = list(range(model.config.n_head)) if heads is None else heads
+    fig = attention_figure(tokenizer, ids[sequence], mask[sequence], weights, 1, heads, "min", drop_pads)
+    return fig, mask[sequence]
+
+
+def panels(fig):
+    return [ax for ax in fig.axes if ax.get_images() and ax.get_title().startswith("layer")]
+
+
+def test_every_head_of_a_layer_is_one_panel_titled_with_layer_head_and_fill(model_dir, tokenizer):
+    fig, _ = figure_for(model_dir, tokenizer)
+    assert [ax.get_title() for ax in panels(fig)] == [f"layer 1, head {h}, fill min" for h in range(4)]
+    fig, _ = figure_for(model_dir, tokenizer, heads=[2])
+    assert [ax.get_title() for ax in panels(fig)] == ["layer 1, head 2, fill min"]
+    assert "Ġ = a leading space" in " ".join(t.get_text() for t in fig.texts)  # the legend explains Ġ
+
+
+def test_masked_cells_are_hatched_and_carry_no_number(model_dir, tokenizer):
+    fig, mask = figure_for(model_dir, tokenizer, heads=[0])
+    (ax,) = panels(fig)
+    T, real = len(mask), int(mask.sum())
+    allowed = real * (real + 1) // 2  # causal among the real tokens
+    hatched = [p for p in ax.patches if p.get_hatch()]
+    assert len(hatched) == T * T - allowed  # every forbidden cell, and only those
+    assert len(ax.texts) == allowed  # a number in each allowed cell, none in a masked one
+    image = ax.get_images()[0].get_array()
+    assert image.mask.sum() == T * T - allowed  # masked cells are not coloured as a weight of 0
+
+
+def test_drop_pads_leaves_the_pads_out(model_dir, tokenizer):
+    fig, mask = figure_for(model_dir, tokenizer, heads=[0], drop_pads=True, sequence=2)
+    (ax,) = panels(fig)
+    assert ax.get_images()[0].get_array().shape == (3, 3)  # "My dog is"
+    assert "[pad]" not in [t.get_text() for t in ax.get_xticklabels()]
+
+
+def test_masked_cells_look_different_from_a_zero_weight(model_dir, tokenizer_dir, tmp_path, capsys):
+    out = tmp_path / "p"
+    assert (
+        plot(capsys, "--model", model_dir("tiny"), "--tokenizer", tokenizer_dir, "--out", out, "--heads", "0")[0] == 0
+    )
+    assert pixels_of(out / "attention_L0.png", "#e4e4e4") > 1000  # the hatched cells' grey
+    assert pixels_of(out / "mask.png", "#e4e4e4") > 1000
+
+
+def test_heads_must_be_numbers_or_all(model_dir, tokenizer_dir, tmp_path, capsys):
+    code, _, err = plot(capsys, "--model", model_dir("tiny"), "--out", tmp_path / "x", "--heads", "one")
+    assert code == 1 and "--heads takes head numbers or 'all'" in err
+    code, _, err = plot(capsys, "--model", model_dir("tiny"), "--out", tmp_path / "x", "--heads", "5")
+    assert code == 1 and "head 5 does not exist" in err
 
 
 def test_dpi_sets_the_pixel_size(tokenizer_dir, tmp_path, capsys):

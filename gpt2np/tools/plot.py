@@ -1,10 +1,16 @@
 """`gpt2np plot`: pictures of the attention mask of a padded batch and of attention weights.
 
 - mask.png: for every sequence of the left-padded batch, its [T, T] mask, each cell coloured
-  by why it is allowed or not: allowed, forbidden because the key is in the future (causal),
-  or forbidden because a pad is involved (highlighted). Built from masks.build_attention_mask.
-- attention_L{layer}_H{head}.png: the softmax weights of one head for one sequence, rows =
-  queries, columns = keys, labelled with the tokens. Pads' rows and columns come out 0.
+  by why it is allowed or not: allowed (blue), forbidden because the key is in the future
+  (light grey), or forbidden because a pad is involved (orange). Built from masks.build_attention_mask.
+- attention_L{layer}.png: every chosen head of one layer (all of them by default), one panel
+  each, for one sequence: its softmax weights, rows = queries (down the left side), columns =
+  keys (along the bottom), labelled with the tokens. A cell the mask forbids is hatched grey and
+  carries no number: its weight is 0 because of the mask, which is not the same as a real
+  weight the model made 0. `--drop-pads` leaves the pads' rows and columns out.
+
+Tokens are GPT-2's BPE pieces: "Ġ" is how the vocabulary writes a leading space (the legend
+says so), pads are labelled "[pad]" in orange.
 
 matplotlib is an optional extra (`pip install -e '.[plot]'`). We draw on a bare Figure with
 the Agg canvas (PNG, no window, no pyplot global state), so it works on servers and in threads.
@@ -53,7 +59,7 @@ def mask_categories(attention_mask: np.ndarray) -> np.ndarray:
 
 
 def label_axes(ax, labels: list[str]) -> None:
-    """Tokens on both axes (keys along the top reading down, queries down the side); pads grey."""
+    """Tokens on both axes (keys along the bottom, queries down the left side); pads in orange."""
     T = len(labels)
     ax.set_xticks(range(T), labels, rotation=90, fontsize=8)
     ax.set_yticks(range(T), labels, fontsize=8)
@@ -99,25 +105,47 @@ def plot_masks(tok, input_ids: np.ndarray, attention_mask: np.ndarray, path, dpi
     return save(fig, Path(path), dpi)
 
 
-def plot_attention(
-    tok, ids: np.ndarray, mask: np.ndarray, weights: np.ndarray, layer: int, head: int, path, dpi: int = 100
-) -> Path:
-    """One head's [T, T] softmax weights for one sequence, labelled with its tokens."""
+TOKEN_NOTE = 'Ġ = a leading space (GPT-2\'s BPE); "[pad]" = padding; hatched = masked (forbidden by the mask: weight 0)'
+
+
+def attention_figure(tok, ids: np.ndarray, mask: np.ndarray, weights: np.ndarray, layer: int, heads: list[int],
+                     fill: str, drop_pads: bool = False):  # fmt: skip
+    """One layer's chosen heads side by side for one sequence: weights [n_head, T, T] (all heads;
+    `heads` picks the panels). Masked cells are hatched, not coloured as a 0 weight."""
     Figure, _ = require_matplotlib()
-    T = len(ids)
-    side = max(3.5, 0.4 * T + 2.0)
-    fig = Figure(figsize=(side + 1.0, side), layout="constrained")
-    ax = fig.subplots()
-    image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0)
-    label_axes(ax, token_labels(tok, ids, mask))
-    if T <= 16:  # few enough cells to print each weight
-        for q in range(T):
-            for k in range(T):
-                color = "black" if weights[q, k] > 0.6 else "white"
-                ax.text(k, q, f"{weights[q, k]:.2f}", ha="center", va="center", fontsize=6, color=color)
-    fig.colorbar(image, ax=ax, shrink=0.8, label="attention weight")
-    ax.set_title(f"layer {layer}, head {head}: {tok.decode(ids[mask == 1])!r}", fontsize=9)
-    return save(fig, Path(path), dpi)
+    from matplotlib.patches import Rectangle
+
+    categories = mask_categories(mask[None])[0]  # [T, T] allowed / future / pad
+    keep = np.flatnonzero(mask == 1) if drop_pads else np.arange(len(ids))  # the tokens drawn
+    labels = [token_labels(tok, ids, mask)[t] for t in keep]
+    n = len(keep)
+    side = max(3.0, 0.35 * n + 1.8)  # inches per panel: room for the token labels
+    columns = min(len(heads), 4)
+    rows = -(-len(heads) // columns)
+    fig = Figure(figsize=(side * columns + 1.0, side * rows + 0.8), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    image = None
+    for ax, head in zip(axes, heads):
+        w = weights[head][np.ix_(keep, keep)]  # [n, n]
+        masked = categories[np.ix_(keep, keep)] != ALLOWED  # [n, n]
+        image = ax.imshow(np.ma.masked_array(w, masked), cmap="viridis", vmin=0.0, vmax=1.0)
+        for q, k in zip(*np.nonzero(masked)):  # forbidden: hatched grey, no number
+            ax.add_patch(Rectangle((k - 0.5, q - 0.5), 1, 1, facecolor="#e4e4e4", edgecolor="#9a9a9a",
+                                   hatch="///", linewidth=0))  # fmt: skip
+        label_axes(ax, labels)
+        if n <= 16:  # few enough cells to print each weight
+            for q, k in zip(*np.nonzero(~masked)):
+                color = "black" if w[q, k] > 0.6 else "white"
+                ax.text(k, q, f"{w[q, k]:.2f}", ha="center", va="center", fontsize=6, color=color)
+        ax.set_title(f"layer {layer}, head {head}, fill {fill}", fontsize=9)
+    for ax in axes[len(heads) :]:
+        ax.set_axis_off()
+    if image is not None:
+        fig.colorbar(image, ax=list(axes[: len(heads)]), shrink=0.8, label="attention weight")
+    real = tok.decode(ids[mask == 1])
+    fig.suptitle(f"{real!r}: attention weights of layer {layer}" + (", pads dropped" if drop_pads else ""), fontsize=10)
+    fig.text(0.5, 0.0, TOKEN_NOTE, ha="center", va="bottom", fontsize=8)
+    return fig
 
 
 def check_indices(values, limit: int, what: str) -> list[int]:
@@ -128,20 +156,35 @@ def check_indices(values, limit: int, what: str) -> list[int]:
 
 
 def plot_attentions(
-    model, tok, input_ids, attention_mask, sequence: int, layers, heads, out_dir, dpi: int = 100
+    model,
+    tok,
+    input_ids,
+    attention_mask,
+    sequence: int,
+    layers,
+    heads,
+    out_dir,
+    dpi: int = 100,
+    drop_pads: bool = False,
 ) -> list[Path]:
-    """attention_L{l}_H{h}.png for every chosen layer and head, for one sequence of the batch."""
+    """attention_L{l}.png for every chosen layer: its chosen heads (None: all), one sequence of the batch."""
     layers = check_indices(layers, model.config.n_layer, "layer")
-    heads = check_indices(heads, model.config.n_head, "head")
+    heads = list(range(model.config.n_head)) if heads is None else check_indices(heads, model.config.n_head, "head")
     out = model(input_ids, attention_mask=attention_mask, output_attentions=True)  # attentions: n_layer x [B, H, T, T]
+    fill = model.mask_fill if isinstance(model.mask_fill, str) else repr(model.mask_fill)
     paths = []
     for layer in layers:
-        for head in heads:
-            weights = out.attentions[layer][sequence, head]  # [T, T]
-            path = Path(out_dir) / f"attention_L{layer}_H{head}.png"
-            paths.append(
-                plot_attention(tok, input_ids[sequence], attention_mask[sequence], weights, layer, head, path, dpi)
-            )
+        fig = attention_figure(
+            tok,
+            input_ids[sequence],
+            attention_mask[sequence],
+            out.attentions[layer][sequence],
+            layer,
+            heads,
+            fill,
+            drop_pads,
+        )
+        paths.append(save(fig, Path(out_dir) / f"attention_L{layer}.png", dpi))
     return paths
 
 
@@ -153,8 +196,8 @@ def add_parser(sub) -> None:
         "plot",
         help="PNG pictures of the batch's attention mask and of attention weights",
         description="Write DIR/mask.png (the padded batch's masks: padding + causal, pads highlighted) and "
-        "DIR/attention_L{layer}_H{head}.png (one head's weights for one sequence, labelled with tokens). "
-        "Needs matplotlib: pip install -e '.[plot]'.",
+        "DIR/attention_L{layer}.png (every head of the layer, or those of --heads, for one sequence, labelled with "
+        "tokens; masked cells hatched). Needs matplotlib: pip install -e '.[plot]'.",
     )
     p.add_argument(
         "sentences", nargs="*", help=f"sentences to batch (default: {', '.join(repr(s) for s in SEED_SENTENCES)})"
@@ -162,13 +205,27 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="folder to write the PNGs into (created if needed)")
     p.add_argument("--layers", type=int, nargs="+", default=[0], help="layers to draw attention for (default: 0)")
     p.add_argument(
-        "--heads", type=int, nargs="+", default=[0], help="heads to draw in each of those layers (default: 0)"
+        "--heads",
+        nargs="+",
+        default=["all"],
+        help="heads to draw in each of those layers, one panel each (default: all)",
     )
+    p.add_argument("--drop-pads", action="store_true", help="leave the pads' rows and columns out of the attention")
     p.add_argument("--sequence", type=int, default=0, help="which sentence's attention to draw (default: 0, the first)")
     p.add_argument("--mask-only", action="store_true", help="only mask.png: needs the tokenizer but no model weights")
     p.add_argument("--dpi", type=int, default=100, help="resolution of the PNGs (default 100)")
     add_model_args(p)
     p.set_defaults(run=cmd_plot)
+
+
+def parse_heads(values: list[str]) -> list[int] | None:
+    """--heads: "all" (None) or head numbers."""
+    if values == ["all"]:
+        return None
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        raise InputError(f"--heads takes head numbers or 'all', got {' '.join(values)}") from None
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -182,6 +239,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         raise InputError(f"--sequence {args.sequence} is not a sentence of the batch; give 0 .. {len(sentences) - 1}")
     if not 10 <= args.dpi <= 1000:
         raise InputError(f"--dpi {args.dpi} is not a sensible resolution; give 10 .. 1000 (default 100)")
+    heads = parse_heads(args.heads)
     if args.mask_only:
         model, tok = None, Tokenizer.from_pretrained(args.tokenizer or args.model, verify=not args.no_verify)
     else:
@@ -192,14 +250,15 @@ def cmd_plot(args: argparse.Namespace) -> int:
                 f"{e} (--mask-only draws the mask alone, which needs only the tokenizer)"
             ) from None
         check_indices(args.layers, model.config.n_layer, "layer")  # before writing anything
-        check_indices(args.heads, model.config.n_head, "head")
+        if heads is not None:
+            check_indices(heads, model.config.n_head, "head")
     input_ids, attention_mask = left_padded(tok, sentences)  # [B, T] each
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [plot_masks(tok, input_ids, attention_mask, out_dir / "mask.png", args.dpi)]
     if model is not None:
         paths += plot_attentions(
-            model, tok, input_ids, attention_mask, args.sequence, args.layers, args.heads, out_dir, args.dpi
+            model, tok, input_ids, attention_mask, args.sequence, args.layers, heads, out_dir, args.dpi, args.drop_pads
         )
     for path in paths:
         print(f"wrote {path}")
