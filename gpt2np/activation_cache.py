@@ -26,10 +26,14 @@ layer). Like TransformerLens, it does not multiply by the LayerNorm's gain nor a
 TransformerLens folds those into W_U and b_U; with gpt2np's unfolded weights, a logit lens is
 `(stack * ln_f.weight + ln_f.bias) @ wte.T` (docs/cross-checking.md, section 6).
 
-Not offered (a clear NotInGpt2npError): decompose_resid, get_full_resid_decomposition,
-stack_head_results, stack_neuron_results, get_neuron_results, compute_head_results, logit_attrs,
-logit_lens, apply_slice_to_batch_dim, to, toggle_autodiff; nor apply_ln_to_stack's batch_slice
-and recompute_ln (TransformerLens's newest logit lens, which re-normalises each layer).
+With the cache of gpt2np.hooked_transformer.HookedTransformer (which it holds as `model`), also
+TransformerLens's direct logit attribution: decompose_resid, compute_head_results /
+stack_head_results (each head's output from hook_z and W_O) and logit_attrs.
+
+Not offered (a clear NotInGpt2npError): get_full_resid_decomposition, stack_neuron_results,
+get_neuron_results, logit_lens, apply_slice_to_batch_dim, to, toggle_autodiff; the model-backed
+methods above on GPT2.run_with_cache's cache (use HookedTransformer's); nor apply_ln_to_stack's
+batch_slice and recompute_ln (TransformerLens's newest logit lens, which re-normalises each layer).
 """
 
 from __future__ import annotations
@@ -55,9 +59,8 @@ MLP_NAMES = ("pre", "post", "mid", "pre_linear")
 LAYER_NORM_NAMES = ("scale", "normalized")  # with no layer: ln_final's
 
 NOT_OFFERED = (
-    "decompose_resid", "get_full_resid_decomposition", "stack_head_results", "stack_neuron_results",
-    "get_neuron_results", "compute_head_results", "logit_attrs", "logit_lens", "apply_slice_to_batch_dim",
-    "to", "toggle_autodiff",
+    "get_full_resid_decomposition", "stack_neuron_results", "get_neuron_results", "logit_lens",
+    "apply_slice_to_batch_dim", "to", "toggle_autodiff",
 )  # fmt: skip
 
 
@@ -124,11 +127,19 @@ class ActivationCache(dict[str, np.ndarray]):
     helpers on top (see the module's docstring). n_layer and eps are the model's; has_batch_dim
     is False after remove_batch_dim (a 1-D input's cache is so from the start)."""
 
-    def __init__(self, activations: Mapping[str, np.ndarray], n_layer: int, eps: float, has_batch_dim: bool = True):
+    def __init__(
+        self,
+        activations: Mapping[str, np.ndarray],
+        n_layer: int,
+        eps: float,
+        has_batch_dim: bool = True,
+        model: Any = None,
+    ):
         super().__init__(activations)
         self.n_layer = n_layer
         self.eps = eps
         self.has_batch_dim = has_batch_dim
+        self.model = model  # a HookedTransformer: its weights and tokenizer, for the methods that need them
 
     def __repr__(self) -> str:
         return f"ActivationCache with keys {list(self)}"
@@ -281,6 +292,111 @@ class ActivationCache(dict[str, np.ndarray]):
         stack = np.asarray(residual_stack, dtype=np.float64)  # [n, B, T, C]
         centred = stack - stack.mean(axis=-1, keepdims=True)
         return (centred / scale).astype(residual_stack.dtype)  # [n, B, T, C]
+
+    def _needs_model(self, what: str) -> Any:
+        if self.model is None:
+            raise NotInGpt2npError(
+                f"ActivationCache.{what} needs the model's weights: run the model through "
+                "gpt2np.hooked_transformer.HookedTransformer, whose run_with_cache returns a cache that has them"
+            )
+        return self.model
+
+    def decompose_resid(
+        self,
+        layer: int | None = None,
+        mlp_input: bool = False,
+        mode: str = "all",
+        apply_ln: bool = False,
+        pos_slice: Any = None,
+        incl_embeds: bool = True,
+        return_labels: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, list[str]]:
+        """The stream entering `layer` as the sum of what wrote it, as TransformerLens's: embed,
+        pos_embed, then each block's attn_out and mlp_out ([n, B, T, C]); mode "attn" / "mlp" keeps
+        one kind; mlp_input adds `layer`'s own attn_out. apply_ln: see apply_ln_to_stack."""
+        layer = self._layer(layer, "decompose_resid")
+        if mode not in ("all", "attn", "mlp"):
+            raise InputError(f"decompose_resid: mode must be 'all', 'attn' or 'mlp', got {mode!r}")
+        parts: list[tuple[str, str]] = []
+        if incl_embeds:
+            parts += [("hook_embed", "embed"), ("hook_pos_embed", "pos_embed")]
+        for i in range(layer):
+            if mode != "mlp":
+                parts.append((f"blocks.{i}.hook_attn_out", f"{i}_attn_out"))
+            if mode != "attn":
+                parts.append((f"blocks.{i}.hook_mlp_out", f"{i}_mlp_out"))
+        if mlp_input and mode != "mlp":
+            parts.append((f"blocks.{layer}.hook_attn_out", f"{layer}_attn_out"))
+        components = np.stack([slice_positions(self[name], pos_slice) for name, _ in parts])  # [n, B, T, C]
+        if apply_ln:
+            components = self.apply_ln_to_stack(components, layer, mlp_input=mlp_input, pos_slice=pos_slice)
+        return (components, [label for _, label in parts]) if return_labels else components
+
+    def compute_head_results(self) -> None:
+        """Each head's output, blocks.{i}.attn.hook_result [B, T, H, C] = hook_z [B, T, H, D] through
+        the head's rows of W_O [H, D, C]: the layer's attn_out is their sum plus b_O."""
+        model = self._needs_model("compute_head_results")
+        for i in range(self.n_layer):
+            name = f"blocks.{i}.attn.hook_result"
+            if name not in self:
+                z = self[f"blocks.{i}.attn.hook_z"]  # [B, T, H, D]
+                self[name] = np.einsum("...hd,hdc->...hc", z, model.blocks[i].attn.W_O).astype(z.dtype)
+
+    def stack_head_results(
+        self,
+        layer: int = -1,
+        return_labels: bool = False,
+        incl_remainder: bool = False,
+        pos_slice: Any = None,
+        apply_ln: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, list[str]]:
+        """Every head's output before `layer`, stacked [layer x H, B, T, C] with labels "L{l}H{h}",
+        as TransformerLens's; incl_remainder adds the rest of the stream (resid minus the heads)."""
+        layer = self._layer(layer, "stack_head_results")
+        self._needs_model("stack_head_results")
+        self.compute_head_results()
+        heads = [
+            slice_positions(self[f"blocks.{i}.attn.hook_result"], pos_slice, axis=-3) for i in range(layer)
+        ]  # [B, T, H, C]
+        H = self.model.cfg.n_heads
+        labels = [f"L{i}H{h}" for i in range(layer) for h in range(H)]
+        stack = [np.moveaxis(a, -2, 0) for a in heads]  # each [H, B, T, C]
+        components = (
+            np.concatenate(stack) if stack else np.zeros((0, *slice_positions(self["hook_embed"], pos_slice).shape))
+        )
+        if incl_remainder:
+            whole = slice_positions(
+                self["resid_pre", layer] if layer < self.n_layer else self["resid_post", -1], pos_slice
+            )
+            components = np.concatenate([components, (whole - components.sum(axis=0))[None]])
+            labels.append("remainder")
+        if apply_ln:
+            components = self.apply_ln_to_stack(components, layer, pos_slice=pos_slice)
+        return (components, labels) if return_labels else components
+
+    def logit_attrs(
+        self,
+        residual_stack: np.ndarray,
+        tokens: Any,
+        incorrect_tokens: Any = None,
+        pos_slice: Any = None,
+        batch_slice: Any = None,
+        has_batch_dim: bool = True,
+    ) -> np.ndarray:
+        """How much each component of a stack [n, ..., C] writes in each token's unembedding direction
+        (minus incorrect_tokens' when given), after ln_final's scaling: TransformerLens's."""
+        model = self._needs_model("logit_attrs")
+        directions = model.tokens_to_residual_directions(tokens)  # [..., C]
+        if incorrect_tokens is not None:
+            wrong = model.tokens_to_residual_directions(incorrect_tokens)
+            if wrong.shape != directions.shape:
+                raise InputError(
+                    f"tokens and incorrect_tokens must have the same shape, got {directions.shape[:-1]} and "
+                    f"{wrong.shape[:-1]}"
+                )
+            directions = directions - wrong
+        scaled = self.apply_ln_to_stack(residual_stack, -1, pos_slice=pos_slice, batch_slice=batch_slice)
+        return (scaled * directions).sum(axis=-1)
 
     def stack_activation(self, activation_name: str, layer: int = -1, sublayer_type: str | None = None) -> np.ndarray:
         """One activation of every block before `layer` (None / -1: all), stacked: [layer, ...],

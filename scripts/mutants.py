@@ -480,6 +480,18 @@ MUTANTS = [
     m("one-sequence-hooks-still-see-the-batch-axis", "gpt2np/hooks.py",
       "seen = given[0] if self.one_sequence else given", "seen = given",
       "tests/test_activation_cache.py::test_one_sequence_hooks_see_what_the_cache_holds"),
+    # --- TransformerLens's surface (hooked_transformer.py, issue 34) ------------------------------
+    m("tl-w_q-wrong-head-split", "gpt2np/hooked_transformer.py",
+      "w = attn.c_attn.weight.reshape(C, 3, n_heads, D).transpose(1, 2, 0, 3)",
+      "w = attn.c_attn.weight.reshape(C, 3, D, n_heads).transpose(1, 3, 0, 2)",
+      "tests/test_hooked_transformer.py::test_w_q_splits_c_attn_into_heads_as_the_forward_pass_does"),
+    m("tl-bos-not-prepended", "gpt2np/hooked_transformer.py",
+      "rows = [([tok.eos_token_id] if bos else [])", "rows = [([tok.eos_token_id] if bos and False else [])",
+      "tests/test_hooked_transformer.py::test_to_tokens_prepends_bos_unless_told_not_to"),
+    m("tl-hook-normalized-after-the-gain", "gpt2np/hooked_transformer.py",
+      "n = (centred / np.sqrt((centred**2).mean(axis=-1, keepdims=True) + eps)).astype(dtype)",
+      "n = (centred / np.sqrt((centred**2).mean(axis=-1, keepdims=True) + eps) * ln.w + ln.b).astype(dtype)",
+      "tests/test_hooked_transformer.py::test_hook_normalized_is_before_the_gain_and_masked_scores_are_minus_inf"),
     # --- tokenizer -------------------------------------------------------------------------
     m("lone-surrogate-reaches-the-tokenizer", "gpt2np/tokenizer.py",
       '        check_unicode(text, "the text")\n', "",

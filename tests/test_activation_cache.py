@@ -81,9 +81,13 @@ def test_what_the_cache_lacks_is_a_clear_key_error(cached):
         cache["pattern", "0"]
     with pytest.raises(InputError, match=r"a tuple \(name, layer\[, sub-layer\]\)"):
         cache[("pattern", 0, "attn", 1)]
-    with pytest.raises(NotInGpt2npError, match=r"decompose_resid is TransformerLens's; .* offers accumulated_resid"):
-        cache.decompose_resid()
-    assert not hasattr(cache, "logit_attrs")  # an AttributeError as well
+    with pytest.raises(NotInGpt2npError, match=r"get_neuron_results is TransformerLens's; .* offers accumulated_resid"):
+        cache.get_neuron_results()
+    assert not hasattr(cache, "logit_lens")  # an AttributeError as well
+    with pytest.raises(NotInGpt2npError, match=r"stack_head_results needs the model's weights: .*HookedTransformer"):
+        cache.stack_head_results()  # GPT2's own cache has no W_O (HookedTransformer's has)
+    parts = cache.decompose_resid(layer=1)  # [embed, pos_embed, 0_attn_out, 0_mlp_out]: the stream entering block 1
+    np.testing.assert_allclose(parts.sum(axis=0), cache["resid_pre", 1], rtol=1e-5, atol=1e-5)
     with pytest.raises(InputError, match="recompute_ln is not offered"):
         cache.apply_ln_to_stack(cache.accumulated_resid(), recompute_ln=True)
     with pytest.raises(InputError, match=r"layer must be None, -1 or 0 \.\. 2"):
