@@ -22,6 +22,7 @@ returned sequence (its keys and values are copied: KVCache.repeat_rows).
 from __future__ import annotations
 
 import numbers
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +74,23 @@ class GenerationSettings:
     length_penalty: float = 1.0
     early_stopping: bool | str = False
     stop_strings: tuple[str, ...] = ()
+
+
+SAMPLING_DEFAULTS = {"temperature": 1.0, "top_k": 50, "top_p": 1.0, "min_p": None}  # transformers' own
+
+
+def warn_unused_sampling(**settings: Any) -> None:
+    """A sampling setting without do_sample=True changes nothing: greedy decoding (and beam search)
+    never reads it. transformers' GenerationConfig.validate warns, in these words; so do we, once
+    per setting that differs from its default (generate(temperature=0.7) alone is greedy)."""
+    for name, value in settings.items():
+        if value != SAMPLING_DEFAULTS[name]:
+            warnings.warn(
+                f"`do_sample` is set to `False`. However, `{name}` is set to `{value}` -- this flag is only used in "
+                f"sample-based generation modes. You should set `do_sample=True` or unset `{name}`.",
+                UserWarning,
+                stacklevel=4,
+            )
 
 
 # Any: whatever the caller passed; checking it is this function's job.
@@ -192,6 +210,8 @@ def check_generation_args(
         raise InputError(f"length_penalty must be a finite number (1.0: the default), got {length_penalty!r}")
     if not (_is_bool(early_stopping) or early_stopping == "never"):
         raise InputError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
+    if not do_sample:  # every setting is valid; one that sampling alone reads is a no-op here
+        warn_unused_sampling(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
     return GenerationSettings(
         n_new=n_new,
         do_sample=bool(do_sample),

@@ -264,11 +264,11 @@ class GPT2:
                 output_attentions,
                 hook,
                 logits_to_keep,
-            )  # [B, T, C] after ln_f
+            )  # [B, T, C] after ln_f ([B, N, C] with logits_to_keep=N and no hook: see transformer)
             if logits_to_keep:
                 x = x[:, -logits_to_keep:]  # [B, N, C] (already so, unless hooks or all states were asked for)
             # a score for every token of the vocabulary: x . each token's embedding (tied)
-            logits = hook("logits", lm_head(x, self.weights.lm_head))  # [B, T, C] -> [B, T, V]
+            logits = hook("logits", lm_head(x, self.weights.lm_head))  # [B, T or N, C] -> [B, T or N, V]
         if not all_finite(logits):  # a NaN anywhere upstream reaches the logits (0 * NaN = NaN)
             raise self.non_finite_error(input_ids, attention_mask, position_ids, cache, hook)
         return GPT2Output(logits, hidden, attentions)

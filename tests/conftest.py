@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,17 @@ def private_stamp_cache(tmp_path_factory):
         mp.setenv("GPT2NP_CACHE", str(tmp_path_factory.mktemp("gpt2np-cache")))
     yield
     mp.undo()
+
+
+# The page's models, as its `gpt2np random-model` lines make them, and the test models that are them:
+# weights/tiny is byte for byte the test model "tiny" (test_the_page_makes_its_model_as_the_tests_do);
+# weights/gpt2-shaped only feeds the parameter count, which depends on the shape alone.
+PAGE_MODELS = {"weights/tiny": "tiny", "weights/gpt2-shaped": "gpt2-shaped"}
+
+
+def page_args(command: str, model_dir) -> list[str]:
+    """The command's arguments (without "gpt2np"), the page's model folders replaced by the test models."""
+    return [str(model_dir(PAGE_MODELS[a])) if a in PAGE_MODELS else a for a in shlex.split(command)[1:]]
 
 
 def build_model(name: str) -> Path:

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import re
 import shlex
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import PAGE_MODELS, ROOT, page_args
 
 from gpt2np.tools.cli import main
 
@@ -60,28 +58,42 @@ def assert_same_output(shown: str, actual: str, what: str = "") -> None:
 
 
 def run_cli(capsys, command: str, model_dir) -> str:
-    args = shlex.split(command)[1:]
-    args = [str(model_dir(a.rsplit("/", 1)[1])) if a.startswith("weights/test-models/") else a for a in args]
-    assert main(args) == 0
-    return capsys.readouterr().out.replace(str(model_dir("tiny").parent), "weights/test-models")
+    assert main(page_args(command, model_dir)) == 0
+    out = capsys.readouterr().out
+    for folder, name in PAGE_MODELS.items():
+        out = out.replace(str(model_dir(name)), folder)
+    return out
 
 
 def test_every_block_is_checked():
     """A new kind of block needs a test: none may go unchecked."""
-    kinds = {"gpt2np explain", "gpt2np plot", "gpt2np score", "gpt2np crosscheck", "gpt2np generate", "python -c"}
+    kinds = {
+        "gpt2np explain",
+        "gpt2np plot",
+        "gpt2np score",
+        "gpt2np crosscheck",
+        "gpt2np generate",
+        "gpt2np random-model",
+    }
     for command, _ in console_blocks():
         assert any(command.startswith(k) for k in kinds), f"no test re-runs `{command}`: add one to tests/test_docs.py"
     assert len(console_blocks()) >= 13
 
 
-def test_the_build_command_builds_the_test_model(tmp_path, model_dir):
-    ((command, shown),) = [b for b in console_blocks() if b[0].startswith("python -c")]
-    out = subprocess.run(
-        [sys.executable, *shlex.split(command)[1:]], cwd=tmp_path, capture_output=True, text=True, check=True
-    )
-    assert out.stdout == shown == ""
-    built = tmp_path / "weights" / "test-models" / "tiny" / "model.safetensors"
+def test_the_page_makes_its_model_as_the_tests_do(tmp_path, model_dir, capsys):
+    """The page's `gpt2np random-model weights/tiny ...` writes the test model "tiny", byte for byte,
+    and prints what the page shows: a reader's numbers are the page's."""
+    ((command, shown),) = [b for b in console_blocks() if b[0].startswith("gpt2np random-model")]
+    args = shlex.split(command)[1:]
+    assert args[1] == "weights/tiny"
+    args[1] = str(tmp_path / "weights" / "tiny")
+    assert main(args) == 0
+    assert capsys.readouterr().out.replace(str(tmp_path) + "/", "") == shown
+    built = tmp_path / "weights" / "tiny" / "model.safetensors"
     assert built.read_bytes() == (model_dir("tiny") / "model.safetensors").read_bytes()  # the same seed, the same bytes
+    assert (tmp_path / "weights" / "tiny" / "config.json").read_text() == (
+        model_dir("tiny") / "config.json"
+    ).read_text()
 
 
 def test_score_blocks(capsys, model_dir):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import copy
 import re
-import shlex
 
 import numpy as np
 import pytest
-from conftest import ROOT, SEED_ATTENTION_MASK, SEED_INPUT_IDS, SEED_SENTENCES
+from conftest import ROOT, SEED_ATTENTION_MASK, SEED_INPUT_IDS, SEED_SENTENCES, page_args
 
 from gpt2np import GPT2, plain
 from gpt2np.tools.cli import main
@@ -93,7 +92,7 @@ def test_numbers_come_from_the_library(monkeypatch, tokenizer_dir, capsys):
 def test_without_a_model_the_tokenizer_steps_still_run(tmp_path, tokenizer_dir, capsys):
     code, out, err = explain(capsys, "--model", tmp_path / "missing", "--tokenizer", tokenizer_dir)
     assert code == 0 and err == ""
-    assert "== 6. Softmax of a masked row ==" in out
+    assert "== 7. Softmax of a masked row ==" in out
     assert "Generation needs the model's weights" in out and "no folder" in out
 
 
@@ -128,7 +127,7 @@ def test_a_missing_tokenizer_is_an_error(tmp_path, capsys):
 def test_steps_can_be_chosen(tokenizer_dir, capsys):
     code, out, _ = explain(capsys, "--tokenizer", tokenizer_dir, "--step", "mask", "--step", "tokens")
     assert code == 0
-    assert re.findall(r"^== (\d+)\.", out, flags=re.M) == ["1", "5"]  # in the walkthrough's order
+    assert re.findall(r"^== (\d+)\.", out, flags=re.M) == ["1", "6"]  # in the walkthrough's order
 
 
 def test_user_sentences_and_row(tokenizer_dir, capsys):
@@ -169,8 +168,7 @@ def test_docs_show_what_explain_prints(model_dir, capsys):
     blocks = list(doc_blocks(DOC.read_text(encoding="utf-8")))
     assert len(blocks) >= 6
     for command, shown in blocks:
-        args = shlex.split(command)[1:]  # without "gpt2np"
-        args = [str(model_dir(a.rsplit("/", 1)[1])) if a.startswith("weights/test-models/") else a for a in args]
+        args = page_args(command, model_dir)  # without "gpt2np", the page's models as the test models
         code, out, _ = explain(capsys, *args[1:])
         assert code == 0
         assert out == shown, (
@@ -226,7 +224,7 @@ def test_minus_1e9_is_uniform_in_float32_only(capsys, model_dir):
 def test_block_step_prints_the_cached_activations(model_dir, tokenizer_dir, capsys):
     folder = model_dir("tiny")
     code, out, _ = explain(capsys, "--model", folder, "--tokenizer", tokenizer_dir, "--step", "block")
-    assert code == 0 and "== 9. Inside block 0" in out
+    assert code == 0 and "== 11. Inside block 0" in out
     model = GPT2.from_pretrained(folder)
     logits, cache = model.run_with_cache(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK)
     row, t = 0, 7  # the first padded row's last token
@@ -257,7 +255,7 @@ def test_block_step_without_a_model_says_so(tmp_path, tokenizer_dir, capsys):
 def test_decode_step_shows_the_shapes_and_positions_of_a_real_step(model_dir, tokenizer_dir, capsys):
     folder = model_dir("tiny")
     code, out, _ = explain(capsys, "--model", folder, "--tokenizer", tokenizer_dir, "--step", "decode")
-    assert code == 0 and "== 10. One decode step through the KV cache" in out
+    assert code == 0 and "== 13. One decode step through the KV cache" in out
     model = GPT2.from_pretrained(folder)
     cfg = model.config
     B, T, H, D = 3, 8, cfg.n_head, cfg.head_dim
@@ -312,14 +310,37 @@ def test_gelu_step_compares_the_two_forms(model_dir, tokenizer_dir, capsys):
 
 def test_bpe_step_merges_to_the_tokenizers_tokens(tokenizer, tokenizer_dir, capsys):
     code, out, _ = explain(capsys, "--tokenizer", tokenizer_dir, "--step", "bpe")
-    assert code == 0 and "== 13. BPE" in out
-    word = out.split("\n")[2].split(":")[0]  # "' will'": the word shown
+    assert code == 0 and "== 2. BPE" in out
+    word = out.split("\n")[2].split(", the batch's word")[0]  # "' will'": the word shown
     pieces = tokenizer.convert_ids_to_tokens(tokenizer.encode(eval(word)))
     assert f"tokens {pieces}" in out
     assert "the same ids: yes" in out
+
+
+def test_bpe_step_shows_the_words_of_the_sentence_its_word_comes_from(tokenizer_dir, capsys):
+    """Issue 35: it printed the first sentence's words, then walked through a word of another."""
+    code, out, _ = explain(capsys, "--tokenizer", tokenizer_dir, "--step", "bpe", "The cat sat", "My dog will bark")
+    sentence = re.search(r"Words of '(.*?)'", out).group(1)
+    word = eval(out.split("\n")[2].split(", the batch's word")[0])
+    assert word in sentence
 
 
 @pytest.mark.parametrize("step", ["decode", "parameters", "gelu"])
 def test_the_model_steps_without_a_model_say_so(tmp_path, tokenizer_dir, capsys, step):
     code, out, _ = explain(capsys, "--model", tmp_path / "missing", "--tokenizer", tokenizer_dir, "--step", step)
     assert code == 0 and "needs the model's weights" in out and "no folder" in out
+
+
+def test_the_page_follows_explains_order():
+    """Each step's block stands in the section of docs/how-it-works.md that has its number (issue
+    35: the page printed step 13 right after step 1), and the sections come in explain's order."""
+    text = DOC.read_text(encoding="utf-8")
+    numbers = {name: i for i, name in enumerate(STEPS, start=1)}
+    seen = []
+    for heading, body in re.findall(r"\n## (.*?)\n(.*?)(?=\n## |\Z)", text, flags=re.S):
+        first, _, last = heading.split(".")[0].partition("-")
+        for step in re.findall(r"\$ gpt2np explain .*?--step (\S+)", body):
+            if first.isdigit():
+                assert int(first) <= numbers[step] <= int(last or first), f"--step {step} under '## {heading}'"
+            seen.append(numbers[step])
+    assert seen == sorted(seen) and set(seen) == set(numbers.values())

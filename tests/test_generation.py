@@ -326,3 +326,22 @@ def test_a_streamer_that_is_not_one_is_refused_before_any_work(tiny):
             tiny.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=2, streamer=bad)
     with pytest.raises(InputError, match="streamer cannot be used with beam search"):
         tiny.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=2, streamer=print, num_beams=2)
+
+
+@pytest.mark.parametrize("setting", [{"temperature": 0.7}, {"top_k": 5}, {"top_p": 0.9}, {"min_p": 0.1}])
+def test_a_sampling_setting_without_do_sample_warns_as_transformers_does(tiny, setting):
+    """Issue 35: generate(temperature=0.7) alone is greedy; transformers warns that the setting is
+    unused, in these words, and so do we (the tokens stay greedy's)."""
+    (name, value), ids = next(iter(setting.items())), SEED_INPUT_IDS[1:2]
+    with pytest.warns(UserWarning, match=rf"`do_sample` is set to `False`. However, `{name}` is set to `{value}`"):
+        warned = tiny.generate(ids, max_new_tokens=3, **setting)
+    np.testing.assert_array_equal(warned, tiny.generate(ids, max_new_tokens=3))
+
+
+def test_defaults_and_sampling_do_not_warn(tiny):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        tiny.generate(SEED_INPUT_IDS[1:2], max_new_tokens=2)
+        tiny.generate(SEED_INPUT_IDS[1:2], max_new_tokens=2, do_sample=True, temperature=0.7, top_k=5, seed=0)

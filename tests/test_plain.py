@@ -14,13 +14,15 @@ a bug shared by both paths cannot hide behind their agreement.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from conftest import build_model
 from test_references import CASES, FILLS, META, REF, TOLERANCE, TOLERANCE_64, inputs
 
 import gpt2np.attention
-from gpt2np import GPT2, InputError, plain
+from gpt2np import GPT2, GPT2Config, InputError, plain
 from gpt2np.attention import attention, attention_in_blocks, self_attention
 from gpt2np.layers import gelu, layer_norm, linear, lm_head, mlp, softmax
 from gpt2np.masks import build_attention_mask, resolve_fill
@@ -288,3 +290,17 @@ def test_a_one_dimensional_input_gives_one_sequence():
     assert one.shape == (3, m.config.vocab_size)
     np.testing.assert_array_equal(one, plain.forward(m.weights, m.config, [[5, 6, 7]])[0])
     assert plain.generate(m.weights, m.config, [5, 6, 7], max_new_tokens=2).shape == (5,)
+
+
+def test_the_mlps_share_of_the_parameters_is_computed_not_typed():
+    """plain.mlp's docstring gives the MLP's share of the parameters (issue 35: it said "most",
+    when the MLP is 45.5% of GPT-2 124M): the numbers there are these, counted from the shapes."""
+    cfg = GPT2Config()  # GPT-2 124M's shape
+    C, F, V, P, L = cfg.n_embd, 4 * cfg.n_embd, cfg.vocab_size, cfg.n_positions, cfg.n_layer
+    mlp = C * F + F + F * C + C  # c_fc, c_proj
+    block = mlp + (C * 3 * C + 3 * C) + (C * C + C) + 4 * C  # + c_attn, attn.c_proj, ln_1, ln_2
+    embeddings = V * C + P * C  # wte (tied: also the output layer), wpe
+    total = embeddings + L * block + 2 * C  # + ln_f
+    assert total == 124_439_808
+    shown = re.findall(r"([\d.]+)%", plain.mlp.__doc__)
+    assert shown == [f"{100 * mlp / block:.0f}", f"{100 * L * mlp / total:.1f}", f"{100 * embeddings / total:.1f}"]

@@ -675,16 +675,18 @@ def show_gelu(tok, sentences, model) -> str:
 
 
 def show_bpe(tok, sentences) -> str:
-    """How the first sentence's longest word became tokens, by gpt2np/bpe.py's plain BPE."""
+    """How the batch's word with the most merges became tokens, by gpt2np/bpe.py's plain BPE, shown
+    with the words of the sentence it comes from."""
     bpe = BPE.gpt2()
-    words = [w for s in sentences for w in split_words(s)]
-    word = max(words, key=lambda w: (len(bpe.merge_steps(w)), len(w)))  # the word with the most merges
+    pairs = [(s, w) for s in sentences for w in split_words(s)]
+    sentence, word = max(pairs, key=lambda p: (len(bpe.merge_steps(p[1])), len(p[1])))  # the most merges
     steps = bpe.merge_steps(word)
     lines = [
-        f"Words of {sentences[0]!r} (a word keeps the space before it): "
-        + " ".join(repr(w) for w in split_words(sentences[0])),
-        f"{word!r}: its UTF-8 bytes, each as one character (the space is 'Ġ'), then each merge of the",
-        "adjacent pair that comes first in merges.txt (its rank: 0 is the first line after the header):",
+        f"Words of {sentence!r} (a word keeps the space before it): "
+        + " ".join(repr(w) for w in split_words(sentence)),
+        f"{word!r}, the batch's word with the most merges: its UTF-8 bytes, each as one character (the",
+        "space is 'Ġ'), then each merge of the adjacent pair that comes first in merges.txt (its rank: 0",
+        "is the first line after the header):",
         f"  {' '.join(steps[0])}",
     ]
     for before, after in pairwise(steps):
@@ -702,23 +704,41 @@ def show_bpe(tok, sentences) -> str:
 
 # --- the command ---------------------------------------------------------------------------
 
-STEPS = {  # name: (title, where the code is)
-    "tokens": ("Tokens and ids", "gpt2np/tokenizer.py: Tokenizer.encode"),
+# name: (title, where the code is: the plain page's function first (gpt2np/plain.py, bpe.py: the
+# formula to read), then its fast twin, which is what runs; tests/test_plain.py holds them equal).
+# The order is docs/how-it-works.md's, so a step's number is its section's.
+STEPS = {
+    "tokens": ("Tokens and ids", "plain: gpt2np/bpe.py: BPE.encode; fast: gpt2np/tokenizer.py: Tokenizer.encode"),
+    "bpe": ("BPE: how text became tokens", "plain: gpt2np/bpe.py: BPE.encode"),
     "padding": ("Why padding is needed", "gpt2np/tokenizer.py: Tokenizer.__call__, gpt2np/inputs.py: check_input_ids"),
     "left-padding": ("Left padding, pad = eos", "gpt2np/tokenizer.py: Tokenizer.__call__"),
-    "positions": ("Position ids from the mask", "gpt2np/masks.py: position_ids_from_mask"),
-    "mask": ("The additive attention mask", "gpt2np/masks.py: build_attention_mask"),
-    "softmax": ("Softmax of a masked row", "gpt2np/layers.py: softmax"),
+    "positions": (
+        "Position ids from the mask",
+        "plain: gpt2np/plain.py: forward; fast: gpt2np/masks.py: position_ids_from_mask",
+    ),
+    "mask": (
+        "The additive attention mask",
+        "plain: gpt2np/plain.py: additive_mask; fast: gpt2np/masks.py: build_attention_mask",
+    ),
+    "softmax": ("Softmax of a masked row", "plain: gpt2np/plain.py: softmax; fast: gpt2np/layers.py: softmax"),
     "empty-rows": (
         "A row with nothing to see: -inf, -1e9, min",
-        "gpt2np/attention.py: attention, gpt2np/masks.py: resolve_fill",
+        "plain: gpt2np/plain.py: attention; fast: gpt2np/attention.py: attention, gpt2np/masks.py: resolve_fill",
     ),
-    "generate": ("Greedy generation of the batch", "gpt2np/generation.py: generate"),
-    "block": ("Inside block 0: one token's path", "gpt2np/model.py: GPT2.block, gpt2np/attention.py: self_attention"),
-    "decode": ("One decode step through the KV cache", "gpt2np/generation.py: decode, gpt2np/kv_cache.py: KVCache"),
     "parameters": ("Where the parameters are", "gpt2np/weights.py: Weights"),
-    "gelu": ("GELU: GPT-2's tanh form and the exact erf", "gpt2np/plain.py: gelu, gpt2np/layers.py: gelu"),
-    "bpe": ("BPE: how text became tokens", "gpt2np/bpe.py: BPE.encode"),
+    "gelu": ("GELU: GPT-2's tanh form and the exact erf", "plain: gpt2np/plain.py: gelu; fast: gpt2np/layers.py: gelu"),
+    "block": (
+        "Inside block 0: one token's path",
+        "plain: gpt2np/plain.py: block; fast: gpt2np/model.py: GPT2.block, gpt2np/attention.py: self_attention",
+    ),
+    "generate": (
+        "Greedy generation of the batch",
+        "plain: gpt2np/plain.py: generate; fast: gpt2np/generation.py: generate",
+    ),
+    "decode": (
+        "One decode step through the KV cache",
+        "fast only (plain.generate re-runs the whole sequence): gpt2np/generation.py: decode, gpt2np/kv_cache.py",
+    ),
 }
 NEEDS_MODEL = ("empty-rows", "generate", "block", "decode", "parameters", "gelu")  # empty-rows: only its last check
 

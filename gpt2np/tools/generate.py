@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from ..errors import InputError
+from ..generation import SAMPLING_DEFAULTS as LIBRARY_SAMPLING_DEFAULTS
 from ..generation import check_generation_args
 from .common import add_model_args, load_model_and_tokenizer, read_prompts
 
@@ -192,15 +194,19 @@ def cmd_generate(args) -> int:
         use_cache=not args.no_cache,
         pad_token_id=tok.pad_token_id,
     )
-    # A bad value is refused before we warn that a good one goes unused (one line either way).
-    check_generation_args(
-        batch["input_ids"].shape[1],
-        **{k: v for k, v in settings.items() if k not in ("tokenizer", "use_cache", "pad_token_id")},
-        dtype=model.dtype,
-    )
+    # A bad value is refused before we warn that a good one goes unused (one line either way: the
+    # library's own warning about the same flags is this command's line below, in flag names).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        check_generation_args(
+            batch["input_ids"].shape[1],
+            **{k: v for k, v in settings.items() if k not in ("tokenizer", "use_cache", "pad_token_id")},
+            dtype=model.dtype,
+        )
     if sampling_flags and not args.do_sample:
         # Greedy decoding takes the most likely token: these would change nothing, silently.
         warn_unused(sampling_flags, "--do-sample", "decoding is greedy")
+        settings |= {name: LIBRARY_SAMPLING_DEFAULTS[name] for name in LIBRARY_SAMPLING_DEFAULTS}  # unused: said once
     if beam_flags and args.num_beams == 1:
         warn_unused(beam_flags, "--num-beams > 1", "there is no beam search")
     if len(prompts) == 1 and args.num_beams == 1 and args.num_return_sequences == 1 and not args.logprobs:
