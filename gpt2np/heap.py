@@ -17,7 +17,7 @@ only, nothing happens elsewhere), once per process:
 These are where glibc's own thresholds end up anyway once a process has freed a large array
 (they move up by themselves, to at most these values); a process that has only run short
 prompts never gets there. Setting them from the start, measured with
-`python scripts/where_time_goes.py page-faults 1 128` (6 fresh processes each way, 2026-12-03):
+`python scripts/experiments/where_time_goes.py page-faults 1 128` (6 fresh processes each way, 2026-12-03):
 page faults per 1x128 prefill 12,800 -> 0, its time 166 -> 143 ms (Haswell kernel) and 127 ->
 100 ms (SkylakeX); 1x1000: 4,600 -> 0 faults, 1253 -> 1218 ms. How many faults the defaults
 make depends on the sizes a process has met: at 1x150 only 1,260, and the time did not move

@@ -178,7 +178,7 @@ def lm_head(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     This is the model's largest matmul and the largest source of float32 rounding in the
     logits. A GEMM accumulates each output as one running float32 sum over C = 768 terms, and
     the rounding error grows with the length of that sum. For several rows we split C into
-    chunks of 128 and add the partial products: measured with scripts/fidelity.py, this takes
+    chunks of 128 and add the partial products: measured with scripts/experiments/fidelity.py, this takes
     the logits' error below transformers' (whose BLAS sums more accurately than OpenBLAS),
     for ~8% of this matmul's time. For one row (batch-1 decoding) BLAS's matrix-vector
     product is already more accurate than torch's, and splitting it would cost ~45%, so we

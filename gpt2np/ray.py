@@ -141,7 +141,7 @@ def score_dataset(
         # One batch at a time per actor. Ray's default queues up to 4 batches on an actor, and the
         # actor that starts first takes them before the others are up: with 2 actors, a corpus of
         # 120 texts in 2 batches ran wholly on one (70.5 s), and 75/45 with this (48.6 s;
-        # scripts/ray_balance.py). A batch takes seconds, so a deeper queue gains nothing.
+        # scripts/experiments/ray_balance.py). A batch takes seconds, so a deeper queue gains nothing.
         compute=ray.data.ActorPoolStrategy(size=concurrency, max_tasks_in_flight_per_actor=1),
         num_cpus=cpus,
         udf_modifying_row_count=False,  # one row out per row in

@@ -101,7 +101,7 @@ def decode_alike(ours, theirs, folder: Path, tolerance: float):
     """Two of the bench's implementations (scripts/bench/impl_*.py) loaded from one model: the
     same logits (within tolerance) from forward (all, the last, the last 3 positions), from a
     prefill repeated to 3 rows and from 4 decode steps after it. Returns them, loaded."""
-    from scripts.export_onnx import max_difference
+    from scripts.bench.export_onnx import max_difference
 
     ours.load(folder)
     theirs.load(folder)

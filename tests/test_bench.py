@@ -13,7 +13,7 @@ from conftest import ROOT, build_model
 if str(ROOT) not in sys.path:  # scripts/ is a folder of the repository, not an installed package
     sys.path.insert(0, str(ROOT))
 
-from scripts import export_onnx
+from scripts.bench import export_onnx
 from scripts.bench import cli, runner
 from scripts.bench.report import build_report
 

@@ -1,4 +1,4 @@
-"""scripts/compare_versions.py: a git revision's gpt2np runs as a renamed package beside ours."""
+"""scripts/experiments/compare_versions.py: a git revision's gpt2np runs as a renamed package beside ours."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "scripts" / "experiments"))
 import compare_versions  # noqa: E402
 
 

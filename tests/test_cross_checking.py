@@ -22,7 +22,7 @@ from gpt2np.tools.tracefile import load_trace
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("wrong_variants", ROOT / "scripts" / "wrong_variants.py")
+    spec = importlib.util.spec_from_file_location("wrong_variants", ROOT / "scripts" / "data" / "wrong_variants.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

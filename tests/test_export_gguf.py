@@ -1,9 +1,9 @@
-"""scripts/export_gguf.py: the f32 GGUF of the bench's llama.cpp column and its logits check.
+"""scripts/bench/export_gguf.py: the f32 GGUF of the bench's llama.cpp column and its logits check.
 
 The staging of a model folder and the copy of ggml's float16 GELU are plain NumPy and run
 everywhere. The rest converts the tiny random model for real and runs it in llama.cpp: it needs
 llama-cpp-python (which compiles llama.cpp: not in any extra), torch, and llama.cpp's converter
-already fetched by `python scripts/export_gguf.py` (the tests download nothing); each is skipped,
+already fetched by `python scripts/bench/export_gguf.py` (the tests download nothing); each is skipped,
 saying which, where missing.
 """
 
@@ -22,8 +22,8 @@ from conftest import ROOT, build_model, changed_copy, decode_alike
 if str(ROOT) not in sys.path:  # scripts/ is a folder of the repository, not an installed package
     sys.path.insert(0, str(ROOT))
 
-from scripts import export_gguf
-from scripts.export_onnx import LogitsMismatch
+from scripts.bench import export_gguf
+from scripts.bench.export_onnx import LogitsMismatch
 
 pytestmark = pytest.mark.usefixtures("blas_threads_restored")  # the bench impls limit BLAS threads process-wide
 
@@ -70,7 +70,7 @@ needs_llama = pytest.mark.skipif(
     reason=(
         f"{', '.join(MISSING)} not installed (pip install llama-cpp-python; CI installs only .[test])"
         if MISSING
-        else "llama.cpp's converter not fetched yet: run `python scripts/export_gguf.py` once (the tests download nothing)"
+        else "llama.cpp's converter not fetched yet: run `python scripts/bench/export_gguf.py` once (the tests download nothing)"
     ),
 )
 

@@ -1,4 +1,4 @@
-"""scripts/export_onnx.py: the ONNX export of the bench's ONNX Runtime column and its logits check.
+"""scripts/bench/export_onnx.py: the ONNX export of the bench's ONNX Runtime column and its logits check.
 
 The comparison helpers are plain NumPy and run everywhere. The rest exports the tiny random
 model for real (torch, transformers, onnx, onnxscript, onnxruntime: in the `test` and `bench`
@@ -19,8 +19,8 @@ from conftest import IN_CI, ROOT, build_model, changed_copy, decode_alike
 if str(ROOT) not in sys.path:  # scripts/ is a folder of the repository, not an installed package
     sys.path.insert(0, str(ROOT))
 
-from scripts import export_onnx
-from scripts.export_onnx import TOLERANCE, LogitsMismatch, max_difference, require_equal
+from scripts.bench import export_onnx
+from scripts.bench.export_onnx import TOLERANCE, LogitsMismatch, max_difference, require_equal
 
 pytestmark = pytest.mark.usefixtures("blas_threads_restored")  # the bench impls limit BLAS threads process-wide
 

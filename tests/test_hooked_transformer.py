@@ -1,7 +1,7 @@
 """gpt2np.hooked_transformer (TransformerLens's surface) and gpt2np.factored_matrix, without
 TransformerLens or torch: each convention pinned by a fact of its own (the head split of W_Q is the
 forward pass's, BOS first, hook_normalized before the gain, -inf in masked scores), so the planted
-bugs in scripts/mutants.py are caught torch-free. tests/test_tl_gallery.py compares the whole
+bugs in scripts/ci/mutants.py are caught torch-free. tests/test_tl_gallery.py compares the whole
 surface with TransformerLens itself."""
 
 from __future__ import annotations

@@ -31,6 +31,13 @@ def lint_imports(cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([exe, "--no-cache"], cwd=cwd, capture_output=True, text=True)
 
 
+def copy_tree(into: Path) -> None:
+    """What lint-imports reads: the package, the scripts and pyproject.toml's contracts."""
+    for name in ("gpt2np", "scripts"):
+        shutil.copytree(ROOT / name, into / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", into)
+
+
 def test_the_import_contracts_are_kept():
     result = lint_imports(ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -47,15 +54,18 @@ def test_every_core_module_is_under_contract():
     in_layers = {name.strip() for layer in layered["layers"] for name in layer.split("|")}
     assert core == in_forbidden, f"core modules vs the forbidden contract's list: {sorted(core ^ in_forbidden)}"
     assert core <= in_layers, f"not in any layer: {sorted(core - in_layers)}"
-    assert {name.strip() for name in layered["layers"][0].split("|")} == {"tools", "ray"}  # the top layer
+    assert {name.strip() for name in layered["layers"][0].split("|")} == {
+        "tools",
+        "ray",
+        "hooked_transformer",
+    }  # on top
     assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()} == {"tools"}
 
 
 def test_a_cycle_through_the_tools_is_caught(tmp_path):
     """The cycle this layout removed (scoring -> cli -> model -> scoring) is reported again if
     it comes back: planted in a copy of the package."""
-    shutil.copytree(PACKAGE, tmp_path / "gpt2np", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    copy_tree(tmp_path)
     scoring = tmp_path / "gpt2np" / "scoring.py"
     scoring.write_text(scoring.read_text() + "\nfrom .tools.common import read_prompts  # planted\n")
     result = lint_imports(tmp_path)
@@ -66,8 +76,7 @@ def test_a_cycle_through_the_tools_is_caught(tmp_path):
 def test_a_circle_between_trace_and_compare_is_caught(tmp_path):
     """trace and compare once imported each other (inside functions); what they share lives in
     tracefile and measure now, and the third contract reports the circle if it comes back."""
-    shutil.copytree(PACKAGE, tmp_path / "gpt2np", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    copy_tree(tmp_path)
     trace = tmp_path / "gpt2np" / "tools" / "trace.py"
     trace.write_text(trace.read_text() + "\n\ndef _planted():\n    from .compare import measure  # planted\n")
     result = lint_imports(tmp_path)
@@ -79,10 +88,20 @@ def test_a_circle_between_trace_and_compare_is_caught(tmp_path):
 def test_the_plain_page_importing_the_fast_path_is_caught(tmp_path, module):
     """gpt2np.plain is the reference the fast path is tested against: if it borrowed a fast
     function (or the hooks, or the cache) the test would compare the fast path with itself."""
-    shutil.copytree(PACKAGE, tmp_path / "gpt2np", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    copy_tree(tmp_path)
     plain = tmp_path / "gpt2np" / "plain.py"
     plain.write_text(plain.read_text() + f"\nfrom . import {module}  # planted\n")
     result = lint_imports(tmp_path)
     assert result.returncode != 0
     assert "BROKEN" in result.stdout and f"gpt2np.plain -> gpt2np.{module}" in result.stdout
+
+
+def test_a_circle_between_the_bench_and_its_export_is_caught(tmp_path):
+    """scripts/bench/cli.py and the ONNX export once imported each other (issue 35); the export now
+    takes the bench's model from bench/family.py, and the scripts' contract reports a circle."""
+    copy_tree(tmp_path)
+    export = tmp_path / "scripts" / "bench" / "export_onnx.py"
+    export.write_text(export.read_text() + "\n\ndef _planted():\n    from scripts.bench.cli import main  # planted\n")
+    result = lint_imports(tmp_path)
+    assert result.returncode != 0
+    assert "BROKEN" in result.stdout and "- .export_onnx -> .cli" in result.stdout

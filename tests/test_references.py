@@ -1,6 +1,6 @@
 """gpt2np against transformers' stored outputs (tests/data/references.*), without torch.
 
-The references were made by scripts/make_references.py from the random test models; the
+The references were made by scripts/data/make_references.py from the random test models; the
 models are rebuilt here from their seeds (plain NumPy, no gpt2np forward pass), and their sha256
 must equal the one recorded, so a mismatch can only mean gpt2np computes something else.
 
@@ -65,7 +65,7 @@ def models():
             digest = sha256_of(folder / "model.safetensors")
             assert digest == META["models"][name]["sha256"], (
                 f"the rebuilt test model {name} differs from the one the references were made from; "
-                "rerun scripts/make_references.py"
+                "rerun scripts/data/make_references.py"
             )
             cache[(name, dtype)] = GPT2.from_pretrained(folder, dtype=dtype)
         model = cache[(name, dtype)]

@@ -28,12 +28,12 @@ What is measured (random token ids, float32, greedy; see tasks.py for the sizes)
 
 ONNX Runtime (the `bench` extra: pip install -e '.[bench]'): transformers' GPT-2 exported from
 the same safetensors file with its past keys/values as explicit inputs and optimised for GPT-2
-by scripts/export_onnx.py, once per model (cached under weights/bench-models/onnx, re-exported
+by scripts/bench/export_onnx.py, once per model (cached under weights/bench-models/onnx, re-exported
 when the weights change); its logits are checked against gpt2np's before anything is timed (a
 mismatch stops the bench). It runs every task but score8_long and family. The column is left
 out, with a line saying why, when onnxruntime is not installed (or --no-onnxruntime).
 llama.cpp (`pip install llama-cpp-python`, which compiles it): the same weights converted to an
-f32 GGUF by llama.cpp's own converter (scripts/export_gguf.py, cached under
+f32 GGUF by llama.cpp's own converter (scripts/bench/export_gguf.py, cached under
 weights/bench-models/gguf), checked the same way within 1e-2 (its CPU GELU reads a float16
 table; export_gguf.py says why and how close it comes otherwise); the same tasks as ONNX
 Runtime; left out when llama-cpp-python is not installed (or --no-llamacpp).

@@ -12,7 +12,7 @@ from importlib import metadata, util
 from pathlib import Path
 
 from . import __doc__ as OVERVIEW
-from .family import FAMILY, build_family_model, family_root
+from .family import FAMILY, build_family_model, family_root, resolve_model
 from .measure import median
 from .report import TF, aggregate, aggregate_machine, build_report, task_metrics
 from .runner import BUSY_CORES, blas_forced, implementations, run_worker, runs
@@ -93,24 +93,6 @@ def parse_args(argv=None):
     return args
 
 
-def resolve_model(arg: str | None) -> tuple[Path, str]:
-    from gpt2np.errors import GPT2npError
-    from gpt2np.hub import resolve_model_files
-    from gpt2np.tools.random_model import build_test_model
-
-    if arg:
-        return resolve_model_files(arg, local_files_only=True)["model.safetensors"].parent, arg
-    try:
-        return resolve_model_files("gpt2", local_files_only=True)["model.safetensors"].parent, "real GPT-2 124M (gpt2)"
-    except GPT2npError:
-        root = Path(os.environ.get("GPT2NP_TEST_MODELS", ROOT / "weights" / "test-models"))
-        print(
-            f"real GPT-2 weights not found; using the random 124M-shaped model in {root / 'gpt2-shaped'}",
-            file=sys.stderr,
-        )
-        return build_test_model("gpt2-shaped", root), "random 124M-shaped (real GPT-2 weights not on this machine)"
-
-
 def describe_model(folder: Path) -> dict:
     from gpt2np.config import GPT2Config
 
@@ -173,11 +155,11 @@ def kernels(results) -> dict:
 RUNTIMES = {
     "onnxruntime": (
         "ONNX Runtime", "no_onnxruntime", "onnxruntime", "onnxruntime", "pip install -e '.[bench]'",
-        "scripts.export_onnx", "ensure_onnx",
+        "scripts.bench.export_onnx", "ensure_onnx",
     ),
     "llama.cpp": (
         "llama.cpp", "no_llamacpp", "llama_cpp", "llama-cpp-python", "pip install llama-cpp-python: it compiles llama.cpp",
-        "scripts.export_gguf", "ensure_gguf",
+        "scripts.bench.export_gguf", "ensure_gguf",
     ),
 }  # fmt: skip
 
@@ -190,7 +172,7 @@ def runtime_column(args, model_dir: Path, impl: str) -> tuple[Path | None, dict 
     timed, and a mismatch raises LogitsMismatch: no column is better than a column of wrong numbers."""
     import importlib
 
-    from scripts.export_onnx import ExportUnavailable
+    from scripts.bench.export_onnx import ExportUnavailable
 
     name, flag, module, package, install, script, ensure = RUNTIMES[impl]
     if getattr(args, flag):
@@ -221,7 +203,7 @@ def main(argv=None) -> int:
     with_tf = (
         util.find_spec("torch") is not None and util.find_spec("transformers") is not None and not args.no_transformers
     )
-    from scripts.export_onnx import LogitsMismatch
+    from scripts.bench.export_onnx import LogitsMismatch
 
     try:
         args.onnx, onnx_manifest, onnx_line = runtime_column(args, model_dir, "onnxruntime")

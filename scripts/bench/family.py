@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import sys
 from pathlib import Path
 
 from .tasks import ROOT
@@ -69,3 +70,22 @@ def build_family_model(name: str, root: Path | None = None) -> Path:
 if __name__ == "__main__":  # python -m scripts.bench.family: build them all now
     for n in FAMILY:
         print(build_family_model(n))
+
+
+# The model every task runs: the real GPT-2 124M if on this machine, else the random 124M-shaped one.
+def resolve_model(arg: str | None) -> tuple[Path, str]:
+    from gpt2np.errors import GPT2npError
+    from gpt2np.hub import resolve_model_files
+    from gpt2np.tools.random_model import build_test_model
+
+    if arg:
+        return resolve_model_files(arg, local_files_only=True)["model.safetensors"].parent, arg
+    try:
+        return resolve_model_files("gpt2", local_files_only=True)["model.safetensors"].parent, "real GPT-2 124M (gpt2)"
+    except GPT2npError:
+        root = Path(os.environ.get("GPT2NP_TEST_MODELS", ROOT / "weights" / "test-models"))
+        print(
+            f"real GPT-2 weights not found; using the random 124M-shaped model in {root / 'gpt2-shaped'}",
+            file=sys.stderr,
+        )
+        return build_test_model("gpt2-shaped", root), "random 124M-shaped (real GPT-2 weights not on this machine)"

@@ -1,13 +1,13 @@
 """llama.cpp (through llama-cpp-python's C API bindings) behind the benchmark's small interface.
 
 The model is an f32 GGUF converted from the same safetensors file by llama.cpp's own
-convert_hf_to_gguf.py (scripts/export_gguf.py, cached once per model, its logits checked
+convert_hf_to_gguf.py (scripts/bench/export_gguf.py, cached once per model, its logits checked
 against gpt2np's before the bench times anything). Settings, all stated:
 
 - the KV cache in float32 (llama.cpp's default is float16, which moves logits by ~1e-3 on its
   own: 2.5e-3 on the tiny test model) and flash attention off (llama.cpp's default, "auto",
   turns it on, and on the CPU it moved the tiny model's logits by 4.0e-3 against 7.0e-4 with
-  it off: python scripts/export_gguf.py --model weights/test-models/tiny, both ways);
+  it off: python scripts/bench/export_gguf.py --model weights/test-models/tiny, both ways);
 - each row of a batch is its own sequence (seq_id = row), each with room for as many tokens as
   the task puts in a row (tasks.row_tokens: n_ctx = rows x that; llama.cpp allocates and clears
   the whole KV cache up front, so a cache sized for GPT-2's whole context would add ~540 MB to

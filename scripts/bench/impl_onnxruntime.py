@@ -1,6 +1,6 @@
 """ONNX Runtime behind the benchmark's small interface (the same one impl_gpt2np.py offers).
 
-The graph is transformers' GPT-2 exported by scripts/export_onnx.py (cached once per model,
+The graph is transformers' GPT-2 exported by scripts/bench/export_onnx.py (cached once per model,
 its logits checked against gpt2np's before the bench times anything). Its inputs and outputs,
 all NumPy arrays on the way in and out:
 

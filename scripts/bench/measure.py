@@ -28,7 +28,7 @@ def mapped_pages(path) -> dict[str, int] | None:
     """How this process maps a file: bytes resident, and bytes of those mapped with 2 MB pages
     (/proc/self/smaps; None where the file is not mapped, or not on Linux). Which page size the
     kernel uses depends on how the file came into the page cache, and 4 KB pages cost a decode
-    step a few percent at batch 8 (scripts/where_time_goes.py weights-in-memory)."""
+    step a few percent at batch 8 (scripts/experiments/where_time_goes.py weights-in-memory)."""
     try:
         lines = Path("/proc/self/smaps").read_text().splitlines()
     except OSError:

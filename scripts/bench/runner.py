@@ -109,9 +109,9 @@ def run_worker(impl: str, task: str | None, model_dir: Path, args) -> dict:
     if task:
         cmd += ["--task", task]
     if impl == "onnxruntime":
-        cmd += ["--onnx", str(args.onnx)]  # the checked export (scripts/export_onnx.py)
+        cmd += ["--onnx", str(args.onnx)]  # the checked export (scripts/bench/export_onnx.py)
     if impl == "llama.cpp":
-        cmd += ["--gguf", str(args.gguf)]  # the checked conversion (scripts/export_gguf.py)
+        cmd += ["--gguf", str(args.gguf)]  # the checked conversion (scripts/bench/export_gguf.py)
     idle_before = wait_until_idle(args.max_wait) if args.max_wait > 0 else None
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy0, steal0 = cpu_seconds()

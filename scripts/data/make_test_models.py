@@ -1,10 +1,10 @@
 """Build the random GPT-2 test models (gpt2np.tools.random_model.TEST_MODELS) and print their sha256.
 
-    python scripts/make_test_models.py [--out weights/test-models] [names...]
+    python scripts/data/make_test_models.py [--out weights/test-models] [names...]
 
 The tests build them on demand too (tests/conftest.py); this script is for doing it up front
 and for seeing that the bytes are reproducible: the sha256 printed here must equal the one
-stored in tests/data/references.json, which scripts/make_references.py recorded.
+stored in tests/data/references.json, which scripts/data/make_references.py recorded.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from gpt2np.hub import sha256_of  # noqa: E402

@@ -1,6 +1,6 @@
 """Deliberately wrong GPT-2s, each writing a trace, for docs/cross-checking.md and its tests.
 
-    python scripts/wrong_variants.py REFERENCE.safetensors --model FOLDER --out DIR
+    python scripts/data/wrong_variants.py REFERENCE.safetensors --model FOLDER --out DIR
 
 reads the batch (input_ids, attention_mask) from the reference trace, as your own
 implementation would, and writes DIR/correct.safetensors (gpt2np's float32, which must pass)
@@ -26,7 +26,7 @@ trace saved another way), so nothing else differs. `gpt2np compare REFERENCE
 DIR/<variant>.safetensors` must name the point in VARIANTS as the first divergence, and pass
 the CONVENTIONS (tests/test_cross_checking.py checks it). --only NAME writes just those.
 
-    python scripts/wrong_variants.py --sharpen FOLDER DEST
+    python scripts/data/wrong_variants.py --sharpen FOLDER DEST
 
 writes a copy of the model FOLDER whose block-0 queries are scaled by 50 (a "sharp" head, some
 scores above 88.7 = log of float32's max, where a softmax that does not subtract the max
@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from gpt2np import GPT2  # noqa: E402

@@ -1,6 +1,6 @@
-"""The bad things scripts/error_cases.py is written with: a temporary home (offline, its own
+"""The bad things scripts/docs/error_cases.py is written with: a temporary home (offline, its own
 caches), a tiny good model and ways to break its files, a fake hub, and running the command line
-in-process. Importing this module sets the environment up; scripts/error_table.py does so.
+in-process. Importing this module sets the environment up; scripts/docs/error_table.py does so.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from unittest import mock
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))  # for the fake hub
 
 TMP = Path(tempfile.mkdtemp(prefix="gpt2np-errors-"))

@@ -1,8 +1,8 @@
 """Convert a GPT-2 to an f32 GGUF for the benchmark's llama.cpp column, once per model.
 
-    python scripts/export_gguf.py                  # the bench's model: real gpt2 if present, else the random 124M-shaped one
-    python scripts/export_gguf.py --model FOLDER   # any model folder (config.json + model.safetensors)
-    python scripts/export_gguf.py --force          # convert again even if the cached one is there
+    python scripts/bench/export_gguf.py                  # the bench's model: real gpt2 if present, else the random 124M-shaped one
+    python scripts/bench/export_gguf.py --model FOLDER   # any model folder (config.json + model.safetensors)
+    python scripts/bench/export_gguf.py --force          # convert again even if the cached one is there
 
 (from the repository root; needs llama-cpp-python, which compiles llama.cpp when pip installs it,
 and torch: `pip install llama-cpp-python` after `pip install -e '.[bench]'`). The steps:
@@ -27,7 +27,7 @@ and torch: `pip install llama-cpp-python` after `pip install -e '.[bench]'`). Th
    what remains after the known difference is taken out.
 
 Cached under $GPT2NP_BENCH_MODELS/gguf (default weights/bench-models/gguf), keyed by the
-weights like the ONNX export (scripts/export_onnx.py), with export.json beside model.gguf.
+weights like the ONNX export (scripts/bench/export_onnx.py), with export.json beside model.gguf.
 """
 
 from __future__ import annotations
@@ -44,13 +44,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from scripts.bench.family import family_root  # noqa: E402
-from scripts.bench.impl_llamacpp import LlamaGGUF  # noqa: E402
-from scripts.export_onnx import (  # noqa: E402
+from scripts.bench.export_onnx import (  # noqa: E402
     TOLERANCE,
     ExportUnavailable,
     LogitsMismatch,
@@ -60,6 +58,8 @@ from scripts.export_onnx import (  # noqa: E402
     max_difference,
     require_equal,
 )
+from scripts.bench.family import family_root  # noqa: E402
+from scripts.bench.impl_llamacpp import LlamaGGUF  # noqa: E402
 
 LLAMA_TOLERANCE = 1e-2  # max |logits difference| allowed for llama.cpp (its float16 GELU: see above)
 MODEL_FILE = "model.gguf"

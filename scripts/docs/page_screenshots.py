@@ -1,7 +1,7 @@
 """The screenshots of `gpt2np page` in README.md and docs/how-it-works.md, remade from scratch.
 
-    python scripts/page_screenshots.py            # writes docs/img/page-*.png
-    python scripts/page_screenshots.py --out DIR
+    python scripts/docs/page_screenshots.py            # writes docs/img/page-*.png
+    python scripts/docs/page_screenshots.py --out DIR
 
 It makes the random model the README makes (`gpt2np random-model`), writes the seed batch's
 page with `gpt2np page`, opens it in headless Chromium (Debian's chromium, driven by
@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SEED = ["It will rain in the", "I want to eat a big bowl of", "My dog is"]
 SIXTEEN = "The quick brown fox jumps over the lazy dog because it wanted to see the river"  # 16 GPT-2 tokens
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -1,14 +1,14 @@
 """Where a forward's time goes, component by component, and experiments that did not pay.
 
-    python scripts/where_time_goes.py prefill 1 1024       # a 1x1024 prefill (last logits)
-    python scripts/where_time_goes.py decode 8 900         # a decode step at batch 8, context 900
-    python scripts/where_time_goes.py split-attention 8    # decode attention split over 2 threads
-    python scripts/where_time_goes.py weights-in-memory 1  # decode, weights mapped or copied into memory
-    python scripts/where_time_goes.py transposed-weights 1 # decode, weights stored [in, out] or [out, in]
-    python scripts/where_time_goes.py products 8           # a forward's products alone at 8 rows, each way
-    python scripts/where_time_goes.py page-faults 1 128    # malloc tuned (gpt2np/heap.py) or left alone
-    python scripts/where_time_goes.py blas-threads 8       # decode, BLAS at 2 threads or 1
-    python scripts/where_time_goes.py own-threads 8        # decode split over our own 2 threads, BLAS at 1
+    python scripts/experiments/where_time_goes.py prefill 1 1024       # a 1x1024 prefill (last logits)
+    python scripts/experiments/where_time_goes.py decode 8 900         # a decode step at batch 8, context 900
+    python scripts/experiments/where_time_goes.py split-attention 8    # decode attention split over 2 threads
+    python scripts/experiments/where_time_goes.py weights-in-memory 1  # decode, weights mapped or copied into memory
+    python scripts/experiments/where_time_goes.py transposed-weights 1 # decode, weights stored [in, out] or [out, in]
+    python scripts/experiments/where_time_goes.py products 8           # a forward's products alone at 8 rows, each way
+    python scripts/experiments/where_time_goes.py page-faults 1 128    # malloc tuned (gpt2np/heap.py) or left alone
+    python scripts/experiments/where_time_goes.py blas-threads 8       # decode, BLAS at 2 threads or 1
+    python scripts/experiments/where_time_goes.py own-threads 8        # decode split over our own 2 threads, BLAS at 1
 
 The first two time each call of linear, attention, LayerNorm, GELU and the output layer inside a
 real forward of the random 124M-shaped model (weights/test-models/gpt2-shaped, built if absent;
@@ -65,7 +65,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 

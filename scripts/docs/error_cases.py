@@ -1,5 +1,5 @@
 """Every bad input we know of: (what, the error class it must raise, how to trigger it, the test
-that covers it), in groups. scripts/error_table.py runs each and writes docs/errors.md.
+that covers it), in groups. scripts/docs/error_table.py runs each and writes docs/errors.md.
 The helpers and fixtures (folder, with_header, cli_error, TINY, ...) are in error_fixtures.py.
 """
 

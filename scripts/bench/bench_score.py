@@ -1,10 +1,10 @@
 """Benchmark corpus scoring: tokens scored per second, gpt2np against a batched transformers loop
 computing the same numbers, in one run; and the Ray integration at 1 and 2 actors.
 
-    /work/venv/bin/python scripts/bench_score.py                  # gpt2np vs transformers, 5 repeats
-    /work/venv/bin/python scripts/bench_score.py --repeats 3 --texts 200
-    /work/venv/bin/python scripts/bench_score.py --ray 1,2 --tokenizer DIR   # + Ray Data, 1 and 2 actors
-    /work/venv/bin/python scripts/bench_score.py --skip-single --ray 1,2 --ray-batch-size 16 --tokenizer DIR
+    /work/venv/bin/python scripts/bench/bench_score.py                  # gpt2np vs transformers, 5 repeats
+    /work/venv/bin/python scripts/bench/bench_score.py --repeats 3 --texts 200
+    /work/venv/bin/python scripts/bench/bench_score.py --ray 1,2 --tokenizer DIR   # + Ray Data, 1 and 2 actors
+    /work/venv/bin/python scripts/bench/bench_score.py --skip-single --ray 1,2 --ray-batch-size 16 --tokenizer DIR
                                                                     # Ray only, smaller Ray batches
 
 The corpus: --texts token-id sequences (seed 0) with lengths spread like lines of real text,
@@ -47,7 +47,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 MARK = "BENCH-SCORE "
 

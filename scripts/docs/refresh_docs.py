@@ -1,7 +1,7 @@
 """Re-run every command block of docs/how-it-works.md and write what it prints back into the page.
 
-    python scripts/refresh_docs.py            # rewrite the page's outputs in place
-    python scripts/refresh_docs.py --check    # only say which blocks are stale (exit 1 if any)
+    python scripts/docs/refresh_docs.py            # rewrite the page's outputs in place
+    python scripts/docs/refresh_docs.py --check    # only say which blocks are stale (exit 1 if any)
 
 Each ```console block is `$ command` and the output. The commands run from the repository root,
 as a reader runs them after the README: the page's own `gpt2np random-model` lines make the
@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "how-it-works.md"
 BLOCK = re.compile(r"```console\n\$ (.*?)\n(.*?)```", flags=re.S)
 MODELS = {  # the models the page uses, made as the page says (gpt2-shaped: random-model's defaults)

@@ -1,7 +1,7 @@
 """How far are float32 logits from the float64 truth: gpt2np's and transformers', side by side.
 
-    python scripts/fidelity.py [--models tiny small-outliers odd gpt2-shaped] [--real]
-    python scripts/fidelity.py --gemm      # how much this BLAS kernel's float32 matmul rounds
+    python scripts/experiments/fidelity.py [--models tiny small-outliers odd gpt2-shaped] [--real]
+    python scripts/experiments/fidelity.py --gemm      # how much this BLAS kernel's float32 matmul rounds
 
 The truth is transformers run in float64 (gpt2np's own float64 mode agrees with it to ~1e-13).
 For each model and a few random batches, prints the RMS and the max of |logits - truth| over
@@ -11,7 +11,7 @@ closer). --real adds the real GPT-2 124M when it is on disk. Needs torch + trans
 --gemm prints which OpenBLAS kernel NumPy runs (threadpoolctl) and the RMS error, relative to
 float64, of a float32 matmul at GPT-2's shapes: [24, 768] @ [768, N] and 3072-long sums. Run it
 once as the environment has OPENBLAS_CORETYPE and once with it unset (`env -u OPENBLAS_CORETYPE
--u OPENBLAS_L2_SIZE python scripts/fidelity.py --gemm`) to compare two kernels on one CPU.
+-u OPENBLAS_L2_SIZE python scripts/experiments/fidelity.py --gemm`) to compare two kernels on one CPU.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from gpt2np import GPT2  # noqa: E402

@@ -1,7 +1,7 @@
 """Run transformers on the random test models and store its outputs as test references.
 
-    python scripts/make_references.py                  # both files; needs torch==2.13.0 and transformers (pip install -e '.[test]')
-    python scripts/make_references.py --only generation    # only tests/data/generation.*
+    python scripts/data/make_references.py                  # both files; needs torch==2.13.0 and transformers (pip install -e '.[test]')
+    python scripts/data/make_references.py --only generation    # only tests/data/generation.*
 
 Writes tests/data/references.npz (arrays) and tests/data/references.json (what was run, with
 which versions, and the sha256 of each test model's weights), and tests/data/generation.npz /
@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from gpt2np.hub import sha256_of  # noqa: E402
@@ -330,7 +330,7 @@ def run_info() -> dict:
     import transformers
 
     return {
-        "generated_by": "python scripts/make_references.py",
+        "generated_by": "python scripts/data/make_references.py",
         "versions": {
             "torch": torch.__version__,
             "transformers": transformers.__version__,

@@ -1,8 +1,8 @@
 """Export transformers' GPT-2 to ONNX for the benchmark's ONNX Runtime column, once per model.
 
-    python scripts/export_onnx.py                  # the bench's model: real gpt2 if present, else the random 124M-shaped one
-    python scripts/export_onnx.py --model FOLDER   # any model folder (config.json + model.safetensors)
-    python scripts/export_onnx.py --force          # export again even if the cached one is there
+    python scripts/bench/export_onnx.py                  # the bench's model: real gpt2 if present, else the random 124M-shaped one
+    python scripts/bench/export_onnx.py --model FOLDER   # any model folder (config.json + model.safetensors)
+    python scripts/bench/export_onnx.py --force          # export again even if the cached one is there
 
 (from the repository root; needs `pip install -e '.[bench]'`). The steps:
 
@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -374,7 +374,7 @@ def cli_main(argv, doc: str, what: str, ensure, describe) -> int:
     p.add_argument("--force", action="store_true", help="convert again even if a cached conversion is there")
     p.add_argument("--threads", type=int, default=2, help="the runtime's threads for the logits check")
     args = p.parse_args(argv)
-    from scripts.bench.cli import resolve_model
+    from scripts.bench.family import resolve_model
 
     folder, source = resolve_model(args.model)
     try:

@@ -1,6 +1,6 @@
 """What the "every weight is finite" check costs at load, measured in fresh processes.
 
-    python scripts/finite_check_cost.py [--model FOLDER] [--repeats 5]
+    python scripts/experiments/finite_check_cost.py [--model FOLDER] [--repeats 5]
 
 For each repeat, three fresh processes load the model and run one 1x128 forward:
   first load   an empty gpt2np cache: the check reads every weight (max and min of each tensor);
@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 WORKER = """
 import json, sys, time

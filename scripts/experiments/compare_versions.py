@@ -1,7 +1,7 @@
 """Is one version of gpt2np's code slower than another? Both in one process, taking turns.
 
-    python scripts/compare_versions.py 19763e5 HEAD           # before and after a change
-    python scripts/compare_versions.py 19763e5 HEAD --rounds 20
+    python scripts/experiments/compare_versions.py 19763e5 HEAD           # before and after a change
+    python scripts/experiments/compare_versions.py 19763e5 HEAD --rounds 20
 
 Each git revision's `gpt2np/` is exported (git archive) into a temporary folder as the package
 `gpt2np_a` / `gpt2np_b` (the package imports itself relatively, so a renamed copy runs as it
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONTEXT, STEPS, PROMPT = 150, 20, 128
 
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, str(ROOT))
     from gpt2np.tools.random_model import build_test_model
-    from scripts.where_time_goes import MODELS
+    from scripts.experiments.where_time_goes import MODELS
 
     folder = build_test_model("gpt2-shaped", MODELS)
     limits = threadpool_limits(2)  # noqa: F841 (kept for the whole run)

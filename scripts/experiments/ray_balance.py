@@ -1,6 +1,6 @@
 """Which Ray actor scores which rows: does every actor of score_dataset get work?
 
-    python scripts/ray_balance.py [--texts 120] [--actors 2] [--batch-size 64]
+    python scripts/experiments/ray_balance.py [--texts 120] [--actors 2] [--batch-size 64]
 
 A local Ray with --actors CPUs scores bench_score.py's corpus (decoded to text) with gpt2np.ray's
 Scorer, extended to note the process id of the actor that scored each row, twice: with Ray's
@@ -18,11 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from gpt2np.ray import Scorer  # noqa: E402
-from scripts.bench_score import corpus, resolve_model  # noqa: E402
+from scripts.bench.bench_score import corpus, resolve_model  # noqa: E402
 
 TOKENIZER = ROOT / "gpt2np" / "tokenizer_files"
 

@@ -1,8 +1,8 @@
 """A gallery of planted bugs: each must make the test suite fail.
 
-    python scripts/mutants.py              # every mutant; exit 1 if one survives
-    python scripts/mutants.py -k gelu      # the mutants whose name contains "gelu"
-    python scripts/mutants.py --list       # names, files and the tests meant to catch them
+    python scripts/ci/mutants.py              # every mutant; exit 1 if one survives
+    python scripts/ci/mutants.py -k gelu      # the mutants whose name contains "gelu"
+    python scripts/ci/mutants.py --list       # names, files and the tests meant to catch them
 
 A test that passes on wrong code proves nothing. Each mutant below is one small, realistic
 mistake in the core (a forgotten `- 1`, eps outside the square root, top-k after top-p, ...),
@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COPIED = ["gpt2np", "tests", "pyproject.toml"]  # what a test run needs from the repository
 TIMEOUT = 300  # seconds for one mutant's tests; a hang counts as caught, and is reported
 
@@ -531,7 +531,7 @@ def copy_repo(into: Path) -> Path:
     for blocked in ("torch", "transformers"):
         (into / "_no_torch" / blocked).mkdir(parents=True)
         (into / "_no_torch" / blocked / "__init__.py").write_text(
-            f"raise ImportError('{blocked} is blocked by scripts/mutants.py: the gallery runs torch-free')\n"
+            f"raise ImportError('{blocked} is blocked by scripts/ci/mutants.py: the gallery runs torch-free')\n"
         )
     for name in COPIED:
         src = ROOT / name
