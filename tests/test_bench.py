@@ -13,8 +13,7 @@ from conftest import ROOT, build_model
 if str(ROOT) not in sys.path:  # scripts/ is a folder of the repository, not an installed package
     sys.path.insert(0, str(ROOT))
 
-from scripts.bench import export_onnx
-from scripts.bench import cli, runner
+from scripts.bench import cli, export_onnx, runner
 from scripts.bench.report import build_report
 
 pytestmark = pytest.mark.usefixtures("blas_threads_restored")  # the bench impls limit BLAS threads process-wide
