@@ -17,12 +17,14 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from .activation_cache import ActivationCache
 from .attention import self_attention
+from .backward import cross_entropy
 from .config import GPT2Config
 from .errors import InputError, ModelError
 from .heap import tune_malloc
 from .hooks import NO_HOOKS, HookFn, Hooks, Where, activation_names, axes, hook_names, scale_names, select
 from .inputs import check_attention_mask, check_input_ids, check_length, check_position_ids
 from .kv_cache import KVCache
+from .labels import counted, labels_or_default
 from .layers import layer_norm, layer_norm_scale, lm_head, mlp
 from .masks import AttentionMask, build_attention_mask, position_ids_from_mask, resolve_fill
 from .weights import LayerNorm, Weights, load_weights
@@ -89,6 +91,7 @@ class GPT2Output:
     logits: np.ndarray  # [B, T, vocab] ([B, N, vocab] with logits_to_keep=N)
     hidden_states: tuple[np.ndarray, ...] | None = None  # n_layer + 1 of [B, T, C], as transformers orders them
     attentions: tuple[np.ndarray, ...] | None = None  # n_layer of [B, H, T, T], the softmax weights
+    loss: float | None = None  # with labels=: transformers' loss, the mean -log p over the counted labels
 
     def __getitem__(self, key: str) -> Any:  # out["logits"], as with transformers' outputs
         return getattr(self, key)
@@ -138,6 +141,7 @@ class GPT2:
         logits_to_keep: int = 0,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        labels: ArrayLike | None = None,
     ) -> GPT2Output:
         """Logits for every position of a batch (or, with logits_to_keep=N, its last N positions).
 
@@ -150,9 +154,18 @@ class GPT2:
         logits_to_keep, as in transformers: 0 (the default) keeps every position, N > 0 the last
         N (1 is all that generation needs: the output layer is then 1/T of the work and memory).
         Hidden states and attentions always cover every position.
+
+        labels [B, T], as transformers takes them: the token expected at each position (shifted
+        inside: labels=input_ids is next-token prediction), -100 not counted; .loss is then the
+        mean -log p over the counted labels (a label predicted from a pad is not counted:
+        gpt2np/labels.py says why; labels.labels_from_mask makes the labels of a padded batch).
         """
         _check_logits_to_keep(logits_to_keep)
         ids, mask, positions, one_sequence = self._check_inputs(input_ids, attention_mask, position_ids)
+        if labels is not None:
+            if logits_to_keep:
+                raise InputError("labels= needs every position's logits; leave logits_to_keep at 0 to get a loss")
+            targets, keep = counted(labels_or_default(labels, ids, mask, self.config.vocab_size), mask)
         out = self.forward(
             ids,
             mask,
@@ -161,6 +174,8 @@ class GPT2:
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
         )
+        if labels is not None:
+            out.loss = cross_entropy(out.logits[:, :-1], targets, keep)  # backward.cross_entropy: float64 sums
         if one_sequence:
             out.logits = out.logits[0]
             out.hidden_states = out.hidden_states and tuple(h[0] for h in out.hidden_states)
@@ -428,6 +443,23 @@ class GPT2:
     @property
     def num_parameters(self) -> int:
         return sum(a.size for a in self.weights.arrays())
+
+    def loss_and_grads(
+        self,
+        input_ids: ArrayLike,
+        labels: ArrayLike | None = None,
+        attention_mask: ArrayLike | None = None,
+        position_ids: ArrayLike | None = None,
+    ) -> tuple[float, dict[str, np.ndarray]]:
+        """-> (loss, grads): the loss of `self(input_ids, attention_mask, labels=labels)` and its
+        gradient for every parameter, keyed by transformers' GPT2LMHeadModel.named_parameters()
+        names (transformer.wte.weight, transformer.h.0.attn.c_attn.weight, ...; the tied output
+        layer's gradient is part of wte's), arrays in the model's dtype. labels=None: the inputs
+        themselves, pads and each row's first real token not counted (labels.labels_from_mask).
+        plain_backward.loss_and_grads, fast: see backward.py (tests/test_backward.py)."""
+        from .backward import loss_and_grads
+
+        return loss_and_grads(self, input_ids, labels, attention_mask, position_ids)
 
     def score(
         self,
