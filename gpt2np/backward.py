@@ -25,7 +25,7 @@ from numpy.typing import ArrayLike
 
 from .attention import attention_in_blocks, merge_heads, split_heads
 from .labels import counted, labels_or_default
-from .layers import gelu, layer_norm, linear, lm_head
+from .layers import SUM_CHUNK, gelu, layer_norm, linear, lm_head
 from .masks import AttentionMask, build_attention_mask
 from .plain_backward import (
     Grads,
@@ -33,11 +33,20 @@ from .plain_backward import (
     embedding_backward,
     gelu_backward,
     layer_norm_backward,
-    linear_backward,
     parameter_order,
 )
+from .weights import Linear
 
 POSITIONS_PER_BLOCK = 128  # positions whose [n, V] logits exist at a time (26 MB of float32 for GPT-2)
+
+
+def linear_backward(dy: np.ndarray, x: np.ndarray, layer: Linear) -> tuple[np.ndarray, Grads]:
+    """plain_backward.linear_backward, with the bias's sum over the B x T tokens in float64 (then
+    rounded once): in float32, NumPy's column sums are running sums whose error grows with the
+    number of tokens. dy [..., out], x [..., in] -> dx [..., in], {weight [in, out], bias [out]}."""
+    rows, drows = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])  # [N, in], [N, out]
+    bias = drows.sum(axis=0, dtype=np.float64).astype(dy.dtype)  # [out]
+    return linear(dy, Linear(layer.weight.T, np.zeros((), dy.dtype))), {"weight": rows.T @ drows, "bias": bias}
 
 
 def nll_and_dlogits(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -65,6 +74,17 @@ def cross_entropy(logits: np.ndarray, targets: np.ndarray, keep: np.ndarray) -> 
     return total / len(rows)
 
 
+def logits_backward(dlogits: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """dlogits @ weight, [n, V] @ [V, C] -> [n, C], as SUM_CHUNK-term float32 products added in
+    float64: one float32 running sum over V = 50257 terms would round at every add (lm_head's
+    reasoning, backwards). Measured on the odd model: the gradients' error against the float64
+    truth 3.7e-7 with one product, 3.1e-7 so, torch's 3.4e-7 (tests/test_backward.py)."""
+    out = np.zeros((dlogits.shape[0], weight.shape[1]), dtype=np.float64)  # [n, C]
+    for v in range(0, weight.shape[0], SUM_CHUNK):
+        out += dlogits[:, v : v + SUM_CHUNK] @ weight[v : v + SUM_CHUNK]  # [n, 128] @ [128, C]
+    return out.astype(dlogits.dtype)
+
+
 def output_layer_backward(
     xf: np.ndarray, weight: np.ndarray, targets: np.ndarray, keep: np.ndarray
 ) -> tuple[float, np.ndarray, np.ndarray]:
@@ -74,7 +94,7 @@ def output_layer_backward(
     rows, cols = np.nonzero(keep)  # [N] position (row, t) predicts targets[row, t]
     N = len(rows)
     dxf = np.zeros_like(xf)  # [B, T, C]: 0 at every position that predicts nothing counted
-    dweight = np.zeros_like(weight)  # [V, C]
+    dweight = np.zeros(weight.shape, dtype=np.float64)  # [V, C] the blocks' products added in float64
     total = 0.0
     for start in range(0, N, POSITIONS_PER_BLOCK):
         r, c = rows[start : start + POSITIONS_PER_BLOCK], cols[start : start + POSITIONS_PER_BLOCK]
@@ -82,9 +102,9 @@ def output_layer_backward(
         nll, dlogits = nll_and_dlogits(lm_head(h, weight), targets[r, c])  # [n], [n, V]
         total += float(nll.sum())
         dlogits /= dlogits.dtype.type(N)  # the mean over the N counted labels
-        dxf[r, c] = dlogits @ weight  # [n, V] @ [V, C]
+        dxf[r, c] = logits_backward(dlogits, weight)  # [n, C]
         dweight += dlogits.T @ h  # [V, n] @ [n, C]
-    return total / N, dxf, dweight
+    return total / N, dxf, dweight  # dweight stays float64: the caller adds the embedding's share, then rounds
 
 
 def block_backward(model: Any, i: int, dy: np.ndarray, x: np.ndarray, mask: AttentionMask) -> tuple[np.ndarray, Grads]:
@@ -103,7 +123,8 @@ def block_backward(model: Any, i: int, dy: np.ndarray, x: np.ndarray, mask: Atte
     pre = linear(h2, b.mlp.c_fc)  # [B, T, F]
     # The MLP's backward, then ln_2's (in float64, like its forward).
     dpost, g_proj = linear_backward(dy.astype(dtype), gelu(pre.copy()), b.mlp.c_proj)  # [B, T, F]
-    dh2, g_fc = linear_backward(gelu_backward(dpost, pre), h2, b.mlp.c_fc)  # [B, T, C]
+    dpre = gelu_backward(dpost.astype(np.float64), pre.astype(np.float64)).astype(dtype)  # [B, T, F] rounded once
+    dh2, g_fc = linear_backward(dpre, h2, b.mlp.c_fc)  # [B, T, C]
     dx2, g_ln_2 = layer_norm_backward(dh2.astype(np.float64), x1, b.ln_2, eps)  # [B, T, C] float64
     dx1 = dy + dx2  # the residual add passes dy on unchanged
     # Attention's backward, one row of the batch at a time: [H, T, T] weights, not [B, H, T, T].
@@ -155,10 +176,11 @@ def loss_and_grads(
         for i in reversed(range(cfg.n_layer)):
             dx, g = block_backward(model, i, dx, inputs.pop(), additive)  # popped: freed once used
             grads |= {f"transformer.h.{i}.{k}": a for k, a in g.items()}
-    dwte, dwpe = embedding_backward(dx.astype(model.dtype), ids, positions, cfg)  # [V, C], [n_positions, C]
+    # The embeddings' sums (a token or position used many times) in float64, rounded once.
+    dwte, dwpe = embedding_backward(dx, ids, positions, cfg)  # [V, C], [n_positions, C] float64
     if cfg.tie_word_embeddings:
         dwte += d_lm_head  # the tied output layer's share of wte's gradient
     else:
-        grads["lm_head.weight"] = d_lm_head
-    grads |= {"transformer.wte.weight": dwte, "transformer.wpe.weight": dwpe}
+        grads["lm_head.weight"] = d_lm_head.astype(model.dtype)
+    grads |= {"transformer.wte.weight": dwte.astype(model.dtype), "transformer.wpe.weight": dwpe.astype(model.dtype)}
     return loss, {name: grads[name] for name in parameter_order(cfg)}
