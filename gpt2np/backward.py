@@ -8,7 +8,9 @@ bounded where the plain page holds whole arrays:
 
 - only each block's input is kept (n_layer x [B, T, C] float64); a block's insides are
   recomputed when the backward reaches it, so one layer's attention exists at a time;
-- attention's backward runs one row of the batch at a time: [H, T, T] weights, not [B, H, T, T];
+- attention's backward runs one row of the batch at a time, in float64: [H, T, T] weights, not
+  [B, H, T, T] (float64 there keeps the float32 gradients' worst tensor below torch's on every
+  BLAS kernel measured: tests/test_backward.py);
 - the output layer and the loss run on the counted positions only, POSITIONS_PER_BLOCK at a
   time: the [B, T, V] logits (823 MB in float32 for 4 x 1024 tokens) never exist at once.
 
@@ -133,7 +135,8 @@ def block_backward(model: Any, i: int, dy: np.ndarray, x: np.ndarray, mask: Atte
     dqkv = np.empty(qkv.shape, dtype=dtype)  # [B, T, 3C]
     for row in range(x.shape[0]):
         one = slice(row, row + 1)
-        dq_dk_dv = attention_backward(dz[one], q[one], k[one], v[one], mask.additive[one], scale)  # 3 x [1, H, T, D]
+        q64, k64, v64, dz64 = (a[one].astype(np.float64) for a in (q, k, v, dz))  # [1, H, T, D] each
+        dq_dk_dv = attention_backward(dz64, q64, k64, v64, mask.additive[one], scale)  # 3 x [1, H, T, D] float64
         for j, g in enumerate(dq_dk_dv):
             dqkv[one, :, j * C : (j + 1) * C] = merge_heads(g)  # [1, T, C]
     dh1, g_c_attn = linear_backward(dqkv, h1, b.attn.c_attn)  # [B, T, C]
