@@ -72,6 +72,7 @@ from gpt2np.tools.random_model import random_tensors
 from gpt2np.weights import weights_from_tensors
 
 T_GEN = f"{T_INPUTS}::test_bad_generation_settings_are_refused_by_name"
+T_LABELS = "test_backward.py::test_bad_labels_are_our_errors"
 # more token ids than GPT-2's tokenizer has
 BIG_VOCAB = GPT2Config(vocab_size=60000, n_positions=16, n_embd=8, n_layer=1, n_head=2)
 
@@ -257,6 +258,13 @@ CASES = [
         ("input past n_positions", InputError, lambda: MODEL(np.arange(17)[None]), f"{T_INPUTS}::test_an_input_longer_than_n_positions_is_refused"),
         ("prompt + new tokens past n_positions", InputError, lambda: MODEL.generate(np.arange(10)[None], max_new_tokens=7),
          f"{T_INPUTS}::test_prompt_plus_new_tokens_past_n_positions_is_refused"),
+    ]),
+    ("Labels (the loss: `labels=`, `loss_and_grads`)", [
+        ("labels of another shape than input_ids", InputError, lambda: MODEL.loss_and_grads(IDS, labels=IDS[:, :2]), T_LABELS),
+        ("a label that is neither a token id nor -100", InputError, lambda: MODEL(IDS, labels=np.full(IDS.shape, -1)), T_LABELS),
+        ("no label counted (one token per row: nothing predicts anything)", InputError,
+         lambda: MODEL.loss_and_grads(IDS[:, :1]), T_LABELS),
+        ("labels with logits_to_keep", InputError, lambda: MODEL(IDS, labels=IDS, logits_to_keep=1), T_LABELS),
     ]),
     ("Hooks and traces", [
         ("run_with_cache: a misspelt activation name", InputError,
