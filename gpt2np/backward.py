@@ -157,8 +157,26 @@ def loss_and_grads(
     """GPT2.loss_and_grads: plain_backward.loss_and_grads, fast (tests/test_backward.py).
     model: a GPT2 (Any: model.py sits above this module). -> (loss, grads by transformers' names)."""
     ids, mask, positions, _ = model._check_inputs(input_ids, attention_mask, position_ids)  # [B, T] each
+    targets, keep = counted(labels_or_default(labels, ids, mask, model.config.vocab_size), mask)  # [B, T-1] each
+    # position t predicts targets[:, t]; the last position predicts nothing
+    no_target = np.zeros((ids.shape[0], 1), dtype=bool)  # [B, 1]
+    return gradients(
+        model,
+        ids,
+        mask,
+        positions,
+        np.concatenate([targets, no_target], axis=1),
+        np.concatenate([keep, no_target], axis=1),
+    )
+
+
+def gradients(
+    model: Any, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, targets: np.ndarray, keep: np.ndarray
+) -> tuple[float, Grads]:
+    """The loss and gradients of checked inputs, with the targets already placed: position t of row b
+    predicts targets[b, t] where keep[b, t] ([B, T] each; loss_and_grads shifts labels into them,
+    llm.c's debug state gives its y as they are)."""
     cfg, w = model.config, model.weights
-    targets, keep = counted(labels_or_default(labels, ids, mask, cfg.vocab_size), mask)  # [B, T-1] each
     additive = build_attention_mask(mask, ids.shape[1], model.fill, model.dtype)  # [B, 1, T, T]
     grads: Grads = {}
     with np.errstate(invalid="ignore", over="ignore"):  # a pad's empty row under -inf (plain.attention)
@@ -168,13 +186,8 @@ def loss_and_grads(
             inputs.append(x)
             x, _ = model.block(i, x.copy(), additive)  # model.block adds to its x in place
         xf = layer_norm(x, w.ln_f, cfg.layer_norm_epsilon, model.dtype)  # [B, T, C]
-        loss, dxf, d_lm_head = output_layer_backward(xf[:, :-1], w.lm_head, targets, keep)  # [B, T-1, C], [V, C]
-        dx, g = layer_norm_backward(
-            np.concatenate([dxf, np.zeros_like(xf[:, -1:])], axis=1).astype(np.float64),
-            x,
-            w.ln_f,
-            cfg.layer_norm_epsilon,
-        )  # [B, T, C] float64 (the last position predicts nothing: 0)
+        loss, dxf, d_lm_head = output_layer_backward(xf, w.lm_head, targets, keep)  # [B, T, C], [V, C]
+        dx, g = layer_norm_backward(dxf.astype(np.float64), x, w.ln_f, cfg.layer_norm_epsilon)  # [B, T, C] float64
         grads |= {f"transformer.ln_f.{k}": a.astype(model.dtype) for k, a in g.items()}
         for i in reversed(range(cfg.n_layer)):
             dx, g = block_backward(model, i, dx, inputs.pop(), additive)  # popped: freed once used

@@ -122,11 +122,17 @@ class GPT2:
         local_files_only: bool = False,
     ) -> GPT2:
         """Load gpt2 / gpt2-medium / gpt2-large / gpt2-xl / distilgpt2, any hub repo id, or a
-        local folder with config.json + model.safetensors (see hub.py for where we look)."""
+        local folder with config.json + model.safetensors (see hub.py for where we look); or an
+        llm.c model file (a .bin file, or any file with its magic number: llmc.py)."""
         from .hub import resolve_model_files
+        from .llmc import is_model_file, read_model
 
         _check_dtype(dtype)
         resolve_fill(mask_fill, dtype)  # a bad fill fails before any file work
+        path = Path(name_or_path)
+        if path.is_file() and (path.suffix == ".bin" or is_model_file(path)):
+            config, weights = read_model(path, dtype=str(np.dtype(dtype)))
+            return cls(config, weights, dtype=dtype, mask_fill=mask_fill)
         files = resolve_model_files(name_or_path, verify=verify, local_files_only=local_files_only)
         config = GPT2Config.from_json_file(files["config.json"])
         return cls(

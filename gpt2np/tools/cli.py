@@ -17,10 +17,21 @@ import sys
 
 from .. import __version__
 from ..errors import GPT2npError, InputError, ModelNotFoundError
-from . import compare, crosscheck, download, explain, generate, plot, random_model, score, trace
+from . import compare, crosscheck, download, explain, generate, llmc, plot, random_model, score, trace
 from .common import in_flag_names, with_random_model_hint
 
-SUBCOMMANDS = (generate, download, explain, crosscheck, plot, score, trace, compare, random_model)  # --help's order
+SUBCOMMANDS = (
+    generate,
+    download,
+    explain,
+    crosscheck,
+    plot,
+    score,
+    trace,
+    compare,
+    random_model,
+    llmc,
+)  # --help's order
 EXIT_ERROR = 1
 
 
