@@ -91,7 +91,7 @@ def debug_batch(args, model, tok: Tokenizer | None) -> tuple[np.ndarray, np.ndar
     return tokens[: B * T].reshape(B, T), tokens[1 : B * T + 1].reshape(B, T)
 
 
-def cmd_export(args) -> None:
+def cmd_export(args) -> int:
     model = load_model(args)
     check_exportable(model.config)  # before any file is written
     needs_tokenizer = args.text is not None or args.tokens is not None or model.config.vocab_size == 50257
@@ -120,7 +120,7 @@ def cmd_export(args) -> None:
     return 0
 
 
-def cmd_import(args) -> None:
+def cmd_import(args) -> int:
     config, weights = read_model(args.model_bin)
     out = Path(args.out_dir)
     if (out / "model.safetensors").exists():
