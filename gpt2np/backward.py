@@ -26,16 +26,18 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .attention import attention_in_blocks, merge_heads, split_heads
+from .hooks import NO_HOOKS, Hooks
 from .labels import counted, labels_or_default
 from .layers import SUM_CHUNK, gelu, layer_norm, linear, lm_head
 from .masks import AttentionMask, build_attention_mask
 from .plain_backward import (
     Grads,
-    attention_backward,
+    attention_weights,
     embedding_backward,
     gelu_backward,
     layer_norm_backward,
     parameter_order,
+    softmax_backward,
 )
 from .weights import Linear
 
@@ -109,11 +111,62 @@ def output_layer_backward(
     return total / N, dxf, dweight  # dweight stays float64: the caller adds the embedding's share, then rounds
 
 
-def block_backward(model: Any, i: int, dy: np.ndarray, x: np.ndarray, mask: AttentionMask) -> tuple[np.ndarray, Grads]:
+def hooked_output_layer_backward(
+    xf: np.ndarray, weight: np.ndarray, targets: np.ndarray, keep: np.ndarray, hook: Hooks
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """output_layer_backward with the whole gradient at the logits [B, T, V] made, passed through
+    hook("logits", ...) (which may replace it), and taken back through the output layer."""
+    rows, cols = np.nonzero(keep)  # [N]
+    N = len(rows)
+    dlogits = np.zeros((*xf.shape[:2], weight.shape[0]), dtype=xf.dtype)  # [B, T, V]: 0 where nothing is counted
+    total = 0.0
+    for start in range(0, N, POSITIONS_PER_BLOCK):
+        r, c = rows[start : start + POSITIONS_PER_BLOCK], cols[start : start + POSITIONS_PER_BLOCK]
+        nll, d = nll_and_dlogits(lm_head(xf[r, c], weight), targets[r, c])  # [n], [n, V]
+        total += float(nll.sum())
+        dlogits[r, c] = d / d.dtype.type(N)
+    dlogits = hook("logits", dlogits)  # [B, T, V]
+    flat, h = dlogits.reshape(-1, dlogits.shape[-1]), xf.reshape(-1, xf.shape[-1])  # [B*T, V], [B*T, C]
+    dxf = logits_backward(flat, weight).reshape(xf.shape)  # [B, T, C]
+    return total / N, dxf, flat.T.astype(np.float64) @ h.astype(np.float64)  # [V, C] float64
+
+
+def point(hook: Hooks, name: str, g: np.ndarray) -> np.ndarray:
+    """hook(name, g) on a copy of g: for a gradient that also goes on elsewhere unchanged (a
+    residual add hands dy to both branches; a hook on one branch must not change the other's)."""
+    return hook(name, g.copy()) if hook.wants(name) else g
+
+
+def attention_backward(
+    dz: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: AttentionMask, scale: float, hook: Hooks, at: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """plain_backward.attention_backward, fast: in float64, one row of the batch at a time ([H, T, T]
+    weights, not [B, H, T, T]), or all rows at once when a hook wants the gradient at the pattern or
+    the scores (at + "attn.hook_pattern", "attn.hook_attn_scores": [B, H, T, T]).
+    dz, q, k, v [B, H, T, D] in the model's dtype -> dq, dk, dv [B, H, T, D] in it."""
+    B = q.shape[0]
+    whole = hook.wants(at + "attn.hook_pattern") or hook.wants(at + "attn.hook_attn_scores")
+    out = [np.empty_like(q), np.empty_like(k), np.empty_like(v)]  # dq, dk, dv
+    for rows in [slice(0, B)] if whole else [slice(r, r + 1) for r in range(B)]:
+        q64, k64, v64, dz64 = (a[rows].astype(np.float64) for a in (q, k, v, dz))  # [b, H, T, D] each
+        weights = attention_weights(q64, k64, mask.additive[rows], scale)  # [b, H, T, T], empty rows 0
+        dv = weights.swapaxes(-1, -2) @ dz64  # [b, H, T, D]
+        dweights = hook(at + "attn.hook_pattern", dz64 @ v64.swapaxes(-1, -2))  # [b, H, T, T]
+        dscores = hook(at + "attn.hook_attn_scores", softmax_backward(dweights, weights))  # [b, H, T, T]
+        out[0][rows] = dscores @ k64 * scale  # [b, H, T, D]
+        out[1][rows] = dscores.swapaxes(-1, -2) @ q64 * scale
+        out[2][rows] = dv
+    return out[0], out[1], out[2]
+
+
+def block_backward(
+    model: Any, i: int, dy: np.ndarray, x: np.ndarray, mask: AttentionMask, hook: Hooks = NO_HOOKS
+) -> tuple[np.ndarray, Grads]:
     """plain_backward.block_backward, fast: dy, x [B, T, C] float64 (the block's input) -> dx
-    [B, T, C] float64, the block's gradients in the model's dtype."""
+    [B, T, C] float64, the block's gradients in the model's dtype. Each `hook(name, g)` is the
+    gradient at that point of the forward pass (hooks.py's names), g itself unless asked for."""
     b, cfg, dtype = model.weights.h[i], model.config, model.dtype
-    eps, H, scale = cfg.layer_norm_epsilon, cfg.n_head, model.scale(i)
+    eps, H, scale, at = cfg.layer_norm_epsilon, cfg.n_head, model.scale(i), f"blocks.{i}."
     # The block's forward again, keeping what the backward reads.
     h1 = layer_norm(x, b.ln_1, eps, dtype)  # [B, T, C] in dtype
     C = h1.shape[-1]
@@ -124,27 +177,32 @@ def block_backward(model: Any, i: int, dy: np.ndarray, x: np.ndarray, mask: Atte
     h2 = layer_norm(x1, b.ln_2, eps, dtype)  # [B, T, C]
     pre = linear(h2, b.mlp.c_fc)  # [B, T, F]
     # The MLP's backward, then ln_2's (in float64, like its forward).
-    dpost, g_proj = linear_backward(dy.astype(dtype), gelu(pre.copy()), b.mlp.c_proj)  # [B, T, F]
+    dy = hook(at + "hook_resid_post", dy)  # [B, T, C] float64
+    dmlp = point(hook, at + "hook_mlp_out", dy)  # y = x1 + mlp_out: the MLP's output gets dy too
+    dpost, g_proj = linear_backward(dmlp.astype(dtype), gelu(pre.copy()), b.mlp.c_proj)  # [B, T, F]
+    dpost = hook(at + "mlp.hook_post", dpost)
     dpre = gelu_backward(dpost.astype(np.float64), pre.astype(np.float64)).astype(dtype)  # [B, T, F] rounded once
+    dpre = hook(at + "mlp.hook_pre", dpre)
     dh2, g_fc = linear_backward(dpre, h2, b.mlp.c_fc)  # [B, T, C]
+    dh2 = hook(at + "ln2.hook_normalized", dh2)
     dx2, g_ln_2 = layer_norm_backward(dh2.astype(np.float64), x1, b.ln_2, eps)  # [B, T, C] float64
-    dx1 = dy + dx2  # the residual add passes dy on unchanged
-    # Attention's backward, one row of the batch at a time: [H, T, T] weights, not [B, H, T, T].
-    dz, g_c_proj = linear_backward(dx1.astype(dtype), z, b.attn.c_proj)  # [B, T, C]
-    dz = split_heads(dz, H)  # [B, H, T, D]
+    dx1 = hook(at + "hook_resid_mid", dy + dx2)  # the residual add passes dy on unchanged
+    # Attention's backward.
+    dattn = point(hook, at + "hook_attn_out", dx1)  # x1 = x + attn_out
+    dz, g_c_proj = linear_backward(dattn.astype(dtype), z, b.attn.c_proj)  # [B, T, C]
+    dz = hook(at + "attn.hook_z", split_heads(dz, H).swapaxes(1, 2)).swapaxes(1, 2)  # [B, H, T, D], seen [B, T, H, D]
+    dq, dk, dv = attention_backward(dz, q, k, v, mask, scale, hook, at)  # 3 x [B, H, T, D]
     dqkv = np.empty(qkv.shape, dtype=dtype)  # [B, T, 3C]
-    for row in range(x.shape[0]):
-        one = slice(row, row + 1)
-        q64, k64, v64, dz64 = (a[one].astype(np.float64) for a in (q, k, v, dz))  # [1, H, T, D] each
-        dq_dk_dv = attention_backward(dz64, q64, k64, v64, mask.additive[one], scale)  # 3 x [1, H, T, D] float64
-        for j, g in enumerate(dq_dk_dv):
-            dqkv[one, :, j * C : (j + 1) * C] = merge_heads(g)  # [1, T, C]
+    for j, name, g in [(2, "v", dv), (1, "k", dk), (0, "q", dq)]:  # the forward's order, reversed
+        g = hook(f"{at}attn.hook_{name}", g.swapaxes(1, 2)).swapaxes(1, 2)  # seen as [B, T, H, D]
+        dqkv[..., j * C : (j + 1) * C] = merge_heads(g)  # [B, T, C]
     dh1, g_c_attn = linear_backward(dqkv, h1, b.attn.c_attn)  # [B, T, C]
+    dh1 = hook(at + "ln1.hook_normalized", dh1)
     dx0, g_ln_1 = layer_norm_backward(dh1.astype(np.float64), x, b.ln_1, eps)  # [B, T, C] float64
     parts = {"ln_1": g_ln_1, "attn.c_attn": g_c_attn, "attn.c_proj": g_c_proj, "ln_2": g_ln_2}
     parts |= {"mlp.c_fc": g_fc, "mlp.c_proj": g_proj}
     grads = {f"{layer}.{p}": a.astype(dtype, copy=False) for layer, g in parts.items() for p, a in g.items()}
-    return dx1 + dx0, grads
+    return hook(at + "hook_resid_pre", dx1 + dx0), grads
 
 
 def loss_and_grads(
@@ -157,25 +215,32 @@ def loss_and_grads(
     """GPT2.loss_and_grads: plain_backward.loss_and_grads, fast (tests/test_backward.py).
     model: a GPT2 (Any: model.py sits above this module). -> (loss, grads by transformers' names)."""
     ids, mask, positions, _ = model._check_inputs(input_ids, attention_mask, position_ids)  # [B, T] each
-    targets, keep = counted(labels_or_default(labels, ids, mask, model.config.vocab_size), mask)  # [B, T-1] each
-    # position t predicts targets[:, t]; the last position predicts nothing
+    return gradients(model, ids, mask, positions, *placed_targets(labels, ids, mask, model.config.vocab_size))
+
+
+def placed_targets(
+    labels: ArrayLike | None, ids: np.ndarray, mask: np.ndarray, vocab_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """labels (transformers', shifted inside; None: next-token) -> targets, keep [B, T]: position t
+    predicts targets[:, t] where keep[:, t]; the last position predicts nothing."""
+    targets, keep = counted(labels_or_default(labels, ids, mask, vocab_size), mask)  # [B, T-1] each
     no_target = np.zeros((ids.shape[0], 1), dtype=bool)  # [B, 1]
-    return gradients(
-        model,
-        ids,
-        mask,
-        positions,
-        np.concatenate([targets, no_target], axis=1),
-        np.concatenate([keep, no_target], axis=1),
-    )
+    return np.concatenate([targets, no_target], axis=1), np.concatenate([keep, no_target], axis=1)
 
 
 def gradients(
-    model: Any, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, targets: np.ndarray, keep: np.ndarray
+    model: Any,
+    ids: np.ndarray,
+    mask: np.ndarray,
+    positions: np.ndarray,
+    targets: np.ndarray,
+    keep: np.ndarray,
+    hook: Hooks = NO_HOOKS,
 ) -> tuple[float, Grads]:
     """The loss and gradients of checked inputs, with the targets already placed: position t of row b
     predicts targets[b, t] where keep[b, t] ([B, T] each; loss_and_grads shifts labels into them,
-    llm.c's debug state gives its y as they are)."""
+    llm.c's debug state gives its y as they are). hook(name, g): the gradient at each activation
+    point, from the loss back (run_with_cache's incl_bwd, run_with_hooks' bwd_hooks)."""
     cfg, w = model.config, model.weights
     additive = build_attention_mask(mask, ids.shape[1], model.fill, model.dtype)  # [B, 1, T, T]
     grads: Grads = {}
@@ -186,14 +251,20 @@ def gradients(
             inputs.append(x)
             x, _ = model.block(i, x.copy(), additive)  # model.block adds to its x in place
         xf = layer_norm(x, w.ln_f, cfg.layer_norm_epsilon, model.dtype)  # [B, T, C]
-        loss, dxf, d_lm_head = output_layer_backward(xf, w.lm_head, targets, keep)  # [B, T, C], [V, C]
+        if hook.wants("logits"):  # the whole [B, T, V] gradient, for a hook to see (or replace)
+            loss, dxf, d_lm_head = hooked_output_layer_backward(xf, w.lm_head, targets, keep, hook)
+        else:
+            loss, dxf, d_lm_head = output_layer_backward(xf, w.lm_head, targets, keep)  # [B, T, C], [V, C]
+        dxf = hook("ln_final.hook_normalized", dxf)
         dx, g = layer_norm_backward(dxf.astype(np.float64), x, w.ln_f, cfg.layer_norm_epsilon)  # [B, T, C] float64
         grads |= {f"transformer.ln_f.{k}": a.astype(model.dtype) for k, a in g.items()}
         for i in reversed(range(cfg.n_layer)):
-            dx, g = block_backward(model, i, dx, inputs.pop(), additive)  # popped: freed once used
+            dx, g = block_backward(model, i, dx, inputs.pop(), additive, hook)  # popped: freed once used
             grads |= {f"transformer.h.{i}.{k}": a for k, a in g.items()}
     # The embeddings' sums (a token or position used many times) in float64, rounded once.
-    dwte, dwpe = embedding_backward(dx, ids, positions, cfg)  # [V, C], [n_positions, C] float64
+    # x = token + position embedding: each gets dx (and a hook on one changes only that one)
+    dwpe = embedding_backward(point(hook, "hook_pos_embed", dx), ids, positions, cfg)[1]  # [n_positions, C] float64
+    dwte = embedding_backward(point(hook, "hook_embed", dx), ids, positions, cfg)[0]  # [V, C] float64
     if cfg.tie_word_embeddings:
         dwte += d_lm_head  # the tied output layer's share of wte's gradient
     else:

@@ -211,23 +211,33 @@ class GPT2:
         attention_mask: ArrayLike | None = None,
         position_ids: ArrayLike | None = None,
         names_filter: Where | None = None,
+        labels: ArrayLike | None = None,
+        incl_bwd: bool = False,
     ) -> tuple[np.ndarray, ActivationCache]:
         """-> (logits, cache): cache[name] is the activation at that point (hooks.py lists them),
         a copy nothing later overwrites. names_filter: None (every point of activation_names()),
         a name, a list of names (the on-request hook_scale points too), or a predicate name ->
         bool. For a 1-D input, logits and cache drop the batch axis. The cache is a dict that also
-        answers TransformerLens's cache["pattern", 0], accumulated_resid, ... (activation_cache.py)."""
+        answers TransformerLens's cache["pattern", 0], accumulated_resid, ... (activation_cache.py).
+
+        incl_bwd=True: the cache also holds, under `<name>_grad` (TransformerLens's convention), the
+        gradient of the loss at each recorded point (not the hook_scale ones), in the order
+        backpropagation reaches them; the loss is that of loss_and_grads with these labels
+        (None: next-token prediction on the inputs, pads not counted)."""
         names = self.activation_names()
         record = names if names_filter is None else select(names_filter, names, scale_names(self.config.n_layer))
         hooks = Hooks(names, record=record, dtype=self.dtype)
         ids, mask, positions, one_sequence = self._check_inputs(input_ids, attention_mask, position_ids)
         logits = self.forward(ids, mask, positions, hook=hooks).logits
         order = hook_names(self.config.n_layer)
-        cache = ActivationCache(
-            {name: hooks.cache[name] for name in order if name in hooks.cache},  # forward order
-            self.config.n_layer,
-            self.config.layer_norm_epsilon,
-        )
+        activations = {name: hooks.cache[name] for name in order if name in hooks.cache}  # forward order
+        if incl_bwd:
+            grad_hooks = Hooks(names, record=[n for n in record if n in names], dtype=self.dtype)
+            self._backward_with(grad_hooks, ids, mask, positions, labels)
+            activations |= {f"{name}_grad": g for name, g in grad_hooks.cache.items()}  # from the loss back
+        elif labels is not None:
+            raise InputError("labels= is for the gradients: pass incl_bwd=True with it (or leave labels out)")
+        cache = ActivationCache(activations, self.config.n_layer, self.config.layer_norm_epsilon)
         if one_sequence:
             return logits[0], cache.remove_batch_dim()
         return logits, cache
@@ -238,13 +248,25 @@ class GPT2:
         attention_mask: ArrayLike | None = None,
         position_ids: ArrayLike | None = None,
         fwd_hooks: Iterable[tuple[Where, HookFn]] = (),
+        bwd_hooks: Iterable[tuple[Where, HookFn]] = (),
+        labels: ArrayLike | None = None,
     ) -> np.ndarray:
         """-> logits, with fwd_hooks = [(name or predicate, fn), ...] applied: fn(activation, hook)
         sees each chosen point in forward order and may return a replacement of the same shape
         (ablation, patching) or None to leave it (hooks.py says what it may keep). `hook` is the
         point's name, a str with TransformerLens's hook.name. For a 1-D input, fn sees each point
-        without the batch axis, as run_with_cache's cache holds it."""
+        without the batch axis, as run_with_cache's cache holds it.
+
+        bwd_hooks = [(name or predicate, fn), ...]: after the forward pass, the backward pass of the
+        loss (loss_and_grads's, with these labels; None: next-token prediction) runs, and fn(grad,
+        hook) sees the gradient at each chosen point from the loss back, and may return a
+        replacement (what is upstream of the point then gets the replaced gradient), as
+        TransformerLens's backward hooks. Not together with fwd_hooks (the backward recomputes
+        each block without them); not on the hook_scale points."""
         ids, mask, positions, one_sequence = self._check_inputs(input_ids, attention_mask, position_ids)
+        bwd_hooks, fwd_hooks = list(bwd_hooks), list(fwd_hooks)
+        if bwd_hooks and fwd_hooks:
+            raise InputError("fwd_hooks and bwd_hooks in one call are not supported: run them in two calls")
         hooks = Hooks(
             self.activation_names(),
             fwd_hooks=fwd_hooks,
@@ -253,6 +275,17 @@ class GPT2:
             one_sequence=one_sequence,
         )
         logits = self.forward(ids, mask, positions, hook=hooks).logits
+        if bwd_hooks:
+            names = self.activation_names()
+            self._backward_with(
+                Hooks(names, fwd_hooks=bwd_hooks, dtype=self.dtype, one_sequence=one_sequence),
+                ids,
+                mask,
+                positions,
+                labels,
+            )
+        elif labels is not None:
+            raise InputError("labels= is for bwd_hooks: pass bwd_hooks with it (or leave labels out)")
         return logits[0] if one_sequence else logits
 
     # --- the forward pass: plain.forward, fast (tests/test_plain.py holds them equal) ----------
@@ -449,6 +482,14 @@ class GPT2:
     @property
     def num_parameters(self) -> int:
         return sum(a.size for a in self.weights.arrays())
+
+    def _backward_with(
+        self, hooks: Hooks, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, labels: ArrayLike | None
+    ) -> tuple[float, dict[str, np.ndarray]]:
+        """backward.gradients on checked inputs with hooks(name, grad) at every activation point."""
+        from .backward import gradients, placed_targets
+
+        return gradients(self, ids, mask, positions, *placed_targets(labels, ids, mask, self.config.vocab_size), hooks)
 
     def loss_and_grads(
         self,
