@@ -700,6 +700,65 @@ def show_bpe(tok, sentences) -> str:
     return "\n".join(lines)
 
 
+def show_backward(tok, sentences, row: int, model) -> str:
+    """The loss of the batch, the gradient's size at a few points of one row, and a finite-
+    difference check of one weight, all in float64 (the model's weights, converted)."""
+    from ..backward import placed_targets
+    from ..labels import labels_from_mask
+    from ..llmc import named_tensors
+    from ..model import GPT2
+    from ..weights import weights_from_tensors
+
+    cfg = model.config
+    tensors = named_tensors(model.weights, cfg)
+    if model.weights.lm_head is not model.weights.wte:
+        tensors["lm_head.weight"] = model.weights.lm_head
+    m = GPT2(cfg, weights_from_tensors(tensors, cfg, dtype="float64", check_values=False), "float64", model.mask_fill)
+    ids, mask = left_padded(tok, sentences)
+    labels = labels_from_mask(ids, mask)
+    points = [
+        "logits",
+        "ln_final.hook_normalized",
+        f"blocks.{cfg.n_layer - 1}.hook_resid_post",
+        "blocks.0.hook_resid_pre",
+        "hook_embed",
+    ]
+    _, cache = m.run_with_cache(ids, attention_mask=mask, names_filter=points, labels=labels, incl_bwd=True)
+    loss, grads = m.loss_and_grads(ids, labels, mask)
+    n = int(placed_targets(labels, ids, mask, cfg.vocab_size)[1].sum())
+    pieces = token_labels(tok, ids[row], mask[row])
+    width = max(9, *(len(p) + 2 for p in pieces))
+    lines = [
+        "Labels from the mask (gpt2np.labels.labels_from_mask): each real token after a real token is its own",
+        "label; pads and each row's first real token get -100 (nothing real predicts them):",
+        f"  row {row}: " + " ".join(str(v) for v in labels[row]),
+        f"The loss, the mean of -log p(label) over the {n} labels counted: {loss:.4f}",
+        f"The gradient of the loss at a few points, row {row}: its length |g| at each token (float64).",
+        "Backpropagation reaches them in this order, from the loss down:",
+        " " * 28 + "".join(f"{p:>{width}}" for p in pieces),
+    ]
+    for point in points:
+        g = cache[point + "_grad"][row]  # [T, ...]
+        norms = np.sqrt((g.reshape(g.shape[0], -1) ** 2).sum(axis=-1))  # [T]
+        lines.append(f"  {point:<26}" + "".join(f"{v:>{width}.2e}" if v else f"{'0':>{width}}" for v in norms))
+    lines.append("The pads get none: nothing counted reads them (the empty-row rule has a backward too); nor does")
+    lines.append("the last token: it predicts nothing in this batch, and no other token reads it.")
+    name, index, h = "transformer.h.0.mlp.c_fc.weight", (0, 0), 1e-6
+    w = m.weights.h[0].mlp.c_fc.weight
+    old = w[index]
+    steps = []
+    for step in (h, -h):
+        w[index] = old + step
+        steps.append(float(m(ids, attention_mask=mask, labels=labels).loss or 0.0))  # .loss is set: labels given
+    w[index] = old
+    lines += [
+        f"A finite-difference check of one weight, {name}[0, 0] (h = {h:g}):",
+        f"  backpropagation             {grads[name][index]: .6e}",
+        f"  (L(w + h) - L(w - h)) / 2h  {(steps[0] - steps[1]) / (2 * h): .6e}",
+    ]
+    return "\n".join(lines)
+
+
 # --- the command ---------------------------------------------------------------------------
 
 STEPS = {  # name: (title, where the code is)
@@ -719,8 +778,17 @@ STEPS = {  # name: (title, where the code is)
     "parameters": ("Where the parameters are", "gpt2np/weights.py: Weights"),
     "gelu": ("GELU: GPT-2's tanh form and the exact erf", "gpt2np/plain.py: gelu, gpt2np/layers.py: gelu"),
     "bpe": ("BPE: how text became tokens", "gpt2np/bpe.py: BPE.encode"),
+    "backward": ("Backpropagation: the loss and its gradients", "gpt2np/plain_backward.py, gpt2np/backward.py"),
 }
-NEEDS_MODEL = ("empty-rows", "generate", "block", "decode", "parameters", "gelu")  # empty-rows: only its last check
+NEEDS_MODEL = (
+    "empty-rows",
+    "generate",
+    "block",
+    "decode",
+    "parameters",
+    "gelu",
+    "backward",
+)  # empty-rows: only its last check
 
 
 def add_parser(sub) -> None:
@@ -811,6 +879,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 "block": "Looking inside a block needs",
                 "decode": "A decode step needs",
                 "parameters": "Counting the parameters needs",
+                "backward": "Backpropagation needs",
             }.get(name, "Running the model with either GELU needs")
             print(f"{what} the model's weights, and they are not on this machine (the steps above needed")
             print(f"only the tokenizer):\n  {problem}")
@@ -822,6 +891,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print(show_decode(tok, sentences, row, model))
         elif name == "parameters":
             print(show_parameters(model))
+        elif name == "backward":
+            print(show_backward(tok, sentences, row, model))
         else:
             print(show_gelu(tok, sentences, model))
         print()
