@@ -323,3 +323,15 @@ def test_bpe_step_merges_to_the_tokenizers_tokens(tokenizer, tokenizer_dir, caps
 def test_the_model_steps_without_a_model_say_so(tmp_path, tokenizer_dir, capsys, step):
     code, out, _ = explain(capsys, "--model", tmp_path / "missing", "--tokenizer", tokenizer_dir, "--step", step)
     assert code == 0 and "needs the model's weights" in out and "no folder" in out
+
+
+def test_the_parameters_step_says_the_memory_to_train(model_dir):
+    """Weights, gradients and AdamW's two moments in float32: 1, 1 and 2 times the weights' bytes
+    (counted here from the arrays the model holds); the activations loss_and_grads keeps."""
+    model = GPT2.from_pretrained(model_dir("tiny"))
+    out = show_parameters(model)
+    nbytes = sum(a.astype(np.float32).nbytes for a in model.weights.arrays())
+    assert f"weights {nbytes / 2**20:,.0f} MiB, gradients {nbytes / 2**20:,.0f} MiB" in out
+    assert f"AdamW's two moments {2 * nbytes / 2**20:,.0f} MiB" in out
+    cfg = model.config
+    assert f"= {cfg.n_layer * 4 * cfg.n_positions * cfg.n_embd * 8 / 2**20:,.0f} MiB" in out

@@ -624,8 +624,26 @@ def show_parameters(model) -> str:
         head,
         row("total", "", total),
         f"The MLP is {mlp / per_block:.0%} of a block; the embeddings are {(w.wte.size + w.wpe.size) / total:.0%} of the model.",
+        *memory_to_train(total, cfg),
     ]
     return "\n".join(lines)
+
+
+def memory_to_train(total: int, cfg) -> list[str]:
+    """What training with AdamW in float32 holds: weights, gradients, AdamW's two moments, and
+    the activations GPT2.loss_and_grads keeps (each block's input, float64) at B = 4, T = context."""
+
+    def mib(n_bytes: int) -> str:
+        return f"{n_bytes / 2**20:,.0f} MiB"
+
+    B, T = 4, cfg.n_positions
+    kept = cfg.n_layer * B * T * cfg.n_embd * 8
+    return [
+        "Memory to train it in float32 with AdamW (4 bytes a number):",
+        f"  weights {mib(4 * total)}, gradients {mib(4 * total)}, AdamW's two moments {mib(8 * total)}: {mib(16 * total)} in all;",
+        f"  and the activations loss_and_grads keeps at B x T = {B} x {T}, each block's input in float64:",
+        f"  {cfg.n_layer} x {B} x {T} x {cfg.n_embd} x 8 bytes = {mib(kept)}, plus one block's work arrays at a time.",
+    ]
 
 
 def gelu_erf(x: np.ndarray) -> np.ndarray:
