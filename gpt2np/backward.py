@@ -12,10 +12,14 @@ bounded where the plain page holds whole arrays:
   [B, H, T, T] (float64 there keeps the float32 gradients' worst tensor below torch's on every
   BLAS kernel measured: tests/test_backward.py);
 - the output layer and the loss run on the counted positions only, POSITIONS_PER_BLOCK at a
-  time: the [B, T, V] logits (823 MB in float32 for 4 x 1024 tokens) never exist at once.
+  time: the [B, T, V] logits (823 MB in float32 for 4 x 1024 tokens) never exist at once
+  (unless a hook asks for the gradient at the logits).
 
-The backward formulas are plain_backward's own (linear_backward, gelu_backward,
-layer_norm_backward, attention_backward): one derivation, read there.
+The derivations are plain_backward's: gelu_backward, layer_norm_backward, softmax_backward and
+embedding_backward are its own functions; linear_backward and attention_backward here are its
+formulas with float64 sums and the batch in rows. `gradients` also passes the gradient at each
+activation point (hooks.py's names) through a hook: run_with_cache's incl_bwd, run_with_hooks'
+bwd_hooks. Measured with scripts/train_memory.py: docs/how-it-works.md, "Backpropagation".
 """
 
 from __future__ import annotations

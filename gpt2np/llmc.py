@@ -203,7 +203,10 @@ def read_model(path: str | Path, dtype: str = "float32") -> tuple[GPT2Config, We
             f"{path}: impossible header: max_seq_len {max_t}, vocab_size {V}, num_layers {L}, num_heads {NH}, "
             f"channels {C}, padded_vocab_size {Vp}; the file is damaged"
         )
-    config = GPT2Config(n_positions=max_t, vocab_size=V, n_layer=L, n_head=NH, n_embd=C)
+    eos = 50256 if V > 50256 else V - 1  # the header has no eos: GPT-2's, or a small vocabulary's last id
+    config = GPT2Config(
+        n_positions=max_t, vocab_size=V, n_layer=L, n_head=NH, n_embd=C, bos_token_id=eos, eos_token_id=eos
+    )
     shapes: dict[str, tuple[int, ...]] = {"transformer.wte.weight": (Vp, C), "transformer.wpe.weight": (max_t, C)}
     block: dict[str, tuple[int, ...]] = {
         "ln_1.weight": (C,), "ln_1.bias": (C,), "attn.c_attn.weight": (3 * C, C), "attn.c_attn.bias": (3 * C,),

@@ -17,7 +17,8 @@ layer's [B, H, T, T] attention weights exist at a time. No autograd, no tape: re
 Shapes: B rows, T tokens, C = n_embd, H heads of D = C / H, F = the MLP's width, V = vocab,
 N = the number of labels counted. Everything stays in the weights' dtype. The fast twin is
 GPT2.loss_and_grads (gpt2np/backward.py); tests/test_plain_backward.py checks each function
-here against finite differences and the whole against torch autograd on transformers' model.
+here, and the whole, against finite differences, and tests/test_backward.py the whole against
+torch autograd on transformers' model.
 """
 
 from __future__ import annotations

@@ -202,3 +202,22 @@ def test_a_model_llmc_cannot_run_is_refused_before_any_file(tmp_path, capsys):
 
     with pytest.raises(InputError, match="untied"):
         check_exportable(GPT2.from_pretrained(build_model("odd")).config)
+
+
+def test_a_small_vocabulary_round_trips(tmp_path):
+    """vocab 100: padded to 128, no tokenizer file (GPT-2's does not fit), eos read back as the last id."""
+    from gpt2np import GPT2Config
+    from gpt2np.tools.random_model import make_random_checkpoint
+
+    config = GPT2Config(vocab_size=100, n_positions=16, n_embd=8, n_layer=2, n_head=2, bos_token_id=99, eos_token_id=99)
+    folder = make_random_checkpoint(tmp_path / "small", config, seed=5)
+    assert (
+        main(["llmc", "export", str(tmp_path / "out"), "--model", str(folder), "--debug-state", "--seq-len", "8"]) == 0
+    )
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gpt2_124M.bin", "gpt2_124M_debug_state.bin"]
+    with open(tmp_path / "out" / "gpt2_124M.bin", "rb") as f:
+        assert read_header(f)[:8] == (20240326, 3, 16, 100, 2, 2, 8, 128)
+    back = GPT2.from_pretrained(tmp_path / "out" / "gpt2_124M.bin")
+    assert back.config.eos_token_id == 99
+    ids = np.array([[1, 2, 3, 4]])
+    np.testing.assert_array_equal(back(ids).logits, GPT2.from_pretrained(folder)(ids).logits)
