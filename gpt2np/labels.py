@@ -12,7 +12,9 @@ left-padded batch that leaves out each row's first real token: transformers woul
 from the output of the pad before it, which gpt2np's empty-row rule defines differently (a pad
 attends to nothing; see plain.attention), and which has no real context anyway. So gpt2np
 ignores such a label (`counted` below), as `score` does, and `labels_from_mask` writes -100
-there. With labels made by it, gpt2np's loss and every gradient equal transformers'.
+there. With labels made by it, gpt2np's loss and every gradient equal transformers', and the
+loss equals model.score(ids, attention_mask=mask).loss, which scores the same tokens
+(tests/test_backward.py::test_the_loss_four_ways).
 """
 
 from __future__ import annotations
