@@ -17,12 +17,14 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from .activation_cache import ActivationCache
 from .attention import self_attention
+from .backward import cross_entropy
 from .config import GPT2Config
 from .errors import InputError, ModelError
 from .heap import tune_malloc
 from .hooks import NO_HOOKS, HookFn, Hooks, Where, activation_names, axes, hook_names, scale_names, select
 from .inputs import check_attention_mask, check_input_ids, check_length, check_position_ids
 from .kv_cache import KVCache
+from .labels import counted, labels_or_default
 from .layers import layer_norm, layer_norm_scale, lm_head, mlp
 from .masks import AttentionMask, build_attention_mask, position_ids_from_mask, resolve_fill
 from .weights import LayerNorm, Weights, load_weights
@@ -89,6 +91,7 @@ class GPT2Output:
     logits: np.ndarray  # [B, T, vocab] ([B, N, vocab] with logits_to_keep=N)
     hidden_states: tuple[np.ndarray, ...] | None = None  # n_layer + 1 of [B, T, C], as transformers orders them
     attentions: tuple[np.ndarray, ...] | None = None  # n_layer of [B, H, T, T], the softmax weights
+    loss: float | None = None  # with labels=: transformers' loss, the mean -log p over the counted labels
 
     def __getitem__(self, key: str) -> Any:  # out["logits"], as with transformers' outputs
         return getattr(self, key)
@@ -119,11 +122,17 @@ class GPT2:
         local_files_only: bool = False,
     ) -> GPT2:
         """Load gpt2 / gpt2-medium / gpt2-large / gpt2-xl / distilgpt2, any hub repo id, or a
-        local folder with config.json + model.safetensors (see hub.py for where we look)."""
+        local folder with config.json + model.safetensors (see hub.py for where we look); or an
+        llm.c model file (a .bin file, or any file with its magic number: llmc.py)."""
         from .hub import resolve_model_files
+        from .llmc import is_model_file, read_model
 
         _check_dtype(dtype)
         resolve_fill(mask_fill, dtype)  # a bad fill fails before any file work
+        path = Path(name_or_path)
+        if path.is_file() and (path.suffix == ".bin" or is_model_file(path)):
+            config, weights = read_model(path, dtype=str(np.dtype(dtype)))
+            return cls(config, weights, dtype=dtype, mask_fill=mask_fill)
         files = resolve_model_files(name_or_path, verify=verify, local_files_only=local_files_only)
         config = GPT2Config.from_json_file(files["config.json"])
         return cls(
@@ -138,6 +147,7 @@ class GPT2:
         logits_to_keep: int = 0,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        labels: ArrayLike | None = None,
     ) -> GPT2Output:
         """Logits for every position of a batch (or, with logits_to_keep=N, its last N positions).
 
@@ -150,9 +160,18 @@ class GPT2:
         logits_to_keep, as in transformers: 0 (the default) keeps every position, N > 0 the last
         N (1 is all that generation needs: the output layer is then 1/T of the work and memory).
         Hidden states and attentions always cover every position.
+
+        labels [B, T], as transformers takes them: the token expected at each position (shifted
+        inside: labels=input_ids is next-token prediction), -100 not counted; .loss is then the
+        mean -log p over the counted labels (a label predicted from a pad is not counted:
+        gpt2np/labels.py says why; labels.labels_from_mask makes the labels of a padded batch).
         """
         _check_logits_to_keep(logits_to_keep)
         ids, mask, positions, one_sequence = self._check_inputs(input_ids, attention_mask, position_ids)
+        if labels is not None:
+            if logits_to_keep:
+                raise InputError("labels= needs every position's logits; leave logits_to_keep at 0 to get a loss")
+            targets, keep = counted(labels_or_default(labels, ids, mask, self.config.vocab_size), mask)
         out = self.forward(
             ids,
             mask,
@@ -161,6 +180,8 @@ class GPT2:
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
         )
+        if labels is not None:
+            out.loss = cross_entropy(out.logits[:, :-1], targets, keep)  # backward.cross_entropy: float64 sums
         if one_sequence:
             out.logits = out.logits[0]
             out.hidden_states = out.hidden_states and tuple(h[0] for h in out.hidden_states)
@@ -190,23 +211,33 @@ class GPT2:
         attention_mask: ArrayLike | None = None,
         position_ids: ArrayLike | None = None,
         names_filter: Where | None = None,
+        labels: ArrayLike | None = None,
+        incl_bwd: bool = False,
     ) -> tuple[np.ndarray, ActivationCache]:
         """-> (logits, cache): cache[name] is the activation at that point (hooks.py lists them),
         a copy nothing later overwrites. names_filter: None (every point of activation_names()),
         a name, a list of names (the on-request hook_scale points too), or a predicate name ->
         bool. For a 1-D input, logits and cache drop the batch axis. The cache is a dict that also
-        answers TransformerLens's cache["pattern", 0], accumulated_resid, ... (activation_cache.py)."""
+        answers TransformerLens's cache["pattern", 0], accumulated_resid, ... (activation_cache.py).
+
+        incl_bwd=True: the cache also holds, under `<name>_grad` (TransformerLens's convention), the
+        gradient of the loss at each recorded point (not the hook_scale ones), in the order
+        backpropagation reaches them; the loss is that of loss_and_grads with these labels
+        (None: next-token prediction on the inputs, pads not counted)."""
         names = self.activation_names()
         record = names if names_filter is None else select(names_filter, names, scale_names(self.config.n_layer))
         hooks = Hooks(names, record=record, dtype=self.dtype)
         ids, mask, positions, one_sequence = self._check_inputs(input_ids, attention_mask, position_ids)
         logits = self.forward(ids, mask, positions, hook=hooks).logits
         order = hook_names(self.config.n_layer)
-        cache = ActivationCache(
-            {name: hooks.cache[name] for name in order if name in hooks.cache},  # forward order
-            self.config.n_layer,
-            self.config.layer_norm_epsilon,
-        )
+        activations = {name: hooks.cache[name] for name in order if name in hooks.cache}  # forward order
+        if incl_bwd:
+            grad_hooks = Hooks(names, record=[n for n in record if n in names], dtype=self.dtype)
+            self._backward_with(grad_hooks, ids, mask, positions, labels)
+            activations |= {f"{name}_grad": g for name, g in grad_hooks.cache.items()}  # from the loss back
+        elif labels is not None:
+            raise InputError("labels= is for the gradients: pass incl_bwd=True with it (or leave labels out)")
+        cache = ActivationCache(activations, self.config.n_layer, self.config.layer_norm_epsilon)
         if one_sequence:
             return logits[0], cache.remove_batch_dim()
         return logits, cache
@@ -217,13 +248,25 @@ class GPT2:
         attention_mask: ArrayLike | None = None,
         position_ids: ArrayLike | None = None,
         fwd_hooks: Iterable[tuple[Where, HookFn]] = (),
+        bwd_hooks: Iterable[tuple[Where, HookFn]] = (),
+        labels: ArrayLike | None = None,
     ) -> np.ndarray:
         """-> logits, with fwd_hooks = [(name or predicate, fn), ...] applied: fn(activation, hook)
         sees each chosen point in forward order and may return a replacement of the same shape
         (ablation, patching) or None to leave it (hooks.py says what it may keep). `hook` is the
         point's name, a str with TransformerLens's hook.name. For a 1-D input, fn sees each point
-        without the batch axis, as run_with_cache's cache holds it."""
+        without the batch axis, as run_with_cache's cache holds it.
+
+        bwd_hooks = [(name or predicate, fn), ...]: after the forward pass, the backward pass of the
+        loss (loss_and_grads's, with these labels; None: next-token prediction) runs, and fn(grad,
+        hook) sees the gradient at each chosen point from the loss back, and may return a
+        replacement (what is upstream of the point then gets the replaced gradient), as
+        TransformerLens's backward hooks. Not together with fwd_hooks (the backward recomputes
+        each block without them); not on the hook_scale points."""
         ids, mask, positions, one_sequence = self._check_inputs(input_ids, attention_mask, position_ids)
+        bwd_hooks, fwd_hooks = list(bwd_hooks), list(fwd_hooks)
+        if bwd_hooks and fwd_hooks:
+            raise InputError("fwd_hooks and bwd_hooks in one call are not supported: run them in two calls")
         hooks = Hooks(
             self.activation_names(),
             fwd_hooks=fwd_hooks,
@@ -232,6 +275,17 @@ class GPT2:
             one_sequence=one_sequence,
         )
         logits = self.forward(ids, mask, positions, hook=hooks).logits
+        if bwd_hooks:
+            names = self.activation_names()
+            self._backward_with(
+                Hooks(names, fwd_hooks=bwd_hooks, dtype=self.dtype, one_sequence=one_sequence),
+                ids,
+                mask,
+                positions,
+                labels,
+            )
+        elif labels is not None:
+            raise InputError("labels= is for bwd_hooks: pass bwd_hooks with it (or leave labels out)")
         return logits[0] if one_sequence else logits
 
     # --- the forward pass: plain.forward, fast (tests/test_plain.py holds them equal) ----------
@@ -428,6 +482,31 @@ class GPT2:
     @property
     def num_parameters(self) -> int:
         return sum(a.size for a in self.weights.arrays())
+
+    def _backward_with(
+        self, hooks: Hooks, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, labels: ArrayLike | None
+    ) -> tuple[float, dict[str, np.ndarray]]:
+        """backward.gradients on checked inputs with hooks(name, grad) at every activation point."""
+        from .backward import gradients, placed_targets
+
+        return gradients(self, ids, mask, positions, *placed_targets(labels, ids, mask, self.config.vocab_size), hooks)
+
+    def loss_and_grads(
+        self,
+        input_ids: ArrayLike,
+        labels: ArrayLike | None = None,
+        attention_mask: ArrayLike | None = None,
+        position_ids: ArrayLike | None = None,
+    ) -> tuple[float, dict[str, np.ndarray]]:
+        """-> (loss, grads): the loss of `self(input_ids, attention_mask, labels=labels)` and its
+        gradient for every parameter, keyed by transformers' GPT2LMHeadModel.named_parameters()
+        names (transformer.wte.weight, transformer.h.0.attn.c_attn.weight, ...; the tied output
+        layer's gradient is part of wte's), arrays in the model's dtype. labels=None: the inputs
+        themselves, pads and each row's first real token not counted (labels.labels_from_mask).
+        plain_backward.loss_and_grads, fast: see backward.py (tests/test_backward.py)."""
+        from .backward import loss_and_grads
+
+        return loss_and_grads(self, input_ids, labels, attention_mask, position_ids)
 
     def score(
         self,

@@ -344,3 +344,15 @@ def test_the_page_follows_explains_order():
                 assert int(first) <= numbers[step] <= int(last or first), f"--step {step} under '## {heading}'"
             seen.append(numbers[step])
     assert seen == sorted(seen) and set(seen) == set(numbers.values())
+
+
+def test_the_parameters_step_says_the_memory_to_train(model_dir):
+    """Weights, gradients and AdamW's two moments in float32: 1, 1 and 2 times the weights' bytes
+    (counted here from the arrays the model holds); the activations loss_and_grads keeps."""
+    model = GPT2.from_pretrained(model_dir("tiny"))
+    out = show_parameters(model)
+    nbytes = sum(a.astype(np.float32).nbytes for a in model.weights.arrays())
+    assert f"weights {nbytes / 2**20:,.0f} MiB, gradients {nbytes / 2**20:,.0f} MiB" in out
+    assert f"AdamW's two moments {2 * nbytes / 2**20:,.0f} MiB" in out
+    cfg = model.config
+    assert f"= {cfg.n_layer * 4 * cfg.n_positions * cfg.n_embd * 8 / 2**20:,.0f} MiB" in out

@@ -84,16 +84,20 @@ def test_a_circle_between_trace_and_compare_is_caught(tmp_path):
     assert "BROKEN" in result.stdout and "gpt2np.tools.trace -> gpt2np.tools.compare" in result.stdout
 
 
-@pytest.mark.parametrize("module", ["hooks", "kv_cache", "layers"])
-def test_the_plain_page_importing_the_fast_path_is_caught(tmp_path, module):
-    """gpt2np.plain is the reference the fast path is tested against: if it borrowed a fast
-    function (or the hooks, or the cache) the test would compare the fast path with itself."""
+@pytest.mark.parametrize(
+    ("page", "module"),
+    [("plain", "hooks"), ("plain", "kv_cache"), ("plain", "layers"), ("plain_backward", "attention")],
+)
+def test_the_plain_page_importing_the_fast_path_is_caught(tmp_path, page, module):
+    """gpt2np.plain (and plain_backward, the backward page) is the reference the fast path is
+    tested against: if it borrowed a fast function (or the hooks, or the cache) the test would
+    compare the fast path with itself."""
     copy_tree(tmp_path)
-    plain = tmp_path / "gpt2np" / "plain.py"
+    plain = tmp_path / "gpt2np" / f"{page}.py"
     plain.write_text(plain.read_text() + f"\nfrom . import {module}  # planted\n")
     result = lint_imports(tmp_path)
     assert result.returncode != 0
-    assert "BROKEN" in result.stdout and f"gpt2np.plain -> gpt2np.{module}" in result.stdout
+    assert "BROKEN" in result.stdout and f"gpt2np.{page} -> gpt2np.{module}" in result.stdout
 
 
 def test_a_circle_between_the_bench_and_its_export_is_caught(tmp_path):

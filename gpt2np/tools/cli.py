@@ -17,7 +17,7 @@ import sys
 
 from .. import __version__
 from ..errors import GPT2npError, InputError, ModelNotFoundError
-from . import compare, crosscheck, download, explain, generate, page, plot, random_model, score, trace
+from . import compare, crosscheck, download, explain, generate, llmc, page, plot, random_model, score, trace
 from .common import in_flag_names, with_random_model_hint
 
 SUBCOMMANDS = (
@@ -31,6 +31,7 @@ SUBCOMMANDS = (
     trace,
     compare,
     random_model,
+    llmc,
 )  # --help's order
 EXIT_ERROR = 1
 

@@ -624,8 +624,26 @@ def show_parameters(model) -> str:
         head,
         row("total", "", total),
         f"The MLP is {mlp / per_block:.0%} of a block; the embeddings are {(w.wte.size + w.wpe.size) / total:.0%} of the model.",
+        *memory_to_train(total, cfg),
     ]
     return "\n".join(lines)
+
+
+def memory_to_train(total: int, cfg) -> list[str]:
+    """What training with AdamW in float32 holds: weights, gradients, AdamW's two moments, and
+    the activations GPT2.loss_and_grads keeps (each block's input, float64) at B = 4, T = context."""
+
+    def mib(n_bytes: int) -> str:
+        return f"{n_bytes / 2**20:,.0f} MiB"
+
+    B, T = 4, cfg.n_positions
+    kept = cfg.n_layer * B * T * cfg.n_embd * 8
+    return [
+        "Memory to train it in float32 with AdamW (4 bytes a number):",
+        f"  weights {mib(4 * total)}, gradients {mib(4 * total)}, AdamW's two moments {mib(8 * total)}: {mib(16 * total)} in all;",
+        f"  and the activations loss_and_grads keeps at B x T = {B} x {T}, each block's input in float64:",
+        f"  {cfg.n_layer} x {B} x {T} x {cfg.n_embd} x 8 bytes = {mib(kept)}, plus one block's work arrays at a time.",
+    ]
 
 
 def gelu_erf(x: np.ndarray) -> np.ndarray:
@@ -702,6 +720,65 @@ def show_bpe(tok, sentences) -> str:
     return "\n".join(lines)
 
 
+def show_backward(tok, sentences, row: int, model) -> str:
+    """The loss of the batch, the gradient's size at a few points of one row, and a finite-
+    difference check of one weight, all in float64 (the model's weights, converted)."""
+    from ..backward import placed_targets
+    from ..labels import labels_from_mask
+    from ..llmc import named_tensors
+    from ..model import GPT2
+    from ..weights import weights_from_tensors
+
+    cfg = model.config
+    tensors = named_tensors(model.weights, cfg)
+    if model.weights.lm_head is not model.weights.wte:
+        tensors["lm_head.weight"] = model.weights.lm_head
+    m = GPT2(cfg, weights_from_tensors(tensors, cfg, dtype="float64", check_values=False), "float64", model.mask_fill)
+    ids, mask = left_padded(tok, sentences)
+    labels = labels_from_mask(ids, mask)
+    points = [
+        "logits",
+        "ln_final.hook_normalized",
+        f"blocks.{cfg.n_layer - 1}.hook_resid_post",
+        "blocks.0.hook_resid_pre",
+        "hook_embed",
+    ]
+    _, cache = m.run_with_cache(ids, attention_mask=mask, names_filter=points, labels=labels, incl_bwd=True)
+    loss, grads = m.loss_and_grads(ids, labels, mask)
+    n = int(placed_targets(labels, ids, mask, cfg.vocab_size)[1].sum())
+    pieces = token_labels(tok, ids[row], mask[row])
+    width = max(9, *(len(p) + 2 for p in pieces))
+    lines = [
+        "Labels from the mask (gpt2np.labels.labels_from_mask): each real token after a real token is its own",
+        "label; pads and each row's first real token get -100 (nothing real predicts them):",
+        f"  row {row}: " + " ".join(str(v) for v in labels[row]),
+        f"The loss, the mean of -log p(label) over the {n} labels counted: {loss:.4f}",
+        f"The gradient of the loss at a few points, row {row}: its length |g| at each token (float64).",
+        "Backpropagation reaches them in this order, from the loss down:",
+        " " * 28 + "".join(f"{p:>{width}}" for p in pieces),
+    ]
+    for point in points:
+        g = cache[point + "_grad"][row]  # [T, ...]
+        norms = np.sqrt((g.reshape(g.shape[0], -1) ** 2).sum(axis=-1))  # [T]
+        lines.append(f"  {point:<26}" + "".join(f"{v:>{width}.2e}" if v else f"{'0':>{width}}" for v in norms))
+    lines.append("The pads get none: nothing counted reads them (the empty-row rule has a backward too); nor does")
+    lines.append("the last token: it predicts nothing in this batch, and no other token reads it.")
+    name, index, h = "transformer.h.0.mlp.c_fc.weight", (0, 0), 1e-6
+    w = m.weights.h[0].mlp.c_fc.weight
+    old = w[index]
+    steps = []
+    for step in (h, -h):
+        w[index] = old + step
+        steps.append(float(m(ids, attention_mask=mask, labels=labels).loss or 0.0))  # .loss is set: labels given
+    w[index] = old
+    lines += [
+        f"A finite-difference check of one weight, {name}[0, 0] (h = {h:g}):",
+        f"  backpropagation             {grads[name][index]: .6e}",
+        f"  (L(w + h) - L(w - h)) / 2h  {(steps[0] - steps[1]) / (2 * h): .6e}",
+    ]
+    return "\n".join(lines)
+
+
 # --- the command ---------------------------------------------------------------------------
 
 # name: (title, where the code is: the plain page's function first (gpt2np/plain.py, bpe.py: the
@@ -739,8 +816,20 @@ STEPS = {
         "One decode step through the KV cache",
         "fast only (plain.generate re-runs the whole sequence): gpt2np/generation.py: decode, gpt2np/kv_cache.py",
     ),
+    "backward": (
+        "Backpropagation: the loss and its gradients",
+        "plain: gpt2np/plain_backward.py: loss_and_grads; fast: gpt2np/backward.py: loss_and_grads",
+    ),
 }
-NEEDS_MODEL = ("empty-rows", "generate", "block", "decode", "parameters", "gelu")  # empty-rows: only its last check
+NEEDS_MODEL = (
+    "empty-rows",
+    "generate",
+    "block",
+    "decode",
+    "parameters",
+    "gelu",
+    "backward",
+)  # empty-rows: only its last check
 
 
 def add_parser(sub) -> None:
@@ -831,6 +920,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 "block": "Looking inside a block needs",
                 "decode": "A decode step needs",
                 "parameters": "Counting the parameters needs",
+                "backward": "Backpropagation needs",
             }.get(name, "Running the model with either GELU needs")
             print(f"{what} the model's weights, and they are not on this machine (the steps above needed")
             print(f"only the tokenizer):\n  {problem}")
@@ -842,6 +932,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print(show_decode(tok, sentences, row, model))
         elif name == "parameters":
             print(show_parameters(model))
+        elif name == "backward":
+            print(show_backward(tok, sentences, row, model))
         else:
             print(show_gelu(tok, sentences, model))
         print()

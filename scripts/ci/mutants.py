@@ -57,6 +57,8 @@ REF64 = REF + "::test_float64_matches_transformers_float64"
 CMP = "tests/test_compare.py"
 PLAIN = "tests/test_plain.py"
 PAGE = "tests/test_page.py"
+PB = "tests/test_plain_backward.py"
+BW = "tests/test_backward.py"
 
 MUTANTS = [
     # --- masks and positions ---------------------------------------------------------------
@@ -506,6 +508,53 @@ MUTANTS = [
     m("malloc-never-tuned", "gpt2np/model.py",
       "        tune_malloc()  # once per process", "        pass  # once per process",
       "tests/test_heap.py::test_a_built_model_stops_the_page_faults_that_default_malloc_makes"),
+    # --- the backward pass (issue 31): plain_backward.py, backward.py; torch-free tests ---------
+    m("layernorm-backward-without-its-mean-term", "gpt2np/plain_backward.py",
+      "dx = rstd * (g - g.mean(axis=-1, keepdims=True) - xhat", "dx = rstd * (g - xhat",
+      f"{PB}::test_layer_norm_backward"),
+    m("softmax-backward-without-the-row-sum", "gpt2np/plain_backward.py",
+      "return p * (dp - (dp * p).sum(axis=-1, keepdims=True))", "return p * dp",
+      f"{PB}::test_softmax_backward"),
+    m("tied-embedding-misses-the-output-layer", "gpt2np/plain_backward.py",
+      "    if config.tie_word_embeddings:\n        dwte += d_lm_head\n", "    if config.tie_word_embeddings:\n        pass\n",
+      f"{PB}::test_every_parameters_gradient_against_finite_differences[tiny]"),
+    m("fast-tied-embedding-misses-the-output-layer", "gpt2np/backward.py",
+      "        dwte += d_lm_head  # the tied", "        pass  # the tied",
+      f"{BW}::test_the_fast_gradients_equal_the_plain_ones[tiny-min-padded-float64]"),
+    m("gelu-backward-of-the-erf-form", "gpt2np/plain_backward.py",
+      "    return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x))",
+      "    return dy * (0.5 * (1 + np.vectorize(math.erf)(x / math.sqrt(2))) + x * np.exp(-x * x / 2) / math.sqrt(2 * math.pi))",
+      f"{PB}::test_gelu_backward_is_the_tanh_forms_derivative"),
+    m("gradient-leaks-into-pads", "gpt2np/plain_backward.py",
+      "return np.where(keep[..., None], dlogits, 0) / logits.dtype.type(keep.sum())", "return dlogits / logits.dtype.type(keep.sum())",
+      f"{BW}::test_each_row_alone_equals_the_batch[tiny-plain]"),
+    m("fast-gradient-leaks-into-pads", "gpt2np/backward.py",
+      "rows, cols = np.nonzero(keep)  # [N] position (row, t) predicts", "rows, cols = np.nonzero(np.ones_like(keep))  # [N] position (row, t) predicts",
+      f"{BW}::test_each_row_alone_equals_the_batch[tiny-fast]"),
+    m("score-gradient-without-1-over-sqrt-d", "gpt2np/plain_backward.py",
+      "dq = dscores @ k * scale", "dq = dscores @ k",
+      f"{PB}::test_attention_backward_with_pads_and_empty_rows[min]"),
+    m("loss-averaged-over-pads", "gpt2np/plain_backward.py",
+      "return float(nll[keep].sum() / keep.sum())", "return float(nll[keep].sum() / keep.size)",
+      f"{BW}::test_the_loss_four_ways[tiny]"),
+    m("fast-loss-averaged-over-pads", "gpt2np/backward.py",
+      "    return total / len(rows)\n", "    return total / keep.size\n",
+      f"{BW}::test_the_loss_four_ways[tiny]"),
+    m("fast-score-gradient-without-1-over-sqrt-d", "gpt2np/backward.py",
+      "out[0][rows] = dscores @ k64 * scale", "out[0][rows] = dscores @ k64",
+      f"{BW}::test_the_fast_gradients_equal_the_plain_ones[tiny-min-padded-float64]"),
+    m("gradient-points-q-and-k-swapped", "gpt2np/backward.py",
+      '[(2, "v", dv), (1, "k", dk), (0, "q", dq)]', '[(2, "v", dv), (1, "q", dq), (0, "k", dk)]',
+      f"{BW}::test_the_gradient_at_each_point_against_finite_differences[blocks.0.attn.hook_q]"),
+    m("llmc-linear-weights-not-transposed", "gpt2np/llmc.py",
+      "            t = t.T  # GPT-2's Conv1D [in, out] -> nn.Linear's [out, in]", "            pass",
+      "tests/test_llmc.py::test_the_model_file_is_llmcs_layout"),
+    m("llmc-wte-padded-with-the-first-rows", "gpt2np/llmc.py",
+      'np.zeros((padded_vocab(config.vocab_size) - len(t), t.shape[1]), "<f4")', "t[: padded_vocab(config.vocab_size) - len(t)]",
+      "tests/test_llmc.py::test_the_model_file_is_llmcs_layout"),
+    m("labels-not-shifted", "gpt2np/labels.py",
+      "targets = labels[:, 1:]  # [B, T-1]", "targets = labels[:, :-1]  # [B, T-1]",
+      f"{BW}::test_the_loss_four_ways[tiny]"),
 ]  # fmt: skip
 
 

@@ -72,6 +72,32 @@ from gpt2np.tools.random_model import random_tensors
 from gpt2np.weights import weights_from_tensors
 
 T_GEN = f"{T_INPUTS}::test_bad_generation_settings_are_refused_by_name"
+T_LABELS = "test_backward.py::test_bad_labels_are_our_errors"
+T_LLMC_BAD = "test_llmc.py::test_bad_model_files_are_our_errors"
+
+
+def llmc_file(name: str, header: dict | None = None, cut: int = 0) -> str:
+    """MODEL written as an llm.c model file, with some header ints replaced and `cut` bytes cut off."""
+    from gpt2np.llmc import write_model
+
+    path = TMP / name
+    write_model(path, MODEL.weights, CONFIG)
+    data = bytearray(path.read_bytes())
+    for index, value in (header or {}).items():
+        data[4 * index : 4 * index + 4] = struct.pack("<i", value)
+    path.write_bytes(bytes(data[: len(data) - cut]))
+    return str(path)
+
+
+def odd_model() -> str:
+    """A random model llm.c cannot run: untied, an MLP of 20, scores also divided by the layer index."""
+    from gpt2np.tools.random_model import make_random_checkpoint
+
+    config = GPT2Config(vocab_size=100, n_positions=16, n_embd=8, n_layer=1, n_head=2, n_inner=20,
+                        tie_word_embeddings=False, scale_attn_by_inverse_layer_idx=True, eos_token_id=99, bos_token_id=99)  # fmt: skip
+    return str(make_random_checkpoint(TMP / "odd-model", config, seed=0))
+
+
 # more token ids than GPT-2's tokenizer has
 BIG_VOCAB = GPT2Config(vocab_size=60000, n_positions=16, n_embd=8, n_layer=1, n_head=2)
 
@@ -257,6 +283,23 @@ CASES = [
         ("input past n_positions", InputError, lambda: MODEL(np.arange(17)[None]), f"{T_INPUTS}::test_an_input_longer_than_n_positions_is_refused"),
         ("prompt + new tokens past n_positions", InputError, lambda: MODEL.generate(np.arange(10)[None], max_new_tokens=7),
          f"{T_INPUTS}::test_prompt_plus_new_tokens_past_n_positions_is_refused"),
+    ]),
+    ("Labels (the loss: `labels=`, `loss_and_grads`)", [
+        ("labels of another shape than input_ids", InputError, lambda: MODEL.loss_and_grads(IDS, labels=IDS[:, :2]), T_LABELS),
+        ("a label that is neither a token id nor -100", InputError, lambda: MODEL(IDS, labels=np.full(IDS.shape, -1)), T_LABELS),
+        ("no label counted (one token per row: nothing predicts anything)", InputError,
+         lambda: MODEL.loss_and_grads(IDS[:, :1]), T_LABELS),
+        ("labels with logits_to_keep", InputError, lambda: MODEL(IDS, labels=IDS, logits_to_keep=1), T_LABELS),
+    ]),
+    ("llm.c's files (`gpt2np llmc`, `GPT2.from_pretrained(\"model.bin\")`)", [
+        ("a file that is not an llm.c model file (another magic number)", CheckpointError,
+         lambda: GPT2.from_pretrained(llmc_file("magic.bin", {0: 20240327})), T_LLMC_BAD),
+        ("an llm.c model file of another version", CheckpointError,
+         lambda: GPT2.from_pretrained(llmc_file("version.bin", {1: 2})), T_LLMC_BAD),
+        ("an llm.c model file cut short", CheckpointError, lambda: GPT2.from_pretrained(llmc_file("cut.bin", cut=4)), T_LLMC_BAD),
+        ("exporting a model llm.c cannot run (untied, another MLP width, another attention scale)", InputError,
+         lambda: cli_error("llmc", "export", str(TMP / "llmc-odd"), "--model", str(odd_model())),
+         "test_llmc.py::test_a_model_llmc_cannot_run_is_refused_before_any_file"),
     ]),
     ("Hooks and traces", [
         ("run_with_cache: a misspelt activation name", InputError,

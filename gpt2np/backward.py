@@ -1,0 +1,277 @@
+"""The loss and every gradient, fast: plain_backward.loss_and_grads with the forward's speed-ups.
+
+The same function as gpt2np/plain_backward.py (tests/test_backward.py holds them equal, and
+both equal to torch autograd on transformers' model), computed the way the fast forward
+(model.py) computes: the residual stream and its gradient in float64, LayerNorm and its
+backward in float64 (rounded once to the model's dtype), attention in blocks. Memory stays
+bounded where the plain page holds whole arrays:
+
+- only each block's input is kept (n_layer x [B, T, C] float64); a block's insides are
+  recomputed when the backward reaches it, so one layer's attention exists at a time;
+- attention's backward runs one row of the batch at a time, in float64: [H, T, T] weights, not
+  [B, H, T, T] (float64 there keeps the float32 gradients' worst tensor below torch's on every
+  BLAS kernel measured: tests/test_backward.py);
+- the output layer and the loss run on the counted positions only, POSITIONS_PER_BLOCK at a
+  time: the [B, T, V] logits (823 MB in float32 for 4 x 1024 tokens) never exist at once
+  (unless a hook asks for the gradient at the logits).
+
+The derivations are plain_backward's: gelu_backward, layer_norm_backward, softmax_backward and
+embedding_backward are its own functions; linear_backward and attention_backward here are its
+formulas with float64 sums and the batch in rows. `gradients` also passes the gradient at each
+activation point (hooks.py's names) through a hook: run_with_cache's incl_bwd, run_with_hooks'
+bwd_hooks. Measured with scripts/train_memory.py: docs/how-it-works.md, "Backpropagation".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from .attention import attention_in_blocks, merge_heads, split_heads
+from .hooks import NO_HOOKS, Hooks
+from .labels import counted, labels_or_default
+from .layers import SUM_CHUNK, gelu, layer_norm, linear, lm_head
+from .masks import AttentionMask, build_attention_mask
+from .plain_backward import (
+    Grads,
+    attention_weights,
+    embedding_backward,
+    gelu_backward,
+    layer_norm_backward,
+    parameter_order,
+    softmax_backward,
+)
+from .weights import Linear
+
+POSITIONS_PER_BLOCK = 128  # positions whose [n, V] logits exist at a time (26 MB of float32 for GPT-2)
+
+
+def linear_backward(dy: np.ndarray, x: np.ndarray, layer: Linear) -> tuple[np.ndarray, Grads]:
+    """plain_backward.linear_backward, with the bias's sum over the B x T tokens in float64 (then
+    rounded once): in float32, NumPy's column sums are running sums whose error grows with the
+    number of tokens. dy [..., out], x [..., in] -> dx [..., in], {weight [in, out], bias [out]}."""
+    rows, drows = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])  # [N, in], [N, out]
+    bias = drows.sum(axis=0, dtype=np.float64).astype(dy.dtype)  # [out]
+    return linear(dy, Linear(layer.weight.T, np.zeros((), dy.dtype))), {"weight": rows.T @ drows, "bias": bias}
+
+
+def nll_and_dlogits(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[n, V] logits, [n] targets -> ([n] float64 -log softmax(logits)[target], [n, V] softmax - onehot
+    in the logits' dtype: plain_backward.cross_entropy and its backward, before the mean). The sum
+    of exponentials is taken in float64 (V terms), as scoring.target_logprobs does."""
+    n = np.arange(len(targets))
+    shifted = logits - logits.max(axis=-1, keepdims=True)  # [n, V] <= 0: exp never overflows
+    e = np.exp(shifted)  # [n, V]
+    total = e.sum(axis=-1, keepdims=True, dtype=np.float64)  # [n, 1] float64
+    nll = np.log(total[:, 0]) - shifted[n, targets].astype(np.float64)  # [n]
+    e /= total.astype(logits.dtype)  # [n, V] softmax
+    e[n, targets] -= 1  # - onehot
+    return nll, e
+
+
+def cross_entropy(logits: np.ndarray, targets: np.ndarray, keep: np.ndarray) -> float:
+    """transformers' loss from [B, T-1, V] logits (labels.counted's targets and keep): the mean of
+    -log p(target) over the counted positions (plain_backward.cross_entropy, in float64 sums)."""
+    rows, cols = np.nonzero(keep)  # [N] the counted positions
+    total = 0.0
+    for start in range(0, len(rows), POSITIONS_PER_BLOCK):
+        r, c = rows[start : start + POSITIONS_PER_BLOCK], cols[start : start + POSITIONS_PER_BLOCK]
+        total += float(nll_and_dlogits(logits[r, c], targets[r, c])[0].sum())
+    return total / len(rows)
+
+
+def logits_backward(dlogits: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """dlogits @ weight, [n, V] @ [V, C] -> [n, C], as SUM_CHUNK-term float32 products added in
+    float64: one float32 running sum over V = 50257 terms would round at every add (lm_head's
+    reasoning, backwards). Measured on the odd model: the gradients' error against the float64
+    truth 3.7e-7 with one product, 3.1e-7 so, torch's 3.4e-7 (tests/test_backward.py)."""
+    out = np.zeros((dlogits.shape[0], weight.shape[1]), dtype=np.float64)  # [n, C]
+    for v in range(0, weight.shape[0], SUM_CHUNK):
+        out += dlogits[:, v : v + SUM_CHUNK] @ weight[v : v + SUM_CHUNK]  # [n, 128] @ [128, C]
+    return out.astype(dlogits.dtype)
+
+
+def output_layer_backward(
+    xf: np.ndarray, weight: np.ndarray, targets: np.ndarray, keep: np.ndarray
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """The output layer and the loss, forward and backward, on the counted positions only, a block
+    at a time (plain_backward.loss_and_grads's cross_entropy, its backward and the logits' product).
+    xf [B, T, C] after ln_f, weight [V, C] -> (loss, dxf [B, T, C], dweight [V, C])."""
+    rows, cols = np.nonzero(keep)  # [N] position (row, t) predicts targets[row, t]
+    N = len(rows)
+    dxf = np.zeros_like(xf)  # [B, T, C]: 0 at every position that predicts nothing counted
+    dweight = np.zeros(weight.shape, dtype=np.float64)  # [V, C] the blocks' products added in float64
+    total = 0.0
+    for start in range(0, N, POSITIONS_PER_BLOCK):
+        r, c = rows[start : start + POSITIONS_PER_BLOCK], cols[start : start + POSITIONS_PER_BLOCK]
+        h = xf[r, c]  # [n, C]
+        nll, dlogits = nll_and_dlogits(lm_head(h, weight), targets[r, c])  # [n], [n, V]
+        total += float(nll.sum())
+        dlogits /= dlogits.dtype.type(N)  # the mean over the N counted labels
+        dxf[r, c] = logits_backward(dlogits, weight)  # [n, C]
+        dweight += dlogits.T @ h  # [V, n] @ [n, C]
+    return total / N, dxf, dweight  # dweight stays float64: the caller adds the embedding's share, then rounds
+
+
+def hooked_output_layer_backward(
+    xf: np.ndarray, weight: np.ndarray, targets: np.ndarray, keep: np.ndarray, hook: Hooks
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """output_layer_backward with the whole gradient at the logits [B, T, V] made, passed through
+    hook("logits", ...) (which may replace it), and taken back through the output layer."""
+    rows, cols = np.nonzero(keep)  # [N]
+    N = len(rows)
+    dlogits = np.zeros((*xf.shape[:2], weight.shape[0]), dtype=xf.dtype)  # [B, T, V]: 0 where nothing is counted
+    total = 0.0
+    for start in range(0, N, POSITIONS_PER_BLOCK):
+        r, c = rows[start : start + POSITIONS_PER_BLOCK], cols[start : start + POSITIONS_PER_BLOCK]
+        nll, d = nll_and_dlogits(lm_head(xf[r, c], weight), targets[r, c])  # [n], [n, V]
+        total += float(nll.sum())
+        dlogits[r, c] = d / d.dtype.type(N)
+    dlogits = hook("logits", dlogits)  # [B, T, V]
+    flat, h = dlogits.reshape(-1, dlogits.shape[-1]), xf.reshape(-1, xf.shape[-1])  # [B*T, V], [B*T, C]
+    dxf = logits_backward(flat, weight).reshape(xf.shape)  # [B, T, C]
+    return total / N, dxf, flat.T.astype(np.float64) @ h.astype(np.float64)  # [V, C] float64
+
+
+def point(hook: Hooks, name: str, g: np.ndarray) -> np.ndarray:
+    """hook(name, g) on a copy of g: for a gradient that also goes on elsewhere unchanged (a
+    residual add hands dy to both branches; a hook on one branch must not change the other's)."""
+    return hook(name, g.copy()) if hook.wants(name) else g
+
+
+def attention_backward(
+    dz: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: AttentionMask, scale: float, hook: Hooks, at: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """plain_backward.attention_backward, fast: in float64, one row of the batch at a time ([H, T, T]
+    weights, not [B, H, T, T]), or all rows at once when a hook wants the gradient at the pattern or
+    the scores (at + "attn.hook_pattern", "attn.hook_attn_scores": [B, H, T, T]).
+    dz, q, k, v [B, H, T, D] in the model's dtype -> dq, dk, dv [B, H, T, D] in it."""
+    B = q.shape[0]
+    whole = hook.wants(at + "attn.hook_pattern") or hook.wants(at + "attn.hook_attn_scores")
+    out = [np.empty_like(q), np.empty_like(k), np.empty_like(v)]  # dq, dk, dv
+    for rows in [slice(0, B)] if whole else [slice(r, r + 1) for r in range(B)]:
+        q64, k64, v64, dz64 = (a[rows].astype(np.float64) for a in (q, k, v, dz))  # [b, H, T, D] each
+        weights = attention_weights(q64, k64, mask.additive[rows], scale)  # [b, H, T, T], empty rows 0
+        dv = weights.swapaxes(-1, -2) @ dz64  # [b, H, T, D]
+        dweights = hook(at + "attn.hook_pattern", dz64 @ v64.swapaxes(-1, -2))  # [b, H, T, T]
+        dscores = hook(at + "attn.hook_attn_scores", softmax_backward(dweights, weights))  # [b, H, T, T]
+        out[0][rows] = dscores @ k64 * scale  # [b, H, T, D]
+        out[1][rows] = dscores.swapaxes(-1, -2) @ q64 * scale
+        out[2][rows] = dv
+    return out[0], out[1], out[2]
+
+
+def block_backward(
+    model: Any, i: int, dy: np.ndarray, x: np.ndarray, mask: AttentionMask, hook: Hooks = NO_HOOKS
+) -> tuple[np.ndarray, Grads]:
+    """plain_backward.block_backward, fast: dy, x [B, T, C] float64 (the block's input) -> dx
+    [B, T, C] float64, the block's gradients in the model's dtype. Each `hook(name, g)` is the
+    gradient at that point of the forward pass (hooks.py's names), g itself unless asked for."""
+    b, cfg, dtype = model.weights.h[i], model.config, model.dtype
+    eps, H, scale, at = cfg.layer_norm_epsilon, cfg.n_head, model.scale(i), f"blocks.{i}."
+    # The block's forward again, keeping what the backward reads.
+    h1 = layer_norm(x, b.ln_1, eps, dtype)  # [B, T, C] in dtype
+    C = h1.shape[-1]
+    qkv = linear(h1, b.attn.c_attn)  # [B, T, 3C]
+    q, k, v = (split_heads(qkv[..., j * C : (j + 1) * C], H) for j in range(3))  # 3 x [B, H, T, D] views
+    z = merge_heads(attention_in_blocks(q, k, v, mask, scale))  # [B, T, C]
+    x1 = x + linear(z, b.attn.c_proj)  # [B, T, C] float64: the stream after attention
+    h2 = layer_norm(x1, b.ln_2, eps, dtype)  # [B, T, C]
+    pre = linear(h2, b.mlp.c_fc)  # [B, T, F]
+    # The MLP's backward, then ln_2's (in float64, like its forward).
+    dy = hook(at + "hook_resid_post", dy)  # [B, T, C] float64
+    dmlp = point(hook, at + "hook_mlp_out", dy)  # y = x1 + mlp_out: the MLP's output gets dy too
+    dpost, g_proj = linear_backward(dmlp.astype(dtype), gelu(pre.copy()), b.mlp.c_proj)  # [B, T, F]
+    dpost = hook(at + "mlp.hook_post", dpost)
+    dpre = gelu_backward(dpost.astype(np.float64), pre.astype(np.float64)).astype(dtype)  # [B, T, F] rounded once
+    dpre = hook(at + "mlp.hook_pre", dpre)
+    dh2, g_fc = linear_backward(dpre, h2, b.mlp.c_fc)  # [B, T, C]
+    dh2 = hook(at + "ln2.hook_normalized", dh2)
+    dx2, g_ln_2 = layer_norm_backward(dh2.astype(np.float64), x1, b.ln_2, eps)  # [B, T, C] float64
+    dx1 = hook(at + "hook_resid_mid", dy + dx2)  # the residual add passes dy on unchanged
+    # Attention's backward.
+    dattn = point(hook, at + "hook_attn_out", dx1)  # x1 = x + attn_out
+    dz, g_c_proj = linear_backward(dattn.astype(dtype), z, b.attn.c_proj)  # [B, T, C]
+    dz = hook(at + "attn.hook_z", split_heads(dz, H).swapaxes(1, 2)).swapaxes(1, 2)  # [B, H, T, D], seen [B, T, H, D]
+    dq, dk, dv = attention_backward(dz, q, k, v, mask, scale, hook, at)  # 3 x [B, H, T, D]
+    dqkv = np.empty(qkv.shape, dtype=dtype)  # [B, T, 3C]
+    for j, name, g in [(2, "v", dv), (1, "k", dk), (0, "q", dq)]:  # the forward's order, reversed
+        g = hook(f"{at}attn.hook_{name}", g.swapaxes(1, 2)).swapaxes(1, 2)  # seen as [B, T, H, D]
+        dqkv[..., j * C : (j + 1) * C] = merge_heads(g)  # [B, T, C]
+    dh1, g_c_attn = linear_backward(dqkv, h1, b.attn.c_attn)  # [B, T, C]
+    dh1 = hook(at + "ln1.hook_normalized", dh1)
+    dx0, g_ln_1 = layer_norm_backward(dh1.astype(np.float64), x, b.ln_1, eps)  # [B, T, C] float64
+    parts = {"ln_1": g_ln_1, "attn.c_attn": g_c_attn, "attn.c_proj": g_c_proj, "ln_2": g_ln_2}
+    parts |= {"mlp.c_fc": g_fc, "mlp.c_proj": g_proj}
+    grads = {f"{layer}.{p}": a.astype(dtype, copy=False) for layer, g in parts.items() for p, a in g.items()}
+    return hook(at + "hook_resid_pre", dx1 + dx0), grads
+
+
+def loss_and_grads(
+    model: Any,
+    input_ids: ArrayLike,
+    labels: ArrayLike | None = None,
+    attention_mask: ArrayLike | None = None,
+    position_ids: ArrayLike | None = None,
+) -> tuple[float, Grads]:
+    """GPT2.loss_and_grads: plain_backward.loss_and_grads, fast (tests/test_backward.py).
+    model: a GPT2 (Any: model.py sits above this module). -> (loss, grads by transformers' names)."""
+    ids, mask, positions, _ = model._check_inputs(input_ids, attention_mask, position_ids)  # [B, T] each
+    return gradients(model, ids, mask, positions, *placed_targets(labels, ids, mask, model.config.vocab_size))
+
+
+def placed_targets(
+    labels: ArrayLike | None, ids: np.ndarray, mask: np.ndarray, vocab_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """labels (transformers', shifted inside; None: next-token) -> targets, keep [B, T]: position t
+    predicts targets[:, t] where keep[:, t]; the last position predicts nothing."""
+    targets, keep = counted(labels_or_default(labels, ids, mask, vocab_size), mask)  # [B, T-1] each
+    no_target = np.zeros((ids.shape[0], 1), dtype=bool)  # [B, 1]
+    return np.concatenate([targets, no_target], axis=1), np.concatenate([keep, no_target], axis=1)
+
+
+def gradients(
+    model: Any,
+    ids: np.ndarray,
+    mask: np.ndarray,
+    positions: np.ndarray,
+    targets: np.ndarray,
+    keep: np.ndarray,
+    hook: Hooks = NO_HOOKS,
+) -> tuple[float, Grads]:
+    """The loss and gradients of checked inputs, with the targets already placed: position t of row b
+    predicts targets[b, t] where keep[b, t] ([B, T] each; loss_and_grads shifts labels into them,
+    llm.c's debug state gives its y as they are). hook(name, g): the gradient at each activation
+    point, from the loss back (run_with_cache's incl_bwd, run_with_hooks' bwd_hooks)."""
+    cfg, w = model.config, model.weights
+    additive = build_attention_mask(mask, ids.shape[1], model.fill, model.dtype)  # [B, 1, T, T]
+    grads: Grads = {}
+    with np.errstate(invalid="ignore", over="ignore"):  # a pad's empty row under -inf (plain.attention)
+        x = model.embed(ids, positions)  # [B, T, C] float64
+        inputs = []  # each block's input: all the backward keeps of the forward
+        for i in range(cfg.n_layer):
+            inputs.append(x)
+            x, _ = model.block(i, x.copy(), additive)  # model.block adds to its x in place
+        xf = layer_norm(x, w.ln_f, cfg.layer_norm_epsilon, model.dtype)  # [B, T, C]
+        if hook.wants("logits"):  # the whole [B, T, V] gradient, for a hook to see (or replace)
+            loss, dxf, d_lm_head = hooked_output_layer_backward(xf, w.lm_head, targets, keep, hook)
+        else:
+            loss, dxf, d_lm_head = output_layer_backward(xf, w.lm_head, targets, keep)  # [B, T, C], [V, C]
+        dxf = hook("ln_final.hook_normalized", dxf)
+        dx, g = layer_norm_backward(dxf.astype(np.float64), x, w.ln_f, cfg.layer_norm_epsilon)  # [B, T, C] float64
+        grads |= {f"transformer.ln_f.{k}": a.astype(model.dtype) for k, a in g.items()}
+        for i in reversed(range(cfg.n_layer)):
+            dx, g = block_backward(model, i, dx, inputs.pop(), additive, hook)  # popped: freed once used
+            grads |= {f"transformer.h.{i}.{k}": a for k, a in g.items()}
+    # The embeddings' sums (a token or position used many times) in float64, rounded once.
+    # x = token + position embedding: each gets dx (and a hook on one changes only that one)
+    dwpe = embedding_backward(point(hook, "hook_pos_embed", dx), ids, positions, cfg)[1]  # [n_positions, C] float64
+    dwte = embedding_backward(point(hook, "hook_embed", dx), ids, positions, cfg)[0]  # [V, C] float64
+    if cfg.tie_word_embeddings:
+        dwte += d_lm_head  # the tied output layer's share of wte's gradient
+    else:
+        grads["lm_head.weight"] = d_lm_head.astype(model.dtype)
+    grads |= {"transformer.wte.weight": dwte.astype(model.dtype), "transformer.wpe.weight": dwpe.astype(model.dtype)}
+    return loss, {name: grads[name] for name in parameter_order(cfg)}
