@@ -19,7 +19,7 @@ The derivations are plain_backward's: gelu_backward, layer_norm_backward, softma
 embedding_backward are its own functions; linear_backward and attention_backward here are its
 formulas with float64 sums and the batch in rows. `gradients` also passes the gradient at each
 activation point (hooks.py's names) through a hook: run_with_cache's incl_bwd, run_with_hooks'
-bwd_hooks. Measured with scripts/train_memory.py: docs/how-it-works.md, "Backpropagation".
+bwd_hooks. Measured with scripts/experiments/train_memory.py: docs/how-it-works.md, "Backpropagation".
 """
 
 from __future__ import annotations

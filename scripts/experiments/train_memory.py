@@ -1,6 +1,6 @@
 """Peak memory and time of one GPT2.loss_and_grads (forward + backward), in a fresh process.
 
-    python scripts/train_memory.py [--model FOLDER] [--batch-size 4] [--seq-len 1024] [--dtype float32]
+    python scripts/experiments/train_memory.py [--model FOLDER] [--batch-size 4] [--seq-len 1024] [--dtype float32]
 
 Prints the process's peak resident memory (ru_maxrss) after loading the model, and after one
 loss_and_grads of a random [B, T] batch (the second row left-padded by a quarter), with the time
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def peak_mb() -> float:
