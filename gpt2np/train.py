@@ -1,0 +1,204 @@
+"""Training GPT-2: AdamW as torch.optim.AdamW computes it, gradient clipping as
+torch.nn.utils.clip_grad_norm_ does, and nanoGPT's learning-rate schedule.
+
+    from gpt2np import GPT2
+    from gpt2np.train import AdamW, clip_grad_norm, get_lr
+
+    model = GPT2.from_pretrained("weights/tiny")
+    opt = AdamW(model, lr=3e-4, weight_decay=0.1, decay="2d")   # takes writable copies of the weights
+    for step in range(100):
+        loss, grads = model.loss_and_grads(input_ids, attention_mask=attention_mask)
+        norm = clip_grad_norm(grads, 1.0)
+        opt.step(grads, lr=get_lr(step, 3e-4, 3e-5, warmup=10, decay_steps=100))
+
+One AdamW step, for each parameter p with gradient g, at step t (from 1):
+
+    p = p * (1 - lr * weight_decay)             decoupled weight decay (Loshchilov & Hutter): not in g
+    m = m + (1 - beta1) * (g - m)               the mean of the gradients, decaying (torch: lerp)
+    v = beta2 * v + (1 - beta2) * g * g         the mean of their squares
+    p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+The two (1 - beta^t) undo the zeros m and v start from (bias correction): without them the first
+steps would be beta-times too small. eps is added outside the square root, as torch does. Where
+home-made trainers go wrong, each written out: decay coupled into g is Adam with L2 (the decay
+then gets divided by sqrt(v)); decay="2d" decays only the matrices and the embeddings (every
+parameter of two or more dimensions), never a bias or a LayerNorm, as nanoGPT and llm.c's
+train_gpt2.py group them; decay="all" decays every parameter (plain torch.optim.AdamW and llm.c's
+C update). Clipping scales every gradient by one factor from the norm of all of them together.
+
+The state (m, v for each parameter, and t) is plain named arrays: state_dict() / load_state_dict(),
+saved as safetensors (never pickled) by save() / load(). tests/test_train.py holds ten steps of
+forward, backward, clip and AdamW equal to torch's.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+from .weights import Weights, weights_from_tensors
+
+DECAY_MODES = ("2d", "all")
+
+
+def named_parameters(weights: Weights, config: Any) -> dict[str, np.ndarray]:
+    """Every parameter under transformers' GPT2LMHeadModel.named_parameters() name, in its order
+    (the tied output layer is wte, named once; an untied one is lm_head.weight)."""
+    out = {"transformer.wte.weight": weights.wte, "transformer.wpe.weight": weights.wpe}
+    for i, b in enumerate(weights.h):
+        layers: list[tuple[str, Any]] = [
+            ("ln_1", b.ln_1),
+            ("attn.c_attn", b.attn.c_attn),
+            ("attn.c_proj", b.attn.c_proj),
+        ]
+        layers += [("ln_2", b.ln_2), ("mlp.c_fc", b.mlp.c_fc), ("mlp.c_proj", b.mlp.c_proj)]
+        for kind, layer in layers:
+            out[f"transformer.h.{i}.{kind}.weight"] = layer.weight
+            out[f"transformer.h.{i}.{kind}.bias"] = layer.bias
+    out["transformer.ln_f.weight"], out["transformer.ln_f.bias"] = weights.ln_f.weight, weights.ln_f.bias
+    if weights.lm_head is not weights.wte:
+        out["lm_head.weight"] = weights.lm_head
+    return out
+
+
+def make_trainable(model: Any) -> dict[str, np.ndarray]:
+    """The model's parameters as writable arrays it computes with: a loaded checkpoint is
+    memory-mapped read-only, so each array is copied once (one checkpoint's size in memory: 0.5 GB
+    for GPT-2 124M in float32) and model.weights is rebuilt on the copies. Arrays already writable
+    and owned are kept. -> {name: array}: changing one in place changes the model."""
+    params = named_parameters(model.weights, model.config)
+    if all(a.flags.writeable and a.flags.owndata for a in params.values()):
+        return params
+    copies = {name: np.array(a, copy=True) for name, a in params.items()}  # writable, in the model's dtype
+    model.weights = weights_from_tensors(
+        copies, model.config, dtype=model.dtype, source="the trained weights", check_values=False
+    )
+    return named_parameters(model.weights, model.config)
+
+
+def decays(name: str, p: np.ndarray, decay: str) -> bool:
+    """Does weight decay touch this parameter? "2d": matrices and embeddings only; "all": every one."""
+    return decay == "all" or p.ndim >= 2
+
+
+def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
+    """Scale every gradient by max_norm / (total norm + 1e-6) when that is below 1, in place, as
+    torch.nn.utils.clip_grad_norm_; -> the total norm before clipping: sqrt of the sum of every
+    gradient's squares (one norm over all of them, not one per tensor). Summed in float64."""
+    if not isinstance(max_norm, (int, float)) or isinstance(max_norm, bool) or not 0 < max_norm < math.inf:
+        raise InputError(f"max_norm must be a positive finite number, got {max_norm!r}")
+    total = math.sqrt(
+        sum(float(np.dot(g.ravel().astype(np.float64), g.ravel().astype(np.float64))) for g in grads.values())
+    )
+    coef = max_norm / (total + 1e-6)
+    if coef < 1:
+        for g in grads.values():
+            g *= g.dtype.type(coef)
+    return total
+
+
+def get_lr(step: int, lr: float, min_lr: float, warmup: int, decay_steps: int) -> float:
+    """nanoGPT's schedule: a linear warmup over `warmup` steps, then a cosine decay to min_lr at
+    `decay_steps`, then min_lr. step counts from 0."""
+    if step < warmup:
+        return lr * (step + 1) / (warmup + 1)
+    if step > decay_steps:
+        return min_lr
+    ratio = (step - warmup) / max(1, decay_steps - warmup)  # 0 .. 1
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
+
+
+def _check_hyper(lr: Any, betas: Any, eps: Any, weight_decay: Any, decay: Any) -> None:
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
+
+    if not number(lr) or lr < 0:
+        raise InputError(f"lr must be a finite number >= 0, got {lr!r}")
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(number(b) and 0 <= b < 1 for b in betas)):
+        raise InputError(f"betas must be two numbers in [0, 1), got {betas!r}")
+    if not number(eps) or eps <= 0:
+        raise InputError(f"eps must be a positive number, got {eps!r}")
+    if not number(weight_decay) or weight_decay < 0:
+        raise InputError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    if decay not in DECAY_MODES:
+        raise InputError(f"decay must be '2d' (matrices and embeddings only, as nanoGPT) or 'all', got {decay!r}")
+
+
+class AdamW:
+    """torch.optim.AdamW's update on a GPT2's weights (torch's defaults and names); see the module's
+    docstring for the rule. step(grads) takes model.loss_and_grads' dict."""
+
+    def __init__(
+        self,
+        model: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        decay: str = "2d",
+    ) -> None:
+        _check_hyper(lr, betas, eps, weight_decay, decay)
+        self.model = model
+        self.lr, self.betas, self.eps, self.weight_decay, self.decay = float(lr), tuple(betas), eps, weight_decay, decay
+        self.params = make_trainable(model)  # {name: the array the model computes with}
+        self.exp_avg = {name: np.zeros_like(p) for name, p in self.params.items()}  # m
+        self.exp_avg_sq = {name: np.zeros_like(p) for name, p in self.params.items()}  # v
+        self.t = 0
+
+    def step(self, grads: dict[str, np.ndarray], lr: float | None = None) -> None:
+        """One update of every parameter, in place. lr: this step's rate (a schedule's), else self.lr."""
+        missing = set(self.params) - set(grads)
+        if missing:
+            raise InputError(
+                f"step: no gradient for {sorted(missing)[0]} (and {len(missing) - 1} more); pass loss_and_grads' dict"
+            )
+        lr = self.lr if lr is None else lr
+        _check_hyper(lr, self.betas, self.eps, self.weight_decay, self.decay)
+        self.t += 1
+        beta1, beta2 = self.betas
+        bias_correction1 = 1 - beta1**self.t
+        bias_correction2_sqrt = math.sqrt(1 - beta2**self.t)
+        for name, p in self.params.items():
+            g = grads[name].astype(p.dtype, copy=False)
+            if g.shape != p.shape:
+                raise InputError(
+                    f"step: the gradient of {name} has shape {list(g.shape)}, the parameter {list(p.shape)}"
+                )
+            dtype = p.dtype.type
+            m, v = self.exp_avg[name], self.exp_avg_sq[name]
+            if self.weight_decay and decays(name, p, self.decay):
+                p *= dtype(1 - lr * self.weight_decay)  # decoupled: the decay never passes through m and v
+            m += dtype(1 - beta1) * (g - m)  # torch's lerp_(g, 1 - beta1)
+            v *= dtype(beta2)
+            v += dtype(1 - beta2) * g * g
+            denom = np.sqrt(v) / dtype(bias_correction2_sqrt) + dtype(self.eps)  # eps outside the root
+            p -= dtype(lr / bias_correction1) * m / denom
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Plain named arrays: exp_avg.<name>, exp_avg_sq.<name>, step (what save() writes)."""
+        state = {"step": np.array([self.t], dtype=np.int64)}
+        state |= {f"exp_avg.{n}": a for n, a in self.exp_avg.items()}
+        return state | {f"exp_avg_sq.{n}": a for n, a in self.exp_avg_sq.items()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        for name, p in self.params.items():
+            for kind, into in (("exp_avg", self.exp_avg), ("exp_avg_sq", self.exp_avg_sq)):
+                a = state.get(f"{kind}.{name}")
+                if a is None or a.shape != p.shape:
+                    raise InputError(f"the optimizer state has no {kind} of shape {list(p.shape)} for {name}")
+                into[name] = np.array(a, dtype=p.dtype)
+        self.t = int(np.asarray(state["step"]).reshape(-1)[0])
+
+    def save(self, path: str | Path) -> None:
+        from safetensors.numpy import save_file
+
+        save_file({k: np.ascontiguousarray(v) for k, v in self.state_dict().items()}, str(path))
+
+    def load(self, path: str | Path) -> None:
+        from safetensors.numpy import load_file
+
+        self.load_state_dict(load_file(str(path)))
