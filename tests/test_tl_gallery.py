@@ -265,12 +265,14 @@ SNIPPETS = {
 def models(model_dir, tokenizer_dir):
     from tl_reference import tl_hooked_transformer
 
-    torch.set_grad_enabled(False)  # as TransformerLens's demos start
+    was = torch.is_grad_enabled()
+    torch.set_grad_enabled(False)  # as TransformerLens's demos start; process-wide, so put back after
     folder = model_dir(MODEL)
-    return {
+    yield {
         "transformer_lens": tl_hooked_transformer(folder, tokenizer_dir),
         "gpt2np": HookedTransformer.from_pretrained(str(folder)),
     }
+    torch.set_grad_enabled(was)
 
 
 def run(snippet: str, library: str, model) -> dict:

@@ -151,6 +151,11 @@ def torch_steps(hf, torch, ids, mask, labels, lr, decay, clip, warmup, steps):
     opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
     positions = torch.tensor(np.where(mask == 1, np.cumsum(mask, axis=-1) - 1, 0))
     losses = []
+    with torch.enable_grad():  # whatever an earlier test left set
+        return _torch_loop(hf, torch, opt, ids, mask, labels, positions, lr, clip, warmup, steps, losses)
+
+
+def _torch_loop(hf, torch, opt, ids, mask, labels, positions, lr, clip, warmup, steps, losses):
     for step in range(steps):
         opt.zero_grad()
         logits = hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), position_ids=positions).logits
