@@ -212,6 +212,34 @@ def remember(path: Path, kind: str, fact: str) -> None:
         pass  # cannot remember it: the check just runs again next time
 
 
+def sha256_of(path: str | Path, chunk: int = 1 << 24) -> str:
+    """The sha256 of a whole file, read in 16 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def remembered_sha256(path: str | Path) -> str:
+    """The sha256 of the whole file, computed once per version of it and remembered in a stamp
+    (see above: any ordinary write changes the file's size, mtime or ctime, a replaced file its
+    inode, and the stamp then no longer applies). What it cannot see is what the stamps cannot:
+    bytes changed behind the filesystem's back, outside content_sample's blocks."""
+    path = Path(path)
+    stamp, state = stamp_path(path, "sha256"), stamp_key(path, "")  # state: "size mtime ctime inode sample "
+    try:
+        text = stamp.read_text()
+    except OSError:
+        text = ""
+    digest = text[len(state) :]
+    if text.startswith(state) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest):
+        return digest
+    digest = sha256_of(path)
+    remember(path, "sha256", digest)
+    return digest
+
+
 def save_checkpoint(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
     """Write tensors as safetensors with the `safetensors` package (the reference writer).
 

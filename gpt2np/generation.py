@@ -21,6 +21,7 @@ returned sequence (its keys and values are copied: KVCache.repeat_rows).
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass
 from typing import Any
@@ -152,6 +153,15 @@ def check_generation_args(
             f"repetition_penalty must be a number > 0 (1: off, > 1 discourages repeating a token, < 1 encourages it), "
             f"got {repetition_penalty!r}"
         )
+    with np.errstate(over="ignore", under="ignore"):  # too large or too small for the dtype: refused just below
+        penalty = np.dtype(dtype).type(repetition_penalty)  # what the scores are multiplied or divided by
+    info = np.finfo(dtype)
+    if not info.tiny <= penalty <= info.max:  # 0, a subnormal or inf: the scores would become 0, inf or NaN
+        raise InputError(
+            f"repetition_penalty={repetition_penalty!r} is {float(penalty):.3g} in {np.dtype(dtype).name}, the scores' "
+            f"dtype, which carries {float(info.tiny):.3g} .. {float(info.max):.3g} as normal numbers: the scores "
+            "multiplied or divided by it would be 0, inf or NaN; use a penalty closer to 1 (1.2 is usual)"
+        )
     if not _is_int(no_repeat_ngram_size) or no_repeat_ngram_size < 0:
         raise InputError(
             f"no_repeat_ngram_size must be an integer >= 0 (0: off, n: no n-gram twice), got {no_repeat_ngram_size!r}"
@@ -190,6 +200,18 @@ def check_generation_args(
         )
     if not _is_real(length_penalty):
         raise InputError(f"length_penalty must be a finite number (1.0: the default), got {length_penalty!r}")
+    if num_beams > 1 and n_new > 1:
+        # A finished beam's score is divided by its new tokens ** length_penalty, in the logits'
+        # dtype. Keep that divisor (or its inverse) within the square root of the dtype's range,
+        # leaving the other half for the score itself: -1e300 would make it 0 (every score -inf),
+        # 1e300 an OverflowError, and +-30 with 40 tokens (1e48) is beyond float32 already.
+        limit = math.log(float(np.finfo(dtype).max)) / 2 / math.log(n_new)
+        if abs(length_penalty) > limit:
+            raise InputError(
+                f"length_penalty={length_penalty!r} is too large for {n_new} new tokens: the scores are divided by "
+                f"n_new_tokens ** length_penalty, which {np.dtype(dtype).name} cannot carry beyond "
+                f"{n_new} ** {limit:.3g}; use a length_penalty between {-limit:.3g} and {limit:.3g}"
+            )
     if not (_is_bool(early_stopping) or early_stopping == "never"):
         raise InputError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
     return GenerationSettings(

@@ -463,6 +463,10 @@ MUTANTS = [
     m("malloc-never-tuned", "gpt2np/model.py",
       "        tune_malloc()  # once per process", "        pass  # once per process",
       "tests/test_heap.py::test_a_built_model_stops_the_page_faults_that_default_malloc_makes"),
+    # --- issue 30: nothing overwritten, no accepted setting giving a wrong answer ------------
+    m("resume-fingerprint-sampled-only", "gpt2np/tools/score_file.py",
+      '"weights": remembered_sha256(checkpoint),', '"weights": __import__("gpt2np.checkpoint").checkpoint.content_sample(checkpoint),',
+      "tests/test_score_file_output.py::test_resume_refuses_other_settings_naming_them"),
 ]  # fmt: skip
 
 

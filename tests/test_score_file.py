@@ -212,7 +212,9 @@ def test_resume_refuses_a_file_it_did_not_write(tmp_path, short_context, tokeniz
     assert run(["--file", str(src), "--out", str(out), "--resume"], short_context, tokenizer_dir) == 1
     assert f"cannot resume {out}: it has no sidecar {out}.meta.json" in capsys.readouterr().err
     assert out.read_text() == '{"line": 1}\n{"line": 2}\n'  # untouched
-    assert run(["--file", str(src), "--out", str(out)], short_context, tokenizer_dir) == 0  # a run of ours
+    assert run(["--file", str(src), "--out", str(out)], short_context, tokenizer_dir) == 1  # not ours: kept
+    assert "already exists and is not the output of a `gpt2np score --file` run" in capsys.readouterr().err
+    assert run(["--file", str(src), "--out", str(out), "--overwrite"], short_context, tokenizer_dir) == 0  # ours now
     records = out.read_text().splitlines()
     out.write_text(records[1] + "\n" + records[0] + "\n")  # the records out of order
     assert run(["--file", str(src), "--out", str(out), "--resume"], short_context, tokenizer_dir) == 1
