@@ -17,6 +17,7 @@ Pickle files (`pytorch_model.bin`) are never read: unpickling runs arbitrary cod
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import mmap
@@ -101,6 +102,15 @@ def read_header(path: Path) -> tuple[dict, int, int]:
             )
         data_end = max(data_end, end)
         header[name] = {"dtype": entry["dtype"], "shape": shape, "data_offsets": [begin, end]}  # checked values only
+    # Each tensor its own bytes: a header whose ranges overlap makes two tensors one (ln_2.weight
+    # reading ln_1.weight's bytes loads and runs, with wrong logits); the safetensors package refuses it.
+    ranges = sorted((*e["data_offsets"], n) for n, e in header.items() if e["data_offsets"][1] > e["data_offsets"][0])
+    for (_, end_a, a), (begin_b, _, b) in itertools.pairwise(ranges):  # by where they begin
+        if begin_b < end_a:
+            raise CheckpointError(
+                f"{path}: tensors {a!r} and {b!r} claim overlapping bytes (one ends at {end_a}, the other begins at "
+                f"{begin_b}), so each would read the other's values; the file is corrupted, download it again"
+            )
     if data_start + data_end > size:
         raise CheckpointError(
             f"{path} is truncated: its header describes {data_start + data_end} bytes but the file has {size}; "

@@ -265,6 +265,38 @@ def test_resume_refuses_other_settings_naming_them(tmp_path, short_context, toke
     assert err.count("\n") == 1 and part(out).read_bytes() == before
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda meta: meta["done"].update(lines=-5),  # was KeyError
+        lambda meta: meta["done"].update(records_bytes=-1),
+        lambda meta: meta["done"].update(input_sha256=None),
+        None,  # the whole sidecar: JSON nested deeper than Python's parser can recurse (was RecursionError)
+    ],
+    ids=["lines-negative", "bytes-negative", "hash-not-text", "nested"],
+)
+def test_resume_refuses_an_edited_sidecar_with_one_message(tmp_path, short_context, tokenizer_dir, capsys, monkeypatch, edit):  # fmt: skip
+    """Issue 30: a sidecar edited to "lines": -5 gave "unexpected KeyError", one nested thousands
+    of levels deep "unexpected RecursionError"."""
+    src, out = corpus_file(tmp_path, 40, seed=8), tmp_path / "out.jsonl"
+    args = interrupted_run(tmp_path, short_context, tokenizer_dir, monkeypatch, src, out)
+    before = part(out).read_bytes()
+    sidecar = out.with_name(out.name + ".meta.json")
+    meta = json.loads(sidecar.read_text())
+    if edit is None:
+        sidecar.write_text("[" * 100_000 + "]" * 100_000)
+    else:
+        edit(meta)
+        sidecar.write_text(json.dumps(meta))
+    capsys.readouterr()
+    assert run([*args, "--resume"], short_context, tokenizer_dir) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"cannot resume: {sidecar} is not a sidecar written by this version of gpt2np" in err and err.count("\n") == 1
+    ), err
+    assert part(out).read_bytes() == before
+
+
 def test_resume_refuses_another_input(tmp_path, short_context, tokenizer_dir, capsys, monkeypatch):
     src, out = corpus_file(tmp_path, 40, seed=9), tmp_path / "out.jsonl"
     args = interrupted_run(tmp_path, short_context, tokenizer_dir, monkeypatch, src, out)

@@ -140,12 +140,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     model, tok = load_model_and_tokenizer(args)
     if args.stride is None:
         check_lengths(texts, tok, model.config.n_positions)
-    scores = score(model, texts, tokenizer=tok, stride=args.stride)
-    if scores.n_scored.sum() == 0:
-        raise InputError(
-            "nothing to score: every text is a single token, and a text's first token has no context to be predicted "
-            "from; give texts of at least two tokens"
-        )
+    scores = score(model, texts, tokenizer=tok, stride=args.stride)  # refuses texts of one token only
     sys.stdout.write(format_scores(scores, tok) + "\n")
     return 0
 
