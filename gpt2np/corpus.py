@@ -155,7 +155,7 @@ def tokenize(tokenizer: Any, text: object) -> tuple[list[int] | None, str | None
         return None, None
     try:
         return tokenizer.encode(text), None
-    except InputError as e:  # a lone surrogate: not Unicode text (tokenizer.check_unicode)
+    except InputError as e:  # a lone surrogate: not Unicode text (inputs.check_unicode)
         return None, str(e)
 
 

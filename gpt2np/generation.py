@@ -31,7 +31,8 @@ from numpy.typing import ArrayLike
 
 from .beam_search import beam_search
 from .errors import InputError
-from .inputs import check_attention_mask, check_input_ids, check_length
+from .heap import available_memory, size
+from .inputs import check_attention_mask, check_input_ids, check_length, check_unicode
 from .kv_cache import KVCache
 from .layers import log_softmax
 from .masks import position_ids_from_mask
@@ -233,6 +234,26 @@ def check_generation_args(
     )
 
 
+def check_memory(cfg: Any, B: int, T: int, s: GenerationSettings, n_rows: int, dtype: Any) -> None:
+    """Refuse, naming the size, a generation whose arrays cannot fit in memory (num_beams=2**40
+    ended in MemoryError): B * n_rows rows, each with its key/value cache (2 x n_layer x (T + n)
+    x n_embd), its scores and log-probs for every token (a few x vocab_size) and its tokens."""
+    N, L = B * n_rows, T + s.n_new  # rows, their length at the end
+    itemsize = np.dtype(dtype).itemsize
+    need = N * (2 * cfg.n_layer * L * cfg.n_embd * itemsize + 4 * cfg.vocab_size * itemsize + 4 * L * 8)
+    have = available_memory()
+    if need > have:
+        what = (
+            f"num_beams={s.num_beams}"
+            if s.num_beams >= s.num_return_sequences
+            else f"num_return_sequences={s.num_return_sequences}"
+        )
+        raise InputError(
+            f"{what} with {B} prompt(s) generates {N:,} rows at once, whose key/value cache and scores need about "
+            f"{size(need)}; this machine has {size(have)} available: use fewer beams or sequences, or fewer prompts at a time"
+        )
+
+
 def check_bad_words(bad_words_ids: Any) -> tuple[tuple[int, ...], ...]:
     """None, or a non-empty list of non-empty lists of token ids (transformers' format)."""
     if bad_words_ids is None:
@@ -252,6 +273,8 @@ def check_stop_strings(stop_strings: Any) -> tuple[str, ...]:
     strings = [stop_strings] if isinstance(stop_strings, str) else stop_strings
     if not isinstance(strings, (list, tuple)) or not strings or not all(isinstance(s, str) and s for s in strings):
         raise InputError(f"stop_strings must be a non-empty string or a non-empty list of them, got {stop_strings!r}")
+    for i, s in enumerate(strings):  # matched as UTF-8 bytes: '\udcff' (a byte of argv that is not UTF-8) has none
+        check_unicode(s, "stop_strings" if len(strings) == 1 else f"stop_strings[{i}]")
     return tuple(strings)
 
 
@@ -407,6 +430,7 @@ def generate(
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
     n_rows = max(s.num_beams, s.num_return_sequences)  # rows per prompt (transformers' expand_size)
+    check_memory(cfg, B, T, s, n_rows, model.dtype)
     processors = Processors(
         repetition_penalty=s.repetition_penalty,
         first_real=np.repeat(mask.argmax(axis=1), n_rows),  # [B * n_rows] the first 1 of each row's mask

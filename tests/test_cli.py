@@ -528,6 +528,18 @@ def test_a_tokenizer_larger_than_the_model(capsys, model_dir, tokenizer_dir):
         (["--bad-words", ""], "--bad-words '' has no tokens"),
         (["--stop", ""], "--stop must be a non-empty string"),
         (["--do-sample", "--temperature", "1e-50"], "--temperature=1e-50 is 0.0 in float32"),
+        # issue 30: each was a catch-all "unexpected ..." or a silent wrong answer
+        (["--stop", "\udcff"], "--stop holds a lone surrogate"),  # $'\xff' from argv (was UnicodeEncodeError)
+        (["--stop", ".", "\udcff"], "--stop[1] holds a lone surrogate"),
+        (
+            ["--num-beams", "2", "--length-penalty", "1e300"],
+            "--length-penalty=1e+300 is too large for",
+        ),  # OverflowError
+        (
+            ["--do-sample", "--repetition-penalty", "1e-40"],
+            "--repetition-penalty=1e-40 is 1e-40 in float32",
+        ),  # NaN, id 0
+        (["--repetition-penalty", "1e300"], "--repetition-penalty=1e+300 is inf in float32"),  # a leaked warning
     ],
 )
 def test_bad_values(capsys, tiny, tokenizer_dir, flags, phrase):

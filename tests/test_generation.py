@@ -246,6 +246,21 @@ def test_a_repetition_penalty_the_dtype_cannot_carry_is_refused_without_a_warnin
                           repetition_penalty=penalty, seed=0)  # fmt: skip
 
 
+def test_a_stop_string_holding_a_lone_surrogate_is_refused(tiny, tokenizer):
+    """Issue 30: stop_strings='\\udcff' (a byte of argv that is not UTF-8) raised UnicodeEncodeError."""
+    with pytest.raises(InputError, match=r"stop_strings holds a lone surrogate \('\\udcff' at character 0\)"):
+        tiny.generate(SEED_INPUT_IDS, max_new_tokens=1, stop_strings="\udcff", tokenizer=tokenizer)
+
+
+@pytest.mark.parametrize("kw", [dict(num_beams=2**40), dict(do_sample=True, num_return_sequences=2**40)])
+def test_rows_beyond_the_machines_memory_are_refused_naming_the_size(tiny, kw):
+    """Issue 30: generate(num_beams=2**40) ended in MemoryError."""
+    with pytest.raises(
+        InputError, match=r"=1099511627776 with 3 prompt\(s\) generates 3,298,534,883,328 rows at once.* available"
+    ):
+        tiny.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=2, **kw)
+
+
 # --- beam search's own promises --------------------------------------------------------------
 
 

@@ -288,3 +288,13 @@ def test_a_one_dimensional_input_gives_one_sequence():
     assert one.shape == (3, m.config.vocab_size)
     np.testing.assert_array_equal(one, plain.forward(m.weights, m.config, [[5, 6, 7]])[0])
     assert plain.generate(m.weights, m.config, [5, 6, 7], max_new_tokens=2).shape == (5,)
+
+
+def test_a_model_not_given_as_weights_and_config_is_refused():
+    """Issue 30: plain.forward(None, ...) was a bare AttributeError; the GPT2 itself is the usual slip."""
+    model = GPT2.from_pretrained(build_model("tiny"))
+    for weights, config in ((None, model.config), (model, model.config), (model.weights, None)):
+        with pytest.raises(InputError, match=r"plain.forward\(model.weights, model.config, input_ids\); got"):
+            plain.forward(weights, config, [[1, 2]])
+    with pytest.raises(InputError, match="take a model's weights and config"):
+        plain.generate(model, model.config, [[1, 2]], max_new_tokens=1)

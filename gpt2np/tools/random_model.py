@@ -26,6 +26,7 @@ import numpy as np
 from ..checkpoint import save_checkpoint
 from ..config import GPT2Config
 from ..errors import ConfigError, InputError
+from ..heap import available_memory, size
 from ..hub import GPT2_VOCAB_SIZE
 from ..weights import expected_shapes
 from .common import add_debug
@@ -211,18 +212,6 @@ def config_from_flags(args) -> GPT2Config:
         raise InputError(message) from None
 
 
-def available_memory() -> int:
-    """Bytes of memory this process may still fill: Linux's MemAvailable, else all of it."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
 def check_size(config: GPT2Config) -> int:
     """The parameter count, once the model is known to fit: writing it holds every tensor and
     the file's bytes in memory (2 x 4 bytes a parameter), plus two temporaries of the largest
@@ -237,15 +226,6 @@ def check_size(config: GPT2Config) -> int:
             f"about {size(need)} of memory; this machine has {size(have)} available: choose a smaller shape"
         )
     return n
-
-
-def size(nbytes: int) -> str:
-    """1234567 -> '1.2 MB' (decimal units, as `ls -lh --si` and the download pages say)."""
-    for unit in ("bytes", "kB", "MB", "GB", "TB", "PB"):
-        if nbytes < 1000 or unit == "PB":
-            return f"{nbytes:,.0f} {unit}" if unit == "bytes" else f"{nbytes:,.1f} {unit}"
-        nbytes /= 1000  # type: ignore[assignment]
-    raise AssertionError  # unreachable
 
 
 def cmd_random_model(args) -> int:
