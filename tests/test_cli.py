@@ -648,6 +648,21 @@ def test_an_unexpected_exception_is_still_one_line(capsys, monkeypatch, tiny):
         main(["--debug", "generate", "x", "--model", str(tiny)])
 
 
+def test_a_numpy_warning_never_reaches_the_terminal(capsys, monkeypatch, tiny):
+    """Issue 30: NumPy's RuntimeWarnings (repetition_penalty 1e-40's NaN, 1e300's overflow) went to
+    stderr and the command went on to print a wrong result. A warning now stops the command."""
+
+    def overflow(args):
+        return np.float32(3e38) * np.float32(10)  # RuntimeWarning: overflow encountered
+
+    monkeypatch.setattr(generate_module, "load_model_and_tokenizer", overflow)
+    code, out, err = run(capsys, "generate", "x", "--model", str(tiny))
+    assert code == 1 and out == ""  # and one line on stderr, no "RuntimeWarning: ..." of its own
+    assert_one_line_error(
+        err, "a computation went wrong (overflow encountered", "no result is given rather than a wrong one"
+    )
+
+
 def test_an_os_error_is_one_line(capsys, monkeypatch, tiny):
     def unreadable(args):
         raise PermissionError(13, "Permission denied", str(tiny / "model.safetensors"))

@@ -112,7 +112,7 @@ def test_random_model_writes_only_into_an_empty_or_new_folder(tmp_path, capsys):
     mine.mkdir()
     (mine / "config.json").write_text('{"my": "own config"}')
     assert main(["random-model", str(mine), *SMALL]) == 1
-    assert "holds files that are not a model (config.json)" in one_line_error(capsys)
+    assert f"OUT {mine} is not empty (config.json): give an empty or new folder" in one_line_error(capsys)
     assert (mine / "config.json").read_text() == '{"my": "own config"}'
     assert main(["random-model", str(mine), *SMALL, "--overwrite"]) == 0
     assert (mine / "model.safetensors").exists()
@@ -141,7 +141,9 @@ def test_download_writes_only_into_a_new_folder_or_an_earlier_download(tmp_path,
     mine.mkdir()
     (mine / "config.json").write_text('{"my": "own config"}')
     assert main(["download", "acme/tiny", "--dest", str(mine)]) == 1
-    assert "--dest " + str(mine) + " holds files that are not an earlier download's files" in one_line_error(capsys)
+    assert f"--dest {mine} is not empty (config.json), and holds more than an earlier download" in one_line_error(
+        capsys
+    )
     assert (mine / "config.json").read_text() == '{"my": "own config"}'
     dest = tmp_path / "dest"
     assert main(["download", "acme/tiny", "--dest", str(dest)]) == 0

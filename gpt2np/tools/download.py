@@ -39,7 +39,7 @@ def cmd_download(args: argparse.Namespace) -> int:
         dest,
         overwrite=args.overwrite,
         is_ours=is_a_download,
-        ours="an earlier download's files",
+        ours=", and holds more than an earlier download of a model",
         flag="--dest",
     )
     dest = download(args.name, dest=Path(dest), verify=not args.no_verify)

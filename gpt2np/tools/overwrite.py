@@ -125,11 +125,12 @@ def check_out_folder(
     *,
     overwrite: bool,
     is_ours: Callable[[Path], bool],
-    ours: str,
+    ours: str = "",
     flag: str = "OUT",
 ) -> Path:
     """A folder to write a model into: absent, empty, or `is_ours` (a finished output of this
-    command); anything else only with --overwrite. A symlink to a folder is refused without it."""
+    command, which `ours` names for the message: ", and not ..."); anything else only with
+    --overwrite. A symlink to a folder is refused without it."""
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise InputError(f"{flag} {out} is a file; name a folder to write the model into")
@@ -142,6 +143,6 @@ def check_out_folder(
         held = sorted(p.name for p in path.iterdir())
         shown = ", ".join(held[:5]) + (", ..." if len(held) > 5 else "")
         raise InputError(
-            f"{flag} {out} holds files that are not {ours} ({shown}): give an empty or new folder, or add --overwrite to write into it"
+            f"{flag} {out} is not empty ({shown}){ours}: give an empty or new folder, or add --overwrite to write into it"
         )
     return path

@@ -238,7 +238,7 @@ def cmd_random_model(args) -> int:
         raise InputError(
             f"{out} already holds a model (model.safetensors); choose another folder, or add --overwrite to replace it"
         )
-    out = check_out_folder(args.out, overwrite=args.overwrite, is_ours=lambda path: False, ours="a model")
+    out = check_out_folder(args.out, overwrite=args.overwrite, is_ours=lambda path: False)  # empty or new only
     make_random_checkpoint(out, config, seed=args.seed)
     print(
         f"wrote {out}: a random GPT-2 (seed {args.seed}) with n_layer {config.n_layer}, n_head {config.n_head}, "
