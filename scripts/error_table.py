@@ -89,12 +89,12 @@ Choices made:
   changed anywhere by an ordinary write are "another model". What it cannot see: bytes changed
   behind the filesystem's back (a raw block device, a restore with the clock turned back) that
   leave size, mtime, ctime and inode alone and fall between the sampled blocks.
-- **The overwrite rule**, for every command that writes (`score --out`, `trace --out`,
+- **The overwrite rule**, for every command that writes (`score --out`, `trace --out`, `plot --out`,
   `random-model`, `download`, and the ones to come; gpt2np/tools/overwrite.py): a command writes
   over nothing it did not make unless given `--overwrite`. Not a file of the model it loaded (the
   files of its folder: config.json, model.safetensors, tokenizer files); not a file that is not a
   finished output of the same command (a `score --file` output has its sidecar, a trace says
-  `format: gpt2np-trace/1`); not a folder holding anything but what the command itself wrote there
+  `format: gpt2np-trace/1`, a PNG of `plot` says `Software: gpt2np plot`); not a folder holding anything but what the command itself wrote there
   (`random-model` needs an empty or new folder; `download` an empty one or its own earlier
   download); never through a symlink (with `--overwrite` the link's target is written and the link
   kept). A stream (a pipe, /dev/stdout, /dev/null) is written to as it is. `random-model ''` is a

@@ -84,6 +84,18 @@ def test_cli_writes_the_pngs(model_dir, tokenizer_dir, tmp_path, capsys):
         assert 300 <= h <= w <= 1.5 * h  # one square-ish matrix and its colour bar
 
 
+def test_a_picture_it_did_not_draw_is_replaced_only_with_overwrite(tokenizer_dir, tmp_path, capsys):
+    """The overwrite rule (issue 30): DIR/mask.png of someone else's is kept; plot's own is redrawn."""
+    out = tmp_path / "pictures"
+    out.mkdir()
+    (out / "mask.png").write_bytes(b"\x89PNG the user's own picture")
+    code, _, err = plot(capsys, "--tokenizer", tokenizer_dir, "--mask-only", "--out", out)
+    assert code == 1 and "already exists and is not a picture gpt2np plot drew" in err and "--overwrite" in err
+    assert (out / "mask.png").read_bytes() == b"\x89PNG the user's own picture"
+    assert plot(capsys, "--tokenizer", tokenizer_dir, "--mask-only", "--out", out, "--overwrite")[0] == 0
+    assert plot(capsys, "--tokenizer", tokenizer_dir, "--mask-only", "--out", out)[0] == 0  # now its own: redrawn
+
+
 def test_dpi_sets_the_pixel_size(tokenizer_dir, tmp_path, capsys):
     sizes = {}
     for dpi in (50, 100):

@@ -1,11 +1,11 @@
-"""The overwrite rule, one for every command that writes (score --out, trace --out, random-model,
-download, and the ones to come):
+"""The overwrite rule, one for every command that writes (score --out, trace --out, plot --out,
+random-model, download, and the ones to come):
 
     A command writes over nothing it did not make, unless told to with --overwrite:
     - never a file of the model it loaded (the files in its folder: config.json, model.safetensors,
       the tokenizer's files);
     - never a file, or a folder's content, that is not a finished output of the same command
-      (a score --out with its sidecar, a trace file, a model folder gpt2np wrote);
+      (a score --out with its sidecar, a trace file, a PNG plot drew, an earlier download);
     - never through a symlink: an --out that is a symlink to a file would replace the link's
       target, which the user may not know; with --overwrite the target is written (as the shell's
       `>` does), the link is kept.
