@@ -52,6 +52,19 @@ def test_score_never_writes_over_the_models_own_files(tmp_path, model, tokenizer
     assert snapshot(model) == before
 
 
+def test_an_output_of_ours_beside_the_model_is_no_model_file(tmp_path, model, tokenizer_dir, capsys):
+    """Only the model's own files are protected: a score output kept in the model's folder is
+    replaced by the next run like any output of ours; the user's own file there is not."""
+    src = tmp_path / "one.txt"
+    src.write_text("My dog is cute\n")
+    assert score(model, tokenizer_dir, src, model / "scores.jsonl") == 0
+    assert score(model, tokenizer_dir, src, model / "scores.jsonl") == 0
+    (model / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert score(model, tokenizer_dir, src, model / "notes.txt") == 1
+    assert "already exists and is not the output of" in one_line_error(capsys)
+
+
 def test_trace_never_writes_over_the_models_weights(tmp_path, model, tokenizer_dir, capsys):
     before = snapshot(model)
     assert trace(model, tokenizer_dir, model / "model.safetensors") == 1

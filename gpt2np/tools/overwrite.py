@@ -44,31 +44,37 @@ def nonempty_path(value: str) -> str:
     return value
 
 
+# What a model folder holds of the model itself (hub.DOWNLOAD_FILES, the files transformers saves
+# beside them, the recipe of a test model): never written over. Anything else in the folder (a
+# score --out the user put there) follows the rest of the rule.
+MODEL_FILE_NAMES = {
+    "config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer.json", "generation_config.json",
+    "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "model.safetensors.index.json",
+    "pytorch_model.bin", "recipe.txt",
+}  # fmt: skip
+
+
 def model_files(*names: str | Path | None) -> list[Path]:
-    """The files of the models / tokenizers named (every regular file in the folder they are
-    read from), found without a download; [] for a name that resolves to nothing here."""
+    """The files of the models / tokenizers named, found without a download: the ones the loader
+    reads, and the other model files (MODEL_FILE_NAMES) of their folders; [] for a name that
+    resolves to nothing here (loading it will say why)."""
     from ..hub import resolve_model_files, resolve_tokenizer_files
 
-    folders: set[Path] = set()
+    files: set[Path] = set()
     for name in names:
         if name is None or str(name) == "":
             continue
-        if Path(name).expanduser().is_dir():
-            folders.add(Path(name).expanduser())
-            continue
+        folder = Path(name).expanduser()
+        if folder.is_dir():
+            files.update(folder / f for f in MODEL_FILE_NAMES)
         for resolve in (resolve_model_files, resolve_tokenizer_files):
             try:
                 found = resolve(name, verify=False, local_files_only=True)
             except (GPT2npError, OSError):  # not here: loading the model will say so, in its own words
                 continue
-            folders.update(p.parent for p in found.values())
-    files: list[Path] = []
-    for folder in folders:
-        try:
-            files += [p for p in folder.iterdir() if p.is_file()]
-        except OSError:
-            continue
-    return files
+            files.update(found.values())
+            files.update(p.parent / f for p in found.values() for f in MODEL_FILE_NAMES)
+    return sorted(p for p in files if p.exists())
 
 
 def _same_file(a: Path, b: Path) -> bool:
