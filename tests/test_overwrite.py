@@ -120,6 +120,22 @@ def test_a_symlinked_out_is_written_through_only_with_overwrite(tmp_path, model,
     assert "a symlink to" in one_line_error(capsys)
 
 
+def test_a_link_to_a_stream_is_written_to_as_it_is(tmp_path, model, tokenizer_dir):
+    """/dev/stdout is a symlink (to /proc/self/fd/1, a pipe here): a stream, not a file to protect."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "one.txt"
+    src.write_text("My dog is cute\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "gpt2np", "score", "--model", str(model), "--tokenizer", str(tokenizer_dir),
+         "--file", str(src), "--out", "/dev/stdout", "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith('{"line": 1, "n_tokens": 4')
+
+
 def test_random_model_writes_only_into_an_empty_or_new_folder(tmp_path, capsys):
     mine = tmp_path / "mine"
     mine.mkdir()

@@ -101,9 +101,9 @@ def check_out_file(
     files written beside OUT (OUT.part, ...), checked against the protected files too."""
     path = Path(out)
     if os.path.islink(path):
+        if path.exists() and not stat.S_ISREG(os.stat(path).st_mode):  # (os.stat follows /proc's magic links too)
+            return out  # a link to a stream (/dev/stdout is one, to a pipe or a terminal): written to as it is
         target = path.resolve()
-        if target.exists() and not stat.S_ISREG(os.stat(target).st_mode):
-            return out  # a link to a stream (/dev/stdout is one): written to as it is
         if not overwrite:
             raise InputError(
                 f"{flag} {out} is a symlink to {target}: writing would replace that file; give the target itself, "
