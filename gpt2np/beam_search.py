@@ -29,9 +29,14 @@ One step, for each prompt (row) of the batch, independently of the others:
 Returned: each row's num_return_sequences best finished sequences, best first.
 
 This is transformers 5.24's `_beam_search` (generation/utils.py), step for step, including
-its arithmetic: a beam that must not be chosen gets -1e9 added to its score (NEVER below)
-rather than being removed, in float32 like the logits. The same float32 numbers then give
-the same beams.
+its arithmetic: a running beam that must not be chosen gets -1e9 added to its score (NEVER
+below) rather than being removed, in float32 like the logits. The same float32 numbers then give
+the same beams. One departure: the list of finished sequences marks an empty slot, and a
+candidate that may not join it, with -inf, not -1e9. With a negative length_penalty a finished
+sequence's score is multiplied by its length ** |length_penalty| and can fall below -1e9 (-50
+over 40 tokens at -5: -5e9); with -1e9 it would lose to "no sequence" and the search would
+return nothing (issue 30). Wherever transformers' finished scores lie above -1e9, -inf ranks
+them exactly as -1e9 does.
 """
 
 from __future__ import annotations
@@ -107,7 +112,7 @@ def beam_search(
     running_scores[:, 1:] = never  # only beam 0 grows at the first step: else K copies of one continuation
     running_parents = np.full((B, K, n_new), -1, dtype=np.int64)  # [B, K, n] the beam_indices of each beam
     finished = running.copy()  # [B, K, T + n] each row's K best finished sequences, best first
-    finished_scores = np.full((B, K), never, dtype=dtype)  # [B, K] length-normalised; NEVER: an empty slot
+    finished_scores = np.full((B, K), -np.inf, dtype=dtype)  # [B, K] length-normalised; -inf: an empty slot
     finished_parents = running_parents.copy()  # [B, K, n]
     is_finished = np.zeros((B, K), dtype=bool)  # [B, K] which slots hold a sequence
     improvable = np.ones(B, dtype=bool)  # [B] can a running beam still beat the finished ones?
@@ -170,15 +175,14 @@ def beam_search(
         offered = ends & (np.arange(2 * K) < K)  # [B, 2K] (beyond the K best: only a reserve of running beams)
         normalised = top_scores / dtype.type((length + 1 - T) ** length_penalty)  # [B, 2K]
         full = is_finished.all(axis=1, keepdims=True) & (early_stopping is True)  # [B, 1] rows that take no more
-        normalised += full * never
-        normalised += ~improvable[:, None] * never
-        normalised += ~offered * never
+        joins = offered & ~full & improvable[:, None]  # [B, 2K] may join the finished list
+        normalised = np.where(joins, normalised, -np.inf)  # -inf, not NEVER: a real score may lie below -1e9
         merged = np.concatenate([finished_scores, normalised], axis=1)  # [B, 3K]
         best_k = top_k_indices(merged, K)  # [B, K]
         finished = take(np.concatenate([finished, top_sequences], axis=1), best_k)
         finished_scores = np.take_along_axis(merged, best_k, axis=-1)
         finished_parents = take(np.concatenate([finished_parents, top_parents], axis=1), best_k)
-        is_finished = take(np.concatenate([is_finished, offered], axis=1), best_k)
+        is_finished = take(np.concatenate([is_finished, joins], axis=1), best_k)
 
         # 6. is any row still open?
         if early_stopping == "never" and length_penalty > 0:
@@ -186,7 +190,7 @@ def beam_search(
         else:
             best_length = length + 1 - T
         best_possible = running_scores[:, :1] / dtype.type(best_length**length_penalty)  # [B, 1]
-        worst = np.where(is_finished, finished_scores.min(axis=1, keepdims=True), never)  # [B, K]
+        worst = np.where(is_finished, finished_scores.min(axis=1, keepdims=True), -np.inf)  # [B, K]
         improvable &= (best_possible > worst).any(axis=1)
         open_rows = improvable.any() and not (is_finished.all() and early_stopping is True)
         if not open_rows or ends.all():

@@ -17,6 +17,7 @@ Pickle files (`pytorch_model.bin`) are never read: unpickling runs arbitrary cod
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import mmap
@@ -101,6 +102,15 @@ def read_header(path: Path) -> tuple[dict, int, int]:
             )
         data_end = max(data_end, end)
         header[name] = {"dtype": entry["dtype"], "shape": shape, "data_offsets": [begin, end]}  # checked values only
+    # Each tensor its own bytes: a header whose ranges overlap makes two tensors one (ln_2.weight
+    # reading ln_1.weight's bytes loads and runs, with wrong logits); the safetensors package refuses it.
+    ranges = sorted((*e["data_offsets"], n) for n, e in header.items() if e["data_offsets"][1] > e["data_offsets"][0])
+    for (_, end_a, a), (begin_b, _, b) in itertools.pairwise(ranges):  # by where they begin
+        if begin_b < end_a:
+            raise CheckpointError(
+                f"{path}: tensors {a!r} and {b!r} claim overlapping bytes (one ends at {end_a}, the other begins at "
+                f"{begin_b}), so each would read the other's values; the file is corrupted, download it again"
+            )
     if data_start + data_end > size:
         raise CheckpointError(
             f"{path} is truncated: its header describes {data_start + data_end} bytes but the file has {size}; "
@@ -210,6 +220,34 @@ def remember(path: Path, kind: str, fact: str) -> None:
         stamp.write_text(stamp_key(path, fact))
     except OSError:
         pass  # cannot remember it: the check just runs again next time
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 24) -> str:
+    """The sha256 of a whole file, read in 16 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def remembered_sha256(path: str | Path) -> str:
+    """The sha256 of the whole file, computed once per version of it and remembered in a stamp
+    (see above: any ordinary write changes the file's size, mtime or ctime, a replaced file its
+    inode, and the stamp then no longer applies). What it cannot see is what the stamps cannot:
+    bytes changed behind the filesystem's back, outside content_sample's blocks."""
+    path = Path(path)
+    stamp, state = stamp_path(path, "sha256"), stamp_key(path, "")  # state: "size mtime ctime inode sample "
+    try:
+        text = stamp.read_text()
+    except OSError:
+        text = ""
+    digest = text[len(state) :]
+    if text.startswith(state) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest):
+        return digest
+    digest = sha256_of(path)
+    remember(path, "sha256", digest)
+    return digest
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .errors import GPT2npError, InputError
-from .scoring import check_stride, score
+from .scoring import check_stride, score_rows
 
 
 @dataclass
@@ -85,7 +85,7 @@ def score_batch(model: Any, arrays: list[np.ndarray], stride: int | None, token_
     the context); one TextScore per array."""
     ids, mask = left_pad(arrays)  # [B, T]
     long = ids.shape[1] > model.config.n_positions  # windows only where needed: a batch that fits runs as one pass
-    scores = score(model, ids, attention_mask=mask, stride=stride if long else None)
+    scores = score_rows(model, ids, mask, stride=stride if long else None)  # one-token texts too (n_scored 0)
     return [
         TextScore(
             n_tokens=len(t),
@@ -155,7 +155,7 @@ def tokenize(tokenizer: Any, text: object) -> tuple[list[int] | None, str | None
         return None, None
     try:
         return tokenizer.encode(text), None
-    except InputError as e:  # a lone surrogate: not Unicode text (tokenizer.check_unicode)
+    except InputError as e:  # a lone surrogate: not Unicode text (inputs.check_unicode)
         return None, str(e)
 
 

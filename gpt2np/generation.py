@@ -21,6 +21,7 @@ returned sequence (its keys and values are copied: KVCache.repeat_rows).
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ from numpy.typing import ArrayLike
 
 from .beam_search import beam_search
 from .errors import InputError
-from .inputs import check_attention_mask, check_input_ids, check_length
+from .heap import available_memory, size
+from .inputs import check_attention_mask, check_input_ids, check_length, check_unicode
 from .kv_cache import KVCache
 from .layers import log_softmax
 from .masks import position_ids_from_mask
@@ -170,6 +172,15 @@ def check_generation_args(
             f"repetition_penalty must be a number > 0 (1: off, > 1 discourages repeating a token, < 1 encourages it), "
             f"got {repetition_penalty!r}"
         )
+    with np.errstate(over="ignore", under="ignore"):  # too large or too small for the dtype: refused just below
+        penalty = np.dtype(dtype).type(repetition_penalty)  # what the scores are multiplied or divided by
+    info = np.finfo(dtype)
+    if not info.tiny <= penalty <= info.max:  # 0, a subnormal or inf: the scores would become 0, inf or NaN
+        raise InputError(
+            f"repetition_penalty={repetition_penalty!r} is {float(penalty):.3g} in {np.dtype(dtype).name}, the scores' "
+            f"dtype, which carries {float(info.tiny):.3g} .. {float(info.max):.3g} as normal numbers: the scores "
+            "multiplied or divided by it would be 0, inf or NaN; use a penalty closer to 1 (1.2 is usual)"
+        )
     if not _is_int(no_repeat_ngram_size) or no_repeat_ngram_size < 0:
         raise InputError(
             f"no_repeat_ngram_size must be an integer >= 0 (0: off, n: no n-gram twice), got {no_repeat_ngram_size!r}"
@@ -208,6 +219,18 @@ def check_generation_args(
         )
     if not _is_real(length_penalty):
         raise InputError(f"length_penalty must be a finite number (1.0: the default), got {length_penalty!r}")
+    if num_beams > 1 and n_new > 1:
+        # A finished beam's score is divided by its new tokens ** length_penalty, in the logits'
+        # dtype. Keep that divisor (or its inverse) within the square root of the dtype's range,
+        # leaving the other half for the score itself: -1e300 would make it 0 (every score -inf),
+        # 1e300 an OverflowError, and +-30 with 40 tokens (1e48) is beyond float32 already.
+        limit = math.log(float(np.finfo(dtype).max)) / 2 / math.log(n_new)
+        if abs(length_penalty) > limit:
+            raise InputError(
+                f"length_penalty={length_penalty!r} is too large for {n_new} new tokens: the scores are divided by "
+                f"n_new_tokens ** length_penalty, which {np.dtype(dtype).name} cannot carry beyond "
+                f"{n_new} ** {limit:.3g}; use a length_penalty between {-limit:.3g} and {limit:.3g}"
+            )
     if not (_is_bool(early_stopping) or early_stopping == "never"):
         raise InputError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
     if not do_sample:  # every setting is valid; one that sampling alone reads is a no-op here
@@ -231,6 +254,26 @@ def check_generation_args(
     )
 
 
+def check_memory(cfg: Any, B: int, T: int, s: GenerationSettings, n_rows: int, dtype: Any) -> None:
+    """Refuse, naming the size, a generation whose arrays cannot fit in memory (num_beams=2**40
+    ended in MemoryError): B * n_rows rows, each with its key/value cache (2 x n_layer x (T + n)
+    x n_embd), its scores and log-probs for every token (a few x vocab_size) and its tokens."""
+    N, L = B * n_rows, T + s.n_new  # rows, their length at the end
+    itemsize = np.dtype(dtype).itemsize
+    need = N * (2 * cfg.n_layer * L * cfg.n_embd * itemsize + 4 * cfg.vocab_size * itemsize + 4 * L * 8)
+    have = available_memory()
+    if need > have:
+        what = (
+            f"num_beams={s.num_beams}"
+            if s.num_beams >= s.num_return_sequences
+            else f"num_return_sequences={s.num_return_sequences}"
+        )
+        raise InputError(
+            f"{what} with {B} prompt(s) generates {N:,} rows at once, whose key/value cache and scores need about "
+            f"{size(need)}; this machine has {size(have)} available: use fewer beams or sequences, or fewer prompts at a time"
+        )
+
+
 def check_bad_words(bad_words_ids: Any) -> tuple[tuple[int, ...], ...]:
     """None, or a non-empty list of non-empty lists of token ids (transformers' format)."""
     if bad_words_ids is None:
@@ -250,6 +293,8 @@ def check_stop_strings(stop_strings: Any) -> tuple[str, ...]:
     strings = [stop_strings] if isinstance(stop_strings, str) else stop_strings
     if not isinstance(strings, (list, tuple)) or not strings or not all(isinstance(s, str) and s for s in strings):
         raise InputError(f"stop_strings must be a non-empty string or a non-empty list of them, got {stop_strings!r}")
+    for i, s in enumerate(strings):  # matched as UTF-8 bytes: '\udcff' (a byte of argv that is not UTF-8) has none
+        check_unicode(s, "stop_strings" if len(strings) == 1 else f"stop_strings[{i}]")
     return tuple(strings)
 
 
@@ -405,6 +450,7 @@ def generate(
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
     n_rows = max(s.num_beams, s.num_return_sequences)  # rows per prompt (transformers' expand_size)
+    check_memory(cfg, B, T, s, n_rows, model.dtype)
     processors = Processors(
         repetition_penalty=s.repetition_penalty,
         first_real=np.repeat(mask.argmax(axis=1), n_rows),  # [B * n_rows] the first 1 of each row's mask

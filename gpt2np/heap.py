@@ -70,3 +70,26 @@ def tune_malloc() -> bool:
                 results = [mallopt(param, value) for param, value in SETTINGS.items()]  # every one, even if one fails
                 _tuned = all(r == 1 for r in results)  # mallopt returns 1 on success
     return _tuned
+
+
+def available_memory() -> int:
+    """Bytes of memory this process may still fill: Linux's MemAvailable, else all of it. What
+    a request that cannot fit (random-model's absurd shapes, generate(num_beams=2**40)) is
+    measured against, so that it is refused naming its size instead of ending in MemoryError."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def size(nbytes: int | float) -> str:
+    """1234567 -> '1.2 MB' (decimal units, as `ls -lh --si` and download pages say)."""
+    for unit in ("bytes", "kB", "MB", "GB", "TB", "PB"):
+        if nbytes < 1000 or unit == "PB":
+            return f"{nbytes:,.0f} {unit}" if unit == "bytes" else f"{nbytes:,.1f} {unit}"
+        nbytes /= 1000
+    raise AssertionError  # unreachable

@@ -160,6 +160,8 @@ def select(where: Where, names: Sequence[str], on_request: Sequence[str] = ()) -
         if not chosen:
             raise InputError(f"the predicate {where!r} matches no activation point; points look like {names[2]!r}")
         return chosen
+    if not isinstance(where, (str, list, tuple, set, frozenset)):  # 5 or 3 would be a TypeError in list()
+        raise _unknown(where, [*names, *on_request])
     wanted = [where] if isinstance(where, str) else list(where)
     for name in wanted:
         if name not in names and name not in on_request:

@@ -21,12 +21,11 @@ the content: checkpoint.py) so it costs once.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
 
-from .checkpoint import is_remembered, remember
+from .checkpoint import is_remembered, remember, sha256_of
 from .config import read_config_json
 from .errors import CheckpointError, ModelNotFoundError
 
@@ -335,14 +334,6 @@ def _config_vocab_size(folder: Path) -> int | None:
 
 
 # --- integrity -----------------------------------------------------------------------------
-
-
-def sha256_of(path: Path, chunk: int = 1 << 24) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def expected_digest(path: Path, repo: str, filename: str, sha256: str | None = None) -> tuple[int | None, str] | None:

@@ -114,3 +114,22 @@ def check_length(total: int, n_positions: int, what: str) -> None:
             f"{what} is {total} tokens, more than this model's n_positions = {n_positions} (its position "
             f"embedding has {n_positions} rows); shorten the prompt or ask for fewer tokens"
         )
+
+
+def check_unicode(text: str, what: str) -> None:
+    """Refuse a string that is not Unicode text: one holding a lone surrogate.
+
+    A Python str can hold half of a UTF-16 surrogate pair, a code point in U+D800..U+DFFF
+    that is not a character: JSON's "\\ud83d" (an emoji cut in half) decodes to one, and so
+    does a byte that is not UTF-8 read with errors="surrogateescape". GPT-2's byte-level BPE
+    works on UTF-8 bytes, and such a string has none (the `tokenizers` library answers with a
+    bare TypeError). Checking costs one UTF-8 encoding, about 0.1% of tokenizing the text.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(
+            f"{what} holds a lone surrogate ({text[e.start]!r} at character {e.start}): half of a UTF-16 pair, not a "
+            "character, so it has no UTF-8 bytes to tokenize (an emoji cut in half?); remove it, or replace it with "
+            "text.encode('utf-8', 'replace').decode()"
+        ) from None

@@ -115,6 +115,15 @@ def additive_mask(attention_mask: np.ndarray, fill: float, dtype: np.dtype) -> n
     return np.where(allowed, 0, fill).astype(dtype)  # one cell, one fill: never "masked twice" into -inf
 
 
+def check_model(weights: object, config: object) -> None:
+    """The page's functions take a model as its two parts: model.weights and model.config."""
+    if not isinstance(weights, Weights) or not isinstance(config, GPT2Config):
+        raise InputError(
+            f"the plain functions take a model's weights and config, as plain.forward(model.weights, model.config, "
+            f"input_ids); got {type(weights).__name__} and {type(config).__name__}"
+        )
+
+
 def forward(
     weights: Weights,
     config: GPT2Config,
@@ -125,6 +134,7 @@ def forward(
     """The logits [B, T, V] of a (left-padded) batch: at each position, a score for every token
     of the vocabulary being the next one. weights, config: a GPT2's model.weights, model.config.
     mask_fill: "min" (transformers'), "-inf", "-1e9" or a negative number."""
+    check_model(weights, config)
     ids, one_sequence = check_input_ids(input_ids, config.vocab_size)  # [B, T] (a [T] input: B = 1)
     check_length(ids.shape[1], config.n_positions, "the input")
     attention_mask = check_attention_mask(attention_mask, ids.shape)  # [B, T] 1 real, 0 pad
@@ -154,6 +164,7 @@ def generate(
     """Greedy continuation, without a cache: each new token runs the whole sequence again, as
     picoGPT does. That is O(T) passes of O(T) tokens; generation.py's KV cache keeps each step at
     one token. Runs max_new_tokens steps (stopping at eos is generation.py's job). -> [B, T + n]."""
+    check_model(weights, config)
     ids, one_sequence = check_input_ids(input_ids, config.vocab_size)  # [B, T]
     attention_mask = check_attention_mask(attention_mask, ids.shape)  # [B, T] 1 real, 0 pad
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import InputError
+
 
 def repetition_penalty(scores: np.ndarray, sequences: np.ndarray, penalty: float, first_real: np.ndarray) -> np.ndarray:
     """CTRL's repetition penalty (Keskar et al. 2019, "CTRL: A Conditional Transformer Language
@@ -42,9 +44,18 @@ def repetition_penalty(scores: np.ndarray, sequences: np.ndarray, penalty: float
     ids = np.where(columns[None, :] < first_real[:, None], V, sequences)  # [N, t] pads -> V, a spare column
     seen = np.zeros((N, V + 1), dtype=bool)  # [N, V + 1]
     seen[np.arange(N)[:, None], ids] = True
-    p = scores.dtype.type(penalty)
-    penalised = np.where(scores < 0, scores * p, scores / p)  # [N, V] the sign rule: always away from likely
-    return np.where(seen[:, :V], penalised, scores)
+    p = scores.dtype.type(penalty)  # a normal number of the dtype (generate checks it)
+    with np.errstate(over="ignore"):  # (np.where computes both sides everywhere; the overflow is judged below)
+        penalised = np.where(scores < 0, scores * p, scores / p)  # [N, V] the sign rule: always away from likely
+    penalised = np.where(seen[:, :V], penalised, scores)
+    overflowed = np.isfinite(scores) & ~np.isfinite(penalised)  # [N, V]
+    if overflowed.any():  # a strong penalty on a large score: sampling from inf would give NaN, token 0
+        row, token = np.argwhere(overflowed)[0]
+        raise InputError(
+            f"repetition_penalty={penalty!r} takes the score {float(scores[row, token]):.4g} of token {token} (already in "
+            f"sequence {row}) beyond {scores.dtype.name}'s range: use a penalty closer to 1 (1.2 is usual)"
+        )
+    return penalised
 
 
 def no_repeat_ngram(scores: np.ndarray, sequences: np.ndarray, n: int) -> np.ndarray:

@@ -24,8 +24,9 @@ imports it or Ray (pyproject.toml's import contracts).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
-from .corpus import score_texts
+from .corpus import check_batch_limits, score_texts
 from .errors import InputError
 from .model import GPT2
 from .tokenizer import Tokenizer
@@ -118,6 +119,7 @@ def score_dataset(
     datasets derived from it; the global context is untouched)."""
     import ray.data
 
+    check_arguments(model, tokenizer, text_column, batch_size, max_tokens, stride, dtype)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise InputError(f"concurrency must be a positive whole number of actors, got {concurrency!r}")
     if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, (int, float)) or num_cpus < 0):
@@ -148,6 +150,32 @@ def score_dataset(
     )
     scored.context.execution_options.preserve_order = True  # blocks come back in the input's order
     return scored
+
+
+def check_arguments(model, tokenizer, text_column, batch_size, max_tokens, stride, dtype) -> None:
+    """What the driver can judge before Ray starts an actor: a mistake is one clear error here,
+    not a 20-70 line remote traceback from every actor seconds later. A model folder must exist
+    here too (docs/scale.md: at the same path on every node); a hub name is left to the actors,
+    which download it."""
+    from .config import GPT2Config
+    from .hub import looks_like_path, resolve_model_files, resolve_tokenizer_files
+    from .model import _check_dtype
+    from .scoring import check_stride
+
+    _check_dtype(dtype)  # "dtype must be 'float32' or 'float64'"
+    check_batch_limits(batch_size, max_tokens)  # "batch_size must be a positive whole number"
+    if not isinstance(text_column, str) or not text_column:
+        raise InputError(f"text_column must name the dataset's column of texts, got {text_column!r}")
+    n_positions = None  # the context, known when the model is a folder here
+    for name, resolve in ((model, resolve_model_files), (tokenizer, resolve_tokenizer_files)):
+        if name is not None and (looks_like_path(str(name)) or Path(str(name)).expanduser().exists()):
+            files = resolve(str(name), verify=False, local_files_only=True)  # ModelNotFoundError: not there
+            if "config.json" in files and name is model:
+                n_positions = GPT2Config.from_json_file(files["config.json"]).n_positions
+    if stride is not None and n_positions is not None:
+        check_stride(stride, n_positions)
+    elif stride is not None and (isinstance(stride, bool) or not isinstance(stride, int) or stride < 1):
+        raise InputError(f"stride must be a whole number of tokens >= 1 (below the model's context), got {stride!r}")
 
 
 def actor_cpus(concurrency: int, num_cpus: float | None, cluster_cpus: float) -> float:

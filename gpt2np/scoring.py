@@ -170,6 +170,19 @@ def score(
     else:
         ids, _ = check_input_ids(inputs, model.config.vocab_size)  # [B, T]
         mask = check_attention_mask(attention_mask, ids.shape)  # [B, T]
+    if not (mask.sum(axis=1) > 1).any():  # the loss would be 0 / 0: NaN (a row of one gets perplexity NaN, on purpose)
+        raise InputError(
+            "nothing to score: every row is a single token, and a text's first token has no context to be predicted "
+            "from; give texts of at least two tokens"
+        )
+    return score_rows(model, ids, mask, stride)
+
+
+def score_rows(model: Any, ids: np.ndarray, mask: np.ndarray, stride: int | None = None) -> Scores:
+    """score() of checked [B, T] ids and mask, rows of one token included (corpus.py scores
+    every text it is given: a one-token text gets n_scored 0 and perplexity NaN, not an error)."""
+    ids, _ = check_input_ids(ids, model.config.vocab_size)  # [B, T] (corpus.py's token lists come from users)
+    mask = check_attention_mask(mask, ids.shape)  # [B, T]
     if stride is not None:
         logprobs, scored = strided_logprobs(model, ids, mask, stride)
         return summarize(ids, mask, logprobs, scored)

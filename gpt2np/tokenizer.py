@@ -21,31 +21,13 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .errors import CheckpointError, InputError
+from .inputs import check_unicode  # (a lone surrogate: stop_strings are checked with it too)
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer as Backend
 
 EOS_TOKEN = "<|endoftext|>"
 PADDING_SIDES = ("left", "right")
-
-
-def check_unicode(text: str, what: str) -> None:
-    """Refuse a string that is not Unicode text: one holding a lone surrogate.
-
-    A Python str can hold half of a UTF-16 surrogate pair, a code point in U+D800..U+DFFF
-    that is not a character: JSON's "\\ud83d" (an emoji cut in half) decodes to one, and so
-    does a byte that is not UTF-8 read with errors="surrogateescape". GPT-2's byte-level BPE
-    works on UTF-8 bytes, and such a string has none (the `tokenizers` library answers with a
-    bare TypeError). Checking costs one UTF-8 encoding, about 0.1% of tokenizing the text.
-    """
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise InputError(
-            f"{what} holds a lone surrogate ({text[e.start]!r} at character {e.start}): half of a UTF-16 pair, not a "
-            "character, so it has no UTF-8 bytes to tokenize (an emoji cut in half?); remove it, or replace it with "
-            "text.encode('utf-8', 'replace').decode()"
-        ) from None
 
 
 class BatchEncoding(dict):

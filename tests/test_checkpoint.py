@@ -294,6 +294,15 @@ def test_offsets_that_disagree_with_shape_and_dtype(good, change):
         GPT2.from_pretrained(good)
 
 
+def test_tensors_whose_bytes_overlap_are_refused(good):
+    """Issue 30: ln_2.weight given ln_1.weight's byte range loaded and ran, logits off by 0.16."""
+    header, _ = header_of(good / "model.safetensors")
+    header["transformer.h.0.ln_2.weight"]["data_offsets"] = header["transformer.h.0.ln_1.weight"]["data_offsets"]
+    rewrite_header(good / "model.safetensors", good / "model.safetensors", header)
+    with pytest.raises(CheckpointError, match=r"tensors 'transformer.h.0.ln_\d.weight' and 'transformer.h.0.ln_\d.weight' claim overlapping bytes"):  # fmt: skip
+        GPT2.from_pretrained(good)
+
+
 def test_offsets_past_the_end_of_the_file(good):
     _damage(good, "transformer.ln_f.bias", lambda e: e.__setitem__("data_offsets", [10**9, 10**9 + 32]))
     with pytest.raises(CheckpointError, match="is truncated: its header describes"):

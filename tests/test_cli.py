@@ -528,6 +528,18 @@ def test_a_tokenizer_larger_than_the_model(capsys, model_dir, tokenizer_dir):
         (["--bad-words", ""], "--bad-words '' has no tokens"),
         (["--stop", ""], "--stop must be a non-empty string"),
         (["--do-sample", "--temperature", "1e-50"], "--temperature=1e-50 is 0.0 in float32"),
+        # issue 30: each was a catch-all "unexpected ..." or a silent wrong answer
+        (["--stop", "\udcff"], "--stop holds a lone surrogate"),  # $'\xff' from argv (was UnicodeEncodeError)
+        (["--stop", ".", "\udcff"], "--stop[1] holds a lone surrogate"),
+        (
+            ["--num-beams", "2", "--length-penalty", "1e300"],
+            "--length-penalty=1e+300 is too large for",
+        ),  # OverflowError
+        (
+            ["--do-sample", "--repetition-penalty", "1e-40"],
+            "--repetition-penalty=1e-40 is 1e-40 in float32",
+        ),  # NaN, id 0
+        (["--repetition-penalty", "1e300"], "--repetition-penalty=1e+300 is inf in float32"),  # a leaked warning
     ],
 )
 def test_bad_values(capsys, tiny, tokenizer_dir, flags, phrase):
@@ -634,6 +646,21 @@ def test_an_unexpected_exception_is_still_one_line(capsys, monkeypatch, tiny):
     assert_one_line_error(err, "unexpected RuntimeError: something nobody planned for with a second line", "--debug")
     with pytest.raises(RuntimeError, match="nobody planned"):
         main(["--debug", "generate", "x", "--model", str(tiny)])
+
+
+def test_a_numpy_warning_never_reaches_the_terminal(capsys, monkeypatch, tiny):
+    """Issue 30: NumPy's RuntimeWarnings (repetition_penalty 1e-40's NaN, 1e300's overflow) went to
+    stderr and the command went on to print a wrong result. A warning now stops the command."""
+
+    def overflow(args):
+        return np.float32(3e38) * np.float32(10)  # RuntimeWarning: overflow encountered
+
+    monkeypatch.setattr(generate_module, "load_model_and_tokenizer", overflow)
+    code, out, err = run(capsys, "generate", "x", "--model", str(tiny))
+    assert code == 1 and out == ""  # and one line on stderr, no "RuntimeWarning: ..." of its own
+    assert_one_line_error(
+        err, "a computation went wrong (overflow encountered", "no result is given rather than a wrong one"
+    )
 
 
 def test_an_os_error_is_one_line(capsys, monkeypatch, tiny):

@@ -189,6 +189,7 @@ def edited_reference(traces, tmp_path, name, tensors_change=None, **metadata_cha
         ("fill-text", dict(fill="lots"), r"'fill' is 'lots', not a number"),
         ("fill-nan", dict(fill="nan"), r"'fill' is 'nan', not a negative number"),
         ("config-not-json", dict(config="{"), r"'config' is not JSON"),
+        ("config-nested", dict(config="[" * 100_000 + "]" * 100_000), r"'config' is JSON nested too deeply"),
     ],
 )
 def test_a_malformed_reference_is_bad_usage_naming_the_field(tiny_traces, tmp_path, case, change, message):
@@ -220,12 +221,39 @@ def test_a_malformed_reference_is_bad_usage_naming_the_field(tiny_traces, tmp_pa
         ),
         ("other-T", lambda t: t.update({"logits": t["logits"][:, :4]}), r"logits is float64 \[3, 4, 50257\]"),
         ("int-point", lambda t: t.update({"logits": t["logits"].astype(np.int64)}), r"logits is int64"),
+        # issue 30: a NaN in the reference passed every candidate ("no divergence", exit 0) ...
+        ("nan-logits", lambda t: t["logits"].__setitem__((0, -1, 5), np.nan), r"logits holds nan at \[0, 7, 5\]"),
+        ("inf-point", lambda t: t["blocks.1.hook_mlp_out"].__setitem__((1, 3, 0), np.inf), r"hook_mlp_out holds inf"),
+        # ... and float input_ids made every candidate "diverge" (exit 1) at the inputs
+        (
+            "float-ids",
+            lambda t: t.update(input_ids=t["input_ids"].astype(np.float64)),
+            r"input_ids is float64, not integers",
+        ),
     ],
 )
 def test_a_malformed_reference_tensor_is_bad_usage(tiny_traces, tmp_path, case, change, message):
     ref = edited_reference(tiny_traces, tmp_path, case, change)
     with pytest.raises(InputError, match=message):
         compare_traces(ref, tiny_traces[3] / "f32.safetensors")
+    assert main(["compare", str(ref), str(tiny_traces[3] / "f32.safetensors")]) == 2
+
+
+def test_a_minus_inf_fill_in_the_reference_scores_is_no_nan(model_dir, tmp_path):
+    """The one non-finite value a reference may hold: -inf in hook_attn_scores' forbidden cells."""
+    model64 = GPT2.from_pretrained(model_dir("tiny"), dtype="float64", mask_fill="-inf")
+    write_trace(tmp_path / "ref.safetensors", model64, SEED_INPUT_IDS, SEED_ATTENTION_MASK)
+    assert np.isneginf(load_trace(tmp_path / "ref.safetensors")[0]["blocks.0.attn.hook_attn_scores"]).any()
+    assert compare_traces(tmp_path / "ref.safetensors", tmp_path / "ref.safetensors").first is None
+
+
+@pytest.mark.parametrize("rtol", ["inf", "1e308", "1", "nan", "0"])
+def test_an_rtol_that_accepts_anything_is_bad_usage(tiny_traces, rtol, capsys):
+    """Issue 30: --rtol inf (or 1e308) passed logits x 1000: a tolerance relative to the point's
+    scale must lie below 1."""
+    ref, cand = tiny_traces[0], tiny_traces[3] / "f32.safetensors"
+    assert main(["compare", str(ref), str(cand), "--rtol", rtol]) == 2
+    assert "--rtol must be a positive number below 1" in capsys.readouterr().err
 
 
 def test_a_crafted_block_number_is_refused_at_once(tiny_traces, tmp_path):

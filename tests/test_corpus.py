@@ -147,15 +147,15 @@ def test_a_batch_that_fails_is_scored_again_one_text_at_a_time(tiny, tokenizer, 
     texts = [sentence(rng, n) for n in (5, 6, 7, 8, 20, 21)]
     texts[2] = "the cat sat on the mat poison"
     poison = tokenizer.encode(" poison")[0]
-    real_score, shapes = gpt2np.corpus.score, []
+    real_score, shapes = gpt2np.corpus.score_rows, []
 
-    def overflowing_score(model, ids, attention_mask=None, stride=None):
+    def overflowing_score(model, ids, mask, stride=None):
         shapes.append(ids.shape)
         if (ids == poison).any():
             raise ModelError("the forward pass produced inf in blocks.1.hook_resid_post (planted by the test)")
-        return real_score(model, ids, attention_mask=attention_mask, stride=stride)
+        return real_score(model, ids, mask, stride=stride)
 
-    monkeypatch.setattr(gpt2np.corpus, "score", overflowing_score)
+    monkeypatch.setattr(gpt2np.corpus, "score_rows", overflowing_score)
     results = score_texts(tiny, tokenizer, texts, batch_size=4)
     assert [r.error is None for r in results] == [True, True, False, True, True, True]
     assert results[2].error == "the forward pass produced inf in blocks.1.hook_resid_post (planted by the test)"

@@ -4,11 +4,13 @@ nothing, eos and padding, streaming, the default length, reproducible sampling."
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from conftest import SEED_ATTENTION_MASK, SEED_INPUT_IDS
 
-from gpt2np import GPT2, GenerationError, ModelError
+from gpt2np import GPT2, GenerationError, InputError, ModelError
 
 FILLS = ["-inf", "-1e9", "min"]
 
@@ -206,6 +208,57 @@ def test_beam_scores_are_the_sum_of_transition_scores_over_length(tiny, length_p
     np.testing.assert_allclose(transition.sum(axis=1) / lengths**length_penalty, out.sequences_scores, rtol=1e-5)
     assert (transition[out.beam_indices < 0] == 0).all()
     assert (np.diff(out.sequences_scores.reshape(3, 3), axis=1) <= 0).all()  # best first within each prompt
+
+
+def test_a_negative_length_penalty_returns_the_finished_beams(tiny):
+    """Issue 30: with length_penalty=-5 over 40 new tokens a finished beam's score is its sum of
+    log-probs x 40 ** 5, far below -1e9, the placeholder of an empty slot in the finished list:
+    the search returned the prompt alone with score -1e9. Now the beams, with their true scores."""
+    kw = dict(attention_mask=SEED_ATTENTION_MASK, max_new_tokens=40, num_beams=2, num_return_sequences=2)
+    kw |= dict(length_penalty=-5.0, eos_token_id=None, return_dict_in_generate=True, output_scores=True)
+    out = tiny.generate(SEED_INPUT_IDS, **kw)
+    assert out.sequences.shape == (6, 8 + 40) and (out.beam_indices >= 0).all()
+    transition = tiny.compute_transition_scores(out.sequences, out.scores, out.beam_indices)
+    np.testing.assert_allclose(transition.sum(axis=1) * 40.0**5, out.sequences_scores, rtol=1e-5)
+    assert (out.sequences_scores < -1e9).all()  # the case: below the placeholder
+
+
+@pytest.mark.parametrize("length_penalty", [1e300, -1e300, 30.0, -30.0])
+def test_a_length_penalty_the_dtype_cannot_carry_is_refused(tiny, length_penalty):
+    """n_new ** length_penalty overflowed (OverflowError at 1e300) or underflowed to 0 (every score
+    -inf at -1e300; 40 ** 30 = 1e48 is beyond float32 already)."""
+    with pytest.raises(
+        InputError, match=r"length_penalty=.* is too large for 40 new tokens.*use a length_penalty between -12 and 12"
+    ):
+        tiny.generate(SEED_INPUT_IDS, max_new_tokens=40, num_beams=2, length_penalty=length_penalty)
+
+
+@pytest.mark.parametrize("penalty", [1e-40, 1e-300, 1e300, 1e39])
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_a_repetition_penalty_the_dtype_cannot_carry_is_refused_without_a_warning(tiny, penalty, num_beams):
+    """Issue 30: 1e-40 (a subnormal in float32) or 1e-300 (0) gave NaN log-probs and token 0 every
+    time, with NumPy's RuntimeWarnings on stderr; 1e300 leaked an overflow warning. transformers
+    only asks for a positive float; the dtype's normal range is what can be computed with."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a NumPy RuntimeWarning would fail the test
+        with pytest.raises(InputError, match=r"repetition_penalty=.* in float32, the scores' dtype.*closer to 1"):
+            tiny.generate(SEED_INPUT_IDS, max_new_tokens=2, do_sample=num_beams == 1, num_beams=num_beams,
+                          repetition_penalty=penalty, seed=0)  # fmt: skip
+
+
+def test_a_stop_string_holding_a_lone_surrogate_is_refused(tiny, tokenizer):
+    """Issue 30: stop_strings='\\udcff' (a byte of argv that is not UTF-8) raised UnicodeEncodeError."""
+    with pytest.raises(InputError, match=r"stop_strings holds a lone surrogate \('\\udcff' at character 0\)"):
+        tiny.generate(SEED_INPUT_IDS, max_new_tokens=1, stop_strings="\udcff", tokenizer=tokenizer)
+
+
+@pytest.mark.parametrize("kw", [dict(num_beams=2**40), dict(do_sample=True, num_return_sequences=2**40)])
+def test_rows_beyond_the_machines_memory_are_refused_naming_the_size(tiny, kw):
+    """Issue 30: generate(num_beams=2**40) ended in MemoryError."""
+    with pytest.raises(
+        InputError, match=r"=1099511627776 with 3 prompt\(s\) generates 3,298,534,883,328 rows at once.* available"
+    ):
+        tiny.generate(SEED_INPUT_IDS, attention_mask=SEED_ATTENTION_MASK, max_new_tokens=2, **kw)
 
 
 # --- beam search's own promises --------------------------------------------------------------

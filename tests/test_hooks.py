@@ -145,6 +145,11 @@ def test_bad_names_list_the_nearest(tiny):
         tiny.run_with_hooks(SEED_INPUT_IDS, fwd_hooks=[(lambda n: n.startswith("transformer."), lambda a, n: None)])
     with pytest.raises(InputError, match=r"\(name or predicate, fn\) pairs"):
         tiny.run_with_hooks(SEED_INPUT_IDS, fwd_hooks=["logits"])
+    # issue 30: a number where a name goes was a bare TypeError ("'int' object is not iterable")
+    with pytest.raises(InputError, match=r"a hook is chosen by a name \(str\) or a predicate name -> bool, got 5"):
+        tiny.run_with_hooks(SEED_INPUT_IDS, fwd_hooks=[(5, lambda a, n: None)])
+    with pytest.raises(InputError, match=r"a hook is chosen by a name \(str\) or a predicate name -> bool, got 3"):
+        tiny.run_with_cache(SEED_INPUT_IDS, names_filter=3)
 
 
 # --- run_with_hooks ------------------------------------------------------------------------

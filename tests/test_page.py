@@ -139,18 +139,22 @@ def test_too_long_input_is_refused_naming_the_limit(tiny, tok, prompts, limit):
         page_data(tiny, tok, prompts)
 
 
-def test_the_command_writes_the_page_and_never_overwrites_unasked(tiny_dir, tmp_path, capsys):
+def test_the_command_writes_the_page_and_follows_the_overwrite_rule(tiny_dir, tmp_path, capsys):
     out = tmp_path / "seed.html"
     args = ["page", *SEED_SENTENCES, "--model", str(tiny_dir), "--out", str(out)]
     assert main(args) == 0
     assert "wrote" in capsys.readouterr().out and out.stat().st_size > 0
-    first = out.read_bytes()
-    assert main(args) == 1
-    assert "pass --overwrite" in capsys.readouterr().err
-    assert out.read_bytes() == first
-    assert main([*args, "--overwrite", "--layers", "1"]) == 0
-    assert main([*args, "--overwrite", "--layers", "2"]) == 1
+    assert main([*args, "--layers", "1"]) == 0  # a page of ours is replaced
+    assert main([*args, "--layers", "2"]) == 1
     assert "layers 0 .. 1" in capsys.readouterr().err
+    mine = tmp_path / "mine.html"
+    mine.write_text("<p>my own page</p>")
+    assert main([*args[:-1], str(mine)]) == 1  # anything else is kept without --overwrite
+    assert "already exists" in capsys.readouterr().err and mine.read_text() == "<p>my own page</p>"
+    assert main([*args[:-1], str(mine), "--overwrite"]) == 0
+    weights = tiny_dir / "model.safetensors"
+    assert main([*args[:-1], str(weights)]) == 1  # never the model's own files
+    assert "destroy the model" in capsys.readouterr().err
 
 
 # --- in a real browser ------------------------------------------------------------------------

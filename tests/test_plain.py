@@ -304,3 +304,13 @@ def test_the_mlps_share_of_the_parameters_is_computed_not_typed():
     assert total == 124_439_808
     shown = re.findall(r"([\d.]+)%", plain.mlp.__doc__)
     assert shown == [f"{100 * mlp / block:.0f}", f"{100 * L * mlp / total:.1f}", f"{100 * embeddings / total:.1f}"]
+
+
+def test_a_model_not_given_as_weights_and_config_is_refused():
+    """Issue 30: plain.forward(None, ...) was a bare AttributeError; the GPT2 itself is the usual slip."""
+    model = GPT2.from_pretrained(build_model("tiny"))
+    for weights, config in ((None, model.config), (model, model.config), (model.weights, None)):
+        with pytest.raises(InputError, match=r"plain.forward\(model.weights, model.config, input_ids\); got"):
+            plain.forward(weights, config, [[1, 2]])
+    with pytest.raises(InputError, match="take a model's weights and config"):
+        plain.generate(model, model.config, [[1, 2]], max_new_tokens=1)

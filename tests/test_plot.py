@@ -141,6 +141,18 @@ def test_heads_must_be_numbers_or_all(model_dir, tokenizer_dir, tmp_path, capsys
     assert code == 1 and "head 5 does not exist" in err
 
 
+def test_a_picture_it_did_not_draw_is_replaced_only_with_overwrite(tokenizer_dir, tmp_path, capsys):
+    """The overwrite rule (issue 30): DIR/mask.png of someone else's is kept; plot's own is redrawn."""
+    out = tmp_path / "pictures"
+    out.mkdir()
+    (out / "mask.png").write_bytes(b"\x89PNG the user's own picture")
+    code, _, err = plot(capsys, "--tokenizer", tokenizer_dir, "--mask-only", "--out", out)
+    assert code == 1 and "already exists and is not a picture gpt2np plot drew" in err and "--overwrite" in err
+    assert (out / "mask.png").read_bytes() == b"\x89PNG the user's own picture"
+    assert plot(capsys, "--tokenizer", tokenizer_dir, "--mask-only", "--out", out, "--overwrite")[0] == 0
+    assert plot(capsys, "--tokenizer", tokenizer_dir, "--mask-only", "--out", out)[0] == 0  # now its own: redrawn
+
+
 def test_dpi_sets_the_pixel_size(tokenizer_dir, tmp_path, capsys):
     sizes = {}
     for dpi in (50, 100):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gpt2np import InputError
 from gpt2np.processors import Processors, ban_bad_words, ban_eos, no_repeat_ngram, repetition_penalty
 
 NEG = -np.inf
@@ -21,6 +22,20 @@ def test_repetition_penalty_divides_positive_and_multiplies_negative_scores():
     out = repetition_penalty(scores, seq, 0.5, first_real=np.array([0]))  # < 1: encouraged
     np.testing.assert_array_equal(out, [[4.0, -1.0, 3.0, -1.0]])
     assert out.dtype == np.float32
+
+
+def test_a_repetition_penalty_that_overflows_a_score_is_refused_never_nan():
+    """Issue 30: 1e-37 divides a logit of 100 to 1e39, inf in float32: sampling from it gave NaN
+    and token 0 every time. Refused, naming the score; an unseen large score is no concern."""
+    scores = np.array([[100.0, 1e5, -3.0]], dtype=np.float32)
+    with (
+        np.errstate(all="raise"),
+        pytest.raises(InputError, match=r"takes the score 100 of token 0 .* beyond float32's range"),
+    ):
+        repetition_penalty(scores, np.array([[0, 2]]), 1e-37, first_real=np.array([0]))
+    with np.errstate(all="raise"):  # token 1 (1e5) is not in the sequence: untouched, no warning
+        out = repetition_penalty(scores, np.array([[2]]), 1e-30, first_real=np.array([0]))
+    np.testing.assert_array_equal(out, [[100.0, 1e5, np.float32(-3e-30)]])
 
 
 def test_repetition_penalty_skips_the_pads_before_the_first_real_token():

@@ -104,6 +104,30 @@ def test_bad_flags_are_named_as_flags(tmp_path, capsys, flags, message):
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--n-embd", "16384", "--n-head", "16", "--n-layer", "100"],
+        ["--vocab-size", str(10**9)],
+        ["--n-positions", str(10**9)],
+        ["--n-inner", str(10**12)],
+        ["--n-embd", str(2**62), "--n-head", "1"],
+    ],
+    ids=["wide-and-deep", "vocab", "positions", "inner", "n_embd-2-62"],
+)
+def test_a_size_beyond_the_machines_memory_is_refused_naming_it(tmp_path, capsys, flags):
+    """Issue 30: these ran until MemoryError (or "array is too big") and left an empty folder.
+    The bytes are counted first, in Python integers, and compared with the memory available."""
+    from gpt2np.tools.cli import main
+    from gpt2np.tools.random_model import available_memory
+
+    assert main(["random-model", str(tmp_path / "m"), *flags]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "parameters" in err and "as float32, and writing it needs about" in err, err
+    assert "available: choose a smaller shape" in err and available_memory() > 0
+    assert not (tmp_path / "m").exists()
+
+
 def test_an_existing_model_or_a_file_is_not_overwritten(tmp_path, capsys):
     from gpt2np.tools.cli import main
 

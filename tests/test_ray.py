@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import IN_CI, WORDS
 
-from gpt2np import GPT2, InputError, Tokenizer
+from gpt2np import GPT2, GPT2npError, InputError, Tokenizer
 from gpt2np.corpus import score_texts
 
 try:
@@ -136,6 +136,36 @@ def test_actors_leave_a_cpu_for_the_reads():
     assert actor_cpus(2, 3, 8.0) == 3.0  # explicit and leaving room: kept
     with pytest.raises(InputError, match=r"concurrency=2 actors of num_cpus=1 reserve 2 of this Ray cluster's 2 CPUs"):
         actor_cpus(2, 1, 2.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(model="MISSING"), "no folder .*no-such-model .*give an existing model folder"),
+        (dict(stride=0), "stride must be a whole number from 1 to n_positions - 1 = 31, got 0"),
+        (dict(stride=32), "stride must be a whole number from 1 to n_positions - 1 = 31, got 32"),
+        (dict(dtype="float16"), "dtype must be 'float32' or 'float64', got 'float16'"),
+        (dict(max_tokens=0), "max_tokens must be a positive whole number, got 0"),
+        (dict(batch_size=0), "batch_size must be a positive whole number, got 0"),
+        (dict(text_column=""), "text_column must name the dataset's column of texts"),
+    ],
+    ids=["missing-model", "stride-0", "stride-context", "float16", "max-tokens-0", "batch-size-0", "no-column"],
+)
+def test_bad_arguments_are_refused_in_the_driver_before_any_actor(
+    short_context, tmp_path, monkeypatch, kwargs, message
+):
+    """Issue 30: these started the actors and failed seconds later inside a 20-70 line remote
+    traceback. Checked before Ray is even asked for anything: ray.init and the dataset would fail."""
+
+    def no_ray(*args, **kw):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(ray, "init", no_ray)
+    monkeypatch.setattr(ray, "cluster_resources", no_ray)
+    if kwargs.get("model") == "MISSING":
+        kwargs = {**kwargs, "model": str(tmp_path / "no-such-model")}
+    with pytest.raises(GPT2npError, match=message):
+        score_dataset(object(), **{"model": short_context, **kwargs})
 
 
 def test_explicit_cpus_that_would_hang_are_refused(local_ray, short_context):

@@ -60,13 +60,14 @@ def test_jsonl_in_order_with_the_library_numbers(tmp_path, short_context, tokeni
     records = read_jsonl(out)
     assert [r["line"] for r in records] == list(range(1, 41))
     for r, text in zip(records, corpus):
-        alone = model.score(text, tokenizer=tok)
         assert set(r) == {"line", "n_tokens", "n_scored", "log_likelihood", "perplexity"}
         assert r["n_tokens"] == len(tok.encode(text)) and r["n_scored"] == r["n_tokens"] - 1
-        assert abs(r["log_likelihood"] - alone.total_logprob[0]) < 1e-4
         if r["n_scored"]:
+            alone = model.score(text, tokenizer=tok)  # (model.score refuses a text of one token alone)
+            assert abs(r["log_likelihood"] - alone.total_logprob[0]) < 1e-4
             assert np.isclose(r["perplexity"], alone.perplexity[0], rtol=1e-5)
         else:
+            assert r["log_likelihood"] == 0.0
             assert r["perplexity"] is None  # a one-token text: nothing to score, and JSON has no NaN
 
 
@@ -212,7 +213,9 @@ def test_resume_refuses_a_file_it_did_not_write(tmp_path, short_context, tokeniz
     assert run(["--file", str(src), "--out", str(out), "--resume"], short_context, tokenizer_dir) == 1
     assert f"cannot resume {out}: it has no sidecar {out}.meta.json" in capsys.readouterr().err
     assert out.read_text() == '{"line": 1}\n{"line": 2}\n'  # untouched
-    assert run(["--file", str(src), "--out", str(out)], short_context, tokenizer_dir) == 0  # a run of ours
+    assert run(["--file", str(src), "--out", str(out)], short_context, tokenizer_dir) == 1  # not ours: kept
+    assert "already exists and is not the output of a `gpt2np score --file` run" in capsys.readouterr().err
+    assert run(["--file", str(src), "--out", str(out), "--overwrite"], short_context, tokenizer_dir) == 0  # ours now
     records = out.read_text().splitlines()
     out.write_text(records[1] + "\n" + records[0] + "\n")  # the records out of order
     assert run(["--file", str(src), "--out", str(out), "--resume"], short_context, tokenizer_dir) == 1

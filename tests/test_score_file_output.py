@@ -80,10 +80,11 @@ def test_stdin_that_is_the_out_is_refused(tmp_path, short_context, tokenizer_dir
     ],
 )
 def test_a_bad_option_never_touches_an_existing_out(tmp_path, short_context, tokenizer_dir, capsys, flags, said):
-    """`--out prev.jsonl --stride 0` exited 1 with prev.jsonl emptied (50206 -> 0 bytes)."""
+    """`--out prev.jsonl --stride 0` exited 1 with prev.jsonl emptied (50206 -> 0 bytes). (With
+    --overwrite: even a run allowed to replace it refuses a bad option before touching it.)"""
     src, out = corpus_file(tmp_path, 5, seed=2), tmp_path / "prev.jsonl"
     out.write_text('{"line": 1, "precious": true}\n')
-    assert run(["--file", str(src), "--out", str(out), *flags], short_context, tokenizer_dir) == 1
+    assert run(["--file", str(src), "--out", str(out), "--overwrite", *flags], short_context, tokenizer_dir) == 1
     err = capsys.readouterr().err
     assert said in err and err.count("\n") == 1, err
     assert out.read_text() == '{"line": 1, "precious": true}\n' and leftovers(out) == []
@@ -101,7 +102,7 @@ def test_bad_out_paths(tmp_path, short_context, tokenizer_dir, capsys):
 
 def test_an_existing_out_is_replaced_only_when_the_run_is_done(tmp_path, short_context, tokenizer_dir, monkeypatch):
     """The records go to OUT.part; OUT is replaced by it, in one rename, at the end. A run that
-    stops short leaves the previous OUT as it was."""
+    stops short leaves the previous OUT as it was. (--overwrite: that OUT is no output of ours.)"""
     src, out = corpus_file(tmp_path, 40, seed=4), tmp_path / "out.jsonl"
     out.write_text("the previous run's records\n")
     monkeypatch.setattr(score_file, "CHUNK_BATCHES", 2)  # chunks of 16 lines (batch size 8)
@@ -115,7 +116,7 @@ def test_an_existing_out_is_replaced_only_when_the_run_is_done(tmp_path, short_c
         return real(*a, **kw)
 
     monkeypatch.setattr(score_file, "score_texts", stop_in_the_second_chunk)
-    assert run(["--file", str(src), "--out", str(out)], short_context, tokenizer_dir) == 130
+    assert run(["--file", str(src), "--out", str(out), "--overwrite"], short_context, tokenizer_dir) == 130
     assert out.read_text() == "the previous run's records\n"
     assert [r["line"] for r in read_jsonl(part(out))] == list(range(1, 17))
     monkeypatch.setattr(score_file, "score_texts", real)
@@ -223,6 +224,7 @@ def interrupted_run(tmp_path, short_context, tokenizer_dir, monkeypatch, src, ou
         (["--mask-fill", "-1e9"], "--mask-fill: min then, -1e9 now"),
         (["--text-field", "text"], "--text-field (null: plain text): None then, text now"),
         (["MODEL"], "the model's weights (model.safetensors): another one"),
+        (["MODEL_BETWEEN_SAMPLES"], "the model's weights (model.safetensors): another one"),
     ],
 )
 def test_resume_refuses_other_settings_naming_them(tmp_path, short_context, tokenizer_dir, model_dir, capsys, monkeypatch, change, said):  # fmt: skip
@@ -241,10 +243,58 @@ def test_resume_refuses_other_settings_naming_them(tmp_path, short_context, toke
         data[-8:] = bytes(8)  # the last two weights of the file become 0
         (other / "model.safetensors").write_bytes(bytes(data))
         model, change = other, []
+    if change == ["MODEL_BETWEEN_SAMPLES"]:
+        # 2,000 weights changed between the blocks checkpoint.content_sample reads (issue 30): the
+        # fingerprint is the whole file's sha256, so another model is still another model.
+        from gpt2np.checkpoint import content_sample, sample_offsets
+
+        other = tmp_path / "between"
+        other.mkdir()
+        (other / "config.json").write_bytes((short_context / "config.json").read_bytes())
+        data = bytearray((short_context / "model.safetensors").read_bytes())
+        offsets = sample_offsets(len(data))
+        start = (offsets[10] + offsets[11]) // 2 // 4 * 4  # a float32 midway between two sampled blocks
+        assert start > offsets[10] + 4096 and start + 8000 < offsets[11]
+        data[start : start + 8000] = bytes(8000)  # 2,000 float32 weights become 0
+        (other / "model.safetensors").write_bytes(bytes(data))
+        assert content_sample(other / "model.safetensors") == content_sample(short_context / "model.safetensors")
+        model, change = other, []
     assert run([*args, *change, "--resume"], model, tokenizer_dir) == 1  # (argparse: the last --batch-size wins)
     err = capsys.readouterr().err
     assert f"cannot resume {part(out)}: it was scored with other settings ({said}" in err, err
     assert err.count("\n") == 1 and part(out).read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda meta: meta["done"].update(lines=-5),  # was KeyError
+        lambda meta: meta["done"].update(records_bytes=-1),
+        lambda meta: meta["done"].update(input_sha256=None),
+        None,  # the whole sidecar: JSON nested deeper than Python's parser can recurse (was RecursionError)
+    ],
+    ids=["lines-negative", "bytes-negative", "hash-not-text", "nested"],
+)
+def test_resume_refuses_an_edited_sidecar_with_one_message(tmp_path, short_context, tokenizer_dir, capsys, monkeypatch, edit):  # fmt: skip
+    """Issue 30: a sidecar edited to "lines": -5 gave "unexpected KeyError", one nested thousands
+    of levels deep "unexpected RecursionError"."""
+    src, out = corpus_file(tmp_path, 40, seed=8), tmp_path / "out.jsonl"
+    args = interrupted_run(tmp_path, short_context, tokenizer_dir, monkeypatch, src, out)
+    before = part(out).read_bytes()
+    sidecar = out.with_name(out.name + ".meta.json")
+    meta = json.loads(sidecar.read_text())
+    if edit is None:
+        sidecar.write_text("[" * 100_000 + "]" * 100_000)
+    else:
+        edit(meta)
+        sidecar.write_text(json.dumps(meta))
+    capsys.readouterr()
+    assert run([*args, "--resume"], short_context, tokenizer_dir) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"cannot resume: {sidecar} is not a sidecar written by this version of gpt2np" in err and err.count("\n") == 1
+    ), err
+    assert part(out).read_bytes() == before
 
 
 def test_resume_refuses_another_input(tmp_path, short_context, tokenizer_dir, capsys, monkeypatch):

@@ -170,9 +170,14 @@ def test_texts_with_a_tokenizer(tiny, tokenizer):
 
 
 def test_a_one_token_text_has_nothing_to_score(tiny):
-    scores = tiny.score([[3666]])
-    assert scores.n_scored.tolist() == [0] and scores.total_logprob.tolist() == [0.0]
-    assert np.isnan(scores.perplexity[0]) and np.isnan(scores.loss)
+    """A row of one token has nothing scored (perplexity NaN, on purpose: 0 / 0); a batch of
+    nothing but such rows has no loss either, and is refused (issue 30: loss NaN came back)."""
+    scores = tiny.score([[3666, 3290], [50256, 3666]], attention_mask=[[1, 1], [0, 1]])
+    assert scores.n_scored.tolist() == [1, 0] and scores.total_logprob[1] == 0.0
+    assert np.isnan(scores.perplexity[1]) and np.isfinite(scores.loss)
+    for one in ([[3666]], [[5], [7]], [3666]):
+        with pytest.raises(InputError, match="nothing to score: every row is a single token"):
+            tiny.score(one)
 
 
 def test_bad_inputs(tiny, tokenizer):

@@ -196,6 +196,8 @@ def test_a_model_without_tokenizer_files_is_traced_from_ids(tmp_path, model_dir,
         (["--ids", "1,2", "--tokenizer", "x"], "--tokenizer has no use with --ids"),
         (["--ids", "1", "--ids-file", "f"], "with --ids or with --ids-file, not both"),
         (["--ids-file", "nowhere.txt"], "--ids-file nowhere.txt: no such file"),
+        (["--ids", str(2**63)], f"{2**63} is not a token id (far beyond any vocabulary)"),  # was OverflowError
+        (["--ids", "1,2", "--pad-id", str(-(2**64))], f"--pad-id: {-(2**64)} is not a token id"),
     ],
     ids=[
         "prompts-and-ids",
@@ -209,6 +211,8 @@ def test_a_model_without_tokenizer_files_is_traced_from_ids(tmp_path, model_dir,
         "tokenizer",
         "ids-and-file",
         "no-file",
+        "id-beyond-int64",
+        "pad-id-beyond-int64",
     ],
 )
 def test_ids_bad_usage(tmp_path, tiny, capsys, args, message):

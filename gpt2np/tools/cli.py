@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from .. import __version__
 from ..errors import GPT2npError, InputError, ModelNotFoundError
@@ -76,7 +77,20 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            # NumPy's RuntimeWarnings (overflow, invalid value, divide by zero) never reach the terminal
+            # as warnings: one would mean a number went inf or NaN where gpt2np did not expect it, and a
+            # result printed after it could be wrong. It stops the command instead (below).
+            warnings.simplefilter("error", RuntimeWarning)
+            return args.run(args)
+    except RuntimeWarning as e:
+        if args.debug:
+            raise
+        _print_error(
+            f"a computation went wrong ({e}): a number became inf or NaN, so no result is given rather than a wrong one; "
+            "please report it with the command (--debug shows where)"
+        )
+        return EXIT_ERROR
     except GPT2npError as e:
         if args.debug:
             raise

@@ -143,6 +143,9 @@ def check_reference(path: str | Path, tensors: dict[str, np.ndarray], metadata: 
     if metadata.get("format", FORMAT) != FORMAT:
         raise InputError(f"{path} has format {metadata.get('format')!r}; this gpt2np reads {FORMAT!r}")
     ids, mask = tensors["input_ids"], tensors["attention_mask"]
+    for name in (n for n in INPUTS if n in tensors):  # a float id would make every candidate "diverge"
+        if tensors[name].dtype.kind not in "iu":
+            raise bad(f"{name} is {tensors[name].dtype}, not integers")
     if ids.ndim != 2 or ids.shape[1] == 0:
         raise bad(f"input_ids has shape {list(ids.shape)}, not [B, T]")
     B, T = ids.shape
@@ -162,6 +165,12 @@ def check_reference(path: str | Path, tensors: dict[str, np.ndarray], metadata: 
             raise bad(
                 f"{name} is {a.dtype} {list(a.shape)}, not a float [{', '.join(names)}] point of a [{B}, {T}] batch"
             )
+        # A NaN or inf in the reference would pass every candidate there (NaN compares as no
+        # difference); only hook_attn_scores' forbidden cells may hold -inf, a fill convention.
+        allowed = np.isneginf(a) if name.endswith("hook_attn_scores") else np.zeros(a.shape, bool)
+        if not (np.isfinite(a) | allowed).all():
+            where = tuple(int(i) for i in np.argwhere(~(np.isfinite(a) | allowed))[0])
+            raise bad(f"{name} holds {a[where]} at {list(where)}: a reference's values must be finite numbers")
     layers = sorted({int(n.split(".")[1]) for n in tensors if n.startswith("blocks.") and forward_position(n)})
     if layers != list(range(len(layers))):
         raise bad(f"its blocks are numbered {layers[:3]} ... {layers[-1]}, not 0, 1, ... in order")
@@ -193,6 +202,8 @@ def _json_field(metadata: dict[str, str], field: str, kind: type, bad) -> Any:
         value = json.loads(metadata[field])
     except ValueError:
         raise bad(f"its metadata {field!r} is not JSON: {metadata[field][:40]!r}") from None
+    except RecursionError:  # Python's JSON parser recurses once per level: [[[[... deep enough overflows it
+        raise bad(f"its metadata {field!r} is JSON nested too deeply to read") from None
     if not isinstance(value, kind):
         raise bad(f"its metadata {field!r} is a JSON {type(value).__name__}, not an object")
     return value
@@ -389,8 +400,11 @@ def add_parser(sub) -> None:
 
 def cmd_compare(args) -> int:
     try:
-        if args.rtol is not None and not args.rtol > 0:
-            raise InputError(f"--rtol must be a positive number, got {args.rtol}")
+        if args.rtol is not None and not 0 < args.rtol < 1:  # (NaN fails this too)
+            raise InputError(
+                f"--rtol must be a positive number below 1, got {args.rtol}: it is relative to each point's scale "
+                "(max |reference|), and a difference as large as the scale means the values are all wrong; e.g. 1e-4"
+            )
         report = compare_traces(args.reference, args.candidate, rtol=args.rtol)
     except (GPT2npError, OSError) as e:  # bad usage: 2, so that 1 always means "diverges"
         if getattr(args, "debug", False):

@@ -38,6 +38,7 @@ from ..layers import layer_norm, lm_head
 from ..model import GPT2
 from .common import add_model_args, load_model_and_tokenizer, read_prompts
 from .explain import left_padded
+from .overwrite import add_overwrite_flag, check_out_file, model_files
 from .plot import mask_categories
 
 TEMPLATE = Path(__file__).with_name("page.html")
@@ -215,6 +216,12 @@ def render(data: dict[str, Any]) -> str:
     return TEMPLATE.read_text(encoding="utf-8").replace("/*DATA*/{}", text)
 
 
+def is_page(path: Path) -> bool:
+    """Was this file written by `gpt2np page`? (the template's first two lines)"""
+    with open(path, "rb") as f:
+        return f.read(200).startswith(TEMPLATE.read_bytes()[:80])
+
+
 def write_page(path: Path, html: str) -> None:
     """Written to a temporary name and renamed: never a half-written page."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
@@ -243,7 +250,7 @@ def add_parser(sub) -> None:
     p.add_argument("prompts", nargs="*", help="prompts (default: one per line from stdin)")
     p.add_argument("--out", required=True, help="the HTML file to write")
     p.add_argument("--layers", type=layer_list, default=None, help="layers to show, e.g. 0,5,11 (default: all)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    add_overwrite_flag(p, "--out")
     add_model_args(p)
     p.set_defaults(run=cmd_page)
 
@@ -255,8 +262,15 @@ def cmd_page(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise InputError(f"--out {out} is a folder; give the HTML file's name, e.g. {out / 'page.html'}")
-    if out.exists() and not args.overwrite:
-        raise InputError(f"--out {out} exists; pass --overwrite to replace it")
+    out = Path(
+        check_out_file(
+            args.out,
+            overwrite=args.overwrite,
+            protected=model_files(args.model, args.tokenizer),
+            is_ours=is_page,
+            ours="a page `gpt2np page` wrote",
+        )
+    )  # the overwrite rule (docs/errors.md): a page of ours is replaced; anything else needs --overwrite
     if not out.parent.is_dir():
         raise InputError(f"--out {out}: the folder {out.parent} does not exist")
     model, tok = load_model_and_tokenizer(args)

@@ -27,6 +27,7 @@ from ..errors import GPT2npError, InputError, ModelNotFoundError
 from ..masks import build_attention_mask
 from .common import add_model_args, load_model_and_tokenizer
 from .explain import PAD_LABEL, SEED_SENTENCES, left_padded, token_labels
+from .overwrite import add_overwrite_flag, check_out_file
 
 ALLOWED, FUTURE, PAD = 0, 1, 2  # what each mask cell is
 CATEGORY_COLORS = ("#3b7dd8", "#e4e4e4", "#f39c12")  # blue, light grey, orange (pads stand out)
@@ -73,8 +74,18 @@ def label_axes(ax, labels: list[str]) -> None:
 def save(fig, path: Path, dpi: int) -> Path:
     _, FigureCanvasAgg = require_matplotlib()
     FigureCanvasAgg(fig)  # attach the Agg canvas: PNG rendering without any GUI backend
-    fig.savefig(path, dpi=dpi)
+    fig.savefig(path, dpi=dpi, metadata={"Software": SOFTWARE})  # what says, later, that gpt2np drew it
     return path
+
+
+SOFTWARE = "gpt2np plot"  # the PNG's Software text, written before its pixels
+
+
+def is_our_png(path: Path) -> bool:
+    """A picture `gpt2np plot` drew (the overwrite rule: only those are replaced without --overwrite)."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    return head.startswith(b"\x89PNG") and b"Software\x00" + SOFTWARE.encode() in head
 
 
 def plot_masks(tok, input_ids: np.ndarray, attention_mask: np.ndarray, path, dpi: int = 100) -> Path:
@@ -214,6 +225,7 @@ def add_parser(sub) -> None:
     p.add_argument("--sequence", type=int, default=0, help="which sentence's attention to draw (default: 0, the first)")
     p.add_argument("--mask-only", action="store_true", help="only mask.png: needs the tokenizer but no model weights")
     p.add_argument("--dpi", type=int, default=100, help="resolution of the PNGs (default 100)")
+    add_overwrite_flag(p, "the PNGs")
     add_model_args(p)
     p.set_defaults(run=cmd_plot)
 
@@ -254,6 +266,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
             check_indices(heads, model.config.n_head, "head")
     input_ids, attention_mask = left_padded(tok, sentences)  # [B, T] each
     out_dir = Path(args.out)
+    names = ["mask.png"] + (
+        [] if model is None else [f"attention_L{i}_H{h}.png" for i in args.layers for h in args.heads]
+    )
+    for name in names:  # the overwrite rule (tools/overwrite.py): a PNG of someone else's is kept
+        check_out_file(
+            str(out_dir / name), overwrite=args.overwrite, is_ours=is_our_png, ours="a picture gpt2np plot drew"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [plot_masks(tok, input_ids, attention_mask, out_dir / "mask.png", args.dpi)]
     if model is not None:

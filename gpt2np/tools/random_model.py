@@ -14,6 +14,7 @@ the scales are chosen so the model behaves like a trained one where it matters f
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -25,9 +26,11 @@ import numpy as np
 from ..checkpoint import save_checkpoint
 from ..config import GPT2Config
 from ..errors import ConfigError, InputError
+from ..heap import available_memory, size
 from ..hub import GPT2_VOCAB_SIZE
 from ..weights import expected_shapes
 from .common import add_debug
+from .overwrite import add_overwrite_flag, check_out_folder, nonempty_path
 
 
 def random_tensors(
@@ -172,7 +175,12 @@ def add_parser(sub) -> None:
         "(GPT2LMHeadModel.from_pretrained(OUT)) load it like a downloaded one. The flags are GPT2Config's fields; "
         "the defaults are GPT2Config's (GPT-2 124M's shape, ~500 MB). The same shape and seed give the same bytes.",
     )
-    p.add_argument("out", metavar="OUT", help="the folder to write (created; refused if it already holds a model)")
+    p.add_argument(
+        "out",
+        metavar="OUT",
+        type=nonempty_path,
+        help="the folder to write (created; refused if it holds anything, unless --overwrite)",
+    )
     defaults = GPT2Config()
     for name in SHAPE_FLAGS:
         default = getattr(defaults, name)
@@ -184,6 +192,7 @@ def add_parser(sub) -> None:
             help=f"GPT2Config.{name} (default: {default if default is not None else '4 x n_embd'})",
         )
     p.add_argument("--seed", type=int, default=0, help="the random seed (default 0)")
+    add_overwrite_flag(p, "OUT")
     add_debug(p)
     p.set_defaults(run=cmd_random_model)
 
@@ -203,17 +212,34 @@ def config_from_flags(args) -> GPT2Config:
         raise InputError(message) from None
 
 
+def check_size(config: GPT2Config) -> int:
+    """The parameter count, once the model is known to fit: writing it holds every tensor and
+    the file's bytes in memory (2 x 4 bytes a parameter), plus two temporaries of the largest
+    tensor while it is drawn. Counted in Python integers: n_embd 2**62 does not wrap around."""
+    shapes = expected_shapes(config).values()
+    n = sum(math.prod(shape) for shape in shapes)
+    largest = max(math.prod(shape) for shape in shapes)
+    need, have = 4 * (2 * n + 2 * largest), available_memory()
+    if need > have:
+        raise InputError(
+            f"a random GPT-2 of this shape has {n:,} parameters, {size(4 * n)} as float32, and writing it needs "
+            f"about {size(need)} of memory; this machine has {size(have)} available: choose a smaller shape"
+        )
+    return n
+
+
 def cmd_random_model(args) -> int:
     if args.seed < 0:
         raise InputError(f"--seed must be 0 or more, got {args.seed}")
     config = config_from_flags(args)
+    n = check_size(config)  # before the folder is made: a refused size leaves nothing behind
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out} is a file; name a folder to write the model into")
-    if (out / "model.safetensors").exists():
-        raise InputError(f"{out} already holds a model (model.safetensors); choose another folder or remove it")
+    if out.is_dir() and (out / "model.safetensors").exists() and not args.overwrite:
+        raise InputError(
+            f"{out} already holds a model (model.safetensors); choose another folder, or add --overwrite to replace it"
+        )
+    out = check_out_folder(args.out, overwrite=args.overwrite, is_ours=lambda path: False)  # empty or new only
     make_random_checkpoint(out, config, seed=args.seed)
-    n = sum(int(np.prod(shape)) for shape in expected_shapes(config).values())
     print(
         f"wrote {out}: a random GPT-2 (seed {args.seed}) with n_layer {config.n_layer}, n_head {config.n_head}, "
         f"n_embd {config.n_embd}, n_positions {config.n_positions}, vocab_size {config.vocab_size}: "

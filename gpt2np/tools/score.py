@@ -13,6 +13,7 @@ from ..hub import resolve_model_files
 from ..scoring import Scores, check_stride, score
 from . import score_file
 from .common import add_model_args, load_model_and_tokenizer, read_prompts
+from .overwrite import add_overwrite_flag, check_out_file, model_files
 
 
 def add_parser(sub) -> None:
@@ -62,6 +63,7 @@ def add_parser(sub) -> None:
         help="continue an interrupted run (OUT.part) with the same settings: keep its records, score the rest",
     )
     f.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_overwrite_flag(f, "--out")
     p.set_defaults(run=cmd_score)
 
 
@@ -123,6 +125,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         flag
         for flag, given in (
             ("--out", args.out),
+            ("--overwrite", args.overwrite),
             ("--resume", args.resume),
             ("--strict", args.strict),
             ("--text-field", args.text_field),
@@ -137,12 +140,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     model, tok = load_model_and_tokenizer(args)
     if args.stride is None:
         check_lengths(texts, tok, model.config.n_positions)
-    scores = score(model, texts, tokenizer=tok, stride=args.stride)
-    if scores.n_scored.sum() == 0:
-        raise InputError(
-            "nothing to score: every text is a single token, and a text's first token has no context to be predicted "
-            "from; give texts of at least two tokens"
-        )
+    scores = score(model, texts, tokenizer=tok, stride=args.stride)  # refuses texts of one token only
     sys.stdout.write(format_scores(scores, tok) + "\n")
     return 0
 
@@ -162,7 +160,16 @@ def cmd_score_file(args: argparse.Namespace) -> int:
     # Every check that needs no model comes before the model is loaded, and every check before
     # any output is opened: a bad option never costs an existing --out a byte.
     score_file.check_options(opts)
-    score_file.check_paths(args.file, args.out, args.resume)
+    score_file.check_paths(args.file, args.out, args.resume)  # first: "--out is the input" says the most
+    if args.out is not None:  # the overwrite rule (tools/overwrite.py); a symlink's target with --overwrite
+        args.out = check_out_file(
+            args.out,
+            overwrite=args.overwrite,
+            protected=model_files(args.model, args.tokenizer),
+            is_ours=lambda out: args.resume or score_file.is_finished_output(out),  # --resume checks it its own way
+            ours="the output of a `gpt2np score --file` run (its sidecar OUT.meta.json would say so)",
+            also=(score_file.part_path, score_file.meta_path, score_file.lock_path),
+        )
     with score_file.output_lock(args.out):  # a second run on the same --out refuses here
         model, tok = load_model_and_tokenizer(args)
         if opts.stride is not None:

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .. import __version__
-from ..checkpoint import content_sample
+from ..checkpoint import remembered_sha256
 from ..corpus import TextScore, check_batch_limits, score_texts
 from ..errors import GPT2npError, InputError
 
@@ -184,6 +184,14 @@ def is_stream(out_path: str | None) -> bool:
     return out_path is None or (os.path.exists(out_path) and not stat.S_ISREG(os.stat(out_path).st_mode))
 
 
+def is_finished_output(out: Path) -> bool:
+    """Is OUT the output of a `gpt2np score --file` run: has it a sidecar of ours?"""
+    try:
+        return read_meta(out) is not None
+    except InputError:
+        return False
+
+
 def check_paths(path: str, out_path: str | None, resume: bool) -> None:
     """Refuse what cannot work, before anything is loaded or any output opened."""
     if resume and out_path is None:
@@ -281,11 +289,14 @@ def sha256_text(text: str) -> str:
 
 
 def run_settings(model: Any, tokenizer: Any, checkpoint: Path, opts: Options) -> dict:
-    """Everything a record's bytes depend on (besides the machine). The weights are identified by
-    checkpoint.content_sample (their size, header and a sample: 1.25 MiB read, not the whole
-    file), the config and the tokenizer by a sha256 of their content."""
+    """Everything a record's bytes depend on (besides the machine). The weights, the config and
+    the tokenizer are identified by a sha256 of their whole content: for the weights, the file's
+    sha256, read once per version of the file and then remembered (checkpoint.remembered_sha256),
+    so that --resume refuses weights changed anywhere, even by a byte between the blocks a sample
+    would read. (What it cannot see: bytes changed behind the filesystem's back, without a change
+    of size, mtime, ctime or inode, outside checkpoint.content_sample's blocks.)"""
     return {
-        "weights": content_sample(checkpoint),
+        "weights": remembered_sha256(checkpoint),
         "config": sha256_text(json.dumps(model.config.to_dict(), sort_keys=True)),
         "dtype": str(model.dtype),
         "mask_fill": str(model.mask_fill),
@@ -363,10 +374,13 @@ def read_meta(out: Path) -> dict | None:
         if meta.get("format") != SIDECAR_FORMAT or not isinstance(meta.get("settings"), dict):
             raise ValueError
         done = meta["done"]
-        if not all(isinstance(done[k], int) for k in ("lines", "records_bytes")):
+        # whole numbers >= 0 (an edited "lines": -5 would index the records from the end) and hex digests
+        if not all(type(done[k]) is int and done[k] >= 0 for k in ("lines", "records_bytes")):
+            raise ValueError
+        if not all(isinstance(done[k], str) for k in ("input_sha256", "records_sha256")):
             raise ValueError
         return meta
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # RecursionError: [[[[... nested deep
         raise InputError(
             f"cannot resume: {path} is not a sidecar written by this version of gpt2np; start over without --resume "
             f"(delete {part_path(out)} if there is one)"

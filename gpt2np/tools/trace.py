@@ -35,7 +35,8 @@ from ..masks import position_ids_from_mask
 from ..model import GPT2
 from .common import add_model_args, load_model, load_model_and_tokenizer, read_prompts
 from .measure import measure
-from .tracefile import FORMAT, activation_names_in, save_trace
+from .overwrite import add_overwrite_flag, check_out_file, model_files
+from .tracefile import FORMAT, activation_names_in, is_trace_file, save_trace
 
 
 def trace_tensors(model, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -134,6 +135,7 @@ def add_parser(sub) -> None:
     p.add_argument("prompts", nargs="*", help="prompts (default: one per line from stdin, unless --ids)")
     add_model_args(p)
     p.add_argument("--out", required=True, help="the .safetensors file to write")
+    add_overwrite_flag(p, "--out")
     p.add_argument(
         "--generate", type=int, default=0, metavar="N", help="also N greedy tokens and each step's next-token logits"
     )
@@ -167,7 +169,17 @@ def parse_row(text: str, what: str) -> list[int]:
         raise InputError(f"{what}: {bad!r} is not an integer; give ids separated by commas or spaces") from None
     if not row:
         raise InputError(f"{what} is empty; give at least one token id")
+    for i in row:
+        check_int64(i, what)
     return row
+
+
+def check_int64(value: int, what: str) -> None:
+    """An id NumPy's int64 cannot hold is no token id (np.array would raise OverflowError)."""
+    if not -(2**63) <= value < 2**63:
+        raise InputError(
+            f"{what}: {value} is not a token id (far beyond any vocabulary); give ids in 0 .. vocab_size - 1"
+        )
 
 
 def batch_from_ids(args, eos_token_id: int | None) -> tuple[np.ndarray, np.ndarray, int | None]:
@@ -183,6 +195,8 @@ def batch_from_ids(args, eos_token_id: int | None) -> tuple[np.ndarray, np.ndarr
         if not lines:
             raise InputError(f"--ids-file {args.ids_file}: no rows (one row of token ids per line)")
         rows = [parse_row(line, f"--ids-file {args.ids_file}, line {i + 1}") for i, line in enumerate(lines)]
+    if args.pad_id is not None:
+        check_int64(args.pad_id, "--pad-id")
     pad = args.pad_id if args.pad_id is not None else eos_token_id
     if args.attention_mask:
         if len(args.attention_mask) != len(rows):
@@ -226,6 +240,13 @@ def cmd_trace(args) -> int:
         raise InputError(
             f"--out {args.out!r} is a directory; name the file to write, e.g. {Path(args.out) / 'trace.safetensors'}"
         )
+    args.out = check_out_file(  # the overwrite rule (tools/overwrite.py); a symlink's target with --overwrite
+        args.out,
+        overwrite=args.overwrite,
+        protected=model_files(args.model, args.tokenizer),
+        is_ours=is_trace_file,
+        ours="a trace gpt2np wrote (a safetensors file whose metadata says format gpt2np-trace/1)",
+    )
     if args.ids or args.ids_file:
         if args.prompts:
             raise InputError("give prompts or --ids / --ids-file, not both")

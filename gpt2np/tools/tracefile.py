@@ -7,6 +7,7 @@ neither imports the other.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +45,30 @@ def activation_names_in(tensors) -> list[str]:
 def save_trace(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
     from safetensors.numpy import save_file
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=metadata)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside, then renamed over: a file being replaced (a trace, or a file the user allowed
+    # with --overwrite) is never half-written, nor truncated under a memory map that reads it.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def is_trace_file(path: str | Path) -> bool:
+    """Is `path` a trace gpt2np wrote (a safetensors file whose metadata says FORMAT)?"""
+    import json
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(min(n, 100 * 1024 * 1024)))
+        return header.get("__metadata__", {}).get("format") == FORMAT
+    except Exception:  # noqa: BLE001  anything unreadable is not a trace
+        return False
 
 
 def load_trace(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:

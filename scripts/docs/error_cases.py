@@ -34,6 +34,7 @@ from error_fixtures import (  # sets up an offline temporary home first; the voc
     checkpoint_bytes,
     cli_error,
     cli_unexpected,
+    cli_warning,
     closed_port_endpoint,
     corpus,
     damaged_blob,
@@ -67,7 +68,7 @@ from gpt2np import (
     Tokenizer,
     hub,
 )
-from gpt2np.ray import actor_cpus
+from gpt2np.ray import actor_cpus, check_arguments
 from gpt2np.tools.random_model import random_tensors
 from gpt2np.weights import weights_from_tensors
 
@@ -128,6 +129,51 @@ def crafted_blocks() -> str:
     """A reference naming blocks.99999999999.hook_resid_pre (compare once built 10^11 names for it)."""
     return reference_with("crafted", extra={"blocks.99999999999.hook_resid_pre": np.zeros((2, 4, 8), np.float32)})
 
+
+def tiny_copy(name: str) -> str:
+    """A copy of the tiny test model (GPT-2's vocabulary) that a case may try to overwrite."""
+    import shutil
+
+    shutil.copytree(TINY, TMP / name, dirs_exist_ok=True)
+    return str(TMP / name)
+
+
+def user_file(name: str, text: str = "the user's own notes\n") -> str:
+    (TMP / name).write_text(text)
+    return str(TMP / name)
+
+
+def user_folder(name: str) -> str:
+    """A folder holding the user's own config.json."""
+    (TMP / name).mkdir(exist_ok=True)
+    (TMP / name / "config.json").write_text('{"my": "own config"}')
+    return str(TMP / name)
+
+
+def symlink_to(name: str, target: str) -> str:
+    link = TMP / name
+    if not link.is_symlink():
+        link.symlink_to(target)
+    return str(link)
+
+
+def overlapping(header):
+    header["transformer.h.0.ln_2.weight"]["data_offsets"] = header["transformer.h.0.ln_1.weight"]["data_offsets"]
+
+
+def sidecar_edited(name: str):
+    """A finished `score --file` run whose sidecar was edited to "lines": -5, then --resume."""
+    import json
+
+    src, out = scored(name)
+    meta = TMP / f"{name}.jsonl.meta.json"
+    data = json.loads(meta.read_text())
+    data["done"]["lines"] = -5
+    meta.write_text(json.dumps(data))
+    score_file_error(src, out, "--resume")
+
+
+T_OW = "test_overwrite.py"
 
 CASES = [
     ("Model", [
@@ -193,6 +239,9 @@ CASES = [
         ("a dtype gpt2np cannot read (e.g. F8_E4M3)", CheckpointError,
          lambda: GPT2.from_pretrained(folder("dtype", with_header(entry("transformer.ln_f.bias", dtype="F8_E4M3")))),
          f"{T_CKPT}::test_an_unknown_dtype_is_named"),
+        ("corrupted header: two tensors' byte ranges overlap (ln_2.weight reading ln_1.weight's bytes)", CheckpointError,
+         lambda: GPT2.from_pretrained(folder("overlap", with_header(overlapping))),
+         f"{T_CKPT}::test_tensors_whose_bytes_overlap_are_refused"),
         ("integer weights", CheckpointError,
          lambda: GPT2.from_pretrained(folder("int", checkpoint_bytes({**TENSORS, "wpe.weight": np.zeros((16, 8), np.int64)}))),
          f"{T_CKPT}::test_integer_weights_written_by_safetensors_are_refused"),
@@ -317,6 +366,23 @@ CASES = [
         ("run_with_hooks on one 1-D sequence: a replacement with the batch axis", InputError,
          lambda: MODEL.run_with_hooks(IDS[0], fwd_hooks=[("blocks.0.hook_resid_pre", lambda a, hook: a[None])]),
          "test_activation_cache.py::test_one_sequence_hooks_see_what_the_cache_holds"),
+        ("run_with_hooks / run_with_cache: a hook named by a number (fwd_hooks=[(5, fn)], names_filter=3)", InputError,
+         lambda: MODEL.run_with_hooks(IDS, fwd_hooks=[(5, lambda a, n: None)]), "test_hooks.py::test_bad_names_list_the_nearest"),
+        ("plain.forward / plain.generate given something else than a model's weights and config", InputError,
+         lambda: __import__("gpt2np.plain").plain.forward(None, CONFIG, IDS),
+         "test_plain.py::test_a_model_not_given_as_weights_and_config_is_refused"),
+        ("compare: a reference holding NaN or inf (it would pass every candidate there) (exit 2)", InputError,
+         lambda: cli_error("compare", reference_with("nanref", extra={"logits": np.full((2, 4, 100), np.nan, np.float32)}), reference_with("ok")),
+         "test_compare.py::test_a_malformed_reference_tensor_is_bad_usage"),
+        ("compare: a reference whose input_ids are floats, or whose metadata is nested too deeply to read (exit 2)", InputError,
+         lambda: cli_error("compare", reference_with("deep", config="[" * 100_000 + "]" * 100_000), reference_with("ok")),
+         "test_compare.py::test_a_malformed_reference_tensor_is_bad_usage, test_compare.py::test_a_malformed_reference_is_bad_usage_naming_the_field"),
+        ("compare: --rtol of 1 or more (inf, 1e308: every candidate would pass) (exit 2)", InputError,
+         lambda: cli_error("compare", reference_with("ok"), reference_with("ok"), "--rtol", "inf"),
+         "test_compare.py::test_an_rtol_that_accepts_anything_is_bad_usage"),
+        ("trace --ids / --pad-id: an id beyond int64", InputError,
+         lambda: cli_error("trace", "--ids", str(2**63), "--model", TINY, "--out", str(TMP / "t.safetensors")),
+         "test_trace.py::test_ids_bad_usage"),
         ("compare: a candidate file that does not exist (exit 2)", InputError,
          lambda: cli_error("compare", str(TMP / "nope.safetensors"), str(TMP / "nope2.safetensors")), "test_compare.py::test_bad_usage"),
         ("compare: a reference whose metadata cannot be trusted (exit 2)", InputError,
@@ -377,6 +443,23 @@ CASES = [
         ("early_stopping not True, False or 'never'", InputError,
          lambda: MODEL.generate(IDS, max_new_tokens=1, num_beams=2, early_stopping="yes"), T_GEN),
         ("repetition_penalty <= 0", InputError, lambda: MODEL.generate(IDS, max_new_tokens=1, repetition_penalty=0), T_GEN),
+        ("repetition_penalty the scores' dtype cannot carry as a normal number (1e-40, 1e-300 in float32: NaN and token 0; 1e300)", InputError,
+         lambda: MODEL.generate(IDS, max_new_tokens=1, do_sample=True, repetition_penalty=1e-40),
+         "test_generation.py::test_a_repetition_penalty_the_dtype_cannot_carry_is_refused_without_a_warning"),
+        ("repetition_penalty that takes a seen token's score beyond the dtype's range (1e-37 on a logit of 100)", InputError,
+         lambda: __import__("gpt2np.processors").processors.repetition_penalty(np.array([[100.0]], np.float32), np.array([[0]]), 1e-37, np.array([0])),
+         "test_processors.py::test_a_repetition_penalty_that_overflows_a_score_is_refused_never_nan"),
+        ("length_penalty whose n_new_tokens ** length_penalty the dtype cannot carry (1e300: OverflowError; -1e300)", InputError,
+         lambda: MODEL.generate(IDS, max_new_tokens=8, num_beams=2, length_penalty=1e300),
+         "test_generation.py::test_a_length_penalty_the_dtype_cannot_carry_is_refused"),
+        ("num_beams (or num_return_sequences) whose rows cannot fit in memory (num_beams=2**40)", InputError,
+         lambda: MODEL.generate(IDS, max_new_tokens=1, num_beams=2**40),
+         "test_generation.py::test_rows_beyond_the_machines_memory_are_refused_naming_the_size"),
+        ("stop_strings holding a lone surrogate ('\\udcff', a byte of argv that is not UTF-8)", InputError,
+         lambda: MODEL.generate(IDS, max_new_tokens=1, stop_strings="\udcff", tokenizer=tokenizer()),
+         "test_generation.py::test_a_stop_string_holding_a_lone_surrogate_is_refused, test_cli.py::test_bad_values"),
+        ("score() of nothing but one-token rows (the loss would be NaN)", InputError, lambda: MODEL.score([[5]]),
+         "test_scoring.py::test_a_one_token_text_has_nothing_to_score"),
         ("no_repeat_ngram_size < 0", InputError, lambda: MODEL.generate(IDS, max_new_tokens=1, no_repeat_ngram_size=-1), T_GEN),
         ("min_new_tokens beyond the length limit (transformers only warns)", InputError,
          lambda: MODEL.generate(IDS, max_new_tokens=3, min_new_tokens=5), T_GEN),
@@ -454,6 +537,9 @@ CASES = [
         ("--resume with other settings (each difference named)", InputError,
          lambda: score_file_error(*scored("settings"), "--token-logprobs", "--batch-size", "4", "--resume"),
          f"{T_SFO}::test_resume_refuses_other_settings_naming_them"),
+        ('--resume with a sidecar edited by hand ("lines": -5) or nested too deeply to read', InputError,
+         lambda: sidecar_edited("edited-sidecar"),
+         f"{T_SFO}::test_resume_refuses_an_edited_sidecar_with_one_message"),
         ("--resume with another input (its lines' sha256), or more records than the input has lines", InputError,
          lambda: resume_with_another_input(),
          f"{T_SFO}::test_resume_refuses_another_input, {T_SFO}::test_resume_refuses_more_records_than_the_input_has_lines"),
@@ -461,6 +547,9 @@ CASES = [
     ("Ray (`gpt2np.ray.score_dataset`)", [
         ("actors that would take every CPU (Ray Data's read tasks would never start: a hang)", InputError,
          lambda: actor_cpus(2, 1, 2.0), "test_ray.py::test_actors_leave_a_cpu_for_the_reads, test_ray.py::test_explicit_cpus_that_would_hang_are_refused"),
+        ("a model folder that is not there, stride 0 or beyond the context, dtype float16, batch_size or max_tokens 0: refused in the driver, before Ray starts an actor", InputError,
+         lambda: check_arguments(str(GOOD), None, "text", 64, 4096, 16, "float32"),
+         "test_ray.py::test_bad_arguments_are_refused_in_the_driver_before_any_actor"),
     ]),
     ("Command line (one line on stderr, no traceback unless --debug)", [
         ("a bad flag or a value of the wrong type (exit 2)", SystemExit, lambda: cli_error("generate", "x", "--max-new-tokens", "abc"),
@@ -487,6 +576,32 @@ CASES = [
         ("`random-model` into a folder that already holds a model", InputError,
          lambda: cli_error("random-model", str(GOOD), "--n-embd", "8", "--n-head", "2"),
          "test_random_model.py::test_an_existing_model_or_a_file_is_not_overwritten"),
+        ("`random-model` of a shape whose bytes exceed the memory available (n_embd 2**62, vocab 10**9, ...)", InputError,
+         lambda: cli_error("random-model", str(TMP / "huge"), "--vocab-size", str(10**9)),
+         "test_random_model.py::test_a_size_beyond_the_machines_memory_is_refused_naming_it"),
+        ("a NumPy warning (overflow, invalid value) during a command: stopped, no result (exit 1)", RuntimeWarning,
+         lambda: cli_warning(), f"{T_CLI}::test_a_numpy_warning_never_reaches_the_terminal"),
         ("any other exception (a bug) (exit 1)", RuntimeError, lambda: cli_unexpected(), f"{T_CLI}::test_an_unexpected_exception_is_still_one_line"),
+    ]),
+    ("Writing files: the overwrite rule (score --out, trace --out, random-model, download; exit 1 unless --overwrite)", [
+        ("an --out that is a file of the loaded model (score --out M/model.safetensors, M/config.json; trace --out M/model.safetensors)", InputError,
+         lambda: cli_error("score", "--file", corpus("ow.txt", ["My dog is"]), "--out", tiny_copy("ow-model") + "/model.safetensors",
+                           "--model", str(TMP / "ow-model"), "--tokenizer", TOK, "--no-progress"),
+         f"{T_OW}::test_score_never_writes_over_the_models_own_files, {T_OW}::test_trace_never_writes_over_the_models_weights"),
+        ("an --out that exists and is not this command's output (another program's file)", InputError,
+         lambda: cli_error("trace", "x", "--model", TINY, "--tokenizer", TOK, "--out", str(GOOD / "model.safetensors")),
+         f"{T_OW}::test_a_file_the_command_did_not_write_is_replaced_only_with_overwrite"),
+        ("an --out that is a symlink to a file (its target would be replaced)", InputError,
+         lambda: cli_error("score", "--file", corpus("ow2.txt", ["My dog is"]), "--out", symlink_to("link.jsonl", user_file("target.jsonl")),
+                           "--model", TINY, "--tokenizer", TOK, "--no-progress"),
+         f"{T_OW}::test_a_symlinked_out_is_written_through_only_with_overwrite"),
+        ("`random-model DIR` where DIR holds anything (the user's own config.json)", InputError,
+         lambda: cli_error("random-model", user_folder("mine"), "--n-embd", "8", "--n-head", "2"),
+         f"{T_OW}::test_random_model_writes_only_into_an_empty_or_new_folder"),
+        ("`random-model ''` (the current directory) (exit 2)", SystemExit,
+         lambda: cli_error("random-model", ""), f"{T_OW}::test_random_model_into_an_empty_name_is_a_usage_error"),
+        ("`download --dest DIR` where DIR holds files no earlier download put there", InputError,
+         lambda: cli_error("download", "gpt2", "--dest", user_folder("mine2")),
+         f"{T_OW}::test_download_writes_only_into_a_new_folder_or_an_earlier_download"),
     ]),
 ]  # fmt: skip

@@ -232,6 +232,16 @@ def cli_unexpected():
         cli_error("generate", "x", "--model", TINY)
 
 
+def cli_warning():
+    import gpt2np.tools.generate
+
+    def overflow(args):
+        return np.float32(3e38) * np.float32(10)  # NumPy's RuntimeWarning: overflow encountered
+
+    with mock.patch.object(gpt2np.tools.generate, "load_model_and_tokenizer", overflow):
+        cli_error("generate", "x", "--model", TINY)
+
+
 # --- `gpt2np score --file`: corpora and outputs ------------------------------------------------
 
 

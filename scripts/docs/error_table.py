@@ -83,7 +83,28 @@ Choices made:
   is not text. `--strict` stops at the first bad line instead.
 - `gpt2np score --file --out OUT` writes `OUT.part` and renames it to `OUT` when done (an existing
   `OUT` is never emptied first), holds `OUT.lock` while it runs, and keeps its settings and
-  progress in `OUT.meta.json`; `--resume` continues only the same job (docs/scale.md).
+  progress in `OUT.meta.json`; `--resume` continues only the same job (docs/scale.md). The job's
+  weights are identified by the sha256 of the whole `model.safetensors`, computed once per version
+  of the file and remembered (by size, mtime, ctime, inode and a sampled fingerprint), so weights
+  changed anywhere by an ordinary write are "another model". What it cannot see: bytes changed
+  behind the filesystem's back (a raw block device, a restore with the clock turned back) that
+  leave size, mtime, ctime and inode alone and fall between the sampled blocks.
+- **The overwrite rule**, for every command that writes (`score --out`, `trace --out`, `plot --out`,
+  `random-model`, `download`, and the ones to come; gpt2np/tools/overwrite.py): a command writes
+  over nothing it did not make unless given `--overwrite`. Not a file of the model it loaded (the
+  files of its folder: config.json, model.safetensors, tokenizer files); not a file that is not a
+  finished output of the same command (a `score --file` output has its sidecar, a trace says
+  `format: gpt2np-trace/1`, a PNG of `plot` says `Software: gpt2np plot`); not a folder holding anything but what the command itself wrote there
+  (`random-model` needs an empty or new folder; `download` an empty one or its own earlier
+  download); never through a symlink (with `--overwrite` the link's target is written and the link
+  kept). A stream (a pipe, /dev/stdout, /dev/null) is written to as it is. `random-model ''` is a
+  usage error. Every check runs before a model is loaded or an output opened, and the safe ways
+  of writing stay: `OUT.part` renamed into place, the lock, `--resume`; a trace is written beside
+  its `--out` and renamed over it.
+- NumPy's warnings never reach the terminal: a RuntimeWarning (overflow, invalid value) during a
+  command stops it with one line and no result, rather than printing a result it may have spoiled.
+  Settings that would make one are refused first, naming the setting: a `repetition_penalty` or a
+  `length_penalty` the dtype cannot carry, a shape or a number of beams beyond the memory available.
 
 What cannot be detected:
 - A wrong `n_head` in config.json: no tensor's shape depends on it (`c_attn` is `[C, 3C]` for any
