@@ -35,7 +35,7 @@ def run_case(expected, call) -> tuple[str, str]:
             return e.cls, str(e)
         except expected as e:
             return type(e).__name__, str(e)
-    raise SystemExit(f"error_table.py: expected {expected.__name__}, but nothing was raised")
+    raise SystemExit(f"error_table.py: expected {expected.__name__}, but nothing was raised by {call!r}")
 
 
 def cell(text: str, limit: int = 330) -> str:
@@ -121,7 +121,10 @@ def build_table() -> str:
     for group, cases in CASES:
         lines += [f"\n## {group}\n", "| bad input | error | message | test |", "| --- | --- | --- | --- |"]
         for what, expected, call, test in cases:
-            name, message = run_case(expected, call)
+            try:
+                name, message = run_case(expected, call)
+            except SystemExit as e:
+                raise SystemExit(f"{e} (the case: {what})") from None
             tests = ", ".join(f"`tests/{t.strip()}`" for t in test.split(","))
             lines.append(f"| {what} | `{name}` | {cell(message)} | {tests} |")
     return "\n".join(lines) + "\n"
