@@ -48,13 +48,18 @@ def numeric(f, a: np.ndarray, entries=None) -> np.ndarray:
 
 
 def check(name: str, analytic: np.ndarray, f, a: np.ndarray, entries=None) -> None:
+    """The bound: FD_RELATIVE, plus the difference quotient's own rounding, 4 eps |f| / H, as a share
+    of the gradient's scale. For the whole model's loss (|f| ~ 7) and a parameter with small
+    gradients (LayerNorm biases, max |g| ~ 7e-3) that rounding alone is ~2e-7: the summation order
+    of the BLAS kernel decides which side of FD_RELATIVE it falls (Haswell's did, SkylakeX's not)."""
     flat = analytic.reshape(-1)
     want = numeric(f, a, entries)
     got = flat if entries is None else flat[list(entries)]
     scale = max(np.abs(flat).max(), 1e-300)
     error = np.abs(got - want).max() / scale
-    print(f"{name}: max |analytic - numeric| / max |analytic| = {error:.1e}")
-    assert error <= FD_RELATIVE, name
+    rounding = 4 * np.finfo(np.float64).eps * abs(float(f())) / H / scale
+    print(f"{name}: max |analytic - numeric| / max |analytic| = {error:.1e} (bound {FD_RELATIVE + rounding:.1e})")
+    assert error <= FD_RELATIVE + rounding, name
 
 
 def some(a: np.ndarray, n: int = 8) -> list[int]:
