@@ -10,6 +10,7 @@ import gpt2np.layers
 import gpt2np.model
 from gpt2np import GPT2
 from gpt2np.hub import sha256_of
+from gpt2np.tools.cli import main
 from gpt2np.tools.random_model import TEST_MODELS, build_test_model, random_tensors
 
 
@@ -187,3 +188,48 @@ def test_the_readme_s_commands_run(tmp_path):
         )
         assert result.returncode == 0 and result.stderr == "", f"{command}: {result.stderr}"
     assert (tmp_path / "ref.safetensors").is_file() and (tmp_path / "mini.safetensors").is_file()
+
+
+def init_gpt2_tensors(tmp_path, capsys) -> dict:
+    from safetensors.numpy import load_file
+
+    out = tmp_path / "init"
+    assert main(["random-model", str(out), "--n-layer", "3", "--n-head", "2", "--n-embd", "64", "--init", "gpt2"]) == 0
+    assert "GPT-2's initialisation" in capsys.readouterr().out
+    return {k.removeprefix("transformer."): v for k, v in load_file(out / "model.safetensors").items()}
+
+
+def test_init_gpt2_is_gpt2s_initialisation(tmp_path, capsys):
+    """Issue 32: --init gpt2 draws what training from scratch starts from (transformers'
+    _init_weights, nanoGPT): normal 0.02, c_proj by 1/sqrt(2 n_layer), zero biases, LayerNorm 1/0."""
+    t = init_gpt2_tensors(tmp_path, capsys)
+    for name, a in t.items():
+        if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+            assert (a == 1).all(), name
+        elif name.endswith(".bias"):
+            assert (a == 0).all(), name
+        else:
+            std = 0.02 / np.sqrt(2 * 3) if name.endswith("c_proj.weight") else 0.02
+            assert abs(a.mean()) < 4 * std / np.sqrt(a.size), name
+            assert abs(a.std() / std - 1) < 8 / np.sqrt(a.size), name  # the sample std's noise: ~1/sqrt(2n)
+
+
+@pytest.mark.transformers
+def test_init_gpt2_has_transformers_statistics(tmp_path, capsys, transformers):
+    """The same statistics as transformers' own GPT2LMHeadModel(config) draws."""
+    import torch
+
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=3, n_head=2, n_embd=64)
+    theirs = {
+        k.removeprefix("transformer."): v.detach().numpy()
+        for k, v in transformers.GPT2LMHeadModel(cfg).named_parameters()
+    }
+    ours = init_gpt2_tensors(tmp_path, capsys)
+    for name, a in theirs.items():
+        b = ours[name]
+        assert b.shape == a.shape, name
+        if a.std() == 0:
+            assert (b == a).all(), name  # ones and zeros
+        else:
+            assert abs(b.std() / a.std() - 1) < 10 / np.sqrt(a.size), name

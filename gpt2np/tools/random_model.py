@@ -32,12 +32,41 @@ from ..weights import expected_shapes
 from .common import add_debug
 from .overwrite import add_overwrite_flag, check_out_folder, nonempty_path
 
+INITIALIZER_RANGE = 0.02  # transformers' GPT2Config.initializer_range
+INITS = {
+    "inspect": "drawn so a random model's activations look like a trained one's (wpe std 1.5, LayerNorm gains near 1): "
+    "to learn on and to cross-check a forward pass; not a starting point for training",
+    "gpt2": "GPT-2's initialisation, where training from scratch starts: normal with std 0.02, the residual "
+    "projections (c_proj) by 1/sqrt(2 n_layer), zero biases, LayerNorm 1 and 0 (transformers' _init_weights, nanoGPT)",
+}
+
+
+def gpt2_init_tensors(config: GPT2Config, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """GPT-2's initialisation (INITS["gpt2"]): what transformers' GPT2PreTrainedModel._init_weights
+    and nanoGPT's _init_weights draw, with GPT2Config's initializer_range (0.02)."""
+    std = INITIALIZER_RANGE
+    tensors = {}
+    for name, shape in expected_shapes(config).items():
+        if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+            t = np.ones(shape, dtype=np.float32)
+        elif name.endswith(".bias"):
+            t = np.zeros(shape, dtype=np.float32)  # linear biases and LayerNorm shifts
+        else:  # embeddings and matrices; the residual projections scaled by the depth they add up over
+            s = std / math.sqrt(2 * config.n_layer) if name.endswith("c_proj.weight") else std
+            t = (rng.standard_normal(shape, dtype=np.float32) * np.float32(s)).astype(np.float32)
+        tensors[name] = t
+    return tensors
+
 
 def random_tensors(
-    config: GPT2Config, seed: int = 0, outlier_dims: int = 0, outlier_scale: float = 300.0
+    config: GPT2Config, seed: int = 0, outlier_dims: int = 0, outlier_scale: float = 300.0, init: str = "inspect"
 ) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     C = config.n_embd
+    if init not in INITS:
+        raise InputError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+    if init == "gpt2":
+        return gpt2_init_tensors(config, rng)
 
     def normal(shape, std):
         return (rng.standard_normal(shape, dtype=np.float32) * np.float32(std)).astype(np.float32)
@@ -98,12 +127,17 @@ def _calibrate_layer_norms(tensors: dict[str, np.ndarray], config: GPT2Config, d
 
 
 def make_random_checkpoint(
-    folder: str | Path, config: GPT2Config, seed: int = 0, outlier_dims: int = 0, outlier_scale: float = 300.0
+    folder: str | Path,
+    config: GPT2Config,
+    seed: int = 0,
+    outlier_dims: int = 0,
+    outlier_scale: float = 300.0,
+    init: str = "inspect",
 ) -> Path:
     """Write config.json + model.safetensors for a random GPT-2 into `folder` (created)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = random_tensors(config, seed=seed, outlier_dims=outlier_dims, outlier_scale=outlier_scale)
+    tensors = random_tensors(config, seed=seed, outlier_dims=outlier_dims, outlier_scale=outlier_scale, init=init)
     # Stored as transformers' GPT2LMHeadModel saves them (with the "transformer." prefix), so
     # the loader's prefix handling is exercised; the hub's gpt2 file has no prefix.
     # (No metadata beyond safetensors' "format": the package writes a metadata dict in hash
@@ -192,6 +226,12 @@ def add_parser(sub) -> None:
             help=f"GPT2Config.{name} (default: {default if default is not None else '4 x n_embd'})",
         )
     p.add_argument("--seed", type=int, default=0, help="the random seed (default 0)")
+    p.add_argument(
+        "--init",
+        choices=list(INITS),
+        default="inspect",
+        help="; ".join(f"{name}: {what}" for name, what in INITS.items()) + " (default: inspect)",
+    )
     add_overwrite_flag(p, "OUT")
     add_debug(p)
     p.set_defaults(run=cmd_random_model)
@@ -239,9 +279,10 @@ def cmd_random_model(args) -> int:
             f"{out} already holds a model (model.safetensors); choose another folder, or add --overwrite to replace it"
         )
     out = check_out_folder(args.out, overwrite=args.overwrite, is_ours=lambda path: False)  # empty or new only
-    make_random_checkpoint(out, config, seed=args.seed)
+    make_random_checkpoint(out, config, seed=args.seed, init=args.init)
+    init = "" if args.init == "inspect" else ", GPT-2's initialisation"
     print(
-        f"wrote {out}: a random GPT-2 (seed {args.seed}) with n_layer {config.n_layer}, n_head {config.n_head}, "
+        f"wrote {out}: a random GPT-2 (seed {args.seed}{init}) with n_layer {config.n_layer}, n_head {config.n_head}, "
         f"n_embd {config.n_embd}, n_positions {config.n_positions}, vocab_size {config.vocab_size}: "
         f"{n:,} parameters, {(out / 'model.safetensors').stat().st_size / 1e6:.1f} MB"
     )

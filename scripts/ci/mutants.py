@@ -512,6 +512,9 @@ MUTANTS = [
       "            g *= g.dtype.type(coef)",
       "            g *= g.dtype.type(min(1.0, max_norm / (float(np.linalg.norm(g)) + 1e-6)))",
       "tests/test_train.py::test_clipping_scales_every_gradient_by_the_one_global_norm"),
+    m("init-gpt2-c-proj-unscaled", "gpt2np/tools/random_model.py",
+      "std / math.sqrt(2 * config.n_layer) if name.endswith", "std if name.endswith",
+      "tests/test_random_model.py::test_init_gpt2_is_gpt2s_initialisation"),
     # --- tokenizer -------------------------------------------------------------------------
     m("lone-surrogate-reaches-the-tokenizer", "gpt2np/tokenizer.py",
       '        check_unicode(text, "the text")\n', "",
