@@ -30,7 +30,7 @@ import numpy as np
 
 from .config import GPT2Config
 from .errors import CheckpointError, InputError
-from .weights import LayerNorm, Linear, Weights, weights_from_tensors
+from .weights import Weights, named_parameters, weights_from_tensors
 
 MODEL_MAGIC, MODEL_VERSION, MODEL_VERSION_BF16 = 20240326, 3, 5
 STATE_MAGIC, STATE_VERSION = 20240327, 2
@@ -95,22 +95,6 @@ def _write_tensors(f: BinaryIO, tensors: dict[str, np.ndarray], config: GPT2Conf
         f.write(np.ascontiguousarray(t).tobytes())
 
 
-def named_tensors(weights: Weights, config: GPT2Config) -> dict[str, np.ndarray]:
-    """The weights under transformers' parameter names."""
-    out = {"transformer.wte.weight": weights.wte, "transformer.wpe.weight": weights.wpe}
-    for i, b in enumerate(weights.h):
-        layers: list[tuple[str, LayerNorm | Linear]] = [("ln_1", b.ln_1), ("attn.c_attn", b.attn.c_attn)]
-        layers += [
-            ("attn.c_proj", b.attn.c_proj),
-            ("ln_2", b.ln_2),
-            ("mlp.c_fc", b.mlp.c_fc),
-            ("mlp.c_proj", b.mlp.c_proj),
-        ]
-        for kind, layer in layers:
-            out |= {f"transformer.h.{i}.{kind}.weight": layer.weight, f"transformer.h.{i}.{kind}.bias": layer.bias}
-    return out | {"transformer.ln_f.weight": weights.ln_f.weight, "transformer.ln_f.bias": weights.ln_f.bias}
-
-
 def write_model(path: str | Path, weights: Weights, config: GPT2Config) -> None:
     """The model file (train_gpt2.py's write_model, float32: version 3)."""
     check_exportable(config)
@@ -119,7 +103,7 @@ def write_model(path: str | Path, weights: Weights, config: GPT2Config) -> None:
         f.write(
             _header(MODEL_MAGIC, MODEL_VERSION, config.n_positions, V, config.n_layer, config.n_head, config.n_embd, Vp)
         )
-        _write_tensors(f, named_tensors(weights, config), config)
+        _write_tensors(f, named_parameters(weights), config)
 
 
 def write_debug_state(

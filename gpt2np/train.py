@@ -40,29 +40,9 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .weights import Weights, weights_from_tensors
+from .weights import named_parameters, weights_from_tensors
 
 DECAY_MODES = ("2d", "all")
-
-
-def named_parameters(weights: Weights, config: Any) -> dict[str, np.ndarray]:
-    """Every parameter under transformers' GPT2LMHeadModel.named_parameters() name, in its order
-    (the tied output layer is wte, named once; an untied one is lm_head.weight)."""
-    out = {"transformer.wte.weight": weights.wte, "transformer.wpe.weight": weights.wpe}
-    for i, b in enumerate(weights.h):
-        layers: list[tuple[str, Any]] = [
-            ("ln_1", b.ln_1),
-            ("attn.c_attn", b.attn.c_attn),
-            ("attn.c_proj", b.attn.c_proj),
-        ]
-        layers += [("ln_2", b.ln_2), ("mlp.c_fc", b.mlp.c_fc), ("mlp.c_proj", b.mlp.c_proj)]
-        for kind, layer in layers:
-            out[f"transformer.h.{i}.{kind}.weight"] = layer.weight
-            out[f"transformer.h.{i}.{kind}.bias"] = layer.bias
-    out["transformer.ln_f.weight"], out["transformer.ln_f.bias"] = weights.ln_f.weight, weights.ln_f.bias
-    if weights.lm_head is not weights.wte:
-        out["lm_head.weight"] = weights.lm_head
-    return out
 
 
 def make_trainable(model: Any) -> dict[str, np.ndarray]:
@@ -70,14 +50,14 @@ def make_trainable(model: Any) -> dict[str, np.ndarray]:
     memory-mapped read-only, so each array is copied once (one checkpoint's size in memory: 0.5 GB
     for GPT-2 124M in float32) and model.weights is rebuilt on the copies. Arrays already writable
     and owned are kept. -> {name: array}: changing one in place changes the model."""
-    params = named_parameters(model.weights, model.config)
+    params = named_parameters(model.weights)
     if all(a.flags.writeable and a.flags.owndata for a in params.values()):
         return params
     copies = {name: np.array(a, copy=True) for name, a in params.items()}  # writable, in the model's dtype
     model.weights = weights_from_tensors(
         copies, model.config, dtype=model.dtype, source="the trained weights", check_values=False
     )
-    return named_parameters(model.weights, model.config)
+    return named_parameters(model.weights)
 
 
 def decays(name: str, p: np.ndarray, decay: str) -> bool:

@@ -233,3 +233,25 @@ def load_weights(path: str | Path, config: GPT2Config, dtype: DTypeLike = "float
     if not known:
         remember(path, "finite", fact)
     return weights
+
+
+def named_parameters(weights: Weights) -> dict[str, np.ndarray]:
+    """Every parameter under transformers' GPT2LMHeadModel.named_parameters() name, in its order
+    (the tied output layer is wte, named once; an untied one is lm_head.weight). The arrays are
+    the model's own, not copies."""
+    out = {"transformer.wte.weight": weights.wte, "transformer.wpe.weight": weights.wpe}
+    for i, b in enumerate(weights.h):
+        layers: list[tuple[str, LayerNorm | Linear]] = [("ln_1", b.ln_1), ("attn.c_attn", b.attn.c_attn)]
+        layers += [
+            ("attn.c_proj", b.attn.c_proj),
+            ("ln_2", b.ln_2),
+            ("mlp.c_fc", b.mlp.c_fc),
+            ("mlp.c_proj", b.mlp.c_proj),
+        ]
+        for kind, layer in layers:
+            out[f"transformer.h.{i}.{kind}.weight"] = layer.weight
+            out[f"transformer.h.{i}.{kind}.bias"] = layer.bias
+    out["transformer.ln_f.weight"], out["transformer.ln_f.bias"] = weights.ln_f.weight, weights.ln_f.bias
+    if weights.lm_head is not weights.wte:
+        out["lm_head.weight"] = weights.lm_head
+    return out

@@ -80,10 +80,10 @@ def test_the_model_file_is_llmcs_layout(exported):
         params = read_tensors(f, llmc_sizes(cfg.n_positions, 50304, cfg.n_layer, cfg.n_embd))
         assert f.read() == b""  # nothing after the last tensor
     _, grads = plain_backward.loss_and_grads(m.weights, m.config, [[1, 2]])  # only for the names
-    from gpt2np.llmc import named_tensors
+    from gpt2np.weights import named_parameters
 
-    want = as_llmc(named_tensors(m.weights, cfg), cfg.n_layer)
-    assert set(grads) == set(named_tensors(m.weights, cfg))
+    want = as_llmc(named_parameters(m.weights), cfg.n_layer)
+    assert set(grads) == set(named_parameters(m.weights))
     for name, a in params.items():
         if name == "wte":
             np.testing.assert_array_equal(a[: cfg.vocab_size], want["wte"])

@@ -62,12 +62,12 @@ def reference_adamw(p, grads_per_step, lr, betas, eps, wd, decayed):
 def test_three_steps_follow_the_update_rule(decay):
     rng = np.random.default_rng(0)
     model = Toy(rng)
-    before = {k: a.copy() for k, a in named_parameters(model.weights, model.config).items()}
+    before = {k: a.copy() for k, a in named_parameters(model.weights).items()}
     opt = AdamW(model, lr=0.05, betas=(0.8, 0.9), eps=1e-3, weight_decay=0.5, decay=decay)
     steps = [{k: rng.normal(size=a.shape) * 10.0 ** rng.integers(-3, 1) for k, a in before.items()} for _ in range(3)]
     for grads in steps:
         opt.step({k: g.copy() for k, g in grads.items()})
-    after = named_parameters(model.weights, model.config)
+    after = named_parameters(model.weights)
     for name, p in before.items():
         decayed = decay == "all" or p.ndim >= 2  # "2d": never a bias or a LayerNorm
         expected = reference_adamw(p, [s[name] for s in steps], 0.05, (0.8, 0.9), 1e-3, 0.5, decayed)
@@ -183,7 +183,7 @@ def gpt2np_steps(model, ids, mask, labels, lr, decay, clip, warmup, steps):
             clip_grad_norm(grads, clip)
         opt.step(grads, lr=get_lr(step, lr, lr / 10, warmup, steps))
         losses.append(float(loss))
-    return losses, named_parameters(model.weights, model.config)
+    return losses, named_parameters(model.weights)
 
 
 def run_both(model_dir, transformers, name, dtype, decay, clip, warmup):

@@ -725,14 +725,11 @@ def show_backward(tok, sentences, row: int, model) -> str:
     difference check of one weight, all in float64 (the model's weights, converted)."""
     from ..backward import placed_targets
     from ..labels import labels_from_mask
-    from ..llmc import named_tensors
     from ..model import GPT2
-    from ..weights import weights_from_tensors
+    from ..weights import named_parameters, weights_from_tensors
 
     cfg = model.config
-    tensors = named_tensors(model.weights, cfg)
-    if model.weights.lm_head is not model.weights.wte:
-        tensors["lm_head.weight"] = model.weights.lm_head
+    tensors = named_parameters(model.weights)  # the untied lm_head too
     m = GPT2(cfg, weights_from_tensors(tensors, cfg, dtype="float64", check_values=False), "float64", model.mask_fill)
     ids, mask = left_padded(tok, sentences)
     labels = labels_from_mask(ids, mask)

@@ -21,7 +21,6 @@ from ..checkpoint import save_checkpoint
 from ..errors import InputError
 from ..llmc import (
     check_exportable,
-    named_tensors,
     read_model,
     write_debug_state,
     write_model,
@@ -30,6 +29,7 @@ from ..llmc import (
 )
 from ..stopping import token_bytes
 from ..tokenizer import Tokenizer
+from ..weights import named_parameters
 from .common import add_debug, add_model_args, load_model
 
 MODEL_FILE, STATE_FILE, TOKENIZER_FILE = "gpt2_124M.bin", "gpt2_124M_debug_state.bin", "gpt2_tokenizer.bin"
@@ -126,7 +126,7 @@ def cmd_import(args) -> int:
     if (out / "model.safetensors").exists():
         raise InputError(f"{out} already holds a model.safetensors; choose an empty folder")
     out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out / "model.safetensors", dict(named_tensors(weights, config)))
+    save_checkpoint(out / "model.safetensors", dict(named_parameters(weights)))
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     print(f"wrote {out / 'config.json'} and {out / 'model.safetensors'}")
     return 0

@@ -32,9 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from .. import plain
 from ..errors import GPT2npError, InputError
 from ..hub import KNOWN_FILES, resolve_model_files, sha256_of
 from ..layers import layer_norm, lm_head
+from ..masks import position_ids_from_mask
 from ..model import GPT2
 from .common import add_model_args, load_model_and_tokenizer, read_prompts
 from .explain import left_padded
@@ -88,11 +90,10 @@ def check_size(rows: int, tokens: int, layers: list[int], heads: int, vocab: int
 
 
 def raw_softmax(scores: np.ndarray) -> np.ndarray:
-    """softmax of the masked scores with no empty-row rule: what a pad's query row would hold
-    (NaN under -inf: its row is all -inf, and -inf - -inf = NaN)."""
+    """plain.softmax of the masked scores, without the empty-row rule: what a pad's query row
+    would hold (NaN under -inf: its row is all -inf, and -inf - -inf = NaN)."""
     with np.errstate(invalid="ignore"):
-        e = np.exp(scores - scores.max(axis=-1, keepdims=True))
-        return e / e.sum(axis=-1, keepdims=True)
+        return plain.softmax(scores)
 
 
 def weights_note(model_name: str) -> tuple[bool, str]:
@@ -132,7 +133,7 @@ def page_data(
     ids, mask = left_padded(tok, prompts)  # [B, T] each
     B, T = ids.shape
     check_size(B, T, layers, cfg.n_head, cfg.vocab_size)
-    positions = np.where(mask == 1, np.cumsum(mask, axis=-1) - 1, 0)  # [B, T] as the model derives them
+    positions = position_ids_from_mask(mask)  # [B, T] as the model derives them
 
     def pattern_and_scores(m: GPT2) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
         wanted = [f"blocks.{i}.attn.{p}" for i in layers for p in ("hook_pattern", "hook_attn_scores")]
