@@ -79,10 +79,16 @@ def fake_report(impls, figures):
     """A report from made-up medians: {impl: {(task, metric): value}}."""
     from gpt2np.config import GPT2Config
 
-    agg = {
-        impl: {task: {name: {"median": v, "min": v, "max": v, "n": 1, "spread": 0.0}} for (task, name), v in f.items()}
-        for impl, f in figures.items()
-    }
+    agg: dict = {}
+    for impl, f in figures.items():
+        for (task, name), v in f.items():
+            agg.setdefault(impl, {}).setdefault(task, {})[name] = {
+                "median": v,
+                "min": v,
+                "max": v,
+                "n": 1,
+                "spread": 0.0,
+            }
     models = {"gpt2": {"config": GPT2Config(), "checkpoint_bytes": 500e6, "decode_bytes": 1, "matmul_params": 1}}
     return build_report(agg, {}, models, impls)
 
@@ -122,3 +128,91 @@ def test_without_onnxruntime_the_table_and_targets_are_as_before():
     )
     assert "gpt2np vs onnxruntime" not in rep.lines()[0]
     assert not [t for t in rep.targets if t["issue"] == 25]
+
+
+def test_the_training_rows_and_targets_compare_time_and_peak_memory_with_transformers():
+    rep = fake_report(
+        ["gpt2np", "transformers"],
+        {
+            "gpt2np": {("train4", "time_s"): 2.0, ("train4", "peak_rss"): 1.5e9, ("backward8", "time_s"): 9.0},
+            "transformers": {("train4", "time_s"): 2.5, ("train4", "peak_rss"): 1.2e9, ("backward8", "time_s"): 8.0},
+        },
+    )
+    row = next(r for r in rep.rows if r[0] == "training step (fwd, bwd, clip, AdamW) 4x64 (s)")
+    assert row[1:4] == ["2.00", "2.50", "1.25x"]
+    verdicts = {t["target"]: (t["value"], t["result"]) for t in rep.targets if t["issue"] in (31, 32)}
+    assert verdicts["training step 4x64: time <= transformers'"] == (pytest.approx(0.8), "PASS")
+    assert verdicts["training step 4x64: peak RSS <= transformers'"] == (pytest.approx(1.25), "MISS")
+    assert verdicts["forward + backward 8x256: time <= transformers'"] == (pytest.approx(9 / 8), "MISS")
+    assert verdicts["forward + backward 4x64: time <= transformers'"] == (None, "n/a")  # not measured: no verdict
+    for other in ("onnxruntime", "llama.cpp"):  # inference runtimes: no gradients
+        assert not runner.runs(other, "train4") and not runner.runs(other, "backward8")
+
+
+@pytest.mark.parametrize("task", ["backward4", "train4"])
+def test_the_training_tasks_run_gpt2np_and_report_a_finite_loss(task):
+    """The worker's task code on the tiny model (context 64: the 4x64 shape fits), one quick round."""
+    import math
+
+    from scripts.bench import workers
+    from scripts.bench.impl_gpt2np import Gpt2np
+    from scripts.bench.tasks import ITERS
+
+    impl = Gpt2np(threads=1)
+    impl.load(build_model("tiny"))
+    out = workers.RUN[task](impl, 4, ITERS["quick"])
+    assert out["tokens"] == 4 * 64 and len(out["times"]) == 1 and math.isfinite(out["loss"])
+    if task == "train4":  # two steps ran (warm-up + timed): the weights moved
+        assert impl._opt is not None and impl._opt.t == 2
+
+
+@pytest.mark.parametrize("task", ["backward4", "train4"])
+def test_both_columns_do_the_same_training_work(task, transformers):
+    """gpt2np and transformers, from the same weights and ids, report the same losses step after
+    step (train4: the first step's loss before any update, then the second's after clip and
+    AdamW): the timed work is the same computation."""
+    from scripts.bench import workers
+    from scripts.bench.impl_gpt2np import Gpt2np
+    from scripts.bench.impl_transformers import Transformers
+
+    losses = {}
+    for impl in (Gpt2np(threads=1), Transformers(threads=1, training=True)):
+        impl.load(build_model("tiny"))
+        ids = workers.prompt_ids(4, 64, impl.vocab_size)
+        run = impl.train_step if task == "train4" else impl.backward
+        losses[type(impl).__name__] = [run(ids) for _ in range(3)]
+        if task == "train4":
+            settings = optimizer_settings(impl)
+            assert settings == losses.setdefault("settings", settings)  # the same lr, betas, eps, decayed set
+    ours, theirs = losses["Gpt2np"], losses["Transformers"]
+    assert ours == pytest.approx(theirs, rel=1e-5)  # float32 both; updates agree to ~lr x noise
+    if task == "train4":
+        assert ours[2] < ours[0]  # the steps did train
+
+
+def optimizer_settings(impl) -> dict:
+    """The optimizer a bench column built: {hyperparameters, the names it decays}."""
+    if hasattr(impl, "torch"):
+        names = {id(p): n for n, p in impl.model.named_parameters()}
+        groups = impl._opt.param_groups
+        decayed = {names[id(p)] for g in groups if g["weight_decay"] for p in g["params"]}
+        g = groups[0]
+        return {
+            "lr": g["lr"],
+            "betas": tuple(g["betas"]),
+            "eps": g["eps"],
+            "decayed": decayed,
+            "weight_decay": {g["weight_decay"] for g in groups} - {0.0},
+        }
+    from gpt2np.train import decays
+    from gpt2np.weights import named_parameters
+
+    opt = impl._opt
+    decayed = {n for n, p in named_parameters(impl.model.weights).items() if decays(n, p, opt.decay)}
+    return {
+        "lr": opt.lr,
+        "betas": tuple(opt.betas),
+        "eps": opt.eps,
+        "decayed": decayed,
+        "weight_decay": {opt.weight_decay},
+    }

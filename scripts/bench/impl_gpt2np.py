@@ -14,6 +14,7 @@ class Gpt2np:
         self._limits = limit_blas_threads(threads)  # kept alive for the whole run
         self.versions = {"gpt2np": gpt2np.__version__, "numpy": np.__version__}
         self.info = {"blas": blas_info()}
+        self._opt = None  # the training tasks' AdamW, made at the first step
 
     def load(self, folder) -> None:
         from gpt2np import GPT2
@@ -76,3 +77,22 @@ class Gpt2np:
     def loss(self, ids: np.ndarray, mask: np.ndarray) -> float:
         """The mean negative log-likelihood of a left-padded batch (model.score)."""
         return float(self.model.score(ids, attention_mask=mask).loss)
+
+    def backward(self, ids: np.ndarray) -> float:
+        """One forward + backward: the next-token loss of [B, T] ids and every parameter's gradient."""
+        loss, grads = self.model.loss_and_grads(ids)
+        del grads  # dropped at once, as torch's are freed by zero_grad(set_to_none=True)
+        return float(loss)
+
+    def train_step(self, ids: np.ndarray) -> float:
+        """A full step: forward, backward, clip to TRAIN_CLIP, AdamW (decay on the 2-d parameters)."""
+        from gpt2np.train import AdamW, clip_grad_norm
+
+        from .tasks import TRAIN_CLIP, TRAIN_LR, TRAIN_WEIGHT_DECAY
+
+        if self._opt is None:  # takes writable copies of the memory-mapped weights (one checkpoint)
+            self._opt = AdamW(self.model, lr=TRAIN_LR, weight_decay=TRAIN_WEIGHT_DECAY, decay="2d")
+        loss, grads = self.model.loss_and_grads(ids)
+        clip_grad_norm(grads, TRAIN_CLIP)
+        self._opt.step(grads)
+        return float(loss)

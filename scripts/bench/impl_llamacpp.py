@@ -28,6 +28,7 @@ import numpy as np
 
 from .impl_onnxruntime import greedy_generate
 from .measure import blas_info, limit_blas_threads
+from .tasks import TRAINING_TASKS
 
 
 class LlamaGGUF:
@@ -102,7 +103,8 @@ class LlamaCpp:
     # As impl_onnxruntime.py: the loss of every token of 8x1024 would be logits of every
     # position pulled out and a log-softmax in NumPy, family would need more conversions, and
     # beam1/beam4 a beam search written around the context.
-    unsupported_tasks = frozenset({"score8_long", "family", "beam1", "beam4"})
+    # The training tasks (backward*, train*) need gradients, which an inference runtime has not.
+    unsupported_tasks = frozenset({"score8_long", "family", "beam1", "beam4", *TRAINING_TASKS})
 
     def __init__(self, threads: int, gguf_path: str | Path, batch: int, row_tokens: int | None = None):
         from importlib import metadata

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .measure import blas_info, limit_blas_threads
+from .tasks import TRAINING_TASKS
 
 
 class OnnxGPT2:
@@ -58,7 +59,8 @@ class OnnxRuntime:
     # 1.6 GB) and a log-softmax in NumPy: not ONNX Runtime's speed any more. family would need
     # an export of each larger model. beam1/beam4 (issue 24) would need a beam search written
     # around the session. None of these is run for this column.
-    unsupported_tasks = frozenset({"score8_long", "family", "beam1", "beam4"})
+    # The training tasks (backward*, train*) need gradients, which an inference runtime has not.
+    unsupported_tasks = frozenset({"score8_long", "family", "beam1", "beam4", *TRAINING_TASKS})
 
     def __init__(self, threads: int, onnx_path: str | Path):
         import onnxruntime

@@ -6,7 +6,7 @@ import numpy as np
 
 
 class Transformers:
-    def __init__(self, threads: int):
+    def __init__(self, threads: int, training: bool = False):
         import torch
         import transformers
 
@@ -19,15 +19,16 @@ class Transformers:
         self.torch = torch
         self.versions = {"torch": torch.__version__, "transformers": transformers.__version__, "numpy": np.__version__}
         self.info = {"torch": torch_info(), "blas": blas_info()}
-        # No autograd bookkeeping for the whole worker: the fair setting for inference.
-        self._no_grad = torch.inference_mode()
-        self._no_grad.__enter__()
+        self.training, self._opt = training, None
+        if not training:  # no autograd bookkeeping for the whole worker: the fair setting for inference
+            self._no_grad = torch.inference_mode()
+            self._no_grad.__enter__()
 
     def load(self, folder) -> None:
         from transformers import GPT2LMHeadModel
 
         self.model = GPT2LMHeadModel.from_pretrained(folder, dtype=self.torch.float32)
-        self.model.eval()
+        self.model.eval()  # no dropout, in training tasks too: the same work as gpt2np's
         self.vocab_size = self.model.config.vocab_size
         self.info["attn_implementation"] = self.model.config._attn_implementation
 
@@ -102,6 +103,32 @@ class Transformers:
         first_real = torch.arange(ids.shape[1])[None, :] == (mask_t == 0).sum(-1, keepdim=True)
         labels = ids_t.masked_fill((mask_t == 0) | first_real, -100)
         return float(self.model(input_ids=ids_t, attention_mask=mask_t, position_ids=positions, labels=labels).loss)
+
+    def backward(self, ids: np.ndarray) -> float:
+        """One forward + backward: the next-token loss of [B, T] ids (labels = ids, shifted inside)."""
+        ids_t = self.torch.from_numpy(ids)
+        self.model.zero_grad(set_to_none=True)
+        loss = self.model(input_ids=ids_t, labels=ids_t).loss
+        loss.backward()
+        return loss.item()
+
+    def train_step(self, ids: np.ndarray) -> float:
+        """A full step: forward, backward, clip_grad_norm_, torch.optim.AdamW (its default
+        implementation; weight decay on the 2-d parameters, nanoGPT's groups)."""
+        from .tasks import TRAIN_CLIP, TRAIN_LR, TRAIN_WEIGHT_DECAY
+
+        torch = self.torch
+        if self._opt is None:
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            groups = [
+                {"params": [p for p in params if p.dim() >= 2], "weight_decay": TRAIN_WEIGHT_DECAY},
+                {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+            ]
+            self._opt = torch.optim.AdamW(groups, lr=TRAIN_LR, betas=(0.9, 0.999), eps=1e-8)
+        loss = self.backward(ids)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), TRAIN_CLIP)
+        self._opt.step()
+        return loss
 
 
 def torch_info() -> dict:

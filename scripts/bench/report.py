@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from .limits import decode_floor, numpy_floors, prefill_floors
 from .measure import median
-from .tasks import BEAM_NEW_TOKENS, DECODE_CONTEXTS, NEW_TOKENS, PREFILL_LENGTHS, TASKS, beam_cache_bytes
+from .tasks import (
+    BEAM_NEW_TOKENS,
+    DECODE_CONTEXTS,
+    NEW_TOKENS,
+    PREFILL_LENGTHS,
+    TASKS,
+    TRAIN_SHAPES,
+    TRAINING_TASKS,
+    beam_cache_bytes,
+)
 
 TF = "transformers"
 ORT = "onnxruntime"
@@ -46,6 +55,9 @@ def task_metrics(r: dict) -> dict:
         return {f"time_s@{T}": median(ts) for T, ts in r["curve_times"].items()}
     if task.startswith("decode_curve"):
         return {f"step_s@{c}": median(ts) for c, ts in r["curve_step_times"].items()}
+    if task in TRAINING_TASKS:
+        t = median(r["times"])
+        return {"time_s": t, "tokens_per_s": r["tokens"] / t, "peak_rss": r["rss"]["VmHWM"], "loss": r["loss"]}
     if task == "score8_long":
         return {"time_s": median(r["times"]), "peak_rss": r["rss"]["VmHWM"], "loss": r["loss"]}
     return {}
@@ -275,6 +287,11 @@ def build_report(agg, machine, models, impls) -> Report:
     rep.row("score 8x1024, padded (s)", "score8_long", "time_s")
     for b in (1, 4):
         rep.row(f"beam search b{b}, 4 beams, {BEAM_NEW_TOKENS} new tokens (s)", f"beam{b}", "time_s")
+    for task in TRAINING_TASKS:
+        B, T = TRAIN_SHAPES[task[-1]]
+        what = "forward + backward" if task.startswith("backward") else "training step (fwd, bwd, clip, AdamW)"
+        rep.row(f"{what} {B}x{T} (s)", task, "time_s")
+        rep.row(f"{what} {B}x{T} (tokens/s)", task, "tokens_per_s", higher=True)
     rep.rss_row("peak RSS, generate b1 (MB)", "generate1", ckpt)
     rep.rss_row("peak RSS, generate b8 (MB)", "generate8", ckpt)
     for b in (1, 4):
@@ -286,6 +303,10 @@ def build_report(agg, machine, models, impls) -> Report:
         ckpt,
         f", ckpt + {(rep.get(np0, 'score8_long', 'peak_rss') or 0) / 1e6 - ckpt / 1e6:.0f} MB",
     )
+    for task in TRAINING_TASKS:
+        B, T = TRAIN_SHAPES[task[-1]]
+        what = "forward + backward" if task.startswith("backward") else "training step"
+        rep.rss_row(f"peak RSS, {what} {B}x{T} (MB)", task, ckpt)
     for name, m in models.items():
         if name == "gpt2":
             continue
@@ -391,6 +412,17 @@ def build_report(agg, machine, models, impls) -> Report:
                     "<=",
                     "x ORT",
                 )
+    # Issues 31's and 32's: a forward + backward (31) and a training step (32) at most torch's
+    # time and at most its peak memory.
+    for task in TRAINING_TASKS:
+        issue, (B, T) = (31 if task.startswith("backward") else 32), TRAIN_SHAPES[task[-1]]
+        what = "forward + backward" if issue == 31 else "training step"
+        ratio = rep.speedup(np0, task, "time_s")  # torch's time / gpt2np's
+        rep.target(
+            issue, f"{what} {B}x{T}: time <= transformers'", None if ratio is None else 1 / ratio, 1.0, "<=", "x tf"
+        )
+        n, t = rep.get(np0, task, "peak_rss"), rep.get(TF, task, "peak_rss")
+        rep.target(issue, f"{what} {B}x{T}: peak RSS <= transformers'", n / t if n and t else None, 1.0, "<=", "x tf")
     # Issue 4's, still informative.
     rep.target(
         4, "decode b1 tokens/s >= 2.5x transformers", rep.speedup(np0, "decode1", "tokens_per_s", True), 2.5, ">=", "x"

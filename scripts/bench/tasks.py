@@ -21,6 +21,12 @@ PREFILL_LENGTHS = (128, 256, 512, 1024)  # the prefill curve (batch 1, logits of
 DECODE_CONTEXTS = (128, 384, 640, 900)  # the decode curve (batch 1 and 8): context before the timed steps
 CURVE_STEPS = 16  # timed decode steps at each context of the curve
 BEAMS, BEAM_PROMPT, BEAM_NEW_TOKENS = 4, 32, 64  # beam search (issue 24): 4 beams, 32-token prompt, 64 new tokens
+# Training (issues 31 and 32): [batch, seq] of llm.c's test (4 x 64) and a larger one (8 x 256).
+# "backward": one forward + backward (the loss of next-token prediction, every gradient);
+# "train": a full step: forward, backward, clip to norm 1, AdamW (lr 1e-4, weight decay 0.1 on
+# the 2-d parameters, as nanoGPT groups them).
+TRAIN_SHAPES = {"4": (4, 64), "8": (8, 256)}
+TRAIN_LR, TRAIN_WEIGHT_DECAY, TRAIN_CLIP = 1e-4, 0.1, 1.0
 
 # name: (batch, label). The short tasks are issue 4's; the rest are the long-context ones.
 TASKS = {
@@ -39,7 +45,12 @@ TASKS = {
     "family": (1, "load, decode b1, peak RSS of a larger model"),
     "beam1": (1, "beam search b1: 4 beams, prompt 32, 64 new tokens"),
     "beam4": (4, "beam search b4: 4 beams, prompt 32, 64 new tokens"),
+    "backward4": (4, "forward + backward 4x64"),
+    "backward8": (8, "forward + backward 8x256"),
+    "train4": (4, "training step 4x64: forward, backward, clip, AdamW"),
+    "train8": (8, "training step 8x256: forward, backward, clip, AdamW"),
 }
+TRAINING_TASKS = ("backward4", "backward8", "train4", "train8")
 FAMILY_TASK = "family"  # run once per family model, with that model
 
 # (warmup, iterations) per kind of task inside one worker; --quick uses the second set.
@@ -52,6 +63,7 @@ ITERS = {
         "curve": (1, 3),
         "long": (0, 2),
         "score": (0, 1),
+        "train": (1, 3),
     },
     "quick": {
         "prefill": (1, 3),
@@ -61,6 +73,7 @@ ITERS = {
         "curve": (1, 1),
         "long": (0, 1),
         "score": (0, 1),
+        "train": (1, 1),
     },
 }
 
@@ -76,6 +89,8 @@ def row_tokens(task: str) -> int:
         return max(DECODE_CONTEXTS) + DECODE_WARMUP + CURVE_STEPS
     if task in ("prefill_curve", "prefill8_long", "score8_long"):
         return LONG
+    if task in TRAINING_TASKS:
+        return TRAIN_SHAPES[task[-1]][1]
     return PROMPT_LEN  # load, prefill, forward8
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,8 @@ from .tasks import (
     PREFILL_LENGTHS,
     PROMPT_LEN,
     TASKS,
+    TRAIN_SHAPES,
+    TRAINING_TASKS,
     prompt_ids,
     row_tokens,
 )
@@ -56,7 +59,7 @@ def make_impl(name: str, threads: int, onnx: str | None = None, gguf: str | None
         return LlamaCpp(threads, gguf, TASKS[task][0], row_tokens(task))
     from .impl_transformers import Transformers
 
-    return Transformers(threads)
+    return Transformers(threads, training=task in TRAINING_TASKS)
 
 
 # --- the tasks: (impl, batch, iters) -> numbers ------------------------------------------
@@ -189,6 +192,19 @@ def score_long(impl, batch, it):
     return {"times": times, "loss": losses[-1]}
 
 
+def training(impl, batch, it, task):
+    """backward*: forward + backward; train*: a full step (the weights change from step to step,
+    as in training). The first step is untimed: it warms the code and (train) makes the optimizer,
+    whose state and gpt2np's writable copy of the weights then stay for the timed steps; peak RSS
+    taken afterwards."""
+    B, T = TRAIN_SHAPES[task[-1]]
+    ids = prompt_ids(B, T, impl.vocab_size)
+    run = impl.train_step if task.startswith("train") else impl.backward
+    losses = []
+    times = timed(lambda: losses.append(run(ids)), *it["train"])
+    return {"times": times, "loss": losses[-1], "tokens": B * T}
+
+
 def family(impl, batch, it):
     """A larger model: decode b1 at context ~PROMPT_LEN, and the peak RSS of doing it."""
     ids = prompt_ids(1, PROMPT_LEN, impl.vocab_size)
@@ -212,6 +228,7 @@ RUN = {
     "family": family,
     "beam1": beam,
     "beam4": beam,
+    **{task: partial(training, task=task) for task in TRAINING_TASKS},
 }
 
 
