@@ -221,3 +221,37 @@ def test_a_small_vocabulary_round_trips(tmp_path):
     assert back.config.eos_token_id == 99
     ids = np.array([[1, 2, 3, 4]])
     np.testing.assert_array_equal(back(ids).logits, GPT2.from_pretrained(folder)(ids).logits)
+
+
+def test_export_and_import_follow_the_overwrite_rule(exported, tmp_path, capsys):
+    """docs/errors.md's overwrite rule: a folder of other files, or the model's own file, needs
+    --overwrite (and the file being read is never written); an earlier export is replaced."""
+    files, folder, _ = exported
+    out = tmp_path / "out"
+    assert main(["llmc", "export", str(out), "--model", str(folder)]) == 0
+    assert main(["llmc", "export", str(out), "--model", str(folder)]) == 0  # an earlier export: replaced
+    (out / "notes.txt").write_text("mine")
+    assert main(["llmc", "export", str(out), "--model", str(folder)]) == 1
+    assert "is not empty (gpt2_124M.bin, gpt2_tokenizer.bin, notes.txt), and not only llm.c's .bin files" in (
+        capsys.readouterr().err
+    )
+    assert (out / "notes.txt").read_text() == "mine"
+    back = tmp_path / "back"  # an llm.c model file exported into its own folder would overwrite itself
+    back.mkdir()
+    (back / "gpt2_124M.bin").write_bytes((files / "gpt2_124M.bin").read_bytes())
+    before = (back / "gpt2_124M.bin").read_bytes()
+    assert main(["llmc", "export", str(back), "--model", str(back / "gpt2_124M.bin")]) == 1
+    assert "gpt2_124M.bin of the model being used" in capsys.readouterr().err
+    assert (back / "gpt2_124M.bin").read_bytes() == before
+    imported = tmp_path / "imported"
+    imported.mkdir()
+    (imported / "keep.txt").write_text("mine")
+    assert main(["llmc", "import", str(files / "gpt2_124M.bin"), str(imported)]) == 1
+    assert "is not empty (keep.txt)" in capsys.readouterr().err
+    assert main(["llmc", "import", str(files / "gpt2_124M.bin"), str(imported), "--overwrite"]) == 0
+    assert (imported / "keep.txt").read_text() == "mine" and (imported / "model.safetensors").exists()
+    link = tmp_path / "link"
+    link.mkdir()
+    (link / "model.safetensors").symlink_to(files / "gpt2_124M.bin")  # the file being read, under another name
+    assert main(["llmc", "import", str(files / "gpt2_124M.bin"), str(link), "--overwrite"]) == 1
+    assert (files / "gpt2_124M.bin").read_bytes()[:4] == (20240326).to_bytes(4, "little")

@@ -31,6 +31,7 @@ from ..stopping import token_bytes
 from ..tokenizer import Tokenizer
 from ..weights import named_parameters
 from .common import add_debug, add_model_args, load_model
+from .overwrite import add_overwrite_flag, check_out_file, check_out_folder, model_files
 
 MODEL_FILE, STATE_FILE, TOKENIZER_FILE = "gpt2_124M.bin", "gpt2_124M_debug_state.bin", "gpt2_tokenizer.bin"
 
@@ -56,10 +57,12 @@ def add_parser(sub) -> None:
         "(default: random tokens, seed 0)",
     )
     e.add_argument("--tokens", metavar="FILE", help="also write FILE's text as llm.c's token data file")
+    add_overwrite_flag(e, "the export")
     e.set_defaults(run=cmd_export)
     i = actions.add_parser("import", help="an llm.c model file -> a model folder (config.json + model.safetensors)")
     i.add_argument("model_bin", metavar="MODEL_BIN", help="llm.c's model file (e.g. gpt2_124M.bin)")
     i.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write (created)")
+    add_overwrite_flag(i, "the import")
     add_debug(i)
     i.set_defaults(run=cmd_import)
 
@@ -91,7 +94,26 @@ def debug_batch(args, model, tok: Tokenizer | None) -> tuple[np.ndarray, np.ndar
     return tokens[: B * T].reshape(B, T), tokens[1 : B * T + 1].reshape(B, T)
 
 
+def only_llmc_files(folder: Path) -> bool:
+    """Does the folder hold nothing but llm.c's .bin files (an earlier export, which may be replaced)?"""
+    return all(p.is_file() and p.suffix == ".bin" for p in folder.iterdir())
+
+
+def check_export_paths(args) -> None:
+    """The overwrite rule (tools/overwrite.py), before the model is loaded: OUT_DIR new, empty or an
+    earlier export; none of the files to write is one of the loaded model's (an llm.c model file
+    exported back into its own folder) or a symlink."""
+    out = check_out_folder(
+        args.out_dir, overwrite=args.overwrite, is_ours=only_llmc_files, ours=", and not only llm.c's .bin files"
+    )
+    protected = model_files(args.model, args.tokenizer) + [Path(p) for p in (args.model,) if Path(p).is_file()]
+    names = [MODEL_FILE, TOKENIZER_FILE, STATE_FILE] + ([Path(args.tokens).stem + ".bin"] if args.tokens else [])
+    for name in names:
+        check_out_file(str(out / name), overwrite=args.overwrite, protected=protected, is_ours=lambda p: True)
+
+
 def cmd_export(args) -> int:
+    check_export_paths(args)
     model = load_model(args)
     check_exportable(model.config)  # before any file is written
     needs_tokenizer = args.text is not None or args.tokens is not None or model.config.vocab_size == 50257
@@ -121,10 +143,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_import(args) -> int:
+    out = check_out_folder(args.out_dir, overwrite=args.overwrite, is_ours=lambda path: False)  # empty or new only
+    for name in ("model.safetensors", "config.json"):  # with --overwrite: still never onto the file being read
+        check_out_file(str(out / name), overwrite=False, protected=[Path(args.model_bin)], is_ours=lambda p: True)
     config, weights = read_model(args.model_bin)
-    out = Path(args.out_dir)
-    if (out / "model.safetensors").exists():
-        raise InputError(f"{out} already holds a model.safetensors; choose an empty folder")
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out / "model.safetensors", dict(named_parameters(weights)))
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")

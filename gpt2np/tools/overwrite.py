@@ -1,5 +1,5 @@
 """The overwrite rule, one for every command that writes (score --out, trace --out, plot --out,
-random-model, download, and the ones to come):
+page --out, random-model, download, llmc export / import, and the ones to come):
 
     A command writes over nothing it did not make, unless told to with --overwrite:
     - never a file of the model it loaded (the files in its folder: config.json, model.safetensors,

@@ -585,7 +585,7 @@ CASES = [
          lambda: cli_warning(), f"{T_CLI}::test_a_numpy_warning_never_reaches_the_terminal"),
         ("any other exception (a bug) (exit 1)", RuntimeError, lambda: cli_unexpected(), f"{T_CLI}::test_an_unexpected_exception_is_still_one_line"),
     ]),
-    ("Writing files: the overwrite rule (score --out, trace --out, random-model, download; exit 1 unless --overwrite)", [
+    ("Writing files: the overwrite rule (score --out, trace --out, plot --out, page --out, random-model, download, llmc export/import; exit 1 unless --overwrite)", [
         ("an --out that is a file of the loaded model (score --out M/model.safetensors, M/config.json; trace --out M/model.safetensors)", InputError,
          lambda: cli_error("score", "--file", corpus("ow.txt", ["My dog is"]), "--out", tiny_copy("ow-model") + "/model.safetensors",
                            "--model", str(TMP / "ow-model"), "--tokenizer", TOK, "--no-progress"),
@@ -605,5 +605,11 @@ CASES = [
         ("`download --dest DIR` where DIR holds files no earlier download put there", InputError,
          lambda: cli_error("download", "gpt2", "--dest", user_folder("mine2")),
          f"{T_OW}::test_download_writes_only_into_a_new_folder_or_an_earlier_download"),
+        ("`llmc export OUT_DIR` where OUT_DIR holds more than llm.c's .bin files, or would write over the llm.c model file being exported", InputError,
+         lambda: cli_error("llmc", "export", user_folder("mine3"), "--model", TINY),
+         "test_llmc.py::test_export_and_import_follow_the_overwrite_rule"),
+        ("`llmc import MODEL_BIN OUT_DIR` where OUT_DIR is not empty", InputError,
+         lambda: cli_error("llmc", "import", str(TMP / "nothing.bin"), user_folder("mine4")),
+         "test_llmc.py::test_export_and_import_follow_the_overwrite_rule"),
     ]),
 ]  # fmt: skip
