@@ -32,13 +32,12 @@ from numpy.typing import ArrayLike
 from .attention import attention_in_blocks, merge_heads, split_heads
 from .hooks import NO_HOOKS, Hooks
 from .labels import counted, labels_or_default
-from .layers import SUM_CHUNK, gelu, layer_norm, linear, lm_head
+from .layers import GELU_CHUNK, SQRT_2_OVER_PI, SUM_CHUNK, gelu, layer_norm, linear, lm_head
 from .masks import AttentionMask, build_attention_mask
 from .plain_backward import (
     Grads,
     attention_weights,
     embedding_backward,
-    gelu_backward,
     layer_norm_backward,
     parameter_order,
     softmax_backward,
@@ -46,6 +45,40 @@ from .plain_backward import (
 from .weights import Linear
 
 POSITIONS_PER_BLOCK = 128  # positions whose [n, V] logits exist at a time (26 MB of float32 for GPT-2)
+
+
+def gelu_backward(dy: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """plain_backward.gelu_backward, fast (tests/test_backward.py::test_the_fast_gradients_equal_the_plain_ones):
+    the same formula, s + x * ds/dx with s = (1 + tanh(u)) / 2, in x's dtype, GELU_CHUNK elements
+    at a time and in place (layers.gelu's reasoning: a dozen passes over [B, T, 4C] in cache, not
+    in memory; no x**3, which NumPy computes as a slow power): 9x faster than the plain page's on
+    [8, 256, 3072] in float64 (51 ms against 462 ms on one thread, conversions included). The
+    block calls it in float64 and rounds once, as before: in float32 it would be 4x faster again,
+    but its error (2e-7 of the largest value, against 4e-8) moved the worst float32 gradient
+    tensor of small-outliers from 1.4e-6 to 2.0e-6, torch's own. dy, x [...] -> dx [...] (new)."""
+    flat_x, flat_dy = x.reshape(-1), dy.reshape(-1)  # [N] views (x, dy contiguous)
+    out = np.empty_like(flat_x)  # [N]
+    c, a = x.dtype.type(SQRT_2_OVER_PI), x.dtype.type(0.044715)
+    for start in range(0, flat_x.size, GELU_CHUNK):
+        xc, o = flat_x[start : start + GELU_CHUNK], out[start : start + GELU_CHUNK]  # [n] views
+        x2 = xc * xc  # [n] x^2
+        t = x2 * a  # [n] then u = c x (1 + a x^2), then tanh(u)
+        t += 1
+        t *= xc
+        t *= c
+        np.tanh(t, out=t)
+        np.multiply(x2, 3 * a, out=x2)  # [n] then ds/dx * 2 = (1 - t^2) c (1 + 3 a x^2)
+        x2 += 1
+        x2 *= c
+        np.multiply(t, t, out=o)
+        np.subtract(1, o, out=o)
+        x2 *= o
+        x2 *= xc  # [n] x * 2 ds/dx
+        t += 1  # [n] 2 s
+        np.add(t, x2, out=o)  # [n] 2 (s + x ds/dx)
+        o *= x.dtype.type(0.5)
+        o *= flat_dy[start : start + GELU_CHUNK]
+    return out.reshape(x.shape)
 
 
 def linear_backward(dy: np.ndarray, x: np.ndarray, layer: Linear) -> tuple[np.ndarray, Grads]:
@@ -83,8 +116,8 @@ def cross_entropy(logits: np.ndarray, targets: np.ndarray, keep: np.ndarray) -> 
 
 
 def logits_backward(dlogits: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """dlogits @ weight, [n, V] @ [V, C] -> [n, C], as SUM_CHUNK-term float32 products added in
-    float64: one float32 running sum over V = 50257 terms would round at every add (lm_head's
+    """dlogits @ weight, [n, V] @ [V, C] -> [n, C], as SUM_CHUNK-term float32 products added
+    in float64: one float32 running sum over V = 50257 terms would round at every add (lm_head's
     reasoning, backwards). Measured on the odd model: the gradients' error against the float64
     truth 3.7e-7 with one product, 3.1e-7 so, torch's 3.4e-7 (tests/test_backward.py)."""
     out = np.zeros((dlogits.shape[0], weight.shape[1]), dtype=np.float64)  # [n, C]

@@ -82,6 +82,24 @@ def relative(ours: dict, truth: dict) -> dict[str, float]:
 # --- fast = plain, and the rules of a padded batch (torch-free) ----------------------------------
 
 
+def test_the_fast_gelu_backward_is_the_plain_one_in_every_chunk():
+    """backward.gelu_backward (in place, GELU_CHUNK elements at a time) against plain_backward's
+    formula in float64, as the block calls it: within 4 ulps of the largest value; a size that
+    ends in a partial chunk, and x far out on both sides (tanh saturated)."""
+    from gpt2np.backward import gelu_backward
+    from gpt2np.layers import GELU_CHUNK
+
+    r = np.random.default_rng(3)
+    x = r.standard_normal(2 * GELU_CHUNK + 78) * 4
+    x[:4] = [-30, -8, 8, 30]
+    dy = r.standard_normal(x.shape)
+    truth = plain_backward.gelu_backward(dy, x)
+    fast = gelu_backward(dy, x)
+    assert fast.dtype == np.float64 and fast.shape == x.shape
+    assert np.abs(fast - truth).max() <= 4 * np.finfo(np.float64).eps * np.abs(truth).max()
+    np.testing.assert_array_equal(gelu_backward(dy.reshape(2, -1), x.reshape(2, -1)).reshape(-1), fast)  # any shape
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("which", CASES)
 @pytest.mark.parametrize("fill", FILLS)
