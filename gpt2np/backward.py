@@ -6,8 +6,11 @@ both equal to torch autograd on transformers' model), computed the way the fast 
 backward in float64 (rounded once to the model's dtype), attention in blocks. Memory stays
 bounded where the plain page holds whole arrays:
 
-- only each block's input is kept (n_layer x [B, T, C] float64); a block's insides are
-  recomputed when the backward reaches it, so one layer's attention exists at a time;
+- each block's forward (block_forward) keeps its input and what its backward reads (qkv, z, the
+  stream after attention, the MLP's input: 12 x C float32 per token and layer with the input),
+  never the [B, H, T, T] attention weights, which the backward recomputes one row at a time;
+  with gradient checkpointing (GPT2.gradient_checkpointing_enable) only the block's input is kept
+  (2 x C) and block_forward runs again when the backward reaches the block (more time);
 - attention's backward runs one row of the batch at a time, in float64: [H, T, T] weights, not
   [B, H, T, T] (float64 there keeps the float32 gradients' worst tensor below torch's on every
   BLAS kernel measured: tests/test_backward.py);
@@ -45,6 +48,7 @@ from .plain_backward import (
 from .weights import Linear
 
 POSITIONS_PER_BLOCK = 128  # positions whose [n, V] logits exist at a time (26 MB of float32 for GPT-2)
+Saved = dict[str, np.ndarray]  # what a block's forward keeps for its backward (block_forward)
 
 
 def gelu_backward(dy: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -196,23 +200,45 @@ def attention_backward(
     return out[0], out[1], out[2]
 
 
-def block_backward(
-    model: Any, i: int, dy: np.ndarray, x: np.ndarray, mask: AttentionMask, hook: Hooks = NO_HOOKS
-) -> tuple[np.ndarray, Grads]:
-    """plain_backward.block_backward, fast: dy, x [B, T, C] float64 (the block's input) -> dx
-    [B, T, C] float64, the block's gradients in the model's dtype. Each `hook(name, g)` is the
-    gradient at that point of the forward pass (hooks.py's names), g itself unless asked for."""
+def block_forward(model: Any, i: int, x: np.ndarray, mask: AttentionMask) -> tuple[np.ndarray, Saved]:
+    """Block i's forward (model.block's, without hooks), keeping what block_backward reads:
+    x [B, T, C] float64, the block's input (left unchanged) -> (the block's output [B, T, C] float64,
+    {qkv [B, T, 3C], z [B, T, C], x1 [B, T, C] float64, pre [B, T, F]}). The LayerNorms' outputs
+    are not kept: block_backward recomputes them from x and x1 (cheap, and the same bits)."""
     b, cfg, dtype = model.weights.h[i], model.config, model.dtype
-    eps, H, scale, at = cfg.layer_norm_epsilon, cfg.n_head, model.scale(i), f"blocks.{i}."
-    # The block's forward again, keeping what the backward reads.
+    eps, H, scale = cfg.layer_norm_epsilon, cfg.n_head, model.scale(i)
     h1 = layer_norm(x, b.ln_1, eps, dtype)  # [B, T, C] in dtype
     C = h1.shape[-1]
     qkv = linear(h1, b.attn.c_attn)  # [B, T, 3C]
     q, k, v = (split_heads(qkv[..., j * C : (j + 1) * C], H) for j in range(3))  # 3 x [B, H, T, D] views
     z = merge_heads(attention_in_blocks(q, k, v, mask, scale))  # [B, T, C]
     x1 = x + linear(z, b.attn.c_proj)  # [B, T, C] float64: the stream after attention
-    h2 = layer_norm(x1, b.ln_2, eps, dtype)  # [B, T, C]
-    pre = linear(h2, b.mlp.c_fc)  # [B, T, F]
+    pre = linear(layer_norm(x1, b.ln_2, eps, dtype), b.mlp.c_fc)  # [B, T, F]
+    out = x1 + linear(gelu(pre.copy()), b.mlp.c_proj)  # [B, T, C] float64
+    return out, {"qkv": qkv, "z": z, "x1": x1, "pre": pre}
+
+
+def block_backward(
+    model: Any,
+    i: int,
+    dy: np.ndarray,
+    x: np.ndarray,
+    mask: AttentionMask,
+    hook: Hooks = NO_HOOKS,
+    saved: Saved | None = None,
+) -> tuple[np.ndarray, Grads]:
+    """plain_backward.block_backward, fast: dy, x [B, T, C] float64 (the block's input) -> dx
+    [B, T, C] float64, the block's gradients in the model's dtype. saved: block_forward's, kept
+    from the forward pass; None (gradient checkpointing) recomputes them here. Each `hook(name, g)`
+    is the gradient at that point of the forward pass (hooks.py's names), g itself unless asked for."""
+    b, cfg, dtype = model.weights.h[i], model.config, model.dtype
+    eps, H, scale, at = cfg.layer_norm_epsilon, cfg.n_head, model.scale(i), f"blocks.{i}."
+    if saved is None:  # the block's forward again (gradient checkpointing)
+        saved = block_forward(model, i, x, mask)[1]
+    qkv, z, x1, pre = saved["qkv"], saved["z"], saved["x1"], saved["pre"]
+    h1, h2 = layer_norm(x, b.ln_1, eps, dtype), layer_norm(x1, b.ln_2, eps, dtype)  # [B, T, C] each, recomputed
+    C = h1.shape[-1]
+    q, k, v = (split_heads(qkv[..., j * C : (j + 1) * C], H) for j in range(3))  # 3 x [B, H, T, D] views
     # The MLP's backward, then ln_2's (in float64, like its forward).
     dy = hook(at + "hook_resid_post", dy)  # [B, T, C] float64
     dmlp = point(hook, at + "hook_mlp_out", dy)  # y = x1 + mlp_out: the MLP's output gets dy too
@@ -252,7 +278,8 @@ def loss_and_grads(
     """GPT2.loss_and_grads: plain_backward.loss_and_grads, fast (tests/test_backward.py).
     model: a GPT2 (Any: model.py sits above this module). -> (loss, grads by transformers' names)."""
     ids, mask, positions, _ = model._check_inputs(input_ids, attention_mask, position_ids)  # [B, T] each
-    return gradients(model, ids, mask, positions, *placed_targets(labels, ids, mask, model.config.vocab_size))
+    targets, keep = placed_targets(labels, ids, mask, model.config.vocab_size)
+    return gradients(model, ids, mask, positions, targets, keep, checkpointing=model.is_gradient_checkpointing)
 
 
 def placed_targets(
@@ -273,20 +300,23 @@ def gradients(
     targets: np.ndarray,
     keep: np.ndarray,
     hook: Hooks = NO_HOOKS,
+    checkpointing: bool = False,
 ) -> tuple[float, Grads]:
     """The loss and gradients of checked inputs, with the targets already placed: position t of row b
     predicts targets[b, t] where keep[b, t] ([B, T] each; loss_and_grads shifts labels into them,
     llm.c's debug state gives its y as they are). hook(name, g): the gradient at each activation
-    point, from the loss back (run_with_cache's incl_bwd, run_with_hooks' bwd_hooks)."""
+    point, from the loss back (run_with_cache's incl_bwd, run_with_hooks' bwd_hooks). checkpointing:
+    keep only each block's input and recompute its insides in the backward (GPT2.gradient_checkpointing_enable)."""
     cfg, w = model.config, model.weights
     additive = build_attention_mask(mask, ids.shape[1], model.fill, model.dtype)  # [B, 1, T, T]
     grads: Grads = {}
     with np.errstate(invalid="ignore", over="ignore"):  # a pad's empty row under -inf (plain.attention)
         x = model.embed(ids, positions)  # [B, T, C] float64
-        inputs = []  # each block's input: all the backward keeps of the forward
+        inputs, kept = [], []  # each block's input, and (unless checkpointing) its insides
         for i in range(cfg.n_layer):
             inputs.append(x)
-            x, _ = model.block(i, x.copy(), additive)  # model.block adds to its x in place
+            x, saved = block_forward(model, i, x, additive)
+            kept.append(None if checkpointing else saved)
         xf = layer_norm(x, w.ln_f, cfg.layer_norm_epsilon, model.dtype)  # [B, T, C]
         if hook.wants("logits"):  # the whole [B, T, V] gradient, for a hook to see (or replace)
             loss, dxf, d_lm_head = hooked_output_layer_backward(xf, w.lm_head, targets, keep, hook)
@@ -296,7 +326,7 @@ def gradients(
         dx, g = layer_norm_backward(dxf.astype(np.float64), x, w.ln_f, cfg.layer_norm_epsilon)  # [B, T, C] float64
         grads |= {f"transformer.ln_f.{k}": a.astype(model.dtype) for k, a in g.items()}
         for i in reversed(range(cfg.n_layer)):
-            dx, g = block_backward(model, i, dx, inputs.pop(), additive, hook)  # popped: freed once used
+            dx, g = block_backward(model, i, dx, inputs.pop(), additive, hook, kept.pop())  # popped: freed once used
             grads |= {f"transformer.h.{i}.{k}": a for k, a in g.items()}
     # The embeddings' sums (a token or position used many times) in float64, rounded once.
     # x = token + position embedding: each gets dx (and a hook on one changes only that one)

@@ -111,6 +111,18 @@ class GPT2:
         self.dtype = np.dtype(dtype)
         self.mask_fill = mask_fill
         self.fill = resolve_fill(mask_fill, self.dtype)  # the number forbidden cells get
+        self.is_gradient_checkpointing = False  # loss_and_grads: keep each block's insides (see below)
+
+    def gradient_checkpointing_enable(self) -> None:
+        """loss_and_grads keeps only each block's input and recomputes its insides in the backward
+        (transformers' name): each block's forward runs twice, and activation memory is 2 x C float32 per token
+        and layer instead of 12 x C (the forward's qkv, z, the stream after attention and the MLP's
+        input are then not kept: backward.block_forward)."""
+        self.is_gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        """loss_and_grads keeps each block's insides from the forward pass for the backward (the default)."""
+        self.is_gradient_checkpointing = False
 
     @classmethod
     def from_pretrained(
@@ -489,7 +501,8 @@ class GPT2:
         """backward.gradients on checked inputs with hooks(name, grad) at every activation point."""
         from .backward import gradients, placed_targets
 
-        return gradients(self, ids, mask, positions, *placed_targets(labels, ids, mask, self.config.vocab_size), hooks)
+        targets = placed_targets(labels, ids, mask, self.config.vocab_size)
+        return gradients(self, ids, mask, positions, *targets, hooks, self.is_gradient_checkpointing)
 
     def loss_and_grads(
         self,
@@ -503,7 +516,8 @@ class GPT2:
         names (transformer.wte.weight, transformer.h.0.attn.c_attn.weight, ...; the tied output
         layer's gradient is part of wte's), arrays in the model's dtype. labels=None: the inputs
         themselves, pads and each row's first real token not counted (labels.labels_from_mask).
-        plain_backward.loss_and_grads, fast: see backward.py (tests/test_backward.py)."""
+        plain_backward.loss_and_grads, fast: see backward.py (tests/test_backward.py). Memory: the
+        activations are kept from the forward pass, as torch does, unless gradient_checkpointing_enable()."""
         from .backward import loss_and_grads
 
         return loss_and_grads(self, input_ids, labels, attention_mask, position_ids)

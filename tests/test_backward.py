@@ -100,6 +100,25 @@ def test_the_fast_gelu_backward_is_the_plain_one_in_every_chunk():
     np.testing.assert_array_equal(gelu_backward(dy.reshape(2, -1), x.reshape(2, -1)).reshape(-1), fast)  # any shape
 
 
+@pytest.mark.parametrize("which", ["padded", "context"])
+@pytest.mark.parametrize("name", MODELS)
+def test_gradient_checkpointing_gives_the_same_bits(name, which):
+    """Kept activations (the default) and recomputed ones (gradient_checkpointing_enable) are the
+    same computation, block_forward's: the same loss and gradients, bit for bit."""
+    m = model(name, "float32")
+    ids, mask, labels = case(name, which)
+    loss, grads = m.loss_and_grads(ids, labels, mask)
+    m.gradient_checkpointing_enable()
+    assert m.is_gradient_checkpointing
+    try:
+        again, recomputed = m.loss_and_grads(ids, labels, mask)
+    finally:
+        m.gradient_checkpointing_disable()
+    assert again == loss and list(recomputed) == list(grads)
+    for k, g in grads.items():
+        np.testing.assert_array_equal(recomputed[k], g, err_msg=k)
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("which", CASES)
 @pytest.mark.parametrize("fill", FILLS)

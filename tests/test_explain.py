@@ -11,7 +11,7 @@ from conftest import ROOT, SEED_ATTENTION_MASK, SEED_INPUT_IDS, SEED_SENTENCES, 
 
 from gpt2np import GPT2, plain
 from gpt2np.tools.cli import main
-from gpt2np.tools.explain import STEPS, show_padding, show_parameters
+from gpt2np.tools.explain import STEPS, mib, show_padding, show_parameters
 
 DOC = ROOT / "docs" / "how-it-works.md"
 
@@ -352,7 +352,17 @@ def test_the_parameters_step_says_the_memory_to_train(model_dir):
     model = GPT2.from_pretrained(model_dir("tiny"))
     out = show_parameters(model)
     nbytes = sum(a.astype(np.float32).nbytes for a in model.weights.arrays())
-    assert f"weights {nbytes / 2**20:,.0f} MiB, gradients {nbytes / 2**20:,.0f} MiB" in out
-    assert f"AdamW's two moments {2 * nbytes / 2**20:,.0f} MiB" in out
+    assert f"weights {mib(nbytes)}, gradients {mib(nbytes)}" in out
+    assert f"AdamW's two moments {mib(2 * nbytes)}" in out
     cfg = model.config
-    assert f"= {cfg.n_layer * 4 * cfg.n_positions * cfg.n_embd * 8 / 2**20:,.0f} MiB" in out
+    # The activations: what backward.block_forward really keeps for one block at B = 4, T = context
+    # (its input besides), counted from the arrays, times the layers; with checkpointing, the inputs.
+    from gpt2np.backward import block_forward
+    from gpt2np.masks import build_attention_mask
+
+    B, T = 4, cfg.n_positions
+    x = np.zeros((B, T, cfg.n_embd))  # [B, T, C] float64: a block's input
+    mask = build_attention_mask(np.ones((B, T), dtype=np.int64), T, model.fill, model.dtype)
+    kept = x.nbytes + sum(a.nbytes for a in block_forward(model, 0, x, mask)[1].values())
+    assert f"= {mib(cfg.n_layer * kept)};" in out
+    assert f"only each block's input, {mib(cfg.n_layer * x.nbytes)}" in out

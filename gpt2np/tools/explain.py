@@ -629,20 +629,28 @@ def show_parameters(model) -> str:
     return "\n".join(lines)
 
 
+def mib(n_bytes: int) -> str:
+    """Bytes in MiB, with a decimal below 10 MiB (a small model's figures stay distinct)."""
+    return f"{n_bytes / 2**20:,.1f} MiB" if n_bytes < 10 * 2**20 else f"{n_bytes / 2**20:,.0f} MiB"
+
+
 def memory_to_train(total: int, cfg) -> list[str]:
     """What training with AdamW in float32 holds: weights, gradients, AdamW's two moments, and
-    the activations GPT2.loss_and_grads keeps (each block's input, float64) at B = 4, T = context."""
+    the activations GPT2.loss_and_grads keeps at B = 4, T = context (backward.block_forward's:
+    each block's input and stream after attention in float64, qkv, z and the MLP's input in
+    float32; with gradient checkpointing, the inputs only)."""
 
-    def mib(n_bytes: int) -> str:
-        return f"{n_bytes / 2**20:,.0f} MiB"
-
-    B, T = 4, cfg.n_positions
-    kept = cfg.n_layer * B * T * cfg.n_embd * 8
+    B, T, C = 4, cfg.n_positions, cfg.n_embd
+    F = cfg.n_inner or 4 * C
+    per_token = 8 * C + 4 * 3 * C + 4 * C + 8 * C + 4 * F  # x, qkv, z, x1, pre: bytes per token and layer
+    kept, inputs = cfg.n_layer * B * T * per_token, cfg.n_layer * B * T * C * 8
     return [
         "Memory to train it in float32 with AdamW (4 bytes a number):",
         f"  weights {mib(4 * total)}, gradients {mib(4 * total)}, AdamW's two moments {mib(8 * total)}: {mib(16 * total)} in all;",
-        f"  and the activations loss_and_grads keeps at B x T = {B} x {T}, each block's input in float64:",
-        f"  {cfg.n_layer} x {B} x {T} x {cfg.n_embd} x 8 bytes = {mib(kept)}, plus one block's work arrays at a time.",
+        f"  and the activations loss_and_grads keeps at B x T = {B} x {T}: each block's input and stream after",
+        f"  attention (float64), qkv, z and the MLP's input (float32): {cfg.n_layer} x {B} x {T} x {per_token:,} bytes = {mib(kept)};",
+        f"  with gradient checkpointing only each block's input, {mib(inputs)}, and each block's forward run twice;",
+        "  plus one block's work arrays at a time.",
     ]
 
 

@@ -1,12 +1,14 @@
 """Peak memory and time of one GPT2.loss_and_grads (forward + backward), in a fresh process.
 
     python scripts/experiments/train_memory.py [--model FOLDER] [--batch-size 4] [--seq-len 1024] [--dtype float32]
+        [--gradient-checkpointing]
 
 Prints the process's peak resident memory (ru_maxrss) after loading the model, and after one
 loss_and_grads of a random [B, T] batch (the second row left-padded by a quarter), with the time
 it took. Default model: the random 124M-shaped test model (gpt2np.tools.random_model, built on
 first use under weights/test-models). What the numbers mean: the peak includes the weights (500
-MB in float32), the gradients (the same again) and the activations the backward keeps.
+MB in float32), the gradients (the same again) and the activations the backward keeps: every
+block's insides by default, only each block's input with --gradient-checkpointing.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=1024)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute each block's insides")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from gpt2np import GPT2
@@ -39,6 +42,8 @@ def main() -> None:
 
     folder = args.model or build_test_model("gpt2-shaped", ROOT / "weights" / "test-models")
     model = GPT2.from_pretrained(folder, dtype=args.dtype)
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
     for a in model.weights.arrays():  # touch every weight: the memory map counts once read
         a.sum()
     loaded = peak_mb()
@@ -51,7 +56,7 @@ def main() -> None:
     seconds = time.perf_counter() - start
     n_grads = sum(g.nbytes for g in grads.values()) / 2**20
     print(
-        f"{args.dtype} B={B} T={T}: loss {loss:.4f}; peak RSS {loaded:.0f} MB after loading, {peak_mb():.0f} MB after "
+        f"{args.dtype} B={B} T={T}{' checkpointing' * args.gradient_checkpointing}: loss {loss:.4f}; peak RSS {loaded:.0f} MB after loading, {peak_mb():.0f} MB after "
         f"loss_and_grads (gradients {n_grads:.0f} MB); {seconds:.1f} s"
     )
 
