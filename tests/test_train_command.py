@@ -329,3 +329,24 @@ def test_a_loss_that_becomes_nan_stops_and_keeps_the_last_good_checkpoint(model_
     state = json.loads((out / "train_state.json").read_text())
     assert state["step"] == step - 1 and f"the last good checkpoint (step {step - 1}) is kept" in err
     assert np.isfinite(GPT2.from_pretrained(out, verify=False).weights.wte).all()
+
+
+def test_gradient_accumulation_is_one_batch_of_all_the_rows(model_dir, data):
+    """--grad-accum 2 of 1 row takes the same windows as one batch of 2 rows: the same loss and
+    gradient norm (the mean over the micro-batches, not their sum)."""
+    import argparse
+
+    from gpt2np.tools.train import train_step
+    from gpt2np.train import AdamW
+    from gpt2np.training_data import Batcher
+
+    tokens = np.random.default_rng(0).integers(0, 50257, size=200)
+    results = []
+    for batch_size, accum in [(2, 1), (1, 2)]:
+        model = GPT2.from_pretrained(model_dir("tiny"), dtype="float64")
+        args = argparse.Namespace(batch_size=batch_size, grad_accum=accum, grad_clip=0.0, lr=1e-3, warmup=0, steps=1)
+        opt = AdamW(model, lr=1e-3)
+        rng = np.random.default_rng(0)
+        results.append(train_step(model, opt, Batcher(tokens, 16, seed=0), args, None, rng, 0, 1e-4))
+    assert results[1][0] == pytest.approx(results[0][0], rel=1e-12)  # the loss
+    assert results[1][1] == pytest.approx(results[0][1], rel=1e-9)  # the gradients' norm
