@@ -49,7 +49,7 @@ from ..errors import GPT2npError, InputError
 from ..model import GPT2
 from ..tokenizer import Tokenizer
 from ..train import AdamW, clip_grad_norm, get_lr
-from ..training_data import Batcher, load_tokens, split, validation_batches
+from ..training_data import Batcher, is_token_file, load_tokens, n_windows, split, validation_batches
 from ..weights import named_parameters
 from .common import add_model_args
 from .overwrite import add_overwrite_flag, check_out_file, check_out_folder, model_files
@@ -440,7 +440,7 @@ def cmd_train(args) -> int:
         raise InputError(f"--seq-len {seq_len} is longer than the model's context (n_positions {cfg.n_positions})")
     rates = dropout_rates(args.dropout, cfg)
     tokenizer = None
-    if not Path(args.data).is_file() or Path(args.data).stat().st_size == 0 or not _is_token_file(args.data):
+    if not Path(args.data).is_file() or Path(args.data).stat().st_size == 0 or not is_token_file(Path(args.data)):
         try:
             tokenizer = Tokenizer.from_pretrained(args.tokenizer or args.model, verify=not args.no_verify)
         except GPT2npError:
@@ -502,6 +502,14 @@ def cmd_train(args) -> int:
             **identity,
         }
 
+    if not resuming:
+        windows = n_windows(train_tokens, seq_len)
+        held = f"{len(val_tokens):,} held out" if len(val_tokens) else "none held out"
+        print(
+            f"training {args.model} ({model.num_parameters:,} parameters) on {args.data}: {len(tokens):,} tokens, "
+            f"{windows:,} window{'s' if windows > 1 else ''} of {seq_len} for training, {held}; {args.steps} steps of "
+            f"{args.grad_accum * args.batch_size} x {seq_len} tokens"
+        )
     val_batches = validation_batches(val_tokens, seq_len, args.batch_size, VAL_BATCHES) if val_every else []
     progress = Progress(args.steps, run.step, args.batch_size * args.grad_accum * seq_len)
     stop = Stop()
@@ -545,12 +553,6 @@ def cmd_train(args) -> int:
         plot_losses(run.history, Path(args.plot))
     print(f"wrote {out}: step {run.step}, loss {run.history[-1][1]:.4f}" if run.history else f"{out}: nothing to do")
     return 0
-
-
-def _is_token_file(path: str) -> bool:
-    from ..training_data import is_token_file
-
-    return is_token_file(Path(path))
 
 
 def plot_losses(history: list[list[Any]], path: Path) -> None:
