@@ -60,6 +60,7 @@ OURS = {STATE, OPTIMIZER, MODEL, CONFIG, *TOKENIZER_FILES}  # what the command w
 TMP = ".tmp"
 FORMAT = 1  # train_state.json's layout
 VAL_BATCHES = 8  # the validation loss is the mean over at most this many batches of held-out windows
+LOG_EVERY = 10.0  # seconds between the progress lines written to a file (on a terminal: one line, redrawn)
 KILL_POINTS = ("step", "model-half", "before-rename", "mid-rename", "sigterm", "sigint")
 # The settings that change the weights a run ends with: a --resume must give the same ones.
 RESULT_SETTINGS = (
@@ -302,9 +303,14 @@ def differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
         if saved[key] != now[key]:
             what = {"model": "--model", "data": "--data's content", "tokens": "the data's tokens (another tokenizer?)"}
             said.append(f"{what[key]} ({saved.get(key + '_name', '')} then, {now.get(key + '_name', '')} now)")
+
+    def shown(value: Any) -> str:
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
     for name in RESULT_SETTINGS:
-        if saved["settings"].get(name) != now["settings"][name]:
-            said.append(f"--{name.replace('_', '-')} ({saved['settings'].get(name)} then, {now['settings'][name]} now)")
+        then, now_value = saved["settings"].get(name), now["settings"][name]
+        if then != now_value:
+            said.append(f"--{name.replace('_', '-')} ({shown(then)} then, {shown(now_value)} now)")
     return said
 
 
@@ -383,7 +389,7 @@ class Progress:
         self.total, self.start, self.tokens_per_step = total, start, tokens_per_step
         self.began = time.monotonic()
         self.tty = sys.stderr.isatty()
-        self.every = max(1, (total - start) // 10)
+        self.printed = self.began  # not a terminal (a log file): a line every LOG_EVERY seconds, and the last
 
     def update(self, step: int, loss: float, val: float | None) -> None:
         done, elapsed = step - self.start, time.monotonic() - self.began
@@ -398,8 +404,9 @@ class Progress:
         )
         if self.tty:
             print("\r" + line, end="" if step < self.total else "\n", file=sys.stderr, flush=True)
-        elif done % self.every == 0 or step == self.total:
+        elif time.monotonic() - self.printed >= LOG_EVERY or step == self.total:
             print(line, file=sys.stderr, flush=True)
+            self.printed = time.monotonic()
 
 
 def format_time(seconds: float) -> str:
