@@ -350,3 +350,21 @@ def test_gradient_accumulation_is_one_batch_of_all_the_rows(model_dir, data):
         results.append(train_step(model, opt, Batcher(tokens, 16, seed=0), args, None, rng, 0, 1e-4))
     assert results[1][0] == pytest.approx(results[0][0], rel=1e-12)  # the loss
     assert results[1][1] == pytest.approx(results[0][1], rel=1e-9)  # the gradients' norm
+
+
+def test_bare_dropout_takes_the_configs_probabilities(model_dir, tmp_path):
+    """--dropout alone: config.json's embd_pdrop, attn_pdrop, resid_pdrop (0.1, transformers'
+    default, where one is absent); --dropout P: P for all three."""
+    import shutil
+
+    from gpt2np.tools.train import dropout_rates
+
+    folder = tmp_path / "m"
+    shutil.copytree(model_dir("tiny"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config |= {"attn_pdrop": 0.3, "resid_pdrop": 0.0}
+    config.pop("embd_pdrop", None)
+    (folder / "config.json").write_text(json.dumps(config))
+    assert dropout_rates("config", str(folder)) == {"embd": 0.1, "attn": 0.3, "resid": 0.0}
+    assert dropout_rates("0.25", str(folder)) == {"embd": 0.25, "attn": 0.25, "resid": 0.25}
+    assert dropout_rates(None, str(folder)) is None

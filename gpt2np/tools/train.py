@@ -141,12 +141,25 @@ def check_numbers(args) -> None:
         raise InputError(f"--seq-len must be 1 or more, got {args.seq_len}")
 
 
-def dropout_rates(value: str | None, config: Any) -> dict[str, float] | None:
+PDROP_DEFAULT = 0.1  # transformers' GPT2Config default for each of the three (and GPT-2's own config.json's)
+
+
+def config_dropouts(model: str) -> dict[str, float]:
+    """The model's config.json's embd_pdrop, attn_pdrop, resid_pdrop (GPT2Config keeps none of
+    them: inference has no dropout), each PDROP_DEFAULT where absent (an llm.c file has none)."""
+    from ..config import read_config_json
+
+    files = [p for p in source_files(model) if p.name == "config.json"]
+    raw = read_config_json(files[0]) if files else {}
+    return {k: raw.get(f"{k}_pdrop", PDROP_DEFAULT) for k in ("embd", "attn", "resid")}
+
+
+def dropout_rates(value: str | None, model: str) -> dict[str, float] | None:
     """--dropout -> {"embd": p, "attn": p, "resid": p}, or None (no dropout: the plain backward)."""
     if value is None:
         return None
     if value == "config":
-        rates = {"embd": config.embd_pdrop, "attn": config.attn_pdrop, "resid": config.resid_pdrop}
+        rates = config_dropouts(model)
     else:
         try:
             p = float(value)
@@ -445,7 +458,7 @@ def cmd_train(args) -> int:
     seq_len = args.seq_len if args.seq_len is not None else min(cfg.n_positions, 256)
     if seq_len > cfg.n_positions:
         raise InputError(f"--seq-len {seq_len} is longer than the model's context (n_positions {cfg.n_positions})")
-    rates = dropout_rates(args.dropout, cfg)
+    rates = dropout_rates(args.dropout, args.model)
     tokenizer = None
     if not Path(args.data).is_file() or Path(args.data).stat().st_size == 0 or not is_token_file(Path(args.data)):
         try:
