@@ -123,7 +123,8 @@ def load_tokens(path: str | Path, tokenizer: Any, vocab_size: int, jsonl_field: 
     a gpt2np Tokenizer, used for text only (None is fine for a token file)."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"--data {path}: no such file; give a text, JSONL or llm.c token data file")
+        what = "a folder, not a file" if path.is_dir() else "no such file"
+        raise InputError(f"--data {path}: {what}; give a text, JSONL or llm.c token data file")
     if path.stat().st_size == 0:
         raise InputError(f"--data {path} is empty: there is nothing to train on")
     if is_token_file(path):

@@ -107,6 +107,30 @@ def test_kill_9_anywhere_then_resume_gives_the_same_bytes(model_dir, data, tmp_p
     assert not any(p.name.endswith(".tmp") for p in out.iterdir())
 
 
+def test_kill_9_from_outside_at_random_moments(model_dir, data, tmp_path, uninterrupted):
+    """The same, with SIGKILL sent from outside at moments nobody chose: 0 to 0.6 s after the
+    run has started its loop (config.json written), three times, then a --resume to the end."""
+    import time
+
+    out = tmp_path / "out"
+    common = ["--model", str(model_dir("tiny")), "--data", str(data), "--out", str(out), *ARGS]
+    delays = np.random.default_rng(0).uniform(0, 0.6, size=3)
+    environ = dict(os.environ, PYTHONPATH=str(ROOT))
+    outcomes = []
+    for i, delay in enumerate(delays):
+        argv = [sys.executable, "-m", "gpt2np", "train", *common, *(["--resume"] if i else [])]
+        process = subprocess.Popen(argv, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not (out / "config.json").exists() and process.poll() is None:
+            time.sleep(0.01)
+        time.sleep(delay)
+        process.kill()
+        outcomes.append(process.wait())
+    done = run(*common, "--resume")
+    assert done.returncode == 0, done.stderr
+    assert files(out) == uninterrupted[False][1], outcomes
+    assert -signal.SIGKILL in outcomes  # at least one run was really killed (each needs seconds to finish)
+
+
 @pytest.mark.parametrize("sig", ["sigterm", "sigint"])
 def test_sigterm_and_ctrl_c_save_a_checkpoint_and_exit(model_dir, data, tmp_path, uninterrupted, sig):
     out = tmp_path / "out"
