@@ -18,11 +18,12 @@ import warnings
 
 from .. import __version__
 from ..errors import GPT2npError, InputError, ModelNotFoundError
-from . import compare, crosscheck, download, explain, generate, llmc, page, plot, random_model, score, trace
+from . import compare, crosscheck, download, explain, generate, llmc, page, plot, random_model, score, trace, train
 from .common import in_flag_names, with_random_model_hint
 
 SUBCOMMANDS = (
     generate,
+    train,
     download,
     explain,
     crosscheck,

@@ -6,6 +6,7 @@ The helpers and fixtures (folder, with_header, cli_error, TINY, ...) are in erro
 from __future__ import annotations
 
 import contextlib
+import io
 import pickle
 import struct
 
@@ -62,6 +63,7 @@ from gpt2np import (
     CheckpointError,
     ConfigError,
     GPT2Config,
+    GPT2npError,
     InputError,
     ModelError,
     ModelNotFoundError,
@@ -69,6 +71,7 @@ from gpt2np import (
     hub,
 )
 from gpt2np.ray import actor_cpus, check_arguments
+from gpt2np.tools.cli import main as cli_main
 from gpt2np.tools.random_model import random_tensors
 from gpt2np.weights import weights_from_tensors
 
@@ -140,6 +143,39 @@ def tiny_copy(name: str) -> str:
 
 def user_file(name: str, text: str = "the user's own notes\n") -> str:
     (TMP / name).write_text(text)
+    return str(TMP / name)
+
+
+TRAIN_TEXT = "It was the best of times, it was the worst of times, it was the age of wisdom. " * 8
+T_TRAIN = "test_train_command.py"
+
+
+def train_data(name: str, data: bytes | None = None) -> str:
+    """A data file for `gpt2np train` in TMP (None: none at all); returns its path."""
+    if data is not None:
+        (TMP / name).write_bytes(data)
+    return str(TMP / name)
+
+
+def train(out: str, *flags: str, data: str | None = None) -> None:
+    """`gpt2np train` of the tiny model, 2 short steps, expected to fail (cli_error)."""
+    data = data or train_data("train.txt", TRAIN_TEXT.encode())
+    cli_error("train", "--model", TINY, "--data", data, "--out", str(TMP / out), "--steps", "2", "--seq-len", "16",
+              "--batch-size", "1", "--val-split", "0", *flags)  # fmt: skip
+
+
+def trained(out: str) -> str:
+    """The finished output of a 2-step `gpt2np train` (to --resume)."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        cli_main(["train", "--model", TINY, "--data", train_data("train.txt", TRAIN_TEXT.encode()), "--out", str(TMP / out),
+                  "--steps", "2", "--seq-len", "16", "--batch-size", "1", "--val-split", "0"])  # fmt: skip
+    return out
+
+
+def llmc_tokens(name: str, ids: list[int]) -> str:
+    from gpt2np.llmc import write_tokens
+
+    write_tokens(TMP / name, np.array(ids))
     return str(TMP / name)
 
 
@@ -611,5 +647,31 @@ CASES = [
         ("`llmc import MODEL_BIN OUT_DIR` where OUT_DIR is not empty", InputError,
          lambda: cli_error("llmc", "import", str(TMP / "nothing.bin"), user_folder("mine4")),
          "test_llmc.py::test_export_and_import_follow_the_overwrite_rule"),
+    ]),
+    ("Training (`gpt2np train`): refused before any work (exit 1; 2 for usage)", [
+        ("a --data file that is not there", InputError, lambda: train("t1", data=train_data("nothing.txt")), f"{T_TRAIN}::test_bad_data_files"),
+        ("an empty --data file", InputError, lambda: train("t2", data=train_data("empty.txt", b"")), f"{T_TRAIN}::test_bad_data_files"),
+        ("a binary --data file (a NUL byte; or not UTF-8)", InputError,
+         lambda: train("t3", data=train_data("picture.png", b"\x89PNG\r\n\x1a\n\0\0")), f"{T_TRAIN}::test_bad_data_files"),
+        ("data shorter than one sequence (--seq-len + 1 tokens)", InputError,
+         lambda: train("t4", data=train_data("short.txt", b"Too short.")), f"{T_TRAIN}::test_bad_data_files"),
+        ("--seq-len above the model's context (n_positions)", InputError, lambda: train("t5", "--seq-len", "65"),
+         f"{T_TRAIN}::test_bad_numbers_and_lengths"),
+        ("llm.c's token file with an id beyond the model's vocabulary", InputError,
+         lambda: train("t6", data=llmc_tokens("big-ids.bin", [1, 2, 50257] * 20)), f"{T_TRAIN}::test_token_files"),
+        ("a learning rate that is NaN, inf or negative (--lr, --min-lr)", InputError, lambda: train("t7", "--lr", "nan"),
+         f"{T_TRAIN}::test_bad_numbers_and_lengths"),
+        ("a loss that becomes NaN or inf: stopped, the step named, the last good checkpoint kept", GPT2npError,
+         lambda: train("t8", "--lr", "1e30", "--grad-clip", "0", "--steps", "20", "--overwrite"),
+         f"{T_TRAIN}::test_a_loss_that_becomes_nan_stops_and_keeps_the_last_good_checkpoint"),
+        ("--out the folder of the model being trained (even with --overwrite)", InputError,
+         lambda: (lambda m: train("t9", "--model", m, "--out", m, "--overwrite"))(tiny_copy("train-self")), f"{T_TRAIN}::test_out_is_the_models_folder_refused"),
+        ("--out a folder that holds anything, without --resume or --overwrite", InputError,
+         lambda: train("t10", "--out", user_folder("train-mine")),
+         f"{T_TRAIN}::test_an_existing_folder_is_refused_without_resume_or_overwrite"),
+        ("--resume with another model, data file or setting that changes the result (each named)", InputError,
+         lambda: train(trained("t11"), "--resume", "--lr", "1e-3"), f"{T_TRAIN}::test_resume_with_other_settings_is_refused_naming_them"),
+        ("a flag's value that is not a number (--steps many) (exit 2)", SystemExit, lambda: train("t12", "--steps", "many"),
+         f"{T_TRAIN}::test_bad_numbers_and_lengths"),
     ]),
 ]  # fmt: skip

@@ -1,4 +1,5 @@
-"""Re-run every command block of docs/how-it-works.md and write what it prints back into the page.
+"""Re-run every command block of docs/how-it-works.md and docs/training.md and write what it prints
+back into the pages.
 
     python scripts/docs/refresh_docs.py            # rewrite the page's outputs in place
     python scripts/docs/refresh_docs.py --check    # only say which blocks are stale (exit 1 if any)
@@ -22,11 +23,12 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGE = ROOT / "docs" / "how-it-works.md"
+PAGES = [ROOT / "docs" / "how-it-works.md", ROOT / "docs" / "training.md"]
 BLOCK = re.compile(r"```console\n\$ (.*?)\n(.*?)```", flags=re.S)
 MODELS = {  # the models the page uses, made as the page says (gpt2-shaped: random-model's defaults)
     "weights/tiny": "random-model weights/tiny --n-layer 2 --n-head 2 --n-embd 32 --n-positions 64 --seed 1",
     "weights/gpt2-shaped": "random-model weights/gpt2-shaped",
+    "weights/small": "random-model weights/small --n-layer 2 --n-head 2 --n-embd 64 --n-positions 128 --init gpt2 --seed 0",
 }
 
 
@@ -43,8 +45,18 @@ def gpt2np(command: str) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="report stale blocks, change nothing")
+    parser.add_argument("--page", action="append", help="only this page (how-it-works, training); repeatable")
     args = parser.parse_args(argv)
-    text = PAGE.read_text(encoding="utf-8")
+    stale = []
+    for page in PAGES:
+        if args.page is None or page.stem in args.page:
+            stale += refresh(page, args.check)
+    return 1 if args.check and stale else 0
+
+
+def refresh(page: Path, check: bool) -> list[str]:
+    """Re-run the page's blocks; rewrite the page unless check. -> the commands whose output changed."""
+    text = page.read_text(encoding="utf-8")
     for folder, command in MODELS.items():
         if folder in text and not (ROOT / folder / "model.safetensors").is_file():
             gpt2np("gpt2np " + command)
@@ -66,10 +78,10 @@ def main(argv=None) -> int:
 
     new = BLOCK.sub(rerun, text)
     for command in stale:
-        print(f"{'stale' if args.check else 'rewritten'}: {command}")
-    if not args.check and new != text:
-        PAGE.write_text(new, encoding="utf-8")
-    return 1 if args.check and stale else 0
+        print(f"{page.name}: {'stale' if check else 'rewritten'}: {command}")
+    if not check and new != text:
+        page.write_text(new, encoding="utf-8")
+    return stale
 
 
 if __name__ == "__main__":
