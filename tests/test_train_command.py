@@ -151,6 +151,9 @@ def test_the_same_seed_gives_the_same_bytes_and_another_seed_others(model_dir, d
     assert files(tmp_path / "a") == uninterrupted[False][1]
     assert main(["train", *base, "--out", str(tmp_path / "b"), "--seed", "1"]) == 0
     assert files(tmp_path / "b")["model.safetensors"] != uninterrupted[False][1]["model.safetensors"]
+    # recomputed activations: the same bytes
+    assert main(["train", *base, "--out", str(tmp_path / "c"), "--gradient-checkpointing"]) == 0
+    assert files(tmp_path / "c") == uninterrupted[False][1]
 
 
 def test_the_output_is_a_model_folder_and_the_run_says_what_it_does(uninterrupted, model_dir):

@@ -106,6 +106,9 @@ def add_parser(sub) -> None:
     p.add_argument("--dropout", nargs="?", const="config", default=None, metavar="P",
                    help="train with dropout: the config's resid_pdrop, embd_pdrop and attn_pdrop, or P for all three "
                    "(default: none)")  # fmt: skip
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="keep only each block's input and recompute the rest in the backward: less memory, more "
+                   "time, the same bytes (GPT2.gradient_checkpointing_enable; with --dropout it is always so)")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="go on from the checkpoint in --out (the same settings)")
     p.add_argument("--plot", default=None, metavar="FILE", help="draw the loss curve into FILE (PNG) at the end")
     add_overwrite_flag(p, "--out")
@@ -357,7 +360,7 @@ def train_step(
     for _ in range(args.grad_accum):
         x, y = batcher.next_batch(B)  # [B, T] each: y is x shifted by one token
         if rates is None:
-            loss, g = gradients(model, x, mask, positions, y, keep)
+            loss, g = gradients(model, x, mask, positions, y, keep, checkpointing=args.gradient_checkpointing)
         else:
             from ..dropout import gradients_with_dropout
 
