@@ -254,3 +254,16 @@ def test_a_reference_with_gradients_but_no_labels_is_bad_usage(grad_traces, tmp_
     save_trace(tmp_path / "r.safetensors", {k: v for k, v in tensors.items() if k != "labels"}, meta)
     assert main(["compare", str(tmp_path / "r.safetensors"), str(ref)]) == 2
     assert "it holds gradients but no labels" in capsys.readouterr().err
+
+
+def test_the_pattern_s_gradient_at_a_pad_key_is_not_compared(grad_traces):
+    """dL/dp[i, j] = dz_i . v_j: at a pad key j it holds the pad's value, which transformers and
+    gpt2np define differently (a pad query's empty row): a convention, left out like a pad's values."""
+
+    def change(t):
+        g = t["blocks.1.attn.hook_pattern_grad"].copy()
+        g[..., SEED_ATTENTION_MASK[:, None, None, :].repeat(g.shape[2], axis=2).repeat(g.shape[1], axis=1) == 0] += 1.0
+        t["blocks.1.attn.hook_pattern_grad"] = g
+
+    report = compare_traces(grad_traces[0], edited(grad_traces, "padkeys", change))
+    assert report.first_grad is None, format_report(report, grad_traces[0], "padkeys")

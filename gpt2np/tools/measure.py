@@ -18,7 +18,9 @@ Three rules, each for a reason a first-time cross-checker runs into:
   orders.
 - A gradient at a point (`<name>_grad`) is compared where the point is, at real tokens (in
   hook_attn_scores_grad at every key of a real query: a forbidden cell's gradient is 0, and one
-  that is not flows on into q and k). The loss and a parameter's gradient are compared whole.
+  that is not flows on into q and k; in hook_pattern_grad at real keys only: dz_i . v_j holds a
+  pad key's value, which implementations define differently). The loss and a parameter's
+  gradient are compared whole.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ def compared_cells(name: str, shape, attention_mask: np.ndarray) -> np.ndarray:
         return np.ones(shape, dtype=bool)
     if name.endswith("hook_attn_scores"):
         return np.broadcast_to(allowed_cells(attention_mask, shape[2]), shape)
+    if name.endswith("hook_pattern_grad"):  # dL/dp[i, j] = dz_i . v_j: a pad key's v is a convention
+        return np.broadcast_to(real[:, None, :, None] & real[:, None, None, :], shape)
     if names[:2] == ["B", "H"]:  # [B, H, T, Tk]: real query rows, every key
         return np.broadcast_to(real[:, None, :, None], shape)
     return np.broadcast_to(real.reshape(real.shape + (1,) * (len(shape) - 2)), shape)
