@@ -29,7 +29,8 @@ computes them (tracefile.backward_position: from the loss back to the embeddings
                                                transformers' GPT2LMHeadModel.named_parameters()
 
 and, as string metadata: format, gpt2np_version, model, checkpoint_sha256, dtype, mask_fill,
-fill, config (JSON), names (JSON: the points in forward order), texts (JSON), and in a float64
+fill, config (JSON), names (JSON: the points in forward order), texts (JSON), with --grads grads
+(JSON: the loss and the gradients in backward order), and in a float64
 trace float32_error (JSON: per point, how far gpt2np's float32 forward lies from this trace,
 measured as `gpt2np compare` measures; compare derives its tolerances from it).
 docs/cross-checking.md describes the format for writing a trace from another language.
