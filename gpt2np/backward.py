@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .attention import attention_in_blocks, merge_heads, split_heads
+from .attention import attention, attention_in_blocks, merge_heads, split_heads
 from .hooks import NO_HOOKS, Hooks
 from .labels import counted, labels_or_default
-from .layers import GELU_CHUNK, SQRT_2_OVER_PI, SUM_CHUNK, gelu, layer_norm, linear, lm_head
+from .layers import GELU_CHUNK, SQRT_2_OVER_PI, SUM_CHUNK, gelu, layer_norm, layer_norm_scale, linear, lm_head, softmax
 from .masks import AttentionMask, build_attention_mask
 from .plain_backward import (
     Grads,
@@ -172,26 +172,75 @@ def hooked_output_layer_backward(
     return total / N, dxf, flat.T.astype(np.float64) @ h.astype(np.float64)  # [V, C] float64
 
 
+def norm_backward(
+    dy: np.ndarray, x: np.ndarray, ln: Any, eps: float, name: str, hook: Hooks, fwd: Hooks
+) -> tuple[np.ndarray, Grads]:
+    """plain_backward.layer_norm_backward, with the gradient at the LayerNorm's scale point `name`
+    (hooks.py's "blocks.3.ln1.hook_scale", s = sqrt(var + eps) [B, T, 1]) when a hook asks for it,
+    or when a forward hook replaced s (fwd: hooks.Replay). y = (x - mean) / s * gain + bias, so
+    dL/ds = -sum(g * xhat) / s with g = dy * gain, and s moves with x as ds/dx = xhat / C: the
+    variance term of dx is ds * xhat / C (with ds as computed it is the plain formula's third
+    term; a hook's replacement, or 0 where a forward hook froze s, takes its place).
+    dy, x [B, T, C] float64 -> dx [B, T, C] float64, {weight [C], bias [C]}."""
+    if not (hook.wants(name) or fwd.wants(name)):
+        return layer_norm_backward(dy, x, ln, eps)
+    centred = x - x.mean(axis=-1, keepdims=True)  # [B, T, C]
+    s = fwd(name, layer_norm_scale(x, eps))  # [B, T, 1] what the forward divided by (a hook's, if replaced)
+    xhat = centred / s  # [B, T, C]
+    g = dy * ln.weight  # [B, T, C] the gradient at xhat
+    ds = hook(name, -(g * xhat).sum(axis=-1, keepdims=True) / s)  # [B, T, 1]
+    dx = (g - g.mean(axis=-1, keepdims=True)) / s + ds * xhat / x.shape[-1]  # [B, T, C]
+    C = x.shape[-1]
+    return dx, {"weight": (dy * xhat).reshape(-1, C).sum(axis=0), "bias": dy.reshape(-1, C).sum(axis=0)}
+
+
 def point(hook: Hooks, name: str, g: np.ndarray) -> np.ndarray:
     """hook(name, g) on a copy of g: for a gradient that also goes on elsewhere unchanged (a
     residual add hands dy to both branches; a hook on one branch must not change the other's)."""
     return hook(name, g.copy()) if hook.wants(name) else g
 
 
+def replayed_weights(
+    q: np.ndarray, k: np.ndarray, mask: AttentionMask, scale: float, fwd: Hooks, at: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The attention weights of a forward pass whose hooks replaced the scores or the pattern
+    (fwd: hooks.Replay), float64 [B, H, T, T]: (softmax of the scores it ran with, empty rows 0;
+    the pattern it went on with). The first is softmax's Jacobian, the second what weighs v."""
+    scores = fwd(at + "attn.hook_attn_scores", q @ k.swapaxes(-1, -2) * scale + mask.additive)  # [B, H, T, T]
+    probs = softmax(scores)  # [B, H, T, T]
+    if mask.empty_rows is not None:
+        np.copyto(probs, 0, where=mask.empty_rows)  # attention.attention's empty-row rule
+    return probs, fwd(at + "attn.hook_pattern", probs.copy())
+
+
 def attention_backward(
-    dz: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: AttentionMask, scale: float, hook: Hooks, at: str
+    dz: np.ndarray,
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    mask: AttentionMask,
+    scale: float,
+    hook: Hooks,
+    at: str,
+    fwd: Hooks = NO_HOOKS,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """plain_backward.attention_backward, fast: in float64, one row of the batch at a time ([H, T, T]
     weights, not [B, H, T, T]), or all rows at once when a hook wants the gradient at the pattern or
-    the scores (at + "attn.hook_pattern", "attn.hook_attn_scores": [B, H, T, T]).
+    the scores (at + "attn.hook_pattern", "attn.hook_attn_scores": [B, H, T, T]), or a forward
+    hook replaced one of them (fwd: hooks.Replay; the weights are then the replayed ones).
     dz, q, k, v [B, H, T, D] in the model's dtype -> dq, dk, dv [B, H, T, D] in it."""
     B = q.shape[0]
-    whole = hook.wants(at + "attn.hook_pattern") or hook.wants(at + "attn.hook_attn_scores")
+    points = (at + "attn.hook_pattern", at + "attn.hook_attn_scores")
+    whole = any(hook.wants(p) for p in points)
+    replayed = any(fwd.wants(p) for p in points)
     out = [np.empty_like(q), np.empty_like(k), np.empty_like(v)]  # dq, dk, dv
-    for rows in [slice(0, B)] if whole else [slice(r, r + 1) for r in range(B)]:
+    for rows in [slice(0, B)] if whole or replayed else [slice(r, r + 1) for r in range(B)]:
         q64, k64, v64, dz64 = (a[rows].astype(np.float64) for a in (q, k, v, dz))  # [b, H, T, D] each
-        weights = attention_weights(q64, k64, mask.additive[rows], scale)  # [b, H, T, T], empty rows 0
-        dv = weights.swapaxes(-1, -2) @ dz64  # [b, H, T, D]
+        if replayed:  # softmax's own output for its Jacobian; what weighs v, for dv
+            weights, pattern = replayed_weights(q64, k64, mask, scale, fwd, at)  # [B, H, T, T] each
+        else:
+            weights = pattern = attention_weights(q64, k64, mask.additive[rows], scale)  # [b, H, T, T], empty rows 0
+        dv = pattern.swapaxes(-1, -2) @ dz64  # [b, H, T, D]
         dweights = hook(at + "attn.hook_pattern", dz64 @ v64.swapaxes(-1, -2))  # [b, H, T, T]
         dscores = hook(at + "attn.hook_attn_scores", softmax_backward(dweights, weights))  # [b, H, T, T]
         out[0][rows] = dscores @ k64 * scale  # [b, H, T, D]
@@ -218,6 +267,28 @@ def block_forward(model: Any, i: int, x: np.ndarray, mask: AttentionMask) -> tup
     return out, {"qkv": qkv, "z": z, "x1": x1, "pre": pre}
 
 
+def replayed_forward(model: Any, i: int, x: np.ndarray, mask: AttentionMask, fwd: Hooks) -> Saved:
+    """Block i's forward again with the forward hooks' replacements replayed (fwd: hooks.Replay,
+    run_with_hooks with fwd_hooks and bwd_hooks), point by point as model.block runs them: what
+    block_backward reads, with the LayerNorms' outputs and q, k, v as the hooked forward had them."""
+    b, cfg, at = model.weights.h[i], model.config, f"blocks.{i}."
+    H, scale = cfg.n_head, model.scale(i)
+    h1 = fwd(at + "ln1.hook_normalized", model.norm(at + "ln1", x, b.ln_1, fwd))  # [B, T, C] in dtype
+    C = h1.shape[-1]
+    qkv = linear(h1, b.attn.c_attn)  # [B, T, 3C]
+    q, k, v = (split_heads(qkv[..., j * C : (j + 1) * C], H) for j in range(3))  # 3 x [B, H, T, D] views
+    q, k, v = (fwd(f"{at}attn.hook_{n}", a.swapaxes(1, 2)).swapaxes(1, 2) for n, a in zip("qkv", (q, k, v)))
+    if fwd.wants(at + "attn.hook_attn_scores") or fwd.wants(at + "attn.hook_pattern"):
+        heads = attention(q, k, v, mask, scale, fwd, i)[0]  # [B, H, T, D] with the replayed weights
+    else:
+        heads = attention_in_blocks(q, k, v, mask, scale)  # [B, H, T, D]
+    z = merge_heads(fwd(at + "attn.hook_z", heads.swapaxes(1, 2)).swapaxes(1, 2))  # [B, T, C]
+    x1 = fwd(at + "hook_resid_mid", x + fwd(at + "hook_attn_out", linear(z, b.attn.c_proj)))  # [B, T, C] float64
+    h2 = fwd(at + "ln2.hook_normalized", model.norm(at + "ln2", x1, b.ln_2, fwd))  # [B, T, C]
+    pre = fwd(at + "mlp.hook_pre", linear(h2, b.mlp.c_fc))  # [B, T, F]
+    return {"h1": h1, "qkv": qkv, "q": q, "k": k, "v": v, "z": z, "x1": x1, "h2": h2, "pre": pre}
+
+
 def block_backward(
     model: Any,
     i: int,
@@ -226,42 +297,50 @@ def block_backward(
     mask: AttentionMask,
     hook: Hooks = NO_HOOKS,
     saved: Saved | None = None,
+    fwd: Hooks = NO_HOOKS,
 ) -> tuple[np.ndarray, Grads]:
     """plain_backward.block_backward, fast: dy, x [B, T, C] float64 (the block's input) -> dx
     [B, T, C] float64, the block's gradients in the model's dtype. saved: block_forward's, kept
-    from the forward pass; None (gradient checkpointing) recomputes them here. Each `hook(name, g)`
-    is the gradient at that point of the forward pass (hooks.py's names), g itself unless asked for."""
+    from the forward pass; None (gradient checkpointing, or forward hooks to replay) recomputes
+    them here. Each `hook(name, g)` is the gradient at that point of the forward pass (hooks.py's
+    names), g itself unless asked for. fwd(name, a): the forward hooks' replacements, replayed
+    where the block is recomputed (replayed_forward); a itself otherwise."""
     b, cfg, dtype = model.weights.h[i], model.config, model.dtype
     eps, H, scale, at = cfg.layer_norm_epsilon, cfg.n_head, model.scale(i), f"blocks.{i}."
-    if saved is None:  # the block's forward again (gradient checkpointing)
-        saved = block_forward(model, i, x, mask)[1]
+    if saved is None:  # the block's forward again
+        saved = block_forward(model, i, x, mask)[1] if fwd is NO_HOOKS else replayed_forward(model, i, x, mask, fwd)
     qkv, z, x1, pre = saved["qkv"], saved["z"], saved["x1"], saved["pre"]
-    h1, h2 = layer_norm(x, b.ln_1, eps, dtype), layer_norm(x1, b.ln_2, eps, dtype)  # [B, T, C] each, recomputed
-    C = h1.shape[-1]
-    q, k, v = (split_heads(qkv[..., j * C : (j + 1) * C], H) for j in range(3))  # 3 x [B, H, T, D] views
+    C = qkv.shape[-1] // 3
+    h1 = saved["h1"] if "h1" in saved else layer_norm(x, b.ln_1, eps, dtype)  # [B, T, C], recomputed unless replayed
+    h2 = saved["h2"] if "h2" in saved else layer_norm(x1, b.ln_2, eps, dtype)  # [B, T, C]
+    if "q" in saved:
+        q, k, v = saved["q"], saved["k"], saved["v"]  # 3 x [B, H, T, D] as the hooked forward had them
+    else:
+        q, k, v = (split_heads(qkv[..., j * C : (j + 1) * C], H) for j in range(3))  # 3 x [B, H, T, D] views
     # The MLP's backward, then ln_2's (in float64, like its forward).
     dy = hook(at + "hook_resid_post", dy)  # [B, T, C] float64
     dmlp = point(hook, at + "hook_mlp_out", dy)  # y = x1 + mlp_out: the MLP's output gets dy too
-    dpost, g_proj = linear_backward(dmlp.astype(dtype), gelu(pre.copy()), b.mlp.c_proj)  # [B, T, F]
+    post = fwd(at + "mlp.hook_post", gelu(pre.copy()))  # [B, T, F]
+    dpost, g_proj = linear_backward(dmlp.astype(dtype), post, b.mlp.c_proj)  # [B, T, F]
     dpost = hook(at + "mlp.hook_post", dpost)
     dpre = gelu_backward(dpost.astype(np.float64), pre.astype(np.float64)).astype(dtype)  # [B, T, F] rounded once
     dpre = hook(at + "mlp.hook_pre", dpre)
     dh2, g_fc = linear_backward(dpre, h2, b.mlp.c_fc)  # [B, T, C]
     dh2 = hook(at + "ln2.hook_normalized", dh2)
-    dx2, g_ln_2 = layer_norm_backward(dh2.astype(np.float64), x1, b.ln_2, eps)  # [B, T, C] float64
+    dx2, g_ln_2 = norm_backward(dh2.astype(np.float64), x1, b.ln_2, eps, at + "ln2.hook_scale", hook, fwd)
     dx1 = hook(at + "hook_resid_mid", dy + dx2)  # the residual add passes dy on unchanged
     # Attention's backward.
     dattn = point(hook, at + "hook_attn_out", dx1)  # x1 = x + attn_out
     dz, g_c_proj = linear_backward(dattn.astype(dtype), z, b.attn.c_proj)  # [B, T, C]
     dz = hook(at + "attn.hook_z", split_heads(dz, H).swapaxes(1, 2)).swapaxes(1, 2)  # [B, H, T, D], seen [B, T, H, D]
-    dq, dk, dv = attention_backward(dz, q, k, v, mask, scale, hook, at)  # 3 x [B, H, T, D]
+    dq, dk, dv = attention_backward(dz, q, k, v, mask, scale, hook, at, fwd)  # 3 x [B, H, T, D]
     dqkv = np.empty(qkv.shape, dtype=dtype)  # [B, T, 3C]
     for j, name, g in [(2, "v", dv), (1, "k", dk), (0, "q", dq)]:  # the forward's order, reversed
         g = hook(f"{at}attn.hook_{name}", g.swapaxes(1, 2)).swapaxes(1, 2)  # seen as [B, T, H, D]
         dqkv[..., j * C : (j + 1) * C] = merge_heads(g)  # [B, T, C]
     dh1, g_c_attn = linear_backward(dqkv, h1, b.attn.c_attn)  # [B, T, C]
     dh1 = hook(at + "ln1.hook_normalized", dh1)
-    dx0, g_ln_1 = layer_norm_backward(dh1.astype(np.float64), x, b.ln_1, eps)  # [B, T, C] float64
+    dx0, g_ln_1 = norm_backward(dh1.astype(np.float64), x, b.ln_1, eps, at + "ln1.hook_scale", hook, fwd)
     parts = {"ln_1": g_ln_1, "attn.c_attn": g_c_attn, "attn.c_proj": g_c_proj, "ln_2": g_ln_2}
     parts |= {"mlp.c_fc": g_fc, "mlp.c_proj": g_proj}
     grads = {f"{layer}.{p}": a.astype(dtype, copy=False) for layer, g in parts.items() for p, a in g.items()}
@@ -300,33 +379,45 @@ def gradients(
     targets: np.ndarray,
     keep: np.ndarray,
     hook: Hooks = NO_HOOKS,
+    fwd: Hooks = NO_HOOKS,
     checkpointing: bool = False,
 ) -> tuple[float, Grads]:
     """The loss and gradients of checked inputs, with the targets already placed: position t of row b
     predicts targets[b, t] where keep[b, t] ([B, T] each; loss_and_grads shifts labels into them,
     llm.c's debug state gives its y as they are). hook(name, g): the gradient at each activation
-    point, from the loss back (run_with_cache's incl_bwd, run_with_hooks' bwd_hooks). checkpointing:
-    keep only each block's input and recompute its insides in the backward (GPT2.gradient_checkpointing_enable)."""
+    point, from the loss back (run_with_cache's incl_bwd, run_with_hooks' bwd_hooks). fwd(name, a):
+    the forward hooks' replacements (hooks.Replay), so that the loss and gradients are the hooked
+    forward's (not on the logits: run_with_hooks refuses that); with them the blocks' insides are
+    recomputed in the backward. checkpointing: keep only each block's input and recompute its
+    insides in the backward (GPT2.gradient_checkpointing_enable)."""
     cfg, w = model.config, model.weights
     additive = build_attention_mask(mask, ids.shape[1], model.fill, model.dtype)  # [B, 1, T, T]
     grads: Grads = {}
     with np.errstate(invalid="ignore", over="ignore"):  # a pad's empty row under -inf (plain.attention)
-        x = model.embed(ids, positions)  # [B, T, C] float64
-        inputs, kept = [], []  # each block's input, and (unless checkpointing) its insides
+        x = model.embed(ids, positions, fwd)  # [B, T, C] float64
+        inputs: list[np.ndarray] = []  # each block's input
+        kept: list[Saved | None] = []  # and (unless checkpointing or replaying) its insides
         for i in range(cfg.n_layer):
+            x = fwd(f"blocks.{i}.hook_resid_pre", x)  # (model.block replays it too: the same array)
             inputs.append(x)
-            x, saved = block_forward(model, i, x, additive)
-            kept.append(None if checkpointing else saved)
-        xf = layer_norm(x, w.ln_f, cfg.layer_norm_epsilon, model.dtype)  # [B, T, C]
+            if fwd is NO_HOOKS:
+                x, saved = block_forward(model, i, x, additive)
+                kept.append(None if checkpointing else saved)
+            else:  # forward hooks: model.block runs them; the backward replays them (replayed_forward)
+                x, _ = model.block(i, x.copy(), additive, hook=fwd)  # model.block adds to its x in place
+                kept.append(None)
+        xf = fwd("ln_final.hook_normalized", model.norm("ln_final", x, w.ln_f, fwd))  # [B, T, C]
         if hook.wants("logits"):  # the whole [B, T, V] gradient, for a hook to see (or replace)
             loss, dxf, d_lm_head = hooked_output_layer_backward(xf, w.lm_head, targets, keep, hook)
         else:
             loss, dxf, d_lm_head = output_layer_backward(xf, w.lm_head, targets, keep)  # [B, T, C], [V, C]
         dxf = hook("ln_final.hook_normalized", dxf)
-        dx, g = layer_norm_backward(dxf.astype(np.float64), x, w.ln_f, cfg.layer_norm_epsilon)  # [B, T, C] float64
+        dx, g = norm_backward(
+            dxf.astype(np.float64), x, w.ln_f, cfg.layer_norm_epsilon, "ln_final.hook_scale", hook, fwd
+        )
         grads |= {f"transformer.ln_f.{k}": a.astype(model.dtype) for k, a in g.items()}
         for i in reversed(range(cfg.n_layer)):
-            dx, g = block_backward(model, i, dx, inputs.pop(), additive, hook, kept.pop())  # popped: freed once used
+            dx, g = block_backward(model, i, dx, inputs.pop(), additive, hook, kept.pop(), fwd)  # popped: freed
             grads |= {f"transformer.h.{i}.{k}": a for k, a in g.items()}
     # The embeddings' sums (a token or position used many times) in float64, rounded once.
     # x = token + position embedding: each gets dx (and a hook on one changes only that one)

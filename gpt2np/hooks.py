@@ -28,7 +28,12 @@ The three kinds of hook_scale point are computed only when named (run_with_cache
 names_filter, a hook's name or list of names): the plain cache, a predicate and a trace leave
 them out, and a hook on one that returns another scale makes that LayerNorm divide by it
 (TransformerLens's "freeze the LayerNorm scale"). ActivationCache derives a missing one from the
-cached LayerNorm input when asked (activation_cache.py).
+cached LayerNorm input when asked (activation_cache.py). Their gradients too are computed only
+when named (run_with_cache(incl_bwd=True), bwd_hooks: backward.norm_backward).
+
+For the backward pass (run_with_cache(incl_bwd=True), run_with_hooks(bwd_hooks=)), the same
+names carry the gradient of the loss at each point; Replay carries a run's forward-hook
+replacements into it (run_with_hooks with fwd_hooks and bwd_hooks).
 
 A hook function gets (activation, hook): `hook` is a HookPoint, the point's name as a str
 that also answers TransformerLens's `hook.name` and `hook.layer()`. For a 1-D input (one
@@ -187,8 +192,14 @@ class Hooks:
         dtype: DTypeLike | None = None,
         on_request: Sequence[str] = (),
         one_sequence: bool = False,
+        keep_replacements: bool = False,
     ) -> None:
         self.cache: dict[str, np.ndarray] = {}
+        # keep_replacements: what the functions changed, for a backward pass through this forward
+        # (run_with_hooks with fwd_hooks and bwd_hooks): name -> (the value the pass went on with,
+        # the cells whose gradient stops there). See Replay.
+        self.replaced: dict[str, tuple[np.ndarray, np.ndarray]] | None = {} if keep_replacements else None
+        self._returned = False  # did a function return a new array (not None, not its own argument)?
         # The dtype every point is shown in (the model's): the residual stream, which the forward
         # pass keeps in float64, is shown rounded to it, like every other point. None: as it is.
         self.dtype = None if dtype is None else np.dtype(dtype)
@@ -217,8 +228,17 @@ class Hooks:
     def __call__(self, name: str, x: np.ndarray) -> np.ndarray:
         fns = self.fns.get(name)
         if fns is not None:
+            before = None if self.replaced is None else x.copy()
+            self._returned = False
             for fn in fns:
                 x = self._apply(fn, name, x)
+            if before is not None and self.replaced is not None:
+                # torch's rule: an array the function returned is a constant (no gradient flows back
+                # through it: a patch, a cached value); cells it changed in place are constants, the
+                # others pass their gradient on (ablating a head with a[..., h, :] = 0)
+                cut = np.ones(x.shape, dtype=bool) if self._returned else (x != before)
+                if cut.any():
+                    self.replaced[name] = (x.copy(), cut)
         if name in self.record:
             self.cache[name] = self._shown(x)  # a copy: the forward pass may overwrite x in place later
         return x
@@ -255,7 +275,55 @@ class Hooks:
             )
         if self.one_sequence:
             out = out[None]  # [T, ...] -> [1, T, ...]: the forward pass's own shape
+        self._returned = True
         return np.array(out, dtype=x.dtype)  # a fresh copy in the model's dtype: the caller keeps theirs
+
+
+class Replay(Hooks):
+    """The forward hooks' replacements of one run (Hooks(keep_replacements=True).replaced), for the
+    backward pass through that run, as torch's autograd sees a TransformerLens forward hook:
+
+    - called where the backward recomputes the forward (backward.py keeps only each block's
+      input), replay(name, x) hands back the value the forward pass went on with, so the loss and
+      every gradient are those of the hooked forward;
+    - cut(name, g) zeroes the gradient where it stops: everywhere for an array a function returned
+      (a constant to autograd: a patch, a cached value), at the cells changed in place for one it
+      changed (a[:, :, h] = 0 ablates head h; the other heads' gradients flow on).
+
+    One difference from torch: a returned array computed from the activation (`return a * 2`) is a
+    constant here, where autograd would differentiate the product; change `a` in place instead.
+    """
+
+    def __init__(self, replaced: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        super().__init__()
+        self.kept = replaced  # name -> (value, cut)
+
+    def wants(self, name: str) -> bool:
+        return name in self.kept
+
+    def __call__(self, name: str, x: np.ndarray) -> np.ndarray:
+        kept = self.kept.get(name)
+        return x if kept is None else kept[0].astype(x.dtype)  # a copy: the backward may write into it
+
+    def cut(self, name: str, g: np.ndarray) -> np.ndarray:
+        kept = self.kept.get(name)
+        return g if kept is None else np.where(kept[1], 0, g).astype(g.dtype)  # [same shape as the point]
+
+
+class CutAtReplacements(Hooks):
+    """The backward's hooks (bwd_hooks) at each point, then replay.cut: a bwd hook sees the gradient
+    at the value the forward went on with (TransformerLens's: at the hook's output), and what flows
+    further back is cut where a forward hook replaced that value."""
+
+    def __init__(self, inner: Hooks, replay: Replay) -> None:
+        super().__init__(dtype=inner.dtype, one_sequence=inner.one_sequence)
+        self.inner, self.replay, self.cache = inner, replay, inner.cache
+
+    def wants(self, name: str) -> bool:
+        return self.inner.wants(name) or self.replay.wants(name)
+
+    def __call__(self, name: str, g: np.ndarray) -> np.ndarray:
+        return self.replay.cut(name, self.inner(name, g))
 
 
 def _with_batch_axis(fn: HookFn) -> HookFn:

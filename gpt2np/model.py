@@ -21,7 +21,19 @@ from .backward import cross_entropy
 from .config import GPT2Config
 from .errors import InputError, ModelError
 from .heap import tune_malloc
-from .hooks import NO_HOOKS, HookFn, Hooks, Where, activation_names, axes, hook_names, scale_names, select
+from .hooks import (
+    NO_HOOKS,
+    CutAtReplacements,
+    HookFn,
+    Hooks,
+    Replay,
+    Where,
+    activation_names,
+    axes,
+    hook_names,
+    scale_names,
+    select,
+)
 from .inputs import check_attention_mask, check_input_ids, check_length, check_position_ids
 from .kv_cache import KVCache
 from .labels import counted, labels_or_default
@@ -233,8 +245,8 @@ class GPT2:
         answers TransformerLens's cache["pattern", 0], accumulated_resid, ... (activation_cache.py).
 
         incl_bwd=True: the cache also holds, under `<name>_grad` (TransformerLens's convention), the
-        gradient of the loss at each recorded point (not the hook_scale ones), in the order
-        backpropagation reaches them; the loss is that of loss_and_grads with these labels
+        gradient of the loss at each recorded point (a hook_scale point too, when named), in the
+        order backpropagation reaches them; the loss is that of loss_and_grads with these labels
         (None: next-token prediction on the inputs, pads not counted)."""
         names = self.activation_names()
         record = names if names_filter is None else select(names_filter, names, scale_names(self.config.n_layer))
@@ -244,7 +256,7 @@ class GPT2:
         order = hook_names(self.config.n_layer)
         activations = {name: hooks.cache[name] for name in order if name in hooks.cache}  # forward order
         if incl_bwd:
-            grad_hooks = Hooks(names, record=[n for n in record if n in names], dtype=self.dtype)
+            grad_hooks = Hooks(names, record=record, dtype=self.dtype)  # the scales' gradients: backward.norm_backward
             self._backward_with(grad_hooks, ids, mask, positions, labels)
             activations |= {f"{name}_grad": g for name, g in grad_hooks.cache.items()}  # from the loss back
         elif labels is not None:
@@ -273,28 +285,45 @@ class GPT2:
         loss (loss_and_grads's, with these labels; None: next-token prediction) runs, and fn(grad,
         hook) sees the gradient at each chosen point from the loss back, and may return a
         replacement (what is upstream of the point then gets the replaced gradient), as
-        TransformerLens's backward hooks. Not together with fwd_hooks (the backward recomputes
-        each block without them); not on the hook_scale points."""
+        TransformerLens's backward hooks; the hook_scale points too.
+
+        Both in one call: the backward runs through the hooked forward, as autograd runs through
+        TransformerLens's (hooks.Replay): the loss is the hooked model's, a bwd hook sees the
+        gradient at the value its point went on with, and none flows back through what a forward
+        hook replaced (a returned array: none at all; cells changed in place: none from those
+        cells). A returned array computed from the activation (`a * 2`) is a constant here,
+        where autograd would differentiate it: change `a` in place instead. Not with a forward
+        hook that changes the logits (the loss is computed from the model's own logits, position by position)."""
         ids, mask, positions, one_sequence = self._check_inputs(input_ids, attention_mask, position_ids)
         bwd_hooks, fwd_hooks = list(bwd_hooks), list(fwd_hooks)
-        if bwd_hooks and fwd_hooks:
-            raise InputError("fwd_hooks and bwd_hooks in one call are not supported: run them in two calls")
+        on_request = scale_names(self.config.n_layer)
         hooks = Hooks(
             self.activation_names(),
             fwd_hooks=fwd_hooks,
             dtype=self.dtype,
-            on_request=scale_names(self.config.n_layer),
+            on_request=on_request,
             one_sequence=one_sequence,
+            keep_replacements=bool(bwd_hooks),
         )
         logits = self.forward(ids, mask, positions, hook=hooks).logits
+        if bwd_hooks and "logits" in (hooks.replaced or {}):
+            raise InputError(
+                "a forward hook that changes 'logits' together with bwd_hooks is not supported: the backward computes "
+                "the loss from the model's own logits; hook ln_final.hook_normalized instead, or run them in two calls"
+            )
         if bwd_hooks:
             names = self.activation_names()
+            backward_hooks = Hooks(
+                names, fwd_hooks=bwd_hooks, dtype=self.dtype, on_request=on_request, one_sequence=one_sequence
+            )
+            replay = Replay(hooks.replaced or {})
             self._backward_with(
-                Hooks(names, fwd_hooks=bwd_hooks, dtype=self.dtype, one_sequence=one_sequence),
+                CutAtReplacements(backward_hooks, replay) if replay.kept else backward_hooks,
                 ids,
                 mask,
                 positions,
                 labels,
+                replay,
             )
         elif labels is not None:
             raise InputError("labels= is for bwd_hooks: pass bwd_hooks with it (or leave labels out)")
@@ -496,13 +525,20 @@ class GPT2:
         return sum(a.size for a in self.weights.arrays())
 
     def _backward_with(
-        self, hooks: Hooks, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, labels: ArrayLike | None
+        self,
+        hooks: Hooks,
+        ids: np.ndarray,
+        mask: np.ndarray,
+        positions: np.ndarray,
+        labels: ArrayLike | None,
+        fwd: Hooks = NO_HOOKS,
     ) -> tuple[float, dict[str, np.ndarray]]:
-        """backward.gradients on checked inputs with hooks(name, grad) at every activation point."""
+        """backward.gradients on checked inputs with hooks(name, grad) at every activation point;
+        fwd: the forward hooks' replacements to replay (hooks.Replay)."""
         from .backward import gradients, placed_targets
 
-        targets = placed_targets(labels, ids, mask, self.config.vocab_size)
-        return gradients(self, ids, mask, positions, *targets, hooks, self.is_gradient_checkpointing)
+        targets, keep = placed_targets(labels, ids, mask, self.config.vocab_size)
+        return gradients(self, ids, mask, positions, targets, keep, hooks, fwd, self.is_gradient_checkpointing)
 
     def loss_and_grads(
         self,

@@ -444,8 +444,10 @@ def test_bwd_hooks_read_and_replace_gradients():
 def test_gradient_points_refuse_what_they_cannot_do():
     m = model("tiny", "float64", "min")
     ids = np.array([[1, 2, 3]])
-    with pytest.raises(InputError, match="not supported"):
-        m.run_with_hooks(ids, fwd_hooks=[("logits", lambda a, h: None)], bwd_hooks=[("logits", lambda g, h: None)])
+    with pytest.raises(
+        InputError, match="a forward hook that changes 'logits' together with bwd_hooks is not supported"
+    ):
+        m.run_with_hooks(ids, fwd_hooks=[("logits", lambda a, h: 2 * a)], bwd_hooks=[("hook_embed", lambda g, h: None)])
     with pytest.raises(InputError, match="incl_bwd"):
         m.run_with_cache(ids, labels=ids)
     with pytest.raises(InputError, match="bwd_hooks"):
@@ -498,3 +500,225 @@ def test_the_gradients_at_the_points_equal_torch_autograds(hf_model, name):
         error = np.abs(ours - theirs).max() / np.abs(theirs).max()
         print(f"{name} {point}: {error:.1e}")
         assert error <= TORCH_64, point
+
+
+# --- fwd_hooks and bwd_hooks in one call; the gradient at the hook_scale points ----------------------
+
+
+def test_forward_hooks_that_only_look_leave_every_gradient_as_it_was():
+    """A forward hook that returns None without changing anything is no replacement: the gradients
+    are bit for bit those of a run without it."""
+    m = model("tiny", "float64", "min")
+    ids, mask, _ = case("tiny", "padded")
+    _, cache = m.run_with_cache(ids, attention_mask=mask, incl_bwd=True)
+    seen = {}
+    m.run_with_hooks(
+        ids,
+        attention_mask=mask,
+        fwd_hooks=[(lambda n: True, lambda a, hook: None)],
+        bwd_hooks=[(lambda n: True, lambda g, hook: seen.__setitem__(hook.name, g.copy()))],
+    )
+    assert len(seen) == len(m.activation_names())
+    for name, g in seen.items():
+        np.testing.assert_array_equal(g, cache[name + "_grad"], err_msg=name)
+
+
+def test_an_ablated_head_gets_no_gradient_upstream_and_the_others_theirs():
+    """torch's rule for z[:, :, 1] = 0 in a forward hook: the gradient at hook_z is read where the
+    forward went on (head 1's too), but only head 0's flows back to v, q and k. Checked against
+    finite differences of the hooked loss, without torch."""
+    m = model("tiny", "float64", "min")
+    ids, mask, labels = case("tiny", "padded")
+
+    def ablate(z, hook):
+        z[:, :, 1] = 0
+
+    seen = {}
+    save = lambda g, hook: seen.__setitem__(hook.name, g.copy())
+    names = ["blocks.0.attn.hook_z", "blocks.0.attn.hook_v", "blocks.0.ln1.hook_normalized"]
+    m.run_with_hooks(
+        ids, attention_mask=mask, fwd_hooks=[("blocks.0.attn.hook_z", ablate)], bwd_hooks=[(names, save)], labels=labels
+    )
+    assert seen["blocks.0.attn.hook_z"][..., 1, :].any()  # the gradient at the point: head 1's is read
+    assert not seen["blocks.0.attn.hook_v"][..., 1, :].any() and seen["blocks.0.attn.hook_v"][..., 0, :].any()
+    # the gradient at ln1's output against central differences of the ablated model's loss
+    g = seen["blocks.0.ln1.hook_normalized"]
+    index = np.unravel_index(int(np.abs(g).argmax()), g.shape)
+
+    def loss(step):
+        def nudge(a, hook):
+            a[index] += step
+
+        logits = m.run_with_hooks(
+            ids,
+            attention_mask=mask,
+            fwd_hooks=[("blocks.0.ln1.hook_normalized", nudge), ("blocks.0.attn.hook_z", ablate)],
+        )
+        return loss_from_logits(logits, labels, mask)
+
+    numeric = (loss(1e-6) - loss(-1e-6)) / 2e-6
+    assert abs(g[index] - numeric) <= 1e-6 * abs(numeric)
+
+
+def test_a_returned_replacement_stops_the_gradient_and_the_loss_is_the_hooked_model_s():
+    m = model("tiny", "float64", "min")
+    ids, mask, _ = case("tiny", "padded")
+    _, other = m.run_with_cache(ids[::-1].copy(), attention_mask=mask[::-1].copy())
+    patch = ("blocks.1.hook_resid_mid", lambda a, hook: other["blocks.1.hook_resid_mid"])  # another run's value
+    seen = {}
+    save = lambda g, hook: seen.__setitem__(hook.name, g.copy())
+    logits = m.run_with_hooks(ids, attention_mask=mask, fwd_hooks=[patch], bwd_hooks=[(["logits", "hook_embed"], save)])
+    assert not seen["hook_embed"].any()  # everything reaches the loss through the patched stream
+    _, cache = m.run_with_cache(ids, attention_mask=mask, incl_bwd=True)
+    assert np.abs(seen["logits"] - cache["logits_grad"]).max() > 1e-6  # the hooked model's loss, not the plain one's
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)  # the loss's gradient at the logits is (softmax - onehot) / N
+    labels = labels_from_mask(ids, mask)
+    counted = (labels[:, 1:] != IGNORE_INDEX) & (mask[:, :-1] == 1)
+    expected = np.zeros_like(probs)
+    b, t = np.nonzero(counted)
+    expected[b, t] = probs[b, t]
+    expected[b, t, labels[b, t + 1]] -= 1
+    np.testing.assert_allclose(seen["logits"], expected / counted.sum(), atol=1e-15)
+
+
+@pytest.mark.parametrize("name", ["blocks.0.ln1.hook_scale", "blocks.1.ln2.hook_scale", "ln_final.hook_scale"])
+def test_the_gradient_at_a_layernorm_scale_against_finite_differences(name):
+    m = model("tiny", "float64", "-inf")
+    ids, mask, labels = case("tiny", "padded")
+    _, cache = m.run_with_cache(ids, attention_mask=mask, names_filter=[name], labels=labels, incl_bwd=True)
+    g = cache[name + "_grad"]
+    assert g.shape == cache[name].shape == (*ids.shape, 1) and list(cache) == [name, name + "_grad"]
+    for index in [np.unravel_index(int(np.abs(g).argmax()), g.shape), (0, ids.shape[1] - 1, 0)]:
+
+        def loss(step, index=index):
+            def nudge(a, hook):
+                a[index] += step
+
+            with np.errstate(invalid="ignore"):
+                return loss_from_logits(
+                    m.run_with_hooks(ids, attention_mask=mask, fwd_hooks=[(name, nudge)]), labels, mask
+                )
+
+        numeric = (loss(1e-6) - loss(-1e-6)) / 2e-6
+        assert abs(g[index] - numeric) <= 1e-6 * np.abs(g).max(), (index, g[index], numeric)
+
+
+def test_a_bwd_hook_on_a_scale_replaces_the_variance_term():
+    """Zeroing the gradient at ln_final's scale leaves dx = (g - mean(g)) / s: the LayerNorm's
+    backward as if its scale were a constant (TransformerLens's frozen LayerNorm)."""
+    m = model("tiny", "float64", "min")
+    ids, mask, _ = case("tiny", "padded")
+    seen = {}
+    save = lambda g, hook: seen.__setitem__(hook.name, g.copy())
+    zero = lambda g, hook: np.zeros_like(g)
+    m.run_with_hooks(
+        ids,
+        attention_mask=mask,
+        bwd_hooks=[
+            ("ln_final.hook_scale", zero),
+            (["ln_final.hook_normalized"], save),
+            ("blocks.1.hook_resid_post", save),
+        ],
+    )
+    _, cache = m.run_with_cache(
+        ids, attention_mask=mask, names_filter=["blocks.1.hook_resid_post", "ln_final.hook_scale"]
+    )
+    x, s = cache["blocks.1.hook_resid_post"], cache["ln_final.hook_scale"]
+    g = seen["ln_final.hook_normalized"] * m.weights.ln_f.weight
+    expected = (g - g.mean(-1, keepdims=True)) / s
+    real = mask.astype(bool)
+    np.testing.assert_allclose(seen["blocks.1.hook_resid_post"][real], expected[real], rtol=1e-9, atol=1e-14)
+    assert x.shape == expected.shape
+
+
+TL_READ = [  # where the gradient is read, both sides (TransformerLens's names are gpt2np's)
+    "hook_embed",
+    "blocks.0.hook_resid_pre",
+    "blocks.0.ln1.hook_scale",
+    "blocks.0.attn.hook_v",
+    "blocks.0.attn.hook_q",
+    "blocks.0.attn.hook_z",
+    "blocks.0.attn.hook_pattern",
+    "blocks.0.ln2.hook_scale",
+    "blocks.1.hook_resid_mid",
+    "blocks.1.attn.hook_pattern",
+    "blocks.1.mlp.hook_post",
+    "ln_final.hook_scale",
+]  # fmt: skip  (no hook_normalized: TransformerLens's is before the gain, gpt2np's after, as transformers')
+
+
+def tl_edits(case_name: str, cache):
+    """(gpt2np forward hooks, TransformerLens forward hooks): the same edits, written for each."""
+    import torch
+
+    def head1_off(a, hook):
+        a[:, :, 1] = 0
+
+    def key2_off(a, hook):
+        a[..., 2] = 0
+
+    resid = cache["blocks.1.hook_resid_mid"][::-1].copy()  # another row's stream: a patch
+    patch = torch.tensor(resid, requires_grad=True)  # a leaf: torch defines the gradient at it
+    kept = cache["ln_final.hook_scale"]
+    frozen = torch.tensor(kept, requires_grad=True)
+    return {
+        "nothing": ([], []),
+        "ablate-head": ([("blocks.0.attn.hook_z", head1_off)],) * 2,
+        "zero-a-key": ([("blocks.1.attn.hook_pattern", key2_off)],) * 2,
+        "patch-resid": (
+            [("blocks.1.hook_resid_mid", lambda a, h: resid)],
+            [("blocks.1.hook_resid_mid", lambda a, hook: patch)],
+        ),
+        "freeze-scale": (
+            [("ln_final.hook_scale", lambda a, h: kept)],
+            [("ln_final.hook_scale", lambda a, hook: frozen)],
+        ),
+    }[case_name]
+
+
+@pytest.fixture(scope="module")
+def tl_tiny(tokenizer_dir):
+    from tl_reference import tl_hooked_transformer
+
+    m = model("tiny", "float64", "min")
+    tl = tl_hooked_transformer(build_model("tiny"), tokenizer_dir, dtype="float64")
+    ids = np.random.default_rng(5).integers(0, m.config.vocab_size, size=(2, 9))
+    _, cache = m.run_with_cache(ids, names_filter=["ln_final.hook_scale", "blocks.1.hook_resid_mid"])
+    return m, tl, ids, cache
+
+
+@pytest.mark.transformers
+@pytest.mark.parametrize("case_name", ["nothing", "ablate-head", "zero-a-key", "patch-resid", "freeze-scale"])
+def test_fwd_and_bwd_hooks_together_equal_transformerlens(tl_tiny, case_name):
+    """TransformerLens 3.9's HookedTransformer on the same weights (tests/tl_reference.py), float64,
+    the same forward hooks, loss.backward(): torch autograd's gradient at each point (retain_grad on
+    the tensor the forward went on with, after the edits) against what gpt2np's bwd_hooks see in
+    one run_with_hooks call. Not TransformerLens's own bwd_hooks: ln1 runs three times there (for
+    q, k and v), and a bwd hook sees one of the three gradients. An unpadded batch
+    (TransformerLens's loss is the mean over every position). Measured: within 3e-14 relative."""
+    import torch
+
+    m, tl, ids, cache = tl_tiny
+    ours_fwd, theirs_fwd = tl_edits(case_name, cache)
+    ours, kept = {}, {}
+    m.run_with_hooks(
+        ids, fwd_hooks=ours_fwd, bwd_hooks=[(TL_READ, lambda g, hook: ours.__setitem__(hook.name, g.copy()))]
+    )
+
+    def keep(a, hook):  # after the edits: the tensor the forward goes on with
+        a.retain_grad()
+        kept.setdefault(hook.name, []).append(a)  # ln1 runs 3 times in TransformerLens (q, k, v inputs)
+
+    with tl.hooks(fwd_hooks=[*theirs_fwd, *((n, keep) for n in TL_READ)]), torch.enable_grad():
+        tl(torch.tensor(ids), return_type="loss").backward()
+    tl.zero_grad(set_to_none=True)
+    theirs = {  # None: no path from the loss (upstream of a replacement): 0
+        name: sum(np.zeros(t.shape) if t.grad is None else t.grad.numpy() for t in ts) for name, ts in kept.items()
+    }
+    assert set(theirs) == set(ours) == set(TL_READ)
+    for name in TL_READ:
+        a, b = ours[name], theirs[name]
+        error = np.abs(a - b).max() / max(np.abs(b).max(), 1e-300)
+        print(f"{case_name} {name}: {error:.1e}")
+        assert error <= 1e-9 or np.abs(a - b).max() <= 1e-15, name  # (both 0 upstream of a replacement)

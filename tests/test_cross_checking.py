@@ -164,3 +164,80 @@ def test_the_pages_python_writer_writes_a_trace_compare_reads(traces, tmp_path):
     assert f"candidate  meta.safetensors: float32, model gpt2.c, mask_fill {fill}\n" in format_report(
         report, ref, "meta.safetensors"
     )
+
+
+# --- the backward: wrong training implementations ----------------------------------------------------
+
+
+def grad_reference(sharp, fill, out):
+    """A float64 reference with gradients, calibrated (gpt2np's float32 error per gradient)."""
+    ref = out / "reference-grads.safetensors"
+    write_trace(
+        ref,
+        GPT2.from_pretrained(sharp, dtype="float64", mask_fill=fill),
+        SEED_INPUT_IDS,
+        SEED_ATTENTION_MASK,
+        model_name="tiny-sharp",
+        float32_model=GPT2.from_pretrained(sharp, mask_fill=fill),
+        grads=True,
+    )
+    return ref
+
+
+@pytest.fixture(scope="module", params=["min", "-inf"])
+def grad_traces(request, sharp, tmp_path_factory):
+    """A float64 reference with gradients and each wrong backward's trace."""
+    out = tmp_path_factory.mktemp(f"grads{request.param}")
+    ref = grad_reference(sharp, request.param, out)
+    return ref, {p.stem: p for p in wv.write_variants(ref, sharp, out / "variants")}
+
+
+def test_the_correct_float32_backward_passes_every_gradient(grad_traces):
+    ref, paths = grad_traces
+    report = compare_traces(ref, paths["correct-grads"])
+    assert report.first is None and report.first_grad is None, format_report(report, ref, "correct-grads")
+    assert not report.missing and len(report.grads) == 63  # the loss, 34 points' gradients, 28 parameters'
+
+
+@pytest.mark.parametrize("variant", list(wv.BACKWARD_VARIANTS))
+def test_each_wrong_backward_is_caught_at_its_gradient(grad_traces, variant):
+    """The forward agrees, and every gradient before the expected one (from the loss) too."""
+    ref, paths = grad_traces
+    report = compare_traces(ref, paths[variant])
+    text = format_report(report, ref, paths[variant])
+    expected = wv.BACKWARD_VARIANTS[variant][1]
+    assert report.first is None, text
+    assert report.first_grad is not None and report.first_grad.name == expected, text
+    rows = [r for r in report.rows if r.name in report.grads]
+    assert all(r.verdict == "ok" for r in rows[: [r.name for r in rows].index(expected)]), text
+    why = {
+        "layernorm-backward-no-mean": "made by ln_f's backward (its three terms: gain, mean, variance), "
+        "from ln_final.hook_normalized_grad, which agrees",
+        "softmax-backward-no-rowsum": "made by softmax's backward",
+        "loss-grad-not-averaged": "looks not divided by N",
+        "weight-grads-transposed": "nn.Linear stores its weight [out, in]",
+    }[variant]
+    assert why in text, text
+
+
+@pytest.mark.transformers
+def test_the_page_s_torch_writer_passes_with_torch_s_float32_gradients(transformers, sharp, tmp_path):
+    """Section 7's PyTorch script, run on transformers' float32 model: someone else's correct
+    float32 backward passes every gradient it writes. Prints the share of the tolerance it uses."""
+    ref = grad_reference(sharp, "min", tmp_path)  # min: transformers' own fill
+    code = re.search(r"```python\n(import torch\n.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S).group(1)
+    (tmp_path / "cross-check-demo").mkdir()
+    (tmp_path / "cross-check-demo" / "reference-grads.safetensors").symlink_to(ref)
+    (tmp_path / "cross-check-demo" / "tiny-sharp").symlink_to(sharp)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        exec(code, {})
+    finally:
+        os.chdir(cwd)
+    report = compare_traces(ref, tmp_path / "cross-check-demo" / "torch-grads.safetensors")
+    text = format_report(report, ref, "torch-grads")
+    assert report.first is None and report.first_grad is None, text
+    assert sum(r.name in report.grads for r in report.rows) == 33  # loss, 4 points' gradients, 28 parameters'
+    used = max(r.measurement.diff / (r.measurement.scale or 1) / r.tolerance for r in report.rows if r.measurement)
+    print(f"torch float32 autograd uses at most {used:.2f} of the tolerance")

@@ -6,7 +6,11 @@
 
 One row per point: max |difference|, the point's scale (max |reference|), their ratio, the
 tolerance and a verdict; then the first point that diverges, where the bug is (every later
-point inherits it). Exit status: 0 no point diverges, 1 some point does, 2 bad usage
+point inherits it). A trace with gradients (`gpt2np trace --grads`) is walked twice: the
+forward points in forward order, then the loss and the gradients in the order backpropagation
+computes them, from the loss back to the embeddings; the first gradient that diverges names the
+backward step that made it (`made by ln_2's backward ...`), the bug in a training
+implementation whose forward agrees. Exit status: 0 no point diverges, 1 some point does, 2 bad usage
 (a missing or unreadable file, a trace without inputs, a reference compare cannot trust:
 metadata that is not finite numbers, points of the wrong shape, blocks not numbered 0, 1, ...).
 
@@ -37,7 +41,7 @@ import difflib
 import itertools
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +50,16 @@ import numpy as np
 from ..errors import GPT2npError, InputError
 from ..hooks import axes
 from .common import add_debug
-from .measure import Measurement, measure, point_scale, ranges
-from .tracefile import FORMAT, INPUTS, activation_names_in, forward_position, load_trace
+from .measure import Measurement, measure, point_axes, point_scale, ranges
+from .tracefile import (
+    FORMAT,
+    INPUTS,
+    activation_names_in,
+    forward_position,
+    gradient_names_in,
+    load_trace,
+    point_of,
+)
 
 FACTOR = 10  # how much further than gpt2np's float32 a correct float32 candidate may lie
 FLOOR = 1e-6  # relative: ~8 float32 steps (2^-23 = 1.2e-7); where our float32 error is 0 (embeddings)
@@ -58,6 +70,8 @@ DESCRIPTIONS = {  # the last part of a name -> what it is, for the "first diverg
     "input_ids": "the token ids",
     "attention_mask": "the attention mask",
     "position_ids": "the position ids",
+    "labels": "the labels",
+    "loss": "the mean cross-entropy over the counted labels",
     "hook_embed": "wte[input_ids]",
     "hook_pos_embed": "wpe[position_ids]",
     "hook_resid_pre": "the residual stream entering the block",
@@ -76,6 +90,34 @@ DESCRIPTIONS = {  # the last part of a name -> what it is, for the "first diverg
     "hook_resid_post": "the residual stream leaving the block",
     "logits": "the logits",
 }
+# What makes each gradient in the backward pass (the step to read when it is the first to diverge),
+# by the last part of its name: a point's gradient (..._grad) or a parameter's (..weight / ..bias).
+MADE_BY = {
+    "logits_grad": "the loss's backward: (softmax(logits) - onehot(label)) / N at each counted position, 0 elsewhere",
+    "hook_normalized_grad": "the backward of the layer that reads the LayerNorm's output (lm_head, c_attn or c_fc): dy W^T",
+    "hook_resid_post_grad": "ln_f's backward (its three terms: gain, mean, variance)",  # the last block's
+    "hook_mlp_out_grad": "the residual add: = hook_resid_post_grad",
+    "hook_post_grad": "the MLP's c_proj backward: dy W^T",
+    "hook_pre_grad": "GELU's backward (the derivative of the tanh form)",
+    "hook_resid_mid_grad": "ln_2's backward (its three terms: gain, mean, variance), plus hook_resid_post_grad through the residual",
+    "hook_attn_out_grad": "the residual add: = hook_resid_mid_grad",
+    "hook_z_grad": "attention's c_proj backward: dy W^T, split into heads",
+    "hook_pattern_grad": "the weighted sum's backward: dz v^T",
+    "hook_attn_scores_grad": "softmax's backward: p * (dp - sum(p * dp)) per row",
+    "hook_v_grad": "the weighted sum's backward: pattern^T dz",
+    "hook_k_grad": "the scores' backward: dscores^T q * scale",
+    "hook_q_grad": "the scores' backward: dscores k * scale",
+    "hook_resid_pre_grad": "ln_1's backward (its three terms: gain, mean, variance), plus hook_resid_mid_grad through the residual",
+    "hook_embed_grad": "the sum wte[ids] + wpe[positions]: = blocks.0.hook_resid_pre_grad",
+    "hook_pos_embed_grad": "the sum wte[ids] + wpe[positions]: = blocks.0.hook_resid_pre_grad",
+    "hook_scale_grad": "the LayerNorm's backward at its scale sqrt(var + eps)",
+    "wte.weight": "each token's rows of hook_embed_grad added up, plus the tied output layer's dlogits^T x",
+    "wpe.weight": "each position's rows of hook_pos_embed_grad added up",
+    "lm_head.weight": "the output layer's backward: dlogits^T x",
+    "ln.weight": "the LayerNorm's backward: dy * normalized x, summed over the tokens",
+    "weight": "the layer's backward: x^T dy, [in, out] like the weight",
+    "bias": "the layer's backward: dy summed over the tokens",
+}
 
 
 @dataclass
@@ -90,8 +132,17 @@ class Row:
 
 def shape_hint(name: str, ref_shape, cand_shape) -> str:
     """Why a candidate's shape may differ: axes in another order, a missing batch axis, heads not split."""
-    names = axes(name) if name not in INPUTS else ["B", "T"]
     ref_shape, cand_shape = tuple(ref_shape), tuple(cand_shape)
+    names = ["B", "T"] if name in INPUTS else point_axes(name)
+    if name == "loss":
+        return "expected one number (shape [] or [1])"
+    if names is None:  # a parameter's gradient: its parameter's shape
+        if len(ref_shape) == 2 and cand_shape == ref_shape[::-1]:
+            return (
+                f"expected {list(ref_shape)} (GPT-2's Conv1D layout [in, out]); given transposed, as torch's nn.Linear "
+                "stores its weight [out, in]: transpose it"
+            )
+        return f"expected {list(ref_shape)}, the parameter's shape"
     expected = f"[{', '.join(names)}] = {list(ref_shape)}"
     if cand_shape == ref_shape[1:]:
         return f"expected {expected}: the batch axis is missing (save a single sequence as [1, ...])"
@@ -122,9 +173,17 @@ class Report:
     pads: np.ndarray  # [B, T] True at the pad positions, whose values are not compared
     notes: list[str]  # what passed but is worth knowing (another fill convention)
 
+    grads: list[str] = field(default_factory=list)  # the rows that are the loss and gradients
+
     @property
     def first(self) -> Row | None:
-        return next((r for r in self.rows if r.verdict in ("DIVERGES", "SHAPE")), None)
+        """The first forward point (or input) that diverges."""
+        return next((r for r in self.rows if r.verdict in ("DIVERGES", "SHAPE") and r.name not in self.grads), None)
+
+    @property
+    def first_grad(self) -> Row | None:
+        """The first of the loss and the gradients that diverges, walking from the loss back."""
+        return next((r for r in self.rows if r.verdict in ("DIVERGES", "SHAPE") and r.name in self.grads), None)
 
 
 # --- the reference must be one compare can trust -------------------------------------------
@@ -149,7 +208,7 @@ def check_reference(path: str | Path, tensors: dict[str, np.ndarray], metadata: 
     if ids.ndim != 2 or ids.shape[1] == 0:
         raise bad(f"input_ids has shape {list(ids.shape)}, not [B, T]")
     B, T = ids.shape
-    for name in ("attention_mask", "position_ids"):
+    for name in ("attention_mask", "position_ids", "labels"):
         if name in tensors and tensors[name].shape != ids.shape:
             raise bad(f"{name} has shape {list(tensors[name].shape)}, not input_ids' [B, T] = [{B}, {T}]")
     if not np.isin(mask, (0, 1)).all():
@@ -171,6 +230,7 @@ def check_reference(path: str | Path, tensors: dict[str, np.ndarray], metadata: 
         if not (np.isfinite(a) | allowed).all():
             where = tuple(int(i) for i in np.argwhere(~(np.isfinite(a) | allowed))[0])
             raise bad(f"{name} holds {a[where]} at {list(where)}: a reference's values must be finite numbers")
+    check_gradients(tensors, bad)
     layers = sorted({int(n.split(".")[1]) for n in tensors if n.startswith("blocks.") and forward_position(n)})
     if layers != list(range(len(layers))):
         raise bad(f"its blocks are numbered {layers[:3]} ... {layers[-1]}, not 0, 1, ... in order")
@@ -185,13 +245,32 @@ def check_reference(path: str | Path, tensors: dict[str, np.ndarray], metadata: 
         if not fill < 0:  # NaN fails this too
             raise bad(f"its metadata 'fill' is {metadata['fill']!r}, not a negative number (or -inf)")
     errors = _json_field(metadata, "float32_error", dict, bad) or {}
-    points = set(activation_names_in(tensors))
+    points = set(activation_names_in(tensors) + gradient_names_in(tensors))
     for name, value in errors.items():
         if name not in points:
             raise bad(f"its metadata 'float32_error' names {name!r}, which is no point of the trace")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
             raise bad(f"its metadata 'float32_error' gives {name} {value!r}: each must be a finite number >= 0")
     return {name: float(value) for name, value in errors.items()}
+
+
+def check_gradients(tensors: dict[str, np.ndarray], bad) -> None:
+    """The loss and the gradients of a reference: finite floats, a point's gradient of the point's
+    shape, the loss one number; labels with them (the loss means nothing without)."""
+    names = gradient_names_in(tensors)
+    if names and "labels" not in tensors:
+        raise bad("it holds gradients but no labels (the loss and its gradients mean nothing without)")
+    for name in names:
+        a, point = tensors[name], point_of(name)
+        if a.dtype.kind != "f":
+            raise bad(f"{name} is {a.dtype}, not floats")
+        if name == "loss" and a.size != 1:
+            raise bad(f"loss has shape {list(a.shape)}, not one number")
+        if point is not None and point in tensors and a.shape != tensors[point].shape:
+            raise bad(f"{name} has shape {list(a.shape)}, not its point's {list(tensors[point].shape)}")
+        if not np.isfinite(a).all():
+            where = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
+            raise bad(f"{name} holds {a[where]} at {list(where)}: a reference's values must be finite numbers")
 
 
 def _json_field(metadata: dict[str, str], field: str, kind: type, bad) -> Any:
@@ -237,7 +316,8 @@ def compare_traces(reference: str | Path, candidate: str | Path, rtol: float | N
     cand, cand_meta = load_trace(candidate)
     measured = check_reference(reference, ref, ref_meta)
     mask = ref["attention_mask"]
-    points = activation_names_in(ref)
+    grads = gradient_names_in(ref)
+    points = activation_names_in(ref) + grads
     order = [n for n in INPUTS if n in ref] + points
     scales = {n: point_scale(n, ref[n], mask) for n in points}
     tol, rule = tolerances(measured, points, scales, rtol)
@@ -248,6 +328,8 @@ def compare_traces(reference: str | Path, candidate: str | Path, rtol: float | N
             missing.append(name)
             continue
         c = cand[name]
+        if name == "loss" and c.size == 1:  # a scalar written as [] or [1]: one number either way
+            c = c.reshape(r.shape)
         if c.shape != r.shape:
             rows.append(Row(name, list(c.shape), None, None, "SHAPE", shape_hint(name, r.shape, c.shape)))
         elif name in INPUTS:
@@ -265,6 +347,8 @@ def compare_traces(reference: str | Path, candidate: str | Path, rtol: float | N
             m = measure(name, r, c, mask, ref_meta)
             diverges = bool(m.problems) or m.diff > tol[name] * (m.scale or 1.0)
             notes = m.problems + (m.hints if diverges else [])
+            if diverges and m.multiple is not None and name in grads:
+                notes += [mean_as_sum(m.multiple, ref)] if mean_as_sum(m.multiple, ref) else []
             swapped = swapped_axes(name, r, c, mask, ref_meta, tol[name]) if diverges else None
             notes += [swapped] if swapped else []
             rows.append(Row(name, list(r.shape), m, tol[name], "DIVERGES" if diverges else "ok", "; ".join(notes)))
@@ -274,14 +358,27 @@ def compare_traces(reference: str | Path, candidate: str | Path, rtol: float | N
         near = difflib.get_close_matches(name, order, n=1, cutoff=0.5)
         unknown.append(f"{name} (did you mean {near[0]}?)" if near else name)
     notes = fill_notes(rows, has_pattern=any(n.endswith("hook_pattern") for n in cand))
-    return Report(rows, missing, unknown, rule, ref_meta, cand_meta, pads=mask == 0, notes=notes)
+    return Report(rows, missing, unknown, rule, ref_meta, cand_meta, pads=mask == 0, notes=notes, grads=grads)
+
+
+def mean_as_sum(a: float, ref: dict[str, np.ndarray]) -> str:
+    """The usual reason every gradient is N x too large (or 1/N): the loss is the mean over the N
+    counted labels, so each gradient carries 1/N, which a backward may forget or apply twice."""
+    if "labels" not in ref:
+        return ""
+    labels, mask = ref["labels"], ref["attention_mask"]
+    n = int(((labels[:, 1:] != -100) & (mask[:, :-1] == 1)).sum())  # labels.counted's rule
+    for factor, what in ((n, "not divided by N"), (1 / n, "divided by N twice")):
+        if n > 1 and abs(a / factor - 1) < 1e-3:
+            return f"N = {n} labels are counted, and the loss is their mean: this gradient looks {what}"
+    return ""
 
 
 def swapped_axes(name: str, ref: np.ndarray, cand: np.ndarray, mask: np.ndarray, metadata, tol: float) -> str | None:
     """A diverging point of the reference's shape whose values match once two axes of the same
     length are swapped: [B, H, T, D] saved where [B, T, H, D] belongs with T == H (a 12-token
     prompt on a 12-head model), keys and queries exchanged in a [B, H, T, Tk] point."""
-    names = axes(name)
+    names = point_axes(name) or (["in", "out"] if ref.ndim == 2 else [f"axis {i}" for i in range(ref.ndim)])
     for i, j in itertools.combinations(range(ref.ndim), 2):
         if ref.shape[i] != ref.shape[j]:
             continue
@@ -327,7 +424,24 @@ def fmt(x: float | None) -> str:
 
 
 def describe(name: str) -> str:
+    point = point_of(name)
+    if point is not None:
+        return f"the loss's gradient at {describe(point)}"
+    if name.endswith((".weight", ".bias")):
+        return f"the loss's gradient for the parameter {name}"
     return DESCRIPTIONS.get(name.rsplit(".", 1)[-1], name)
+
+
+def made_by(name: str, n_layer: int) -> str:
+    """The backward step that computes a gradient: 'ln_2's backward (...)'."""
+    last = name.rsplit(".", 1)[-1]
+    if name.endswith(("wte.weight", "wpe.weight", "lm_head.weight")):
+        last = ".".join(name.rsplit(".", 2)[-2:])
+    elif name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+        last = "ln.weight"
+    if last == "hook_resid_post_grad" and name != f"blocks.{n_layer - 1}.hook_resid_post_grad":
+        return "the residual stream's pass-through: = the next block's hook_resid_pre_grad"
+    return MADE_BY.get(last, "")
 
 
 def candidate_metadata(metadata: dict[str, str]) -> str:
@@ -346,7 +460,10 @@ def format_report(report: Report, reference, candidate) -> str:
         "",
         f"{'point':<36} {'shape':<18} {'max|diff|':>9} {'scale':>9} {'relative':>9} {'tolerance':>9}  verdict",
     ]
+    first_grad_row = next((r.name for r in report.rows if r.name in report.grads), None)
     for row in report.rows:
+        if row.name == first_grad_row:
+            lines += ["", "the loss and the gradients, from the loss back to the embeddings (backpropagation's order):"]
         m = row.measurement
         rel = None if m is None else (m.diff / m.scale if m.scale else m.diff)
         lines.append(
@@ -372,16 +489,44 @@ def format_report(report: Report, reference, candidate) -> str:
             f"pads: {int(report.pads.sum())} of the {B * T} positions (in row{'s' if len(rows) > 1 else ''} "
             f"{', '.join(map(str, rows))}) are pads; their values are not compared, only checked to be finite"
         )
-    first = report.first
-    bad = [r for r in report.rows if r.verdict != "ok"]
+    return "\n".join(lines + summary(report))
+
+
+def summary(report: Report) -> list[str]:
+    """The last lines: the first divergence of the forward, and of the backward when the traces
+    hold gradients (where a training implementation whose forward agrees has its bug)."""
+    forward = [r for r in report.rows if r.name not in report.grads]
+    backward = [r for r in report.rows if r.name in report.grads]
+    first, first_grad = report.first, report.first_grad
+    bad = [r for r in forward if r.verdict != "ok"]
+    if first is None and first_grad is None:
+        both = f", and so do the loss and all {len(backward) - 1} gradients" if backward else ""
+        return [f"no divergence: all {len(forward)} compared points agree within tolerance{both}"]
+    lines = []
     if first is None:
-        lines.append(f"no divergence: all {compared} compared points agree within tolerance")
+        lines.append(f"forward: no divergence: all {len(forward)} compared points agree within tolerance")
     else:
         lines.append(
-            f"first divergence: {first.name} ({describe(first.name)}); {len(bad)} of {compared} compared points diverge, "
-            "each after the first may only inherit it"
+            f"first divergence: {first.name} ({describe(first.name)}); {len(bad)} of {len(forward)} compared points "
+            "diverge, each after the first may only inherit it"
         )
-    return "\n".join(lines)
+    if first_grad is None:
+        if backward:
+            lines.append(f"backward: no divergence: the loss and all {len(backward) - 1} gradients agree")
+        return lines
+    bad_grads = [r for r in backward if r.verdict != "ok"]
+    before = [r.name for r in backward[: backward.index(first_grad)] if not r.name.endswith((".weight", ".bias"))]
+    n_layer = 1 + max((int(r.name.split(".")[1]) for r in backward if r.name.startswith("blocks.")), default=-1)
+    step = made_by(first_grad.name, n_layer)
+    text = (
+        f"first divergence in the backward: {first_grad.name} ({describe(first_grad.name)})"
+        + (f", made by {step}" if step else "")
+        + (f", from {before[-1]}, which agrees" if before and point_of(first_grad.name) else "")
+        + f". {len(bad_grads)} of {len(backward)} diverge, each after the first may only inherit it"
+    )
+    if first is not None:
+        text += f". The forward diverges first ({first.name}): the gradients inherit that; fix the forward first"
+    return lines + [text]
 
 
 def add_parser(sub) -> None:

@@ -16,6 +16,11 @@ Three rules, each for a reason a first-time cross-checker runs into:
   is both a pad and in the future.
 - A point is a [B, ...] array with its axes in hooks.py's order; compare.py diagnoses other
   orders.
+- A gradient at a point (`<name>_grad`) is compared where the point is, at real tokens (in
+  hook_attn_scores_grad at every key of a real query: a forbidden cell's gradient is 0, and one
+  that is not flows on into q and k; in hook_pattern_grad at real keys only: dz_i . v_j holds a
+  pad key's value, which implementations define differently). The loss and a parameter's
+  gradient are compared whole.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import numpy as np
 
 from ..hooks import axes
 from ..masks import build_attention_mask
+from .tracefile import point_of
 
 # A forbidden score at or below this is a mask's fill: far below any real score (GPT-2's lie
 # within a few hundred of 0), so exp(it - the row's max) is exactly 0 in float32 and float64
@@ -41,14 +47,30 @@ class Measurement:
     problems: list[str] = field(default_factory=list)  # reasons it diverges whatever the tolerance
     hints: list[str] = field(default_factory=list)  # what the difference looks like, shown if it diverges
     fill_note: str = ""  # hook_attn_scores: what the forbidden cells hold when not the reference's fill
+    multiple: float | None = None  # the candidate is this multiple of the reference (not 1), if it is one
+
+
+def point_axes(name: str) -> list[str] | None:
+    """A point's axes (hooks.py), also for its gradient ('blocks.0.hook_q_grad' -> B T H D); None
+    for the loss and a parameter's gradient, which have no token axes."""
+    point = point_of(name) or name
+    try:
+        return axes(point)
+    except KeyError:
+        return None
 
 
 def compared_cells(name: str, shape, attention_mask: np.ndarray) -> np.ndarray:
     """Boolean [shape]: the cells whose values must agree (real tokens; allowed score cells)."""
     real = attention_mask.astype(bool)  # [B, T]
+    names = point_axes(name)
+    if names is None or len(names) != len(shape):  # the loss, a parameter's gradient: every cell
+        return np.ones(shape, dtype=bool)
     if name.endswith("hook_attn_scores"):
         return np.broadcast_to(allowed_cells(attention_mask, shape[2]), shape)
-    if axes(name)[:2] == ["B", "H"]:  # [B, H, T, Tk]: real query rows, every key
+    if name.endswith("hook_pattern_grad"):  # dL/dp[i, j] = dz_i . v_j: a pad key's v is a convention
+        return np.broadcast_to(real[:, None, :, None] & real[:, None, None, :], shape)
+    if names[:2] == ["B", "H"]:  # [B, H, T, Tk]: real query rows, every key
         return np.broadcast_to(real[:, None, :, None], shape)
     return np.broadcast_to(real.reshape(real.shape + (1,) * (len(shape) - 2)), shape)
 
@@ -104,7 +126,10 @@ def token_ranges(positions: np.ndarray, limit: int = 3) -> str:
 
 def describe_non_finite(name: str, cand: np.ndarray, bad: np.ndarray, attention_mask: np.ndarray) -> str:
     """How many NaN/inf values, at which tokens (real or pads), and, for pads, why that matters."""
-    names = axes(name)
+    names = point_axes(name)
+    if names is None or len(names) != bad.ndim:  # the loss, a parameter's gradient: no tokens to name
+        where = ", ".join(map(str, np.argwhere(bad)[0])) if bad.ndim else ""
+        return f"{int(bad.sum())} non-finite values (e.g. {cand[bad][0]} at [{where}])"
     other = tuple(i for i, a in enumerate(names) if a not in ("B", "T"))
     positions = bad.any(axis=other) if other else bad  # [B, T]: the tokens (queries) holding one
     real = attention_mask.astype(bool)
@@ -221,6 +246,31 @@ def added_twice(values: np.ndarray, both: np.ndarray, masking: np.ndarray) -> st
     )
 
 
+# --- a scale or a sign ---------------------------------------------------------------------------
+
+
+def multiple_of(ref: np.ndarray, cand: np.ndarray) -> float | None:
+    """a when cand = a x ref to within 1e-3 of the reference's scale, for an a that is not 1 (nor
+    near it: an ordinary difference is no scale error), else None. ref, cand: the compared cells,
+    float64. The least-squares a = <cand, ref> / <ref, ref>."""
+    norm = float(ref @ ref)
+    if norm == 0:
+        return None
+    a = float(cand @ ref) / norm
+    scale = float(np.abs(ref).max())
+    if abs(a - 1) < 1e-2 or float(np.abs(cand - a * ref).max()) > 1e-3 * abs(a) * scale:
+        return None
+    return a
+
+
+def describe_multiple(a: float) -> str:
+    if abs(a + 1) < 1e-2:
+        return "its values are the reference's with the sign flipped (-1 x): a minus sign lost or added"
+    if abs(a) < 1e-12:
+        return "its values are all 0 where the reference's are not"
+    return f"its values are {a:.4g} x the reference's: the pattern is right, a scale factor is not"
+
+
 # --- one point -------------------------------------------------------------------------------
 
 
@@ -239,6 +289,10 @@ def measure(
     bad = non_finite_cells(name, cand, cells)
     if bad is not None:
         m.problems.append(describe_non_finite(name, cand, bad, attention_mask))
+    elif r.size:
+        m.multiple = multiple_of(r, c)
+        if m.multiple is not None:
+            m.hints.append(describe_multiple(m.multiple))
     if name.endswith("hook_attn_scores"):
         fill = expected_fill(metadata, cand.dtype)
         problem, m.fill_note = classify_forbidden(cand, ref, ~cells, attention_mask, fill)

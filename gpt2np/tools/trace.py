@@ -16,8 +16,21 @@ safetensors because C, C++, Rust, JavaScript, NumPy and torch all read it. The f
     generated_ids, generated_logits            with --generate N: [B, N] greedy tokens, [B, N, V]
                                                each step's next-token logits
 
+and with --grads, the training half (backward.py), the gradients in the order backpropagation
+computes them (tracefile.backward_position: from the loss back to the embeddings):
+
+    labels                                     [B, T] int64: transformers' labels (shifted inside,
+                                               -100 not counted); --labels, else next-token
+                                               prediction with pads not counted (labels.labels_from_mask)
+    loss                                       [1] the mean cross-entropy over the counted labels
+    logits_grad ... hook_embed_grad            the loss's gradient at every point (TransformerLens's
+                                               `<name>_grad`), the point's shape
+    transformer.wte.weight ... transformer.ln_f.bias   every parameter's gradient, named as
+                                               transformers' GPT2LMHeadModel.named_parameters()
+
 and, as string metadata: format, gpt2np_version, model, checkpoint_sha256, dtype, mask_fill,
-fill, config (JSON), names (JSON: the points in forward order), texts (JSON), and in a float64
+fill, config (JSON), names (JSON: the points in forward order), texts (JSON), with --grads grads
+(JSON: the loss and the gradients in backward order), and in a float64
 trace float32_error (JSON: per point, how far gpt2np's float32 forward lies from this trace,
 measured as `gpt2np compare` measures; compare derives its tolerances from it).
 docs/cross-checking.md describes the format for writing a trace from another language.
@@ -26,25 +39,41 @@ docs/cross-checking.md describes the format for writing a trace from another lan
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from ..labels import labels_or_default
 from ..masks import position_ids_from_mask
 from ..model import GPT2
 from .common import add_model_args, load_model, load_model_and_tokenizer, read_prompts
 from .measure import measure
 from .overwrite import add_overwrite_flag, check_out_file, model_files
-from .tracefile import FORMAT, activation_names_in, is_trace_file, save_trace
+from .tracefile import FORMAT, activation_names_in, gradient_names_in, is_trace_file, save_trace
 
 
-def trace_tensors(model, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
-    """The inputs and every activation point of one forward pass of a [B, T] left-padded batch."""
+def trace_tensors(
+    model, input_ids: np.ndarray, attention_mask: np.ndarray, grads: bool = False, labels=None
+) -> dict[str, np.ndarray]:
+    """The inputs and every activation point of one forward pass of a [B, T] left-padded batch;
+    grads=True: also the labels (None: next-token prediction, pads not counted), the loss, the
+    gradient at every point and every parameter's, in the order backpropagation computes them."""
     positions = position_ids_from_mask(attention_mask)  # [B, T]
-    _, cache = model.run_with_cache(input_ids, attention_mask=attention_mask, position_ids=positions)
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": positions}
-    return {**{k: np.asarray(v, dtype=np.int64) for k, v in inputs.items()}, **cache}
+    if not grads:
+        _, cache = model.run_with_cache(input_ids, attention_mask=attention_mask, position_ids=positions)
+        return {**{k: np.asarray(v, dtype=np.int64) for k, v in inputs.items()}, **cache}
+    inputs["labels"] = labels_or_default(labels, input_ids, attention_mask, model.config.vocab_size)  # [B, T]
+    _, cache = model.run_with_cache(
+        input_ids, attention_mask=attention_mask, position_ids=positions, labels=inputs["labels"], incl_bwd=True
+    )  # every point, then every point's `<name>_grad`
+    loss, parameters = model.loss_and_grads(input_ids, inputs["labels"], attention_mask, positions)
+    tensors = {**{k: np.asarray(v, dtype=np.int64) for k, v in inputs.items()}, **cache}
+    tensors |= {"loss": np.array(loss, dtype=model.dtype), **parameters}  # loss: a 0-d array, as torch's
+    order = activation_names_in(tensors) + gradient_names_in(tensors)
+    return {**{k: tensors[k] for k in inputs}, **{k: tensors[k] for k in order}}
 
 
 def generation_tensors(
@@ -75,11 +104,14 @@ def float32_errors(
     mask = reference["attention_mask"]
     return {
         name: measure(name, reference[name], float32[name], mask, metadata).diff
-        for name in activation_names_in(reference)
+        for name in activation_names_in(reference) + gradient_names_in(reference)
     }
 
 
-def trace_metadata(model, model_name: str, checkpoint_sha256: str | None, texts: list[str]) -> dict[str, str]:
+def trace_metadata(
+    model, model_name: str, checkpoint_sha256: str | None, texts: list[str], grads: Sequence[str] = ()
+) -> dict[str, str]:
+    """grads: the gradient names the trace holds, in backward order (metadata `grads`; none without --grads)."""
     from .. import __version__
 
     return {
@@ -93,7 +125,7 @@ def trace_metadata(model, model_name: str, checkpoint_sha256: str | None, texts:
         "config": json.dumps(model.config.to_dict()),
         "names": json.dumps(model.activation_names()),
         "texts": json.dumps(texts),
-    }
+    } | ({"grads": json.dumps(list(grads))} if grads else {})
 
 
 def write_trace(
@@ -107,13 +139,17 @@ def write_trace(
     generate: int = 0,
     pad_token_id=None,
     float32_model=None,
+    grads: bool = False,
+    labels=None,
 ) -> dict[str, str]:
     """Trace `model` on the batch and save it; with float32_model (for a float64 model), also
-    measure how far that float32 model lies from this trace at each point. -> the metadata."""
-    tensors = trace_tensors(model, input_ids, attention_mask)
-    metadata = trace_metadata(model, model_name, checkpoint_sha256, list(texts))
+    measure how far that float32 model lies from this trace at each point. grads=True: the
+    labels (None: next-token prediction), the loss and every gradient too. -> the metadata."""
+    tensors = trace_tensors(model, input_ids, attention_mask, grads, labels)
+    metadata = trace_metadata(model, model_name, checkpoint_sha256, list(texts), gradient_names_in(tensors))
     if float32_model is not None:
-        errors = float32_errors(tensors, trace_tensors(float32_model, input_ids, attention_mask), metadata)
+        float32 = trace_tensors(float32_model, input_ids, attention_mask, grads, labels)
+        errors = float32_errors(tensors, float32, metadata)
         metadata["float32_error"] = json.dumps({k: float(f"{v:.3g}") for k, v in errors.items()})
     if generate:
         tensors.update(generation_tensors(model, input_ids, attention_mask, generate, pad_token_id))
@@ -138,6 +174,21 @@ def add_parser(sub) -> None:
     add_overwrite_flag(p, "--out")
     p.add_argument(
         "--generate", type=int, default=0, metavar="N", help="also N greedy tokens and each step's next-token logits"
+    )
+    p.add_argument(
+        "--grads",
+        action="store_true",
+        help="also the labels, the loss, the gradient at every point (<name>_grad) and every parameter's gradient "
+        "(transformers' names), in the order backpropagation computes them",
+    )
+    p.add_argument(
+        "--labels",
+        action="append",
+        metavar="LABELS",
+        help="with --grads: the labels of each row, e.g. --labels=-100,-100,1026,481 (with '=': a value that begins "
+        "with - is otherwise read as an option; repeatable, one per row in order; "
+        "transformers' convention: label t is predicted at t - 1, -100 not counted). Default: the inputs "
+        "(next-token prediction), pads and each row's first real token not counted",
     )
     ids = p.add_argument_group(
         "token ids instead of prompts (no tokenizer needed)",
@@ -222,6 +273,26 @@ def batch_from_ids(args, eos_token_id: int | None) -> tuple[np.ndarray, np.ndarr
     return input_ids, attention_mask, pad
 
 
+def parse_labels(args, input_ids: np.ndarray) -> np.ndarray | None:
+    """--labels, one per row (a row shorter than the batch is left-padded with -100, as its ids
+    are with pads) -> [B, T] int64; None without --labels (the default: next-token prediction)."""
+    if not args.labels:
+        return None
+    if not args.grads:
+        raise InputError("--labels is for the gradients: pass --grads with it (or leave --labels out)")
+    B, T = input_ids.shape
+    if len(args.labels) != B:
+        raise InputError(f"{len(args.labels)} --labels for {B} rows; give one per row, in order")
+    rows = [parse_row(text, f"--labels {text!r}") for text in args.labels]
+    for row in rows:
+        if len(row) > T:
+            raise InputError(
+                f"--labels {','.join(map(str, row))} has {len(row)} labels, but the rows are {T} tokens long; "
+                "give one label per token (-100 for a token not counted)"
+            )
+    return np.array([[-100] * (T - len(row)) + row for row in rows], dtype=np.int64)  # [B, T]
+
+
 def checkpoint_sha256(model_name: str, verify: bool) -> str | None:
     from ..hub import resolve_model_files, sha256_of
 
@@ -263,6 +334,7 @@ def cmd_trace(args) -> int:
         input_ids, attention_mask, pad_token_id = batch["input_ids"], batch["attention_mask"], tok.pad_token_id
     if (attention_mask.sum(axis=1) == 0).any():
         raise InputError("a row has no real token (a prompt that is empty, or all pads); give some")
+    labels = parse_labels(args, input_ids)
     float32_model = None
     if model.dtype == np.float64:  # the truth: also measure how far a float32 run lies from it
         float32_model = GPT2.from_pretrained(
@@ -279,11 +351,15 @@ def cmd_trace(args) -> int:
         generate=args.generate,
         pad_token_id=pad_token_id,
         float32_model=float32_model,
+        grads=args.grads,
+        labels=labels,
     )
     B, T = input_ids.shape
     n_points = len(json.loads(metadata["names"]))
+    n_grads = len(json.loads(metadata.get("grads", "[]")))
     print(
         f"wrote {args.out}: {n_points} points of a [{B}, {T}] batch, {metadata['dtype']}, mask_fill {metadata['mask_fill']}"
+        + (f", the loss and {n_grads - 1} gradients" if args.grads else "")
         + (f", {args.generate} generated tokens" if args.generate else "")
         + (", with float32 error per point" if float32_model is not None else "")
     )

@@ -59,6 +59,7 @@ PLAIN = "tests/test_plain.py"
 PAGE = "tests/test_page.py"
 PB = "tests/test_plain_backward.py"
 BW = "tests/test_backward.py"
+TG = "tests/test_trace_grads.py"
 
 MUTANTS = [
     # --- masks and positions ---------------------------------------------------------------
@@ -612,6 +613,39 @@ MUTANTS = [
     m("gradient-points-q-and-k-swapped", "gpt2np/backward.py",
       '[(2, "v", dv), (1, "k", dk), (0, "q", dq)]', '[(2, "v", dv), (1, "q", dq), (0, "k", dk)]',
       f"{BW}::test_the_gradient_at_each_point_against_finite_differences[blocks.0.attn.hook_q]"),
+    # --- gradients in traces, compare on the backward, fwd + bwd hooks (issue 31); torch-free ------
+    m("compare-walks-gradients-in-forward-order", "gpt2np/tools/tracefile.py",
+      "return 1, -int(layer), BLOCK_BACKWARD.index(rest)", "return 1, int(layer), BLOCK_BACKWARD.index(rest)",
+      f"{TG}::test_the_first_divergence_is_the_one_nearest_the_loss"),
+    m("trace-parameter-gradients-under-nanogpt-names", "gpt2np/tools/trace.py",
+      'tensors |= {"loss": np.array(loss, dtype=model.dtype), **parameters}',
+      'tensors |= {"loss": np.array(loss, dtype=model.dtype), **{k.removeprefix("transformer."): v for k, v in parameters.items()}}',
+      f"{TG}::test_trace_grads_holds_the_labels_the_loss_and_every_gradient"),
+    m("compare-gradient-scale-not-diagnosed", "gpt2np/tools/measure.py",
+      "        m.multiple = multiple_of(r, c)\n", "        m.multiple = None\n",
+      f"{TG}::test_a_changed_gradient_is_the_first_divergence_with_its_diagnosis"),
+    m("compare-first-gradient-ignores-a-wrong-shape", "gpt2np/tools/compare.py",
+      'r.verdict in ("DIVERGES", "SHAPE") and r.name in self.grads', 'r.verdict == "DIVERGES" and r.name in self.grads',
+      f"{TG}::test_a_parameter_gradient_saved_transposed_is_named"),
+    m("compare-pattern-gradient-at-pad-keys-compared", "gpt2np/tools/measure.py",
+      'if name.endswith("hook_pattern_grad"):', "if False:",
+      f"{TG}::test_the_pattern_s_gradient_at_a_pad_key_is_not_compared"),
+    m("bwd-hook-replacement-ignored", "gpt2np/backward.py",
+      '    return hook(at + "hook_resid_pre", dx1 + dx0), grads\n',
+      '    hook(at + "hook_resid_pre", dx1 + dx0)\n    return dx1 + dx0, grads\n',
+      f"{BW}::test_bwd_hooks_read_and_replace_gradients"),
+    m("fwd-replacement-not-replayed-in-the-backward", "gpt2np/hooks.py",
+      "return x if kept is None else kept[0].astype(x.dtype)", "return x",
+      f"{BW}::test_a_returned_replacement_stops_the_gradient_and_the_loss_is_the_hooked_model_s"),
+    m("fwd-replacement-lets-the-gradient-through", "gpt2np/hooks.py",
+      "return g if kept is None else np.where(kept[1], 0, g).astype(g.dtype)", "return g",
+      f"{BW}::test_an_ablated_head_gets_no_gradient_upstream_and_the_others_theirs"),
+    m("returned-replacement-cut-only-where-it-differs", "gpt2np/hooks.py",
+      "cut = np.ones(x.shape, dtype=bool) if self._returned else (x != before)", "cut = x != before",
+      f"{BW}::test_a_returned_replacement_stops_the_gradient_and_the_loss_is_the_hooked_model_s"),
+    m("scale-gradient-sign-flipped", "gpt2np/backward.py",
+      "ds = hook(name, -(g * xhat).sum(axis=-1, keepdims=True) / s)", "ds = hook(name, (g * xhat).sum(axis=-1, keepdims=True) / s)",
+      f"{BW}::test_the_gradient_at_a_layernorm_scale_against_finite_differences[ln_final.hook_scale]"),
     m("llmc-linear-weights-not-transposed", "gpt2np/llmc.py",
       "            t = t.T  # GPT-2's Conv1D [in, out] -> nn.Linear's [out, in]", "            pass",
       "tests/test_llmc.py::test_the_model_file_is_llmcs_layout"),

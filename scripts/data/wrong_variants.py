@@ -21,8 +21,17 @@ and one per convention, correct code written another way, which must pass (with 
     forbidden-unwritten    a loop over the allowed keys only (j <= i) into a zeroed array: the
                            forbidden cells of hook_attn_scores hold 0
 
-Each variant is gpt2np's own forward pass with one function swapped for the wrong one (or its
-trace saved another way), so nothing else differs. `gpt2np compare REFERENCE
+Given a reference with gradients (`gpt2np trace ... --grads`), it writes instead
+DIR/correct-grads.safetensors and one trace per wrong *backward* (the forward is right in each):
+
+    layernorm-backward-no-mean   LayerNorm's backward without its mean term (dx = (dxhat - xhat
+                                 mean(dxhat xhat)) / std: the - mean(dxhat) is missing)
+    softmax-backward-no-rowsum   softmax's backward as p * dp, without the row sum (- p sum(p dp))
+    loss-grad-not-averaged       the loss is the mean, but its gradient is not divided by N
+    weight-grads-transposed      each Conv1D weight's gradient saved [out, in], nn.Linear's layout
+
+Each variant is gpt2np's own forward pass (or backward pass) with one function swapped for the
+wrong one (or its trace saved another way), so nothing else differs. `gpt2np compare REFERENCE
 DIR/<variant>.safetensors` must name the point in VARIANTS as the first divergence, and pass
 the CONVENTIONS (tests/test_cross_checking.py checks it). --only NAME writes just those.
 
@@ -70,6 +79,16 @@ VARIANTS = {
 CONVENTIONS = {
     "fill-minus-inf": "forbidden score cells hold -inf",
     "forbidden-unwritten": "forbidden score cells never written (0)",
+}
+# name: (what is wrong in the backward, the first gradient where compare must see it), on a 2-block model
+BACKWARD_VARIANTS = {
+    "layernorm-backward-no-mean": (
+        "LayerNorm's backward without its mean term",
+        "blocks.1.hook_resid_post_grad",  # ln_f's backward is the first LayerNorm backward reached
+    ),
+    "softmax-backward-no-rowsum": ("softmax's backward without the row sum", "blocks.1.attn.hook_attn_scores_grad"),
+    "loss-grad-not-averaged": ("the loss's gradient not divided by N", "logits_grad"),
+    "weight-grads-transposed": ("Conv1D weight gradients saved [out, in]", "transformer.h.1.mlp.c_proj.weight"),
 }
 SHARPEN = 50.0
 
@@ -188,11 +207,72 @@ def variant_trace(model: GPT2, variant: str | None, input_ids, attention_mask) -
     return {**{k: np.asarray(v, dtype=np.int64) for k, v in inputs.items()}, **cache}
 
 
+def layer_norm_backward_no_mean(dy, x, ln, eps):
+    """plain_backward.layer_norm_backward without the mean term: the gradient of the mean that
+    x - mean(x) subtracts is forgotten (the gain's and the variance's terms are there)."""
+    x64 = x.astype(np.float64)
+    std = np.sqrt(x64.var(-1, keepdims=True) + eps)  # [B, T, 1]
+    xhat = (x64 - x64.mean(-1, keepdims=True)) / std  # [B, T, C]
+    dxhat = dy * ln.weight  # [B, T, C]
+    dx = (dxhat - xhat * (dxhat * xhat).mean(-1, keepdims=True)) / std  # missing: - dxhat.mean(-1)
+    return dx.astype(dy.dtype), {
+        "weight": (dy * xhat).reshape(-1, x.shape[-1]).sum(0),
+        "bias": dy.reshape(-1, x.shape[-1]).sum(0),
+    }
+
+
+def softmax_backward_no_rowsum(dp, p):
+    """p * dp: the Jacobian's diagonal only, without - p * sum(p * dp) over the row."""
+    return p * dp
+
+
+def counted_labels(tensors) -> int:
+    labels, mask = tensors["labels"], tensors["attention_mask"]
+    return int(((labels[:, 1:] != -100) & (mask[:, :-1] == 1)).sum())
+
+
+def backward_variant_trace(model: GPT2, variant: str | None, input_ids, attention_mask, labels):
+    """A --grads trace of `model` with one backward function swapped for the variant's."""
+    import gpt2np.backward
+    from gpt2np.tools.trace import trace_tensors
+    from gpt2np.tools.tracefile import gradient_names_in
+
+    swaps = {
+        "layernorm-backward-no-mean": (gpt2np.backward, "layer_norm_backward", layer_norm_backward_no_mean),
+        "softmax-backward-no-rowsum": (gpt2np.backward, "softmax_backward", softmax_backward_no_rowsum),
+    }
+    if variant in swaps:
+        with swapped(*swaps[variant]):
+            trace = trace_tensors(model, input_ids, attention_mask, grads=True, labels=labels)
+    else:
+        trace = trace_tensors(model, input_ids, attention_mask, grads=True, labels=labels)
+    if variant == "loss-grad-not-averaged":  # every gradient N x: dlogits = probs - onehot, no / N
+        n = counted_labels(trace)
+        for name in gradient_names_in(trace):
+            if name != "loss":
+                trace[name] = (trace[name] * n).astype(trace[name].dtype)
+    if variant == "weight-grads-transposed":
+        for name in gradient_names_in(trace):
+            if name.startswith("transformer.h.") and trace[name].ndim == 2:  # c_attn, c_proj, c_fc weights
+                trace[name] = np.ascontiguousarray(trace[name].T)
+    return trace
+
+
 def write_variants(reference: Path, model_dir: Path, out: Path, only=None) -> list[Path]:
+    """Every variant's trace (a reference with gradients: the backward variants, with its labels)."""
     tensors, metadata = load_trace(reference)
     model = GPT2.from_pretrained(model_dir, mask_fill=metadata.get("mask_fill", "min"))
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    if "labels" in tensors:
+        for variant in only or [None, *BACKWARD_VARIANTS]:
+            trace = backward_variant_trace(
+                model, variant, tensors["input_ids"], tensors["attention_mask"], tensors["labels"]
+            )
+            path = out / f"{variant or 'correct-grads'}.safetensors"
+            save_trace(path, trace, {**trace_metadata(model, str(model_dir), None, []), "variant": variant or "none"})
+            written.append(path)
+        return written
     for variant in only or [None, *VARIANTS, *CONVENTIONS]:
         trace = variant_trace(model, variant, tensors["input_ids"], tensors["attention_mask"])
         path = out / f"{variant or 'correct'}.safetensors"
@@ -227,7 +307,9 @@ def main(argv=None) -> int:
     p.add_argument(
         "--sharpen", nargs=2, metavar=("FOLDER", "DEST"), help="write a copy of FOLDER with a sharp block-0 head"
     )
-    p.add_argument("--only", action="append", choices=[*VARIANTS, *CONVENTIONS], help="write only this variant")
+    p.add_argument(
+        "--only", action="append", choices=[*VARIANTS, *CONVENTIONS, *BACKWARD_VARIANTS], help="write only this variant"
+    )
     args = p.parse_args(argv)
     if args.sharpen:
         print(f"wrote {sharpen(Path(args.sharpen[0]), Path(args.sharpen[1]))}")
