@@ -18,9 +18,9 @@ bounded where the plain page holds whole arrays:
   time: the [B, T, V] logits (823 MB in float32 for 4 x 1024 tokens) never exist at once
   (unless a hook asks for the gradient at the logits).
 
-The derivations are plain_backward's: gelu_backward, layer_norm_backward, softmax_backward and
-embedding_backward are its own functions; linear_backward and attention_backward here are its
-formulas with float64 sums and the batch in rows. `gradients` also passes the gradient at each
+The derivations are plain_backward's: layer_norm_backward and softmax_backward are its own
+functions; gelu_backward, linear_backward, attention_backward and the embeddings' sums here are
+its formulas computed in place, with float64 sums and the batch in rows. `gradients` also passes the gradient at each
 activation point (hooks.py's names) through a hook: run_with_cache's incl_bwd, run_with_hooks'
 bwd_hooks. Measured with scripts/experiments/train_memory.py: docs/how-it-works.md, "Backpropagation".
 """
@@ -40,14 +40,13 @@ from .masks import AttentionMask, build_attention_mask
 from .plain_backward import (
     Grads,
     attention_weights,
-    embedding_backward,
     layer_norm_backward,
     parameter_order,
     softmax_backward,
 )
 from .weights import Linear
 
-POSITIONS_PER_BLOCK = 128  # positions whose [n, V] logits exist at a time (26 MB of float32 for GPT-2)
+POSITIONS_PER_BLOCK = 512  # positions whose [n, V] logits exist at a time (103 MB of float32 for GPT-2)
 Saved = dict[str, np.ndarray]  # what a block's forward keeps for its backward (block_forward)
 
 
@@ -419,13 +418,17 @@ def gradients(
         for i in reversed(range(cfg.n_layer)):
             dx, g = block_backward(model, i, dx, inputs.pop(), additive, hook, kept.pop(), fwd)  # popped: freed
             grads |= {f"transformer.h.{i}.{k}": a for k, a in g.items()}
-    # The embeddings' sums (a token or position used many times) in float64, rounded once.
-    # x = token + position embedding: each gets dx (and a hook on one changes only that one)
-    dwpe = embedding_backward(point(hook, "hook_pos_embed", dx), ids, positions, cfg)[1]  # [n_positions, C] float64
-    dwte = embedding_backward(point(hook, "hook_embed", dx), ids, positions, cfg)[0]  # [V, C] float64
+    # The embeddings' sums (a token or position used many times) in float64, rounded once:
+    # plain_backward.embedding_backward's np.add.at, each table made once (tied: added straight
+    # into the output layer's share). x = token + position embedding: each gets dx (and a hook on
+    # one changes only that one).
+    dwpe = np.zeros((cfg.n_positions, dx.shape[-1]))  # [n_positions, C] float64
+    np.add.at(dwpe, positions, point(hook, "hook_pos_embed", dx))
     if cfg.tie_word_embeddings:
-        dwte += d_lm_head  # the tied output layer's share of wte's gradient
+        dwte = d_lm_head  # [V, C] float64: the tied output layer's share of wte's gradient, the lookups' added below
     else:
         grads["lm_head.weight"] = d_lm_head.astype(model.dtype)
+        dwte = np.zeros((cfg.vocab_size, dx.shape[-1]))  # [V, C] float64
+    np.add.at(dwte, ids, point(hook, "hook_embed", dx))  # each token's row gets its dx
     grads |= {"transformer.wte.weight": dwte.astype(model.dtype), "transformer.wpe.weight": dwpe.astype(model.dtype)}
     return loss, {name: grads[name] for name in parameter_order(cfg)}

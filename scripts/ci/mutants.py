@@ -573,7 +573,7 @@ MUTANTS = [
       "    if config.tie_word_embeddings:\n        dwte += d_lm_head\n", "    if config.tie_word_embeddings:\n        pass\n",
       f"{PB}::test_every_parameters_gradient_against_finite_differences[tiny]"),
     m("fast-tied-embedding-misses-the-output-layer", "gpt2np/backward.py",
-      "        dwte += d_lm_head  # the tied", "        pass  # the tied",
+      "        dwte = d_lm_head  # [V, C] float64: the tied", "        dwte = np.zeros_like(d_lm_head)  # [V, C] float64: the tied",
       f"{BW}::test_the_fast_gradients_equal_the_plain_ones[tiny-min-padded-float64]"),
     m("gelu-backward-of-the-erf-form", "gpt2np/plain_backward.py",
       "    return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x))",
