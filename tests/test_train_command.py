@@ -371,7 +371,15 @@ def test_gradient_accumulation_is_one_batch_of_all_the_rows(model_dir, data):
     results = []
     for batch_size, accum in [(2, 1), (1, 2)]:
         model = GPT2.from_pretrained(model_dir("tiny"), dtype="float64")
-        args = argparse.Namespace(batch_size=batch_size, grad_accum=accum, grad_clip=0.0, lr=1e-3, warmup=0, steps=1)
+        args = argparse.Namespace(
+            batch_size=batch_size,
+            grad_accum=accum,
+            grad_clip=0.0,
+            lr=1e-3,
+            warmup=0,
+            steps=1,
+            gradient_checkpointing=False,
+        )
         opt = AdamW(model, lr=1e-3)
         rng = np.random.default_rng(0)
         results.append(train_step(model, opt, Batcher(tokens, 16, seed=0), args, None, rng, 0, 1e-4))
