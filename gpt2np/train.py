@@ -178,7 +178,13 @@ class AdamW:
     ) -> None:
         _check_hyper(lr, betas, eps, weight_decay, decay)
         self.model = model
-        self.lr, self.betas, self.eps, self.weight_decay, self.decay = float(lr), tuple(betas), eps, weight_decay, decay
+        self.lr, self.betas, self.eps, self.weight_decay, self.decay = (
+            float(lr),
+            (float(betas[0]), float(betas[1])),
+            eps,
+            weight_decay,
+            decay,
+        )
         self.params = make_trainable(model)  # {name: the array the model computes with}
         self.exp_avg = {name: np.zeros_like(p) for name, p in self.params.items()}  # m
         self.exp_avg_sq = {name: np.zeros_like(p) for name, p in self.params.items()}  # v
