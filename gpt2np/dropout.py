@@ -26,14 +26,13 @@ from typing import Any
 import numpy as np
 
 from .attention import merge_heads, split_heads
-from .backward import linear_backward, output_layer_backward
+from .backward import gelu_backward, linear_backward, output_layer_backward
 from .layers import gelu, layer_norm, linear
 from .masks import build_attention_mask
 from .plain_backward import (
     Grads,
     attention_weights,
     embedding_backward,
-    gelu_backward,
     layer_norm_backward,
     parameter_order,
     softmax_backward,

@@ -106,7 +106,8 @@ def check_export_paths(args) -> None:
     out = check_out_folder(
         args.out_dir, overwrite=args.overwrite, is_ours=only_llmc_files, ours=", and not only llm.c's .bin files"
     )
-    protected = model_files(args.model, args.tokenizer) + [Path(p) for p in (args.model,) if Path(p).is_file()]
+    model_file = [Path(args.model)] if Path(args.model).is_file() else []  # an llm.c model file (model_files: folders)
+    protected = model_files(args.model, args.tokenizer) + model_file
     names = [MODEL_FILE, TOKENIZER_FILE, STATE_FILE] + ([Path(args.tokens).stem + ".bin"] if args.tokens else [])
     for name in names:
         check_out_file(str(out / name), overwrite=args.overwrite, protected=protected, is_ours=lambda p: True)

@@ -68,8 +68,6 @@ def refresh(page: Path, check: bool) -> list[str]:
             folder = shlex.split(command)[2]
             with tempfile.TemporaryDirectory() as tmp:
                 printed = gpt2np(command.replace(folder, f"{tmp}/{folder}", 1)).replace(f"{tmp}/", "")
-        elif " --out docs/" in command:  # the page's own picture (docs/img): replaced, whoever drew it last
-            printed = gpt2np(command + " --overwrite")
         else:
             printed = gpt2np(command)
         if printed != shown:
