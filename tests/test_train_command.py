@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_module
 
 from gpt2np import GPT2
 from gpt2np.llmc import write_tokens
@@ -202,7 +203,7 @@ def test_generate_runs_on_the_output(uninterrupted, capsys):
 
 
 def test_the_loss_curve(model_dir, data, tmp_path):
-    pytest.importorskip("matplotlib")
+    require_module("matplotlib", "pip install -e '.[plot]'")  # skipped locally without it, a failure in CI
     png = tmp_path / "loss.png"
     args = ["--model", str(model_dir("tiny")), "--data", str(data), "--out", str(tmp_path / "o"), *ARGS]
     assert main(["train", *args, "--plot", str(png)]) == 0
